@@ -44,7 +44,11 @@ def wait_for_port(port: int, *, timeout: float = 30.0, proc: subprocess.Popen | 
 
 
 def _pg_bin(name: str) -> str:
-    from pgserver._commands import POSTGRES_BIN_PATH
+    import warnings
+
+    with warnings.catch_warnings():  # pgserver's import warns about XDG_RUNTIME_DIR; we use none of that
+        warnings.simplefilter("ignore")
+        from pgserver._commands import POSTGRES_BIN_PATH
 
     return str(POSTGRES_BIN_PATH / name)
 

@@ -1,0 +1,109 @@
+"""`make test`: bootstrap real Postgres + Redis, then run every suite against them.
+
+Each Django service is its own project with its own settings, so each service's suite is its
+own pytest run (as it would be in that service's own CI); the shared library, the gateway and
+the system tests follow. Prints one closing line summing every run.
+
+    python dev/testrun.py              # everything
+    python dev/testrun.py users shared # only these suites
+    python dev/testrun.py users -- -k follow   # pass pytest arguments
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import infra  # noqa: E402
+
+ROOT = infra.ROOT
+PYTHON = sys.executable
+SERVICES = ["users", "feed", "notifications"]
+DATABASE = "social_test"
+
+
+def service_passwords() -> dict[str, str]:
+    return {name: f"{name}-dev-password" for name in SERVICES}
+
+
+def suites() -> dict[str, tuple[Path, list[str]]]:
+    """name → (working directory, pytest target). Only suites that exist in the tree run."""
+    found: dict[str, tuple[Path, list[str]]] = {}
+    for name in SERVICES:
+        directory = ROOT / "services" / name
+        if (directory / "pytest.ini").exists():
+            found[name] = (directory, [])
+    for name, path in [("shared", "shared/tests"), ("gateway", "gateway/tests"), ("system", "tests")]:
+        if (ROOT / path).is_dir() and any((ROOT / path).rglob("test_*.py")):
+            found[name] = (ROOT, [path])
+    return found
+
+
+def totals(junit: Path) -> tuple[int, int, int]:
+    root = ET.parse(junit).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    tests, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+    return tests - failures - errors - skipped, failures + errors, skipped
+
+
+def main(argv: list[str]) -> int:
+    if "--" in argv:
+        split = argv.index("--")
+        wanted, extra = argv[:split], argv[split + 1:]
+    else:
+        wanted, extra = argv, []
+    available = suites()
+    selected = wanted or list(available)
+    unknown = [name for name in selected if name not in available]
+    if unknown:
+        print(f"unknown suite(s) {unknown}; available: {list(available)}", file=sys.stderr)
+        return 2
+    from shared.db_bootstrap import bootstrap
+
+    passed = failed = skipped = 0
+    exit_code = 0
+    with tempfile.TemporaryDirectory(prefix="social-test-") as tmp:
+        run_dir = Path(tmp)
+        os.chmod(run_dir, 0o755)  # the unprivileged postgres user must reach its data dir
+        with open(run_dir / "infra.log", "w") as infra_log, infra.embedded(run_dir, log=infra_log) as (admin_url, redis_url):
+            urls = bootstrap(admin_url, DATABASE, service_passwords())
+            key_file = run_dir / "keys" / "test.pem"
+            base_env = {
+                **os.environ, "DJANGO_DEV": "1", "ADMIN_DATABASE_URL": admin_url, "REDIS_URL_BASE": redis_url,
+                "JWT_SIGNING_KEYS": f"test={key_file}", "PYTHONDONTWRITEBYTECODE": "1",
+                **{f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()},
+            }
+            sys.path.insert(0, str(ROOT / "services" / "users"))
+            from accounts.keys import generate_key_file
+
+            generate_key_file(key_file)
+            for index, name in enumerate(selected):
+                directory, target = available[name]
+                env = dict(base_env)
+                # each suite its own Redis database, so flushing between tests touches nothing else
+                env["REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{index + 1}"
+                if name in urls:
+                    env["DATABASE_URL"] = urls[name]
+                junit = run_dir / f"{name}.xml"
+                print(f"\n=== {name} ===", flush=True)
+                started = time.monotonic()
+                code = subprocess.call([PYTHON, "-m", "pytest", *target, f"--junitxml={junit}", "-q", *extra],
+                                       cwd=directory, env=env)
+                print(f"=== {name}: exit {code} in {time.monotonic() - started:.0f}s ===", flush=True)
+                if code not in (0, 5):  # 5: no tests collected (e.g. filtered by -k)
+                    exit_code = 1
+                if junit.exists():
+                    p, f, s = totals(junit)
+                    passed, failed, skipped = passed + p, failed + f, skipped + s
+    print(f"\ntotal: {passed} passed, {failed} failed, {skipped} skipped")
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,144 @@
+"""Writes for accounts: registration, login, token issue/refresh/revoke, profile updates."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import jwt
+from django.conf import settings
+from django.contrib.auth.hashers import check_password, make_password
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from rest_framework.exceptions import AuthenticationFailed, ValidationError
+
+from accounts import selectors
+from accounts.keys import active_key
+from accounts.models import RefreshToken, User
+from shared.tokens import ALGORITHM, TOKEN_TYPE
+
+# Checked against when the account does not exist, so "no such user" costs the same Argon2 time
+# as "wrong password" and the two answers cannot be told apart by timing either.
+_DUMMY_HASH = make_password("not-a-real-password-" + secrets.token_hex(8))
+INVALID_CREDENTIALS = "Invalid username/email or password."
+
+
+@dataclass(frozen=True)
+class TokenPair:
+    access: str
+    refresh: str
+    expires_in: int
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def access_token_issue(*, user: User) -> str:
+    key = active_key()
+    now = int(timezone.now().timestamp())
+    claims = {
+        "iss": settings.JWT_ISSUER, "aud": settings.JWT_AUDIENCE, "sub": str(user.id),
+        "username": user.username, "iat": now, "exp": now + settings.ACCESS_TOKEN_TTL,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
+
+
+def _refresh_token_create(*, user_id: int, family: uuid.UUID | None = None) -> str:
+    token = secrets.token_urlsafe(32)
+    RefreshToken.objects.create(
+        user_id=user_id, family=family or uuid.uuid4(), token_hash=_hash(token),
+        expires_at=timezone.now() + timedelta(seconds=settings.REFRESH_TOKEN_TTL),
+    )
+    return token
+
+
+def token_pair_issue(*, user: User, family: uuid.UUID | None = None) -> TokenPair:
+    return TokenPair(access=access_token_issue(user=user),
+                     refresh=_refresh_token_create(user_id=user.id, family=family),
+                     expires_in=settings.ACCESS_TOKEN_TTL)
+
+
+@transaction.atomic
+def user_register(*, username: str, email: str, password: str, display_name: str = "") -> tuple[User, TokenPair]:
+    user = User(username=username, email=email.strip(), display_name=display_name or username)
+    if selectors.user_by_username(username=username) is not None:
+        raise ValidationError({"username": ["This username is taken."]})
+    if selectors.user_by_email(email=user.email) is not None:
+        raise ValidationError({"email": ["An account with this email exists."]})
+    try:
+        validate_password(password, user=user)
+    except DjangoValidationError as exc:
+        raise ValidationError({"password": list(exc.messages)}) from None
+    user.password = make_password(password)
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:  # lost a race with a concurrent registration of the same name/email
+        raise ValidationError({"username": ["This username or email is taken."]}) from None
+    return user, token_pair_issue(user=user)
+
+
+@transaction.atomic
+def user_login(*, login: str, password: str) -> tuple[User, TokenPair]:
+    user = selectors.user_by_login(login=login)
+    if user is None:
+        check_password(password, _DUMMY_HASH)
+        raise AuthenticationFailed(INVALID_CREDENTIALS)
+
+    def rehash(raw: str) -> None:
+        User.objects.filter(id=user.id).update(password=make_password(raw))
+
+    if not check_password(password, user.password, setter=rehash):
+        raise AuthenticationFailed(INVALID_CREDENTIALS)
+    return user, token_pair_issue(user=user)
+
+
+def _family_revoke(family: uuid.UUID) -> None:
+    RefreshToken.objects.filter(family=family, revoked_at__isnull=True).update(revoked_at=timezone.now())
+
+
+def token_refresh(*, refresh: str) -> TokenPair:
+    """Spend a refresh token for a new pair. Reuse of a spent token revokes its family: the
+    legitimate holder and the thief both lose it, and the user logs in again."""
+    reused = False
+    with transaction.atomic():
+        row = (RefreshToken.objects.select_for_update().select_related("user")
+               .filter(token_hash=_hash(refresh)).first())
+        if row is None or row.revoked_at is not None or row.expires_at <= timezone.now():
+            raise AuthenticationFailed("Invalid refresh token.")
+        if row.used_at is not None:
+            _family_revoke(row.family)
+            reused = True
+        else:
+            row.used_at = timezone.now()
+            row.save(update_fields=["used_at"])
+            pair = token_pair_issue(user=row.user, family=row.family)
+    if reused:  # raised after commit so the revocation stays
+        raise AuthenticationFailed("Refresh token reuse detected; all sessions of this login are revoked.")
+    return pair
+
+
+@transaction.atomic
+def token_revoke(*, user_id: int, refresh: str) -> None:
+    """Logout: revoke the family of a refresh token the caller owns (others' tokens are left alone)."""
+    row = RefreshToken.objects.filter(token_hash=_hash(refresh), user_id=user_id).only("family").first()
+    if row is not None:
+        _family_revoke(row.family)
+
+
+@transaction.atomic
+def user_update(*, user_id: int, **fields) -> User:
+    user = User.objects.select_for_update().get(id=user_id)
+    for name, value in fields.items():
+        setattr(user, name, value)
+    user.updated_at = timezone.now()
+    user.save(update_fields=[*fields, "updated_at"])
+    transaction.on_commit(lambda: selectors.profile_cache_forget(user.username))
+    return user

@@ -1,0 +1,33 @@
+"""Login and registration throttles: per client IP and per account name tried, in Redis."""
+
+from django.conf import settings
+from rest_framework.throttling import SimpleRateThrottle
+
+
+class _SettingsRateThrottle(SimpleRateThrottle):
+    def get_rate(self):
+        return settings.THROTTLE_RATES[self.scope]
+
+
+class LoginIpThrottle(_SettingsRateThrottle):
+    scope = "login_ip"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format % {"scope": self.scope, "ident": self.get_ident(request)}
+
+
+class LoginAccountThrottle(_SettingsRateThrottle):
+    """Slows password guessing against one account however many IPs the guesses come from."""
+
+    scope = "login_account"
+
+    def get_cache_key(self, request, view):
+        data = request.data if isinstance(request.data, dict) else {}
+        login = data.get("username") or data.get("email") or data.get("login")
+        if not isinstance(login, str) or not login:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": login.strip().lower()[:254]}
+
+
+class RegisterIpThrottle(LoginIpThrottle):
+    scope = "register_ip"

@@ -1,0 +1,58 @@
+"""Writes for the follow graph. Counters move with F() in the same transaction as the edge,
+rows updated in id order so two opposite follows cannot deadlock."""
+
+from __future__ import annotations
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+
+from accounts import selectors as account_selectors
+from accounts.models import User
+from follows.models import Follow
+from shared.problems import Problem
+
+
+def _counts_shift(*, follower_id: int, followee_id: int, delta: int) -> None:
+    updates = {follower_id: {"following_count": F("following_count") + delta},
+               followee_id: {"followers_count": F("followers_count") + delta}}
+    for user_id in sorted(updates):
+        User.objects.filter(id=user_id).update(**updates[user_id])
+
+
+def _followee(username: str) -> User:
+    followee = account_selectors.user_by_username(username=username)
+    if followee is None:
+        raise Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
+    return followee
+
+
+@transaction.atomic
+def follow_create(*, follower_id: int, followee_username: str) -> bool:
+    """Follow; True when a new edge was made, False when it already existed (idempotent)."""
+    followee = _followee(followee_username)
+    if followee.id == follower_id:
+        raise Problem(422, "cannot-follow-self", "You cannot follow yourself.")
+    try:
+        with transaction.atomic():
+            Follow.objects.create(follower_id=follower_id, followee_id=followee.id)
+    except IntegrityError:
+        return False  # already following (possibly a concurrent duplicate that won the insert)
+    _counts_shift(follower_id=follower_id, followee_id=followee.id, delta=1)
+    _profiles_forget(follower_id, followee)
+    return True
+
+
+@transaction.atomic
+def follow_delete(*, follower_id: int, followee_username: str) -> bool:
+    followee = _followee(followee_username)
+    deleted, _ = Follow.objects.filter(follower_id=follower_id, followee_id=followee.id).delete()
+    if deleted:
+        _counts_shift(follower_id=follower_id, followee_id=followee.id, delta=-1)
+        _profiles_forget(follower_id, followee)
+    return bool(deleted)
+
+
+def _profiles_forget(follower_id: int, followee: User) -> None:
+    follower_name = User.objects.filter(id=follower_id).values_list("username", flat=True).first()
+    names = [followee.username, *([follower_name] if follower_name else [])]
+    transaction.on_commit(lambda: account_selectors.profile_cache_forget(*names))

@@ -1,0 +1,73 @@
+"""The settings every service shares, built from the environment.
+
+A service's settings.py is a few lines: `globals().update(service_settings("feed", ...))`
+then whatever is its own. Only what an API service needs is installed: no admin, sessions,
+messages, auth or staticfiles apps, and no middleware that would only serve them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.core.management.utils import get_random_secret_key
+
+from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_str
+from shared.jsonlog import logging_config
+
+
+def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_rates: dict | None = None) -> dict:
+    dev = dev_mode()
+    redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if dev else None)
+    secret = env_str("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
+    return {
+        "SERVICE_NAME": service,
+        "BASE_DIR": base_dir,
+        "SECRET_KEY": secret,
+        "DEBUG": False,  # never: tracebacks are not an API; dev mode changes nothing here
+        "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", "*" if dev else "localhost"),
+        "INSTALLED_APPS": ["rest_framework", "drf_spectacular", *apps],
+        "MIDDLEWARE": [
+            "shared.requestid.RequestIdMiddleware",
+            "shared.observability.MetricsMiddleware",
+            "shared.problems.BodySizeLimitMiddleware",
+        ],
+        "ROOT_URLCONF": f"{service}_service.urls",
+        "WSGI_APPLICATION": f"{service}_service.wsgi.application",
+        "DATABASES": {"default": database_from_url(env_str("DATABASE_URL", f"postgresql://{service}@127.0.0.1:5432/social" if dev else None))},
+        "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
+        "USE_TZ": True,
+        "TIME_ZONE": "UTC",
+        "LANGUAGE_CODE": "en-us",
+        "USE_I18N": False,
+        "APPEND_SLASH": False,
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 64 * 1024),
+        "REDIS_URL": redis_url,
+        "CACHES": {
+            "default": {
+                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                "LOCATION": redis_url,
+                "KEY_PREFIX": service,
+                "TIMEOUT": 300,
+                "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+            }
+        },
+        "REST_FRAMEWORK": {
+            "DEFAULT_AUTHENTICATION_CLASSES": ["shared.auth.AccessTokenAuthentication"],
+            "DEFAULT_PERMISSION_CLASSES": ["shared.auth.IsEndUser"],
+            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+            "EXCEPTION_HANDLER": "shared.problems.exception_handler",
+            "UNAUTHENTICATED_USER": None,
+            "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+            "DEFAULT_THROTTLE_RATES": throttle_rates or {},
+            "NUM_PROXIES": env_int("NUM_PROXIES", 1),
+        },
+        "SPECTACULAR_SETTINGS": {"TITLE": f"{service} service", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False},
+        "JWT_ISSUER": env_str("JWT_ISSUER", "social-users"),
+        "JWT_AUDIENCE": env_str("JWT_AUDIENCE", "social-api"),
+        "JWKS_URL": env_str("JWKS_URL", "http://127.0.0.1:8100/.well-known/jwks.json"),
+        "SERVICE_TOKEN_SECRET": env_str("SERVICE_TOKEN_SECRET", "dev-service-secret" if dev else None),
+        "SLOW_QUERY_MS": env_float("SLOW_QUERY_MS", 30.0),
+        "SLOW_REQUEST_MS": env_float("SLOW_REQUEST_MS", 100.0),
+        "LOGGING": logging_config(service, env_str("LOG_LEVEL", "INFO")),
+    }

@@ -1,0 +1,38 @@
+"""Gunicorn settings every service runs with: `gunicorn -c python:shared.gunicorn_conf <svc>.wsgi`.
+
+gthread workers keep client connections alive (the gateway pools them); graceful SIGTERM:
+readiness fails first, in-flight requests finish within graceful_timeout.
+"""
+
+import os
+import signal
+
+bind = os.environ.get("BIND", "127.0.0.1:8100")
+worker_class = "gthread"
+workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
+threads = int(os.environ.get("GUNICORN_THREADS", "4"))
+keepalive = 75  # longer than the gateway's idle pool timeout, so the gateway closes first
+graceful_timeout = 20
+timeout = 30
+accesslog = None  # the gateway writes the access log; services log slow requests and errors
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+
+
+def post_worker_init(worker):
+    from shared.health import start_draining
+
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):
+        start_draining()
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def child_exit(server, worker):
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,62 @@
+"""pytest plugin every service's suite loads (`-p shared.testing`).
+
+Tests run against the real Postgres database and role the test runner bootstrapped
+(dev/testrun.py): the service's own role, so schema isolation holds in tests exactly as in
+production. There is no throwaway test database to create (service roles may not CREATEDB):
+migrations run once per session on the configured database, and each test runs in a
+transaction that is rolled back. The service's Redis database is flushed before each test.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.conf import settings
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_blocker):
+    with django_db_blocker.unblock():
+        call_command("migrate", interactive=False, verbosity=0)
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis():
+    import redis
+
+    redis.Redis.from_url(settings.REDIS_URL).flushdb()
+    yield
+
+
+@pytest.fixture
+def api_client():
+    from rest_framework.test import APIClient
+
+    return APIClient()
+
+
+def explain(queryset) -> str:
+    """The plan Postgres chooses for a queryset, with sequential scans discouraged as on a big table."""
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + sql, params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+class QueryCounter(CaptureQueriesContext):
+    def __init__(self):
+        super().__init__(connection)
+
+
+def assert_problem(response, status: int, slug: str) -> dict:
+    """The response is an RFC 9457 problem of this status and type; returns the body."""
+    assert response.status_code == status, (response.status_code, response.content[:500])
+    assert response["Content-Type"] == "application/problem+json", response["Content-Type"]
+    body = response.json()
+    assert body["status"] == status
+    assert body["type"].endswith("/" + slug), body
+    assert body["title"] and isinstance(body["detail"], str)
+    return body
