@@ -20,7 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import infra  # noqa: E402
+import infra
 
 ROOT = infra.ROOT
 PYTHON = sys.executable

@@ -1,9 +1,9 @@
+from accounts import selectors as account_selectors
+from accounts.api import ProfileSummarySerializer, PublicProfileSerializer
 from rest_framework import status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts import selectors as account_selectors
-from accounts.api import ProfileSummarySerializer, PublicProfileSerializer
 from follows import selectors, services
 from shared.pagination import page_request, page_response
 from shared.problems import Problem

@@ -1,7 +1,7 @@
+from accounts.models import User
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
 
-from accounts.models import User
 from follows import selectors
 from shared.internal import InternalApiView
 

@@ -1,7 +1,6 @@
+from accounts.models import User
 from django.db import models
 from django.utils import timezone
-
-from accounts.models import User
 
 
 class Follow(models.Model):

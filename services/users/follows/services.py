@@ -3,11 +3,11 @@ rows updated in id order so two opposite follows cannot deadlock."""
 
 from __future__ import annotations
 
+from accounts import selectors as account_selectors
+from accounts.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
-from accounts import selectors as account_selectors
-from accounts.models import User
 from follows.models import Follow
 from shared.problems import Problem
 

@@ -1,10 +1,10 @@
-from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
 import itertools
 
 import pytest
+from accounts import services
 from rest_framework.test import APIClient
 
-from accounts import services
+from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
 
 _seq = itertools.count(1)
 PASSWORD = "correct horse battery staple"

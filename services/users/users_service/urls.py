@@ -1,7 +1,6 @@
+from accounts.api import JwksApi
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
-
-from accounts.api import JwksApi
 
 urlpatterns = [
     path("", include("shared.health")),

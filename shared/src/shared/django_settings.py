@@ -33,7 +33,8 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         ],
         "ROOT_URLCONF": f"{service}_service.urls",
         "WSGI_APPLICATION": f"{service}_service.wsgi.application",
-        "DATABASES": {"default": database_from_url(env_str("DATABASE_URL", f"postgresql://{service}@127.0.0.1:5432/social" if dev else None))},
+        "DATABASES": {"default": database_from_url(
+            env_str("DATABASE_URL", f"postgresql://{service}@127.0.0.1:15432/social" if dev else None))},
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "USE_TZ": True,
         "TIME_ZONE": "UTC",

@@ -17,8 +17,7 @@ from django.conf import settings
 from django.db import connections
 from django.http import HttpResponse
 from django.urls import path
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 
 slow_log = logging.getLogger("shared.slow")
 
@@ -35,7 +34,7 @@ SLOW_QUERIES = Counter("db_slow_queries_total", "Queries slower than SLOW_QUERY_
 
 
 class _QueryTimer:
-    __slots__ = ("count", "seconds", "route")
+    __slots__ = ("count", "route", "seconds")
 
     def __init__(self) -> None:
         self.count = 0

@@ -57,7 +57,7 @@ def _field_errors(detail: Any) -> dict[str, list[str]]:
                 for sub, sub_messages in _field_errors(messages).items():
                     out[f"{field}.{sub}"] = sub_messages
             elif isinstance(messages, list):
-                out[field] = [str(m) if not isinstance(m, (dict, list)) else str(m) for m in messages]
+                out[field] = [str(m) for m in messages]
             else:
                 out[field] = [str(messages)]
         return out

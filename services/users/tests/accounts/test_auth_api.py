@@ -1,9 +1,9 @@
 import json
 
 import pytest
+from accounts.models import RefreshToken, User
 from rest_framework.test import APIClient
 
-from accounts.models import RefreshToken, User
 from shared.testing import assert_problem
 from tests.conftest import PASSWORD
 
@@ -174,7 +174,7 @@ def test_logout_revokes_refresh(api_client, make_user, client_for):
 
 
 def test_logout_cannot_revoke_someone_elses_token(make_user, client_for, api_client):
-    victim, pair = make_user("vic")
+    _victim, pair = make_user("vic")
     attacker, _ = make_user("mallory")
     assert client_for(attacker).post("/api/v1/auth/logout", {"refresh": pair.refresh}, format="json").status_code == 204
     assert api_client.post("/api/v1/auth/refresh", {"refresh": pair.refresh}, format="json").status_code == 200

@@ -1,0 +1,237 @@
+"""The whole system as local processes: what `make run` starts and what system tests drive.
+
+`plan(ctx)` is the declarative list of processes (one `Proc` each: a gunicorn replica, a Celery
+worker, a relay, the gateway); `Supervisor` starts them with prefixed log streaming, waits for
+readiness, and stops every one of them (process groups, so no grandchild is left behind).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import infra
+
+ROOT = infra.ROOT
+PYTHON = sys.executable
+SERVICES = ["users", "feed", "notifications"]
+SERVICE_PORTS = {"users": 8100, "feed": 8200, "notifications": 8300}
+GATEWAY_PORT, GATEWAY_ADMIN_PORT = 8000, 8001
+
+
+@dataclass
+class Proc:
+    name: str
+    cmd: list[str]
+    cwd: Path
+    env: dict[str, str]
+    ready_url: str | None = None  # polled until 200; None: started is ready
+    url: str | None = None  # shown in the status table
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+
+
+@dataclass
+class Context:
+    """What every process needs to know: where the infrastructure is and how many replicas."""
+
+    admin_database_url: str
+    redis_url: str
+    service_database_urls: dict[str, str]
+    run_dir: Path
+    replicas: int = 2
+    port_offset: int = 0  # system tests shift every port so they never collide with `make run`
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def port(self, service: str, replica: int) -> int:
+        return SERVICE_PORTS[service] + replica + self.port_offset
+
+    def service_urls(self, service: str) -> list[str]:
+        return [f"http://127.0.0.1:{self.port(service, i)}" for i in range(self.replicas)]
+
+    @property
+    def gateway_port(self) -> int:
+        return GATEWAY_PORT + self.port_offset
+
+    @property
+    def gateway_admin_port(self) -> int:
+        return GATEWAY_ADMIN_PORT + self.port_offset
+
+
+def available_services() -> list[str]:
+    return [name for name in SERVICES if (ROOT / "services" / name / "manage.py").exists()]
+
+
+def service_env(ctx: Context, service: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_DEV": "1",
+        "DJANGO_SETTINGS_MODULE": f"{service}_service.settings",
+        "DATABASE_URL": ctx.service_database_urls[service],
+        "REDIS_URL": ctx.redis_url,
+        "JWT_SIGNING_KEYS": f"dev={ctx.run_dir / 'keys' / 'users-dev.pem'}",
+        "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json",
+        "SERVICE_TOKEN_SECRET": "dev-service-secret",
+        "DJANGO_SECRET_KEY": "dev-secret-key-not-for-production-" + "x" * 20,
+        "PYTHONUNBUFFERED": "1",
+        **{f"{name.upper()}_URL": ctx.service_urls(name)[0] for name in SERVICES},
+        **ctx.extra_env,
+    }
+    return env
+
+
+def gunicorn(ctx: Context, service: str, replica: int) -> Proc:
+    port = ctx.port(service, replica)
+    metrics_dir = ctx.run_dir / "metrics" / f"{service}-{replica}"
+    env = {**service_env(ctx, service), "BIND": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+           "SERVICE_NAME": service}
+    return Proc(
+        name=f"{service}-{replica}", cwd=ROOT / "services" / service, env=env,
+        cmd=[PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
+        ready_url=f"http://127.0.0.1:{port}/health/ready", url=f"http://127.0.0.1:{port}",
+    )
+
+
+def gateway(ctx: Context) -> Proc | None:
+    if not (ROOT / "gateway" / "__main__.py").exists() and not (ROOT / "gateway" / "gateway" / "__main__.py").exists():
+        return None
+    upstreams = ";".join(
+        f"{name}=" + ",".join(f"127.0.0.1:{ctx.port(name, i)}" for i in range(ctx.replicas))
+        for name in available_services())
+    env = {**os.environ, "GATEWAY_PORT": str(ctx.gateway_port), "GATEWAY_ADMIN_PORT": str(ctx.gateway_admin_port),
+           "GATEWAY_UPSTREAMS": upstreams, "REDIS_URL": ctx.redis_url, "PYTHONUNBUFFERED": "1",
+           "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json", **ctx.extra_env}
+    return Proc(name="gateway", cwd=ROOT, env=env, cmd=[PYTHON, "-m", "gateway"],
+                ready_url=f"http://127.0.0.1:{ctx.gateway_admin_port}/health/ready",
+                url=f"http://127.0.0.1:{ctx.gateway_port}")
+
+
+# Extra processes per service (Celery workers, relays, schedulers) register here:
+# service name → function(ctx) returning Procs; define the function in this file and add it.
+EXTRA_PROCESSES: dict[str, Callable[[Context], list[Proc]]] = {}
+
+
+def plan(ctx: Context) -> list[Proc]:
+    procs: list[Proc] = []
+    for service in available_services():
+        procs += [gunicorn(ctx, service, i) for i in range(ctx.replicas)]
+        if service in EXTRA_PROCESSES:
+            procs += EXTRA_PROCESSES[service](ctx)
+    edge = gateway(ctx)
+    if edge is not None:
+        procs.append(edge)
+    return procs
+
+
+def prepare(ctx: Context) -> None:
+    """Keys and migrations (each service migrates as its own role, into its own schema)."""
+    sys.path.insert(0, str(ROOT / "services" / "users"))
+    from accounts.keys import generate_key_file
+
+    generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
+    for service in available_services():
+        subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
+                       cwd=ROOT / "services" / service, env=service_env(ctx, service))
+
+
+class Supervisor:
+    def __init__(self, procs: list[Proc], *, stream_logs: bool = True, log_dir: Path | None = None):
+        self.procs = procs
+        self.stream_logs = stream_logs
+        self.log_dir = log_dir
+        self._print_lock = threading.Lock()
+        width = max((len(p.name) for p in procs), default=8)
+        self._width = width
+
+    def start(self, proc: Proc) -> None:
+        if proc.name.split("-")[0] in SERVICES and proc.env.get("PROMETHEUS_MULTIPROC_DIR"):
+            metrics_dir = Path(proc.env["PROMETHEUS_MULTIPROC_DIR"])
+            metrics_dir.mkdir(parents=True, exist_ok=True)
+            for stale in metrics_dir.glob("*.db"):
+                stale.unlink()
+        proc.popen = subprocess.Popen(proc.cmd, cwd=proc.cwd, env=proc.env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _pump(self, proc: Proc) -> None:
+        log = open(self.log_dir / f"{proc.name}.log", "a") if self.log_dir else None  # noqa: SIM115
+        try:
+            for line in proc.popen.stdout:
+                if log:
+                    log.write(line)
+                    log.flush()
+                if self.stream_logs:
+                    with self._print_lock:
+                        sys.stdout.write(f"{proc.name:<{self._width}} | {line}")
+                        sys.stdout.flush()
+        finally:
+            if log:
+                log.close()
+
+    def start_all(self) -> None:
+        for proc in self.procs:
+            self.start(proc)
+
+    def wait_ready(self, timeout: float = 60.0, procs: list[Proc] | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=1.0) as client:
+            for proc in procs or self.procs:
+                while proc.ready_url:
+                    if proc.popen.poll() is not None:
+                        raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
+                    with contextlib.suppress(httpx.HTTPError):
+                        if client.get(proc.ready_url).status_code == 200:
+                            break
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{proc.name} not ready at {proc.ready_url}")
+                    time.sleep(0.1)
+
+    def health(self, proc: Proc) -> str:
+        if proc.popen is None or proc.popen.poll() is not None:
+            return "exited"
+        if not proc.ready_url:
+            return "running"
+        try:
+            return "ready" if httpx.get(proc.ready_url, timeout=1.0).status_code == 200 else "not ready"
+        except httpx.HTTPError:
+            return "down"
+
+    def status_table(self) -> str:
+        rows = [("process", "pid", "url", "health")]
+        rows += [(p.name, str(p.popen.pid if p.popen else "-"), p.url or "-", self.health(p)) for p in self.procs]
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
+
+    @staticmethod
+    def signal(proc: Proc, sig: int) -> None:
+        if proc.popen is not None and proc.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.popen.pid, sig)
+
+    def stop(self, proc: Proc, timeout: float = 20.0) -> None:
+        self.signal(proc, signal.SIGTERM)
+        if proc.popen is None:
+            return
+        try:
+            proc.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal(proc, signal.SIGKILL)
+            proc.popen.wait()
+        # the group may still hold children (gunicorn workers); make sure none outlive us
+        self.signal(proc, signal.SIGKILL)
+
+    def stop_all(self) -> None:
+        for proc in self.procs:
+            self.signal(proc, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            self.stop(proc)
