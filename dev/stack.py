@@ -81,7 +81,7 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
         "REDIS_URL": ctx.redis_url,
         "JWT_SIGNING_KEYS": f"dev={ctx.run_dir / 'keys' / 'users-dev.pem'}",
         "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json",
-        "SERVICE_TOKEN_SECRET": "dev-service-secret",
+        "SERVICE_TOKEN_SECRET": "dev-service-secret-not-for-production-0123456789",
         "DJANGO_SECRET_KEY": "dev-secret-key-not-for-production-" + "x" * 20,
         "PYTHONUNBUFFERED": "1",
         **{f"{name.upper()}_URL": ctx.service_urls(name)[0] for name in SERVICES},

@@ -119,10 +119,12 @@ class MeApi(APIView):
     def patch(self, request):
         data = self.UpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        if selectors.user_by_id(user_id=request.user.id) is None:
-            raise NotFound("This account no longer exists.")
         user = services.user_update(user_id=request.user.id, **data.validated_data)
         return Response(OwnProfileSerializer(user).data)
+
+    def delete(self, request):
+        services.user_delete(user_id=request.user.id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class JwksApi(APIView):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -14,13 +15,17 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
-from rest_framework.exceptions import AuthenticationFailed, ValidationError
+from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 
 from accounts import selectors
 from accounts.keys import active_key
 from accounts.models import RefreshToken, User
+from shared.events import publish
 from shared.tokens import ALGORITHM, TOKEN_TYPE
+
+logger = logging.getLogger(__name__)
 
 # Checked against when the account does not exist, so "no such user" costs the same Argon2 time
 # as "wrong password" and the two answers cannot be told apart by timing either.
@@ -82,6 +87,7 @@ def user_register(*, username: str, email: str, password: str, display_name: str
             user.save()
     except IntegrityError:  # lost a race with a concurrent registration of the same name/email
         raise ValidationError({"username": ["This username or email is taken."]}) from None
+    publish("user.registered", {"user_id": str(user.id), "username": user.username})
     return user, token_pair_issue(user=user)
 
 
@@ -135,10 +141,57 @@ def token_revoke(*, user_id: int, refresh: str) -> None:
 
 @transaction.atomic
 def user_update(*, user_id: int, **fields) -> User:
-    user = User.objects.select_for_update().get(id=user_id)
+    user = User.objects.select_for_update().filter(id=user_id).first()
+    if user is None:
+        raise NotFound("This account no longer exists.")
     for name, value in fields.items():
         setattr(user, name, value)
     user.updated_at = timezone.now()
     user.save(update_fields=[*fields, "updated_at"])
-    transaction.on_commit(lambda: selectors.profile_cache_forget(user.username))
+    if set(fields) & PUBLIC_SUMMARY_FIELDS:  # what other services show of a user (bio is not)
+        publish("user.updated", {"user_id": str(user.id), "username": user.username,
+                                 "display_name": user.display_name, "avatar_url": user.avatar_url})
+    profiles_forget_on_commit(user.username)
     return user
+
+
+PUBLIC_SUMMARY_FIELDS = {"username", "display_name", "avatar_url"}
+
+
+def profiles_forget_on_commit(*usernames: str) -> None:
+    """Drop cached profiles after commit. A cache outage must not turn a committed write into a
+    500: the entries expire by themselves (PROFILE_CACHE_SECONDS)."""
+
+    def forget() -> None:
+        try:
+            selectors.profile_cache_forget(*usernames)
+        except Exception as exc:
+            logger.warning("profile cache invalidation failed", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+    transaction.on_commit(forget)
+
+
+@transaction.atomic
+def user_delete(*, user_id: int) -> None:
+    """Delete an account: its follow edges (and the counters they moved), its refresh tokens,
+    and a `user.deleted` event so other services remove what belongs to it."""
+    from follows.models import Follow  # the follow graph lives in this service; accounts owns the user
+
+    user = User.objects.select_for_update().filter(id=user_id).first()
+    if user is None:
+        raise NotFound("This account no longer exists.")
+    followee_ids = list(Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True))
+    follower_ids = list(Follow.objects.filter(followee_id=user_id).values_list("follower_id", flat=True))
+    Follow.objects.filter(follower_id=user_id).delete()
+    Follow.objects.filter(followee_id=user_id).delete()
+    neighbours = sorted(set(followee_ids) | set(follower_ids))
+    followee_set, follower_set = set(followee_ids), set(follower_ids)
+    for neighbour_id in neighbours:  # id order: no deadlock with concurrent follows
+        User.objects.filter(id=neighbour_id).update(
+            followers_count=F("followers_count") - (1 if neighbour_id in followee_set else 0),
+            following_count=F("following_count") - (1 if neighbour_id in follower_set else 0))
+    names = list(User.objects.filter(id__in=neighbours).values_list("username", flat=True))
+    RefreshToken.objects.filter(user_id=user_id).delete()
+    user.delete()
+    publish("user.deleted", {"user_id": str(user_id)})
+    profiles_forget_on_commit(user.username, *names)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from accounts import selectors as account_selectors
 from accounts.models import User
+from accounts.services import profiles_forget_on_commit
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
 from follows.models import Follow
+from shared.events import publish
 from shared.problems import Problem
 
 
@@ -39,6 +41,7 @@ def follow_create(*, follower_id: int, followee_username: str) -> bool:
         return False  # already following (possibly a concurrent duplicate that won the insert)
     _counts_shift(follower_id=follower_id, followee_id=followee.id, delta=1)
     _profiles_forget(follower_id, followee)
+    publish("user.followed", {"follower_id": str(follower_id), "followee_id": str(followee.id)})
     return True
 
 
@@ -49,10 +52,11 @@ def follow_delete(*, follower_id: int, followee_username: str) -> bool:
     if deleted:
         _counts_shift(follower_id=follower_id, followee_id=followee.id, delta=-1)
         _profiles_forget(follower_id, followee)
+        publish("user.unfollowed", {"follower_id": str(follower_id), "followee_id": str(followee.id)})
     return bool(deleted)
 
 
 def _profiles_forget(follower_id: int, followee: User) -> None:
     follower_name = User.objects.filter(id=follower_id).values_list("username", flat=True).first()
     names = [followee.username, *([follower_name] if follower_name else [])]
-    transaction.on_commit(lambda: account_selectors.profile_cache_forget(*names))
+    profiles_forget_on_commit(*names)

@@ -41,3 +41,19 @@ def alice(make_user):
 @pytest.fixture
 def bob(make_user):
     return make_user("bob")[0]
+
+
+@pytest.fixture
+def service_client(settings):
+    """A client presenting a real service credential, as feed or notifications would."""
+    from shared.auth import ServiceCredential
+
+    client = APIClient()
+    token = ServiceCredential(caller="feed", target="users", secret=settings.SERVICE_TOKEN_SECRET)()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    settings.PASSWORD_HASHERS = ["tests.hashers.FastArgon2PasswordHasher"]

@@ -4,7 +4,7 @@ from shared.django_settings import service_settings
 from shared.env import dev_mode, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-globals().update(service_settings("users", base_dir=BASE_DIR, apps=["accounts", "follows"]))
+globals().update(service_settings("users", base_dir=BASE_DIR, apps=["shared.events", "accounts", "follows"]))
 
 # Argon2id first: new and rehashed passwords use it; PBKDF2 only verifies legacy hashes.
 PASSWORD_HASHERS = [

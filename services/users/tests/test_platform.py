@@ -1,0 +1,89 @@
+"""The shared platform as the users service runs it: health, metrics, request ids, slow logs, errors."""
+
+import logging
+
+import pytest
+from rest_framework.test import APIClient
+
+from shared import health
+
+pytestmark = pytest.mark.django_db
+
+
+def test_live_and_ready(api_client):
+    assert api_client.get("/health/live").json() == {"status": "ok"}
+    ready = api_client.get("/health/ready")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ok", "checks": {"database": "ok", "redis": "ok"}}
+
+
+def test_ready_fails_while_draining(api_client):
+    health.start_draining()
+    try:
+        response = api_client.get("/health/ready")
+        assert response.status_code == 503
+        assert response.json()["checks"]["draining"] == "shutting down"
+        assert api_client.get("/health/live").status_code == 200
+    finally:
+        health._draining.clear()
+
+
+def test_ready_reports_redis_down(api_client, settings):
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    response = api_client.get("/health/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "ok"
+    assert response.json()["checks"]["redis"].startswith("ConnectionError")
+
+
+def test_metrics_by_route_template(alice, client_for, api_client):
+    client_for(alice).get("/api/v1/users/alice")
+    text = api_client.get("/metrics").content.decode()
+    assert 'http_requests_total{method="GET",route="api/v1/users/<str:username>",status="200"}' in text
+    assert "http_request_db_queries_bucket" in text
+
+
+def test_request_id_echoed_or_replaced(api_client):
+    assert api_client.get("/health/live", HTTP_X_REQUEST_ID="abc-123.X_y")["X-Request-ID"] == "abc-123.X_y"
+    replaced = api_client.get("/health/live", HTTP_X_REQUEST_ID="bad id\n<script>")["X-Request-ID"]
+    assert len(replaced) == 32 and replaced.isalnum()
+
+
+def test_slow_request_and_query_logged_with_request_id(alice, client_for, settings, caplog):
+    settings.SLOW_REQUEST_MS = 0
+    settings.SLOW_QUERY_MS = 0
+    with caplog.at_level(logging.WARNING, logger="shared.slow"):
+        client_for(alice).get("/api/v1/users/me", HTTP_X_REQUEST_ID="req-42")
+    messages = {r.getMessage(): r for r in caplog.records}
+    assert messages["slow request"].route == "api/v1/users/me"
+    assert messages["slow request"].db_queries == 1
+    assert messages["slow query"].sql.startswith("SELECT")
+    # the JSON formatter puts the request id on every line
+    from shared.jsonlog import JsonFormatter
+    from shared.requestid import RequestIdFilter, set_request_id
+
+    token = set_request_id("req-42")
+    record = messages["slow query"]
+    RequestIdFilter().filter(record)
+    assert '"request_id": "req-42"' in JsonFormatter("users").format(record)
+    from shared.requestid import reset_request_id
+
+    reset_request_id(token)
+
+
+@pytest.mark.urls("tests.error_urls")
+def test_unhandled_error_is_problem_json_without_traceback():
+    client = APIClient(raise_request_exception=False)
+    response = client.get("/boom", HTTP_X_REQUEST_ID="req-boom")
+    assert response.status_code == 500
+    assert response["Content-Type"] == "application/problem+json"
+    body = response.json()
+    assert body == {"type": "https://docs.social.example/problems/internal-error", "title": "Internal server error",
+                    "status": 500, "detail": "The server failed to handle this request; it has been logged.",
+                    "request_id": "req-boom"}
+
+
+def test_openapi_schema(api_client):
+    response = api_client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "/api/v1/auth/register" in response.content.decode()

@@ -1,0 +1,69 @@
+"""Each endpoint's query count is fixed: it does not grow with the page size."""
+
+import pytest
+from follows import services as follow_services
+from rest_framework.test import APIClient
+
+from tests.conftest import PASSWORD
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def star_with_fans(make_user):
+    star, _ = make_user("star")
+    fans = [make_user(f"fan{i}")[0] for i in range(25)]
+    for fan in fans:
+        follow_services.follow_create(follower_id=fan.id, followee_username="star")
+        follow_services.follow_create(follower_id=star.id, followee_username=fan.username)
+    return star, fans
+
+
+@pytest.mark.parametrize("path", ["/api/v1/users/star/followers", "/api/v1/users/star/following"])
+def test_list_queries_do_not_grow_with_page(star_with_fans, client_for, path, django_assert_num_queries):
+    star, _ = star_with_fans
+    client = client_for(star)
+    client.get("/api/v1/users/star")  # warm the profile cache like a live system
+    with django_assert_num_queries(1):
+        assert len(client.get(path + "?limit=2").json()["results"]) == 2
+    with django_assert_num_queries(1):
+        assert len(client.get(path + "?limit=25").json()["results"]) == 25
+
+
+def test_profile_budget(star_with_fans, client_for, django_assert_max_num_queries):
+    star, fans = star_with_fans
+    client = client_for(fans[0])
+    with django_assert_max_num_queries(2):  # profile (cache miss) + is_following
+        client.get("/api/v1/users/star")
+    with django_assert_max_num_queries(1):  # cached profile, is_following only
+        client.get("/api/v1/users/star")
+
+
+@pytest.mark.parametrize(("method", "path", "budget"), [
+    ("get", "/api/v1/users/me", 1),
+    ("patch", "/api/v1/users/me", 4),  # savepoint, row lock, update, release
+    ("post", "/api/v1/users/fan1/follow", 7),
+    ("delete", "/api/v1/users/fan1/follow", 7),
+])
+def test_endpoint_budgets(star_with_fans, client_for, django_assert_max_num_queries, method, path, budget):
+    star, _ = star_with_fans
+    with django_assert_max_num_queries(budget):
+        getattr(client_for(star), method)(path, {"bio": "x"} if method == "patch" else None, format="json")
+
+
+def test_auth_budgets(make_user, django_assert_max_num_queries):
+    _, pair = make_user("dana")
+    client = APIClient()
+    with django_assert_max_num_queries(4):  # user lookup, savepoint, refresh token insert, release
+        assert client.post("/api/v1/auth/login", {"username": "dana", "password": PASSWORD},
+                           format="json").status_code == 200
+    with django_assert_max_num_queries(5):  # savepoint, lock, spend, insert, release
+        assert client.post("/api/v1/auth/refresh", {"refresh": pair.refresh}, format="json").status_code == 200
+
+
+def test_internal_batch_is_one_query(star_with_fans, django_assert_num_queries, service_client):
+    _, fans = star_with_fans
+    for size in (2, 25):
+        ids = ",".join(str(f.id) for f in fans[:size])
+        with django_assert_num_queries(1):
+            assert len(service_client.get(f"/internal/v1/users?ids={ids}").json()["results"]) == size
