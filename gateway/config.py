@@ -1,0 +1,276 @@
+"""Gateway configuration: the declarative route table (YAML) plus environment overrides.
+
+Everything here is parsed once (at start and on SIGHUP) into plain objects that the hot path
+only reads. See docs/gateway.md for every setting.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DEFAULT_ROUTES = Path(__file__).resolve().parent / "routes.yaml"
+METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
+# Paths of the services that must never be reachable through the gateway, whatever the table says.
+ALWAYS_BLOCKED = ("/internal", "/metrics", "/health", "/api/schema")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """A token bucket: `burst` tokens, refilled at `rate` tokens per second."""
+
+    rate: float
+    burst: int
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    name: str  # Redis key namespace: routes sharing a name share buckets
+    ip: Bucket | None
+    user: Bucket | None
+
+
+@dataclass
+class Route:
+    prefix: str
+    service: str
+    auth: bool
+    methods: frozenset[str] | None
+    exact: bool
+    timeout: float
+    ratelimit: RateLimit | None
+    max_body: int
+    # per-route precomputed bytes for the hot path
+    label: str = ""
+
+    def matches(self, path: str, method: str) -> bool:
+        if self.methods is not None and method not in self.methods:
+            return False
+        p = self.prefix
+        if self.exact:
+            return path == p
+        if path == p:
+            return True
+        if not path.startswith(p):
+            return False
+        # segment boundary: /api/v1/posts matches /api/v1/posts/1 but not /api/v1/postsx
+        return p.endswith("/") or path[len(p)] == "/"
+
+
+@dataclass
+class Settings:
+    host: str
+    port: int
+    admin_host: str
+    admin_port: int
+    workers: int
+    upstreams: dict[str, list[str]]
+    routes: list[Route]
+    blocked: tuple[str, ...]
+    trusted_proxies: list
+    max_body: int
+    connect_timeout: float
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    drain_delay: float
+    drain_timeout: float
+    health_interval: float
+    health_path: str
+    dns_interval: float
+    hosts_file: str | None
+    eject_after: int
+    eject_base: float
+    eject_max: float
+    retry_budget: float
+    retry_min: float
+    pool_size: int
+    redis_url: str | None
+    redis_timeout: float
+    jwt_issuer: str
+    jwt_audience: str
+    jwt_leeway: float
+    jwks_url: str | None
+    jwks_service: str
+    jwks_path: str
+    access_log: bool
+    routes_file: str
+    extra: dict = field(default_factory=dict)
+
+
+def _float(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return float(default)
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+
+
+def _int(env, name, default):
+    raw = env.get(name)
+    if raw in (None, ""):
+        return int(default)
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bucket(spec, where) -> Bucket | None:
+    if spec is None or spec is False:
+        return None
+    if not isinstance(spec, dict) or "rate" not in spec or "burst" not in spec:
+        raise ConfigError(f"{where}: a bucket needs rate (tokens/second) and burst")
+    rate, burst = float(spec["rate"]), int(spec["burst"])
+    if rate <= 0 or burst < 1:
+        raise ConfigError(f"{where}: rate must be > 0 and burst >= 1")
+    return Bucket(rate, burst)
+
+
+def _ratelimit(spec, name, where) -> RateLimit | None:
+    if spec is None or spec is False or spec == "off":
+        return None
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: ratelimit must be a mapping or off")
+    ip = _bucket(spec.get("ip"), where + ".ip")
+    user = _bucket(spec.get("user"), where + ".user")
+    if ip is None and user is None:
+        return None
+    return RateLimit(str(spec.get("name", name)), ip, user)
+
+
+def parse_upstreams_env(raw: str) -> dict[str, list[str]]:
+    """`users=127.0.0.1:8101,127.0.0.1:8102;feed=dns:feed:8000` -> {service: [addresses]}."""
+    out: dict[str, list[str]] = {}
+    for part in raw.split(";"):
+        part = part.strip()
+        if not part:
+            continue
+        name, sep, addrs = part.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError(f"GATEWAY_UPSTREAMS: expected service=host:port[,host:port], got {part!r}")
+        out[name.strip()] = [a.strip() for a in addrs.split(",") if a.strip()]
+    return out
+
+
+_ADDR = re.compile(r"^(dns:)?([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
+
+
+def check_address(addr: str, where: str) -> None:
+    if not _ADDR.match(addr):
+        raise ConfigError(f"{where}: bad upstream address {addr!r} (host:port or dns:name:port)")
+
+
+def load(env: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    routes_file = env.get("GATEWAY_ROUTES") or str(DEFAULT_ROUTES)
+    try:
+        doc = yaml.safe_load(Path(routes_file).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read route table {routes_file}: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{routes_file}: top level must be a mapping")
+
+    defaults = doc.get("defaults") or {}
+    max_body = _int(env, "GATEWAY_MAX_BODY", defaults.get("max_body", 1 << 20))
+    default_timeout = float(defaults.get("timeout", 10))
+    default_rl = defaults.get("ratelimit")
+
+    upstreams: dict[str, list[str]] = {}
+    for name, spec in (doc.get("upstreams") or {}).items():
+        replicas = spec.get("replicas", []) if isinstance(spec, dict) else spec
+        upstreams[str(name)] = [str(a) for a in (replicas or [])]
+    if env.get("GATEWAY_UPSTREAMS"):
+        upstreams.update(parse_upstreams_env(env["GATEWAY_UPSTREAMS"]))
+    for name, addrs in upstreams.items():
+        for a in addrs:
+            check_address(a, f"upstream {name}")
+
+    routes: list[Route] = []
+    for i, spec in enumerate(doc.get("routes") or []):
+        where = f"{routes_file}: routes[{i}]"
+        if not isinstance(spec, dict) or "prefix" not in spec or "service" not in spec:
+            raise ConfigError(f"{where}: needs prefix and service")
+        prefix = str(spec["prefix"])
+        if not prefix.startswith("/"):
+            raise ConfigError(f"{where}: prefix must start with /")
+        auth = spec.get("auth", "required")
+        if auth not in ("required", "none"):
+            raise ConfigError(f"{where}: auth must be required or none")
+        methods = spec.get("methods")
+        if methods is not None:
+            methods = frozenset(str(m).upper() for m in methods)
+            if not methods <= METHODS:
+                raise ConfigError(f"{where}: unknown method in {sorted(methods)}")
+        rl_spec = spec.get("ratelimit", default_rl)
+        label = str(spec.get("name") or (prefix if methods is None else f"{'|'.join(sorted(methods))} {prefix}"))
+        routes.append(Route(
+            prefix=prefix, service=str(spec["service"]), auth=auth == "required", methods=methods,
+            exact=bool(spec.get("exact", False)), timeout=float(spec.get("timeout", default_timeout)),
+            ratelimit=_ratelimit(rl_spec, label if "ratelimit" in spec else "default", where),
+            max_body=int(spec.get("max_body", max_body)), label=label,
+        ))
+    # Longest prefix first; among equal prefixes, method-restricted routes first.
+    routes.sort(key=lambda r: (-len(r.prefix), r.methods is None))
+
+    blocked = tuple(dict.fromkeys(list(ALWAYS_BLOCKED) + [str(b).rstrip("/") for b in doc.get("blocked") or []]))
+
+    trusted = []
+    for cidr in (env.get("GATEWAY_TRUSTED_PROXIES") or "").replace(";", ",").split(","):
+        if cidr.strip():
+            try:
+                trusted.append(ipaddress.ip_network(cidr.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: bad CIDR {cidr!r}") from None
+
+    jwks_url = env.get("JWKS_URL") or None
+    redis_url = env.get("REDIS_URL") or None
+    return Settings(
+        host=env.get("GATEWAY_HOST") or "127.0.0.1",
+        port=_int(env, "GATEWAY_PORT", 8000),
+        admin_host=env.get("GATEWAY_ADMIN_HOST") or env.get("GATEWAY_HOST") or "127.0.0.1",
+        admin_port=_int(env, "GATEWAY_ADMIN_PORT", 8001),
+        workers=max(1, _int(env, "GATEWAY_WORKERS", 1)),
+        upstreams=upstreams,
+        routes=routes,
+        blocked=blocked,
+        trusted_proxies=trusted,
+        max_body=max_body,
+        connect_timeout=_float(env, "GATEWAY_CONNECT_TIMEOUT", 2.0),
+        header_timeout=_float(env, "GATEWAY_HEADER_TIMEOUT", 10.0),
+        body_timeout=_float(env, "GATEWAY_BODY_TIMEOUT", 30.0),
+        keepalive_timeout=_float(env, "GATEWAY_KEEPALIVE_TIMEOUT", 75.0),
+        drain_delay=_float(env, "GATEWAY_DRAIN_DELAY", 2.0),
+        drain_timeout=_float(env, "GATEWAY_DRAIN_TIMEOUT", 30.0),
+        health_interval=_float(env, "GATEWAY_HEALTH_INTERVAL", 5.0),
+        health_path=env.get("GATEWAY_HEALTH_PATH") or "/health/ready",
+        dns_interval=_float(env, "GATEWAY_DNS_INTERVAL", 5.0),
+        hosts_file=env.get("GATEWAY_HOSTS_FILE") or None,
+        eject_after=_int(env, "GATEWAY_EJECT_AFTER", 3),
+        eject_base=_float(env, "GATEWAY_EJECT_BASE", 5.0),
+        eject_max=_float(env, "GATEWAY_EJECT_MAX", 120.0),
+        retry_budget=_float(env, "GATEWAY_RETRY_BUDGET", 0.2),
+        retry_min=_float(env, "GATEWAY_RETRY_MIN", 20),
+        pool_size=_int(env, "GATEWAY_POOL_SIZE", 128),
+        redis_url=redis_url,
+        redis_timeout=_float(env, "GATEWAY_REDIS_TIMEOUT", 0.25),
+        jwt_issuer=env.get("JWT_ISSUER") or "social-users",
+        jwt_audience=env.get("JWT_AUDIENCE") or "social-api",
+        jwt_leeway=_float(env, "JWT_LEEWAY", 5),
+        jwks_url=jwks_url,
+        jwks_service=str(doc.get("jwks", {}).get("service", "users")) if isinstance(doc.get("jwks"), dict) else "users",
+        jwks_path=str(doc.get("jwks", {}).get("path", "/.well-known/jwks.json")) if isinstance(doc.get("jwks"), dict) else "/.well-known/jwks.json",
+        access_log=(env.get("GATEWAY_ACCESS_LOG", "1") not in ("0", "false", "no", "off")),
+        routes_file=routes_file,
+    )

@@ -1,0 +1,64 @@
+"""Prometheus metrics. With several workers, prometheus_client's multiprocess mode aggregates
+them (PROMETHEUS_MULTIPROC_DIR is set by the master before any worker imports this module).
+
+Hot path: label children are looked up once and cached in plain dicts.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+REQUESTS = Counter("gateway_requests_total", "Requests answered, by route and status", ["route", "status"])
+LATENCY = Histogram("gateway_request_duration_seconds", "Time from request start to response end",
+                    ["route", "upstream"], buckets=BUCKETS)
+RETRIES = Counter("gateway_upstream_retries_total", "Requests retried on another replica", ["service", "reason"])
+RETRY_BUDGET_EXHAUSTED = Counter("gateway_retry_budget_exhausted_total", "Retries refused by the retry budget",
+                                 ["service"])
+EJECTIONS = Counter("gateway_upstream_ejections_total", "Replicas ejected by outlier detection",
+                    ["service", "replica"])
+HEALTHY = Gauge("gateway_upstream_replica_up", "1 if the replica is in rotation (healthy and not ejected)",
+                ["service", "replica"], multiprocess_mode="max")
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["service", "replica", "kind"])
+RATELIMITED = Counter("gateway_ratelimit_rejections_total", "Requests rejected with 429", ["route", "scope"])
+RATELIMIT_FAILOPEN = Counter("gateway_ratelimit_failopen_total", "Requests let through because Redis failed")
+AUTH_FAILURES = Counter("gateway_auth_failures_total", "Requests rejected with 401")
+OPEN_CONNECTIONS = Gauge("gateway_open_connections", "Open client connections", multiprocess_mode="livesum")
+UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream connections",
+                             multiprocess_mode="livesum")
+DRAINING = Gauge("gateway_draining", "1 while draining after SIGTERM", multiprocess_mode="max")
+CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
+
+_requests: dict = {}
+_latency: dict = {}
+
+
+def observe(route: str, status: int, upstream: str, seconds: float) -> None:
+    key = (route, status)
+    child = _requests.get(key)
+    if child is None:
+        child = _requests[key] = REQUESTS.labels(route, str(status))
+    child.inc()
+    key = (route, upstream)
+    child = _latency.get(key)
+    if child is None:
+        child = _latency[key] = LATENCY.labels(route, upstream)
+    child.observe(seconds)
+
+
+def exposition() -> bytes:
+    if MULTIPROC:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()
+
+
+def mark_process_dead(pid: int) -> None:
+    if MULTIPROC:
+        multiprocess.mark_process_dead(pid)

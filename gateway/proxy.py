@@ -1,0 +1,861 @@
+"""The data path: client connections (asyncio.Protocol + httptools request parser) proxied to
+pooled keep-alive upstream connections (asyncio.Protocol + httptools response parser).
+
+Why this shape: docs/gateway.md#stack. Everything on the hot path is a plain callback; no
+task, no coroutine and no dict is created per request on the common path (one small __slots__
+object per request holds its state). Timeouts are enforced by one periodic sweep per process
+instead of a timer per request.
+
+Request flow: parse -> route -> body limit -> auth (cached token) -> rate limit (one EVALSHA)
+-> pick replica (P2C) -> pooled connection -> stream request -> stream response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import sys
+import time
+from urllib.parse import unquote
+
+import httptools
+
+from . import auth, metrics, problems
+
+log = logging.getLogger("gateway.proxy")
+
+HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
+                        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
+# Client-sent identity/internal headers the services (or logs) might trust: never forwarded.
+IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-authenticated-user",
+                      b"x-service-token", b"x-real-ip", b"forwarded"})
+# Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
+REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
+STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
+STRIP_RESP = HOP_BY_HOP | {b"x-request-id"}
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+MAX_HEADER_BYTES = 32 * 1024
+MAX_URL = 8 * 1024
+
+RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
+
+
+class Req:
+    __slots__ = (
+        "method", "mbytes", "url", "path", "headers", "fwd", "host", "rid", "authz", "clen", "chunked",
+        "body", "body_len", "complete", "keep_alive", "http11", "route", "ident", "start", "replica",
+        "conn", "tries", "tried", "resp_started", "resp_mode", "status", "rl_hdr", "head", "expect",
+        "xff_in", "proto_in", "discard", "sent", "counted", "headers_done", "client_ip",
+    )
+
+    def __init__(self, now: float):
+        self.start = now
+        self.url = b""
+        self.headers = []
+        self.body = []
+        self.body_len = 0
+        self.clen = -1
+        self.chunked = False
+        self.complete = False
+        self.headers_done = False
+        self.route = None
+        self.ident = None
+        self.replica = None
+        self.conn = None
+        self.tries = 0
+        self.tried = []
+        self.resp_started = False
+        self.resp_mode = RESP_NONE
+        self.status = 0
+        self.rl_hdr = b""
+        self.head = None
+        self.discard = False
+        self.sent = False
+        self.counted = False
+        self.host = None
+        self.rid = None
+        self.authz = None
+        self.expect = False
+        self.xff_in = None
+        self.proto_in = None
+        self.path = ""
+        self.method = "-"
+        self.client_ip = None
+        self.keep_alive = False
+        self.http11 = True
+        self.mbytes = b"GET"
+
+
+class UpstreamConn(asyncio.Protocol):
+    """One keep-alive connection to a replica; serves one exchange at a time."""
+
+    def __init__(self, replica, gw):
+        self.replica = replica
+        self.gw = gw
+        self.transport = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client = None
+        self.req = None
+        self.headers: list = []
+        self.reason = b""
+        self.closed = False
+        self.got_bytes = False
+        self.informational = False
+
+    # asyncio callbacks
+    def connection_made(self, transport):
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.replica.open_conns += 1
+        metrics.UPSTREAM_CONNECTIONS.inc()
+
+    def data_received(self, data):
+        self.got_bytes = True
+        if self.client is None:  # bytes on an idle pooled connection: protocol violation
+            self.close()
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            client = self.client
+            self.close()
+            if client is not None:
+                client.upstream_lost(self, f"bad response: {exc}")
+        except Exception:  # noqa: BLE001 - never let a bug kill the loop
+            log.exception("error handling upstream data")
+            client = self.client
+            self.close()
+            if client is not None:
+                client.upstream_lost(self, "internal error")
+
+    def connection_lost(self, exc):
+        if not self.closed:
+            self.closed = True
+        try:
+            self.replica.idle.remove(self)
+        except ValueError:
+            pass
+        self.replica.open_conns -= 1
+        metrics.UPSTREAM_CONNECTIONS.dec()
+        client = self.client
+        if client is not None:
+            self.client = None
+            client.upstream_lost(self, "connection closed")
+
+    def pause_writing(self):
+        if self.client is not None:
+            self.client.pause_reading(2)
+
+    def resume_writing(self):
+        if self.client is not None:
+            self.client.resume_reading(2)
+
+    # httptools callbacks
+    def on_status(self, status: bytes):
+        self.reason = status
+
+    def on_header(self, name: bytes, value: bytes):
+        self.headers.append((name, value))
+
+    def on_headers_complete(self):
+        status = self.parser.get_status_code()
+        if status < 200:  # 1xx: not forwarded, the final response follows
+            self.informational = True
+            return
+        if self.client is not None:
+            self.client.upstream_headers(self, status)
+
+    def on_body(self, data: bytes):
+        if self.client is not None:
+            self.client.upstream_body(data)
+
+    def on_message_complete(self):
+        if self.informational:
+            self.informational = False
+            self.headers = []
+            return
+        if self.client is not None:
+            self.client.upstream_complete(self)
+
+    def close(self):
+        self.closed = True
+        self.client = None
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self):
+        self.closed = True
+        self.client = None
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class ClientConn(asyncio.Protocol):
+    """One client connection; requests are answered in order (pipelining is queued)."""
+
+    def __init__(self, gw):
+        self.gw = gw
+        self.transport = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.req: Req | None = None  # being parsed
+        self.active: Req | None = None  # being answered
+        self.queue: collections.deque = collections.deque()
+        self.read_deadline = 0.0
+        self.up_deadline = 0.0
+        self.closed = False
+        self.must_close = False
+        self.paused = 0
+        self.write_paused = False
+        self.peer = "-"
+        self.peer_trusted = False
+        self.hdr_bytes = 0
+
+    # -- asyncio ------------------------------------------------------------------------------
+    def connection_made(self, transport):
+        self.transport = transport
+        gw = self.gw
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = peer[0]
+            self.peer_trusted = gw.is_trusted(self.peer)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        gw.conns.add(self)
+        metrics.OPEN_CONNECTIONS.inc()
+        self.read_deadline = time.monotonic() + gw.settings.header_timeout
+
+    def connection_lost(self, exc):
+        self.closed = True
+        self.gw.conns.discard(self)
+        metrics.OPEN_CONNECTIONS.dec()
+        r = self.active
+        if r is not None:
+            conn = r.conn
+            if conn is not None:
+                conn.abort()  # response not finished: the connection cannot be reused
+                r.conn = None
+            self._unbind(r)
+            if r.status == 0:
+                r.status = 499  # client went away before the answer (logged, nginx convention)
+            self._record(r, r.replica.addr if r.replica else "-")
+            self.active = None
+
+    def data_received(self, data):
+        if self.closed or self.must_close and self.active is None:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self.must_close = True  # upgrades are not proxied; the parser cannot go on after one
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, _Reject):
+                self._protocol_error(cause.status, cause.detail)
+            else:
+                log.error("error in request callback", exc_info=cause)
+                self._protocol_error(500, "internal gateway error")
+        except httptools.HttpParserError as exc:
+            self._protocol_error(400, f"malformed HTTP request: {exc}")
+        except Exception:  # noqa: BLE001
+            log.exception("error handling client data")
+            self._protocol_error(500, "internal gateway error")
+
+    def pause_writing(self):
+        self.write_paused = True
+        r = self.active
+        if r is not None and r.conn is not None and r.conn.transport is not None:
+            r.conn.transport.pause_reading()
+
+    def resume_writing(self):
+        self.write_paused = False
+        r = self.active
+        if r is not None and r.conn is not None and r.conn.transport is not None:
+            r.conn.transport.resume_reading()
+
+    def pause_reading(self, reason: int):
+        if not self.paused and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def resume_reading(self, reason: int):
+        if self.paused & reason:
+            self.paused &= ~reason
+            if not self.paused and not self.closed:
+                self.transport.resume_reading()
+
+    # -- httptools ---------------------------------------------------------------------------
+    def on_message_begin(self):
+        now = time.monotonic()
+        self.req = Req(now)
+        self.hdr_bytes = 0
+        self.read_deadline = now + self.gw.settings.header_timeout
+
+    def on_url(self, url: bytes):
+        r = self.req
+        r.url += url
+        if len(r.url) > MAX_URL:
+            raise _Reject(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes):
+        self.hdr_bytes += len(name) + len(value) + 4
+        if self.hdr_bytes > MAX_HEADER_BYTES:
+            raise _Reject(431, "request headers too large")
+        self.req.headers.append((name, value))
+
+    def on_headers_complete(self):
+        r = self.req
+        p = self.parser
+        gw = self.gw
+        r.mbytes = p.get_method()
+        r.method = r.mbytes.decode("ascii", "replace")
+        r.http11 = p.get_http_version() == "1.1"
+        r.keep_alive = p.should_keep_alive()
+        out = []
+        drop_extra = None
+        for name, value in r.headers:
+            ln = name.lower()
+            if ln in STRIP_REQ or ln.startswith(b"x-internal-"):
+                if ln == b"content-length":
+                    try:
+                        r.clen = int(value)
+                    except ValueError:
+                        raise _Reject(400, "bad Content-Length") from None
+                elif ln == b"transfer-encoding":
+                    r.chunked = True
+                elif ln == b"x-request-id":
+                    if SANE_ID.fullmatch(value):
+                        r.rid = value
+                elif ln == b"x-forwarded-for":
+                    r.xff_in = value if r.xff_in is None else r.xff_in + b", " + value
+                elif ln == b"x-forwarded-proto":
+                    r.proto_in = value
+                elif ln == b"expect":
+                    if value.lower() == b"100-continue":
+                        r.expect = True
+                elif ln == b"connection":
+                    for tok in value.lower().split(b","):
+                        tok = tok.strip()
+                        if tok and tok not in (b"close", b"keep-alive"):
+                            drop_extra = (drop_extra or set()) | {tok}
+                continue
+            if ln == b"authorization":
+                r.authz = value
+            elif ln == b"host":
+                r.host = value
+            out.append(name + b": " + value + b"\r\n")
+        if drop_extra:  # headers the client declared hop-by-hop in Connection:
+            out = [h for h in out if h.split(b":", 1)[0].lower() not in drop_extra]
+            if b"authorization" in drop_extra:
+                r.authz = None
+        r.fwd = b"".join(out)
+        if r.rid is None:
+            r.rid = os.urandom(12).hex().encode()
+        r.headers = None
+        r.headers_done = True
+        r.client_ip = self._client_ip(r)
+        if r.clen > gw.max_body_any:
+            raise _Reject(413, f"request body larger than {gw.max_body_any} bytes")
+        if r.chunked or r.clen > 0:
+            self.read_deadline = time.monotonic() + gw.settings.body_timeout
+        self.queue.append(r)
+        self._next()
+
+    def on_body(self, data: bytes):
+        r = self.req
+        if r.discard:
+            self.read_deadline = time.monotonic() + self.gw.settings.body_timeout
+            return
+        r.body_len += len(data)
+        limit = r.route.max_body if r.route is not None else self.gw.max_body_any
+        if r.body_len > limit:
+            raise _Reject(413, f"request body larger than {limit} bytes")
+        r.body.append(data)
+        if r.sent and r.conn is not None and r.conn.transport is not None:
+            r.conn.transport.write(data)
+        self.read_deadline = time.monotonic() + self.gw.settings.body_timeout
+
+    def on_message_complete(self):
+        r = self.req
+        self.req = None
+        r.complete = True
+        if r.discard:
+            r.body = None
+        if self.active is None and not self.queue:
+            self.read_deadline = time.monotonic() + self.gw.settings.keepalive_timeout
+        else:
+            self.read_deadline = 0.0
+            if self.active is not None and self.queue:
+                self.pause_reading(1)  # pipelined requests wait; do not buffer without bound
+        self._next()
+
+    # -- request processing ------------------------------------------------------------------------
+    def _next(self):
+        while self.active is None and self.queue and not self.closed:
+            r = self.queue[0]
+            if r.chunked and not r.complete:
+                return  # chunked bodies are collected first (sent upstream with a Content-Length)
+            self.queue.popleft()
+            if not self.queue:
+                self.resume_reading(1)
+            self.active = r
+            self._start(r)
+
+    def _start(self, r: Req):
+        gw = self.gw
+        url = r.url
+        if not url.startswith(b"/"):
+            return self._error(r, 400, "request target must be an absolute path")
+        q = url.find(b"?")
+        raw_path = url if q < 0 else url[:q]
+        try:
+            path = raw_path.decode("ascii")
+        except UnicodeDecodeError:
+            return self._error(r, 400, "request path must be ASCII (percent-encode the rest)")
+        r.path = path
+        check = path
+        if "%" in path or "/." in path or "//" in path or "\\" in path:
+            check = unquote(path)
+            if "\\" in check or "\x00" in check or any(seg in (".", "..") for seg in check.split("/")):
+                return self._error(r, 400, "path must not contain dot segments or backslashes")
+            check = re.sub(r"/{2,}", "/", check)
+        for b in gw.blocked:
+            if check == b or check.startswith(b + "/") or check.startswith(b + "?"):
+                return self._error(r, 404, "no route for this path")
+        route = gw.match(check if check is not path else path, r.method)
+        if route is None:
+            return self._error(r, 404, "no route for this path")
+        r.route = route
+        if r.clen > route.max_body or r.body_len > route.max_body:
+            return self._error(r, 413, f"request body larger than {route.max_body} bytes", close=True)
+        if r.expect and not r.complete:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if route.auth:
+            authz = r.authz
+            if authz is None or len(authz) < 8 or authz[:7].lower() != b"bearer ":
+                return self._unauthorized(r, "missing bearer token")
+            try:
+                token = authz[7:].strip().decode("ascii")
+            except UnicodeDecodeError:
+                return self._unauthorized(r, "malformed token")
+            status, value = gw.verifier.check(token)
+            if status == auth.FETCH:
+                fut = gw.verifier.refresh()
+                fut.add_done_callback(lambda _f, r=r, token=token: self._after_refetch(r, token))
+                return
+            if status == auth.FAIL:
+                return self._unauthorized(r, value)
+            r.ident = value
+        self._limit(r)
+
+    def _after_refetch(self, r: Req, token: str):
+        if r is not self.active or self.closed:
+            return
+        status, value = self.gw.verifier.check(token)
+        if status != auth.OK:
+            return self._unauthorized(r, value if status == auth.FAIL else "unknown signing key")
+        r.ident = value
+        self._limit(r)
+
+    def _limit(self, r: Req):
+        gw = self.gw
+        rl = r.route.ratelimit
+        if rl is None or gw.limiter is None:
+            return self._dispatch(r)
+        keys, args = [], []
+        if rl.ip is not None:
+            keys.append(b"gw:rl:%s:ip:%s" % (rl.name.encode(), r.client_ip.encode()))
+            args += gw.bucket_args[rl.ip]
+        if rl.user is not None and r.ident is not None:
+            keys.append(b"gw:rl:%s:u:%s" % (rl.name.encode(), r.ident.sub.encode()))
+            args += gw.bucket_args[rl.user]
+        if not keys:
+            return self._dispatch(r)
+        gw.limiter.check(keys, args, self._limited, r)
+
+    def _limited(self, r: Req, res):
+        if r is not self.active or self.closed:
+            return
+        if res is None:  # Redis unavailable: fail open (logged by the limiter)
+            return self._dispatch(r)
+        try:
+            allowed, limit, remaining, reset, retry_ms, denied = res
+        except (TypeError, ValueError):
+            return self._dispatch(r)
+        hdr = b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
+            limit, max(0, remaining), reset)
+        if not allowed:
+            rl = r.route.ratelimit
+            scope = "ip" if (denied == 1 and rl.ip is not None) else "user"
+            metrics.RATELIMITED.labels(r.route.label, scope).inc()
+            retry_after = max(1, -(-retry_ms // 1000))
+            return self._error(r, 429, f"rate limit exceeded ({scope}); retry in {retry_after}s",
+                               extra=hdr + b"Retry-After: %d\r\n" % retry_after)
+        r.rl_hdr = hdr
+        self._dispatch(r)
+
+    def _dispatch(self, r: Req):
+        gw = self.gw
+        cluster = gw.clusters.get(r.route.service)
+        if cluster is None or not cluster.replicas:
+            return self._error(r, 503, f"no replicas available for service {r.route.service}")
+        rep = cluster.pick(r.tried)
+        if rep is None:
+            return self._error(r, 502 if r.tries else 503, f"no replica of {r.route.service} could serve the request")
+        r.replica = rep
+        r.tried.append(rep)
+        if not r.tries:
+            gw.retry_earn()
+        r.tries += 1
+        rep.outstanding += 1
+        r.counted = True
+        idle = rep.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                return self._send(r, conn)
+        self.up_deadline = 0.0
+        gw.loop.create_task(self._connect(r, rep, cluster))
+
+    async def _connect(self, r: Req, rep, cluster):
+        gw = self.gw
+        try:
+            _, conn = await asyncio.wait_for(
+                gw.loop.create_connection(lambda: UpstreamConn(rep, gw), rep.host, rep.port),
+                gw.settings.connect_timeout)
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._unbind(r)
+            cluster.failure(rep, "connect")
+            if r is not self.active or self.closed:
+                return
+            if self._may_retry(r, cluster):  # nothing was sent: safe for any method
+                return self._retry(r, cluster, "connect")
+            timeout = isinstance(exc, asyncio.TimeoutError)
+            return self._error(r, 504 if timeout else 502,
+                               f"could not connect to {r.route.service}" + (" in time" if timeout else ""))
+        if r is not self.active or self.closed:
+            self._unbind(r)
+            gw.release(conn)
+            return
+        self._send(r, conn)
+
+    def _send(self, r: Req, conn: UpstreamConn):
+        conn.client = self
+        conn.req = r
+        conn.headers = []
+        conn.got_bytes = False
+        r.conn = conn
+        head = r.head
+        if head is None:
+            head = self._build_head(r)
+        t = conn.transport
+        if r.body:
+            t.writelines([head, *r.body])
+        else:
+            t.write(head)
+        r.sent = True
+        self.up_deadline = time.monotonic() + r.route.timeout
+        if self.write_paused:
+            t.pause_reading()
+
+    def _build_head(self, r: Req) -> bytes:
+        peer = self.peer.encode()
+        if self.peer_trusted and r.xff_in:
+            xff = r.xff_in + b", " + peer
+        else:
+            xff = peer
+        proto = r.proto_in if (self.peer_trusted and r.proto_in in (b"http", b"https")) else b"http"
+        parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd,
+                 b"X-Request-ID: ", r.rid, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
+        if r.ident is not None:
+            parts.append(r.ident.headers)
+        if r.body_len or r.clen >= 0:
+            parts.append(b"Content-Length: %d\r\n" % (r.clen if r.clen >= 0 else r.body_len))
+        if r.host is None:
+            parts.append(b"Host: %s\r\n" % r.route.service.encode())
+        parts.append(b"\r\n")
+        head = r.head = b"".join(parts)
+        return head
+
+    def _client_ip(self, r: Req) -> str:
+        if self.peer_trusted and r.xff_in:
+            hops = [h.strip().decode("latin-1") for h in r.xff_in.split(b",")]
+            for hop in reversed(hops):
+                if not hop:
+                    continue
+                try:
+                    ipaddress.ip_address(hop)
+                except ValueError:
+                    return self.peer  # garbage in the chain: trust only what we saw
+                if not self.gw.is_trusted(hop):
+                    return hop
+        return self.peer
+
+    def _may_retry(self, r: Req, cluster) -> bool:
+        if r.tries >= self.gw.max_tries or not r.complete or not cluster.has_alternative(r.tried):
+            return False
+        if self.gw.retry_take():
+            return True
+        metrics.RETRY_BUDGET_EXHAUSTED.labels(cluster.name).inc()
+        return False
+
+    def _retry(self, r: Req, cluster, reason: str):
+        metrics.RETRIES.labels(cluster.name, reason).inc()
+        r.conn = None
+        r.sent = False
+        self._dispatch(r)
+
+    def _unbind(self, r: Req):
+        if r.counted:
+            r.counted = False
+            r.replica.outstanding -= 1
+
+    # -- upstream events ---------------------------------------------------------------------------
+    def upstream_headers(self, conn: UpstreamConn, status: int):
+        r = conn.req
+        if r is not self.active:
+            return
+        gw = self.gw
+        cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
+        if status >= 500:
+            cluster.failure(r.replica, "5xx")
+        else:
+            cluster.success(r.replica)
+        if status in (502, 503, 504) and r.method in IDEMPOTENT and self._may_retry(r, cluster):
+            conn.close()  # drop the rest of this answer; the connection is not reused
+            self._unbind(r)
+            return self._retry(r, cluster, f"status_{status}")
+        r.status = status
+        out = [b"HTTP/1.1 %d %s\r\n" % (status, conn.reason or problems.reason(status))]
+        clen = False
+        for name, value in conn.headers:
+            ln = name.lower()
+            if ln in STRIP_RESP:
+                continue
+            if ln == b"content-length":
+                clen = True
+            out.append(name + b": " + value + b"\r\n")
+        out.append(b"X-Request-ID: " + r.rid + b"\r\n")
+        if r.rl_hdr:
+            out.append(r.rl_hdr)
+        if r.method == "HEAD" or status in (204, 304):
+            r.resp_mode = RESP_NONE
+        elif clen:
+            r.resp_mode = RESP_RAW
+        elif r.http11:
+            r.resp_mode = RESP_CHUNKED
+            out.append(b"Transfer-Encoding: chunked\r\n")
+        else:
+            r.resp_mode = RESP_CLOSE
+        keep = r.keep_alive and not self.must_close and not gw.draining and r.resp_mode != RESP_CLOSE
+        if not keep:
+            self.must_close = True
+            out.append(b"Connection: close\r\n\r\n")
+        elif not r.http11:
+            out.append(b"Connection: keep-alive\r\n\r\n")
+        else:
+            out.append(b"\r\n")
+        self.transport.write(b"".join(out))
+        r.resp_started = True
+        self.up_deadline = time.monotonic() + r.route.timeout
+        if r.method == "HEAD":
+            # llhttp would wait for a body after a HEAD response: finish here, do not reuse
+            conn.close()
+            r.conn = None
+            self._finish(r)
+
+    def upstream_body(self, data: bytes):
+        r = self.active
+        if r is None or not r.resp_started:
+            return
+        mode = r.resp_mode
+        if mode == RESP_CHUNKED:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        elif mode != RESP_NONE:
+            self.transport.write(data)
+        self.up_deadline = time.monotonic() + r.route.timeout
+
+    def upstream_complete(self, conn: UpstreamConn):
+        r = conn.req
+        if r is not self.active or not r.resp_started:
+            return
+        if r.resp_mode == RESP_CHUNKED:
+            self.transport.write(b"0\r\n\r\n")
+        conn.client = None
+        conn.req = None
+        r.conn = None
+        if conn.parser.should_keep_alive() and r.complete:
+            self.gw.release(conn)
+        else:
+            conn.close()
+        self._finish(r)
+
+    def upstream_lost(self, conn: UpstreamConn, why: str):
+        r = conn.req
+        conn.req = None
+        if r is None or r is not self.active:
+            return
+        r.conn = None
+        if r.resp_started:
+            if r.resp_mode == RESP_CLOSE:  # close-delimited body: EOF is the end
+                return self._finish(r)
+            self._unbind(r)
+            r.status = r.status or 502
+            self._record(r, r.replica.addr)
+            self.active = None
+            self.closed = True
+            self.transport.abort()  # truncated answer: the client must see a broken response
+            return
+        gw = self.gw
+        cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
+        self._unbind(r)
+        cluster.failure(r.replica, "reset")
+        # nothing came back: safe to replay for idempotent methods
+        if r.method in IDEMPOTENT and self._may_retry(r, cluster):
+            return self._retry(r, cluster, "reset")
+        self._error(r, 502, f"{r.route.service} closed the connection without answering")
+
+    # -- answers -------------------------------------------------------------------------------
+    def _finish(self, r: Req):
+        self._unbind(r)
+        self._record(r, r.replica.addr if r.replica is not None else "-")
+        self.active = None
+        self.up_deadline = 0.0
+        if self.must_close or self.gw.draining or not r.complete and not r.discard:
+            if not r.complete:
+                # the rest of the body is unread; answering on this connection is over
+                pass
+            self._close()
+            return
+        if self.queue:
+            self._next()
+        elif self.req is None:
+            self.read_deadline = time.monotonic() + self.gw.settings.keepalive_timeout
+
+    def _record(self, r: Req, upstream: str):
+        gw = self.gw
+        dur = time.monotonic() - r.start
+        label = r.route.label if r.route is not None else "-"
+        metrics.observe(label, r.status, upstream, dur)
+        if gw.settings.access_log:
+            gw.log_line(
+                '{"ts":%.3f,"method":"%s","path":%s,"route":%s,"status":%d,"upstream":"%s",'
+                '"duration_ms":%.2f,"request_id":"%s","user":%s,"client":"%s","tries":%d}\n' % (
+                    time.time(), r.method, json.dumps(r.path or r.url.decode("latin-1")[:200]),
+                    json.dumps(label), r.status, upstream, dur * 1000, r.rid.decode() if r.rid else "-",
+                    f'"{r.ident.sub}"' if r.ident is not None else "null", r.client_ip or self.peer, r.tries))
+
+    def _unauthorized(self, r: Req, detail: str):
+        metrics.AUTH_FAILURES.inc()
+        return self._error(r, 401, detail,
+                           extra=b'WWW-Authenticate: Bearer error="invalid_token", error_description="%s"\r\n'
+                           % detail.replace('"', "'").encode())
+
+    def _error(self, r: Req, status: int, detail: str, *, extra: bytes = b"", close: bool = False):
+        """Answer the active request with a problem+json (nothing was sent to the client yet)."""
+        if r.conn is not None:
+            r.conn.abort()
+            r.conn = None
+        r.status = status
+        if close or status in (400, 408, 413, 414, 431) or self.gw.draining:
+            self.must_close = True
+        if not r.complete and not self.must_close:
+            r.discard = True  # keep the connection: read and drop the rest of this body
+        keep = r.keep_alive and not self.must_close
+        if not keep:
+            self.must_close = True
+        if r.rid is None:
+            r.rid = os.urandom(12).hex().encode()
+        self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
+                                               head=r.method == "HEAD", extra_headers=extra))
+        r.resp_started = True
+        self._finish(r)
+
+    def _protocol_error(self, status: int, detail: str):
+        """The byte stream cannot be parsed any further: answer if we can, then close."""
+        if self.closed:
+            return
+        self.must_close = True
+        r = self.req
+        if self.active is None:
+            r = r or Req(time.monotonic())
+            if not r.headers_done:
+                # not yet seen by _start: account it here
+                r.rid = r.rid or os.urandom(12).hex().encode()
+                if r.client_ip is None:
+                    r.client_ip = self.peer
+            self.active = r
+            self.queue.clear()
+            r.keep_alive = False
+            self._error(r, status, detail)
+        else:
+            self._close()
+
+    def _close(self):
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def on_tick(self, now: float):
+        if self.read_deadline and now > self.read_deadline:
+            self.read_deadline = 0.0
+            if self.req is None and self.active is None and not self.queue:
+                self._close()  # idle keep-alive connection
+            elif self.active is not None:
+                if self.active.resp_started:
+                    self._close()
+                else:
+                    self._error(self.active, 408, "request body not received in time", close=True)
+            else:
+                self._protocol_error(408, "request not received in time")
+        if self.up_deadline and now > self.up_deadline and not self.closed:
+            self.up_deadline = 0.0
+            r = self.active
+            if r is None:
+                return
+            gw = self.gw
+            if r.replica is not None:
+                cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
+                cluster.failure(r.replica, "timeout")
+            if r.resp_started:
+                if r.conn is not None:
+                    r.conn.abort()
+                    r.conn = None
+                self._unbind(r)
+                r.status = r.status or 504
+                self._record(r, r.replica.addr if r.replica else "-")
+                self.active = None
+                self._close()
+            else:
+                self._error(r, 504, f"{r.route.service} did not answer within {r.route.timeout:g}s", close=False)
+
+    def drain(self):
+        """SIGTERM: idle connections close now, busy ones after their current answer."""
+        if self.active is None and self.req is None and not self.queue:
+            self._close()
+        else:
+            self.must_close = True
+
+
+class _Reject(Exception):
+    """Raised from parser callbacks: the request is refused with this status."""
+
+    def __init__(self, status: int, detail: str):
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail

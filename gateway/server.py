@@ -1,0 +1,354 @@
+"""Process-level wiring: the per-process Gateway state, a worker's event loop, the multi-worker
+master, signals (SIGTERM drain, SIGHUP reload) and background upkeep (timeouts, health checks,
+DNS, JWKS)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import uvloop
+
+from . import admin, auth, config, httpclient, metrics
+from .proxy import ClientConn
+from .ratelimit import RedisLimiter
+from .upstream import Cluster
+
+log = logging.getLogger("gateway")
+TICK = 0.1
+
+
+class Gateway:
+    def __init__(self, settings: config.Settings, loop):
+        self.loop = loop
+        self.settings = settings
+        self.conns: set = set()
+        self.clusters: dict[str, Cluster] = {}
+        self.draining = False
+        self.stopping = asyncio.Event()
+        self.max_tries = 3
+        self.retry_tokens = settings.retry_min
+        self.log_buf: list[str] = []
+        self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
+                                      leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
+        self.limiter = (RedisLimiter(settings.redis_url, timeout=settings.redis_timeout,
+                                     on_failopen=metrics.RATELIMIT_FAILOPEN.inc)
+                        if settings.redis_url else None)
+        if self.limiter is None:
+            log.warning("REDIS_URL not set: rate limiting is disabled")
+        self._orphans: dict[str, Cluster] = {}
+        self.apply(settings)
+
+    # -- configuration ------------------------------------------------------------------------
+    def apply(self, s: config.Settings) -> None:
+        """Install a (re)loaded configuration. In-flight requests keep the objects they hold."""
+        self.settings = s
+        self.routes = list(s.routes)
+        self.blocked = s.blocked
+        self.max_body_any = max([s.max_body] + [r.max_body for r in s.routes])
+        self.trusted = s.trusted_proxies
+        self._trusted_cache: dict[str, bool] = {}
+        self.bucket_args = {}
+        for r in s.routes:
+            if r.ratelimit is not None:
+                for b in (r.ratelimit.ip, r.ratelimit.user):
+                    if b is not None:
+                        self.bucket_args[b] = [repr(b.rate).encode(), str(b.burst).encode()]
+        for name, specs in s.upstreams.items():
+            if name in self.clusters:
+                self.clusters[name].settings = s
+                if self.clusters[name].specs != specs:
+                    self.clusters[name].configure(specs)
+            else:
+                self.clusters[name] = Cluster(name, specs, s)
+        for name in list(self.clusters):
+            if name not in s.upstreams:
+                self.clusters.pop(name).close()
+
+    def reload(self) -> None:
+        try:
+            s = config.load()
+        except config.ConfigError as exc:
+            metrics.CONFIG_RELOADS.labels("error").inc()
+            log.error("config reload failed, keeping the running configuration: %s", exc)
+            return
+        # listeners, workers and Redis are fixed for the life of the process
+        self.apply(s)
+        metrics.CONFIG_RELOADS.labels("ok").inc()
+        log.info("config reloaded from %s: %d routes, upstreams %s", s.routes_file, len(s.routes),
+                 {k: v for k, v in s.upstreams.items()})
+        self.loop.create_task(self._resolve_all())
+        self.loop.create_task(self._check_all())
+
+    # -- hot-path helpers ----------------------------------------------------------------------
+    def match(self, path: str, method: str):
+        for r in self.routes:
+            p = r.prefix
+            if not path.startswith(p):
+                continue
+            if r.methods is not None and method not in r.methods:
+                continue
+            if r.exact:
+                if len(path) == len(p):
+                    return r
+                continue
+            if len(path) == len(p) or p[-1] == "/" or path[len(p)] == "/":
+                return r
+        return None
+
+    def is_trusted(self, ip: str) -> bool:
+        v = self._trusted_cache.get(ip)
+        if v is None:
+            v = False
+            if self.trusted:
+                import ipaddress
+                try:
+                    addr = ipaddress.ip_address(ip)
+                    v = any(addr in net for net in self.trusted)
+                except ValueError:
+                    v = False
+            if len(self._trusted_cache) > 10000:
+                self._trusted_cache.clear()
+            self._trusted_cache[ip] = v
+        return v
+
+    def retry_earn(self) -> None:
+        s = self.settings
+        t = self.retry_tokens + s.retry_budget
+        self.retry_tokens = t if t < s.retry_min else s.retry_min
+
+    def retry_take(self) -> bool:
+        if self.retry_tokens >= 1.0:
+            self.retry_tokens -= 1.0
+            return True
+        return False
+
+    def release(self, conn) -> None:
+        rep = conn.replica
+        if conn.closed or rep.removed or self.draining or len(rep.idle) >= self.settings.pool_size:
+            conn.close()
+        else:
+            conn.client = None
+            conn.req = None
+            rep.idle.append(conn)
+
+    def cluster_of(self, replica) -> Cluster:
+        c = self.clusters.get(replica.service)
+        if c is None:  # removed by a reload while the request was in flight
+            c = self._orphans.get(replica.service)
+            if c is None:
+                c = self._orphans[replica.service] = Cluster(replica.service, [], self.settings)
+        return c
+
+    def log_line(self, line: str) -> None:
+        self.log_buf.append(line)
+        if len(self.log_buf) >= 512:
+            self.flush_log()
+
+    def flush_log(self) -> None:
+        if self.log_buf:
+            buf, self.log_buf = self.log_buf, []
+            try:
+                sys.stdout.write("".join(buf))
+                sys.stdout.flush()
+            except (OSError, ValueError):
+                pass
+
+    # -- background ----------------------------------------------------------------------------
+    async def _fetch_jwks(self) -> bytes:
+        s = self.settings
+        timeout = 3.0
+        if s.jwks_url:
+            status, body = await httpclient.get_url(s.jwks_url, timeout=timeout)
+        else:
+            cluster = self.clusters.get(s.jwks_service)
+            rep = cluster.pick([]) if cluster else None
+            if rep is None:
+                raise ConnectionError(f"no replica of {s.jwks_service} to fetch the JWKS from")
+            status, body = await httpclient.get(rep.host, rep.port, s.jwks_path, timeout=timeout)
+        if status != 200:
+            raise ConnectionError(f"JWKS answered {status}")
+        return body
+
+    async def tick_loop(self) -> None:
+        while not self.stopping.is_set():
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            try:
+                for c in list(self.conns):
+                    c.on_tick(now)
+                if self.limiter is not None:
+                    self.limiter.tick(now)
+                for cl in self.clusters.values():
+                    cl.tick(now)
+            except Exception:  # noqa: BLE001
+                log.exception("tick failed")
+            self.flush_log()
+
+    async def _check_all(self) -> None:
+        checks = [cl.health_check(r) for cl in list(self.clusters.values()) for r in cl.replicas]
+        if checks:
+            await asyncio.gather(*checks, return_exceptions=True)
+
+    async def _resolve_all(self) -> None:
+        for cl in list(self.clusters.values()):
+            try:
+                await cl.resolve(self.loop)
+            except Exception:  # noqa: BLE001
+                log.exception("resolving %s failed", cl.name)
+
+    async def _every(self, interval_of, fn) -> None:
+        while not self.stopping.is_set():
+            await fn()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=interval_of())
+            except asyncio.TimeoutError:
+                pass
+
+    def start_background(self) -> list:
+        loop = self.loop
+        tasks = [loop.create_task(self.tick_loop()),
+                 loop.create_task(self._every(lambda: self.settings.dns_interval, self._resolve_all)),
+                 loop.create_task(self._every(lambda: self.settings.health_interval, self._check_all)),
+                 loop.create_task(self.verifier.run(self.stopping))]
+        if self.limiter is not None:
+            self.limiter.connect_soon()
+        return tasks
+
+
+def _new_loop():
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    return loop
+
+
+def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool) -> int:
+    loop = _new_loop()
+    gw = Gateway(settings, loop)
+    loop.run_until_complete(gw._resolve_all())
+    server = loop.run_until_complete(loop.create_server(
+        lambda: ClientConn(gw), settings.host, settings.port, reuse_port=reuse_port or None,
+        reuse_address=True, backlog=4096))
+    admin_server = None
+    if serve_admin:
+        def ready():
+            return (False, "draining") if gw.draining else (True, "serving")
+        admin_server = loop.run_until_complete(admin.serve(loop, settings.admin_host, settings.admin_port, ready))
+    tasks = gw.start_background()
+    done = asyncio.Event()
+
+    async def drain():
+        s = gw.settings
+        log.info("SIGTERM: draining (readiness fails now, stop accepting in %.1fs)", s.drain_delay)
+        metrics.DRAINING.set(1)
+        gw.flush_log()
+        await asyncio.sleep(s.drain_delay)
+        server.close()
+        for c in list(gw.conns):
+            c.drain()
+        deadline = time.monotonic() + s.drain_timeout
+        while gw.conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if gw.conns:
+            log.warning("drain timeout: closing %d connections", len(gw.conns))
+            for c in list(gw.conns):
+                c.transport.abort()
+        done.set()
+
+    def on_term():
+        if not gw.draining:
+            gw.draining = True
+            loop.create_task(drain())
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_signal_handler(signal.SIGHUP, gw.reload)
+    log.info("gateway listening on http://%s:%d (admin %s, pid %d)", settings.host, settings.port,
+             f"http://{settings.admin_host}:{settings.admin_port}" if serve_admin else "in master", os.getpid())
+    try:
+        loop.run_until_complete(done.wait())
+    finally:
+        gw.stopping.set()
+        gw.flush_log()
+        for t in tasks:
+            t.cancel()
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        if admin_server is not None:
+            admin_server.close()
+        if gw.limiter is not None:
+            gw.limiter.close()
+        for cl in gw.clusters.values():
+            cl.close()
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+    log.info("gateway stopped")
+    return 0
+
+
+def run_master(settings: config.Settings) -> int:
+    """GATEWAY_WORKERS > 1: N worker processes share the port (SO_REUSEPORT); this process serves
+    the admin port (metrics aggregated over workers), forwards signals and restarts dead workers."""
+    loop = _new_loop()
+    children: dict[int, subprocess.Popen] = {}
+    state = {"draining": False}
+
+    def spawn():
+        p = subprocess.Popen([sys.executable, "-m", "gateway", "--worker"], env=dict(os.environ))
+        children[p.pid] = p
+
+    for _ in range(settings.workers):
+        spawn()
+
+    def ready():
+        if state["draining"]:
+            return False, "draining"
+        alive = sum(1 for p in children.values() if p.poll() is None)
+        return (alive > 0, f"{alive}/{settings.workers} workers")
+
+    admin_server = loop.run_until_complete(admin.serve(loop, settings.admin_host, settings.admin_port, ready))
+    done = asyncio.Event()
+
+    def forward(sig):
+        for p in children.values():
+            if p.poll() is None:
+                p.send_signal(sig)
+
+    def on_term():
+        if not state["draining"]:
+            state["draining"] = True
+            log.info("SIGTERM: draining %d workers", len(children))
+            forward(signal.SIGTERM)
+
+    loop.add_signal_handler(signal.SIGTERM, on_term)
+    loop.add_signal_handler(signal.SIGINT, on_term)
+    loop.add_signal_handler(signal.SIGHUP, lambda: forward(signal.SIGHUP))
+
+    async def supervise():
+        while True:
+            await asyncio.sleep(0.2)
+            for pid, p in list(children.items()):
+                if p.poll() is not None:
+                    del children[pid]
+                    metrics.mark_process_dead(pid)
+                    if not state["draining"]:
+                        log.error("worker %d exited with %s; restarting", pid, p.returncode)
+                        spawn()
+            if state["draining"] and not children:
+                done.set()
+                return
+
+    loop.create_task(supervise())
+    try:
+        loop.run_until_complete(done.wait())
+    finally:
+        admin_server.close()
+        for p in children.values():
+            p.kill()
+            p.wait()
+        loop.close()
+    return 0

@@ -1,0 +1,85 @@
+"""A small real HTTP/1.1 upstream for the gateway tests (keep-alive, threaded), run as a subprocess.
+
+    python upstream_server.py [HOST:]PORT NAME [JWKS_FILE]
+
+Every path echoes the request as JSON, except:
+  /health/ready, /health/live  -> 200 {"status": "ok"} (503 if the file <JWKS_FILE>.unready exists)
+  /.well-known/jwks.json       -> the JWKS file's contents
+  ...?sleep=SECONDS            -> answers after sleeping
+  ...?status=CODE[&only=NAME]  -> answers with that status (only on replica NAME if given)
+  ...?chunked=N                -> N chunks of "chunk-i\n", chunked transfer encoding
+"""
+
+import json
+import os
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+HOST, _, PORT = sys.argv[1].rpartition(":")
+HOST, PORT, NAME = HOST or "127.0.0.1", int(PORT), sys.argv[2]
+JWKS_FILE = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, *args):
+        pass
+
+    def _answer(self):
+        parts = urlsplit(self.path)
+        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        if parts.path.startswith("/health/"):
+            unready = JWKS_FILE and os.path.exists(JWKS_FILE + ".unready")
+            return self._send(503 if unready else 200, {"status": "unavailable" if unready else "ok"})
+        if parts.path == "/.well-known/jwks.json" and JWKS_FILE:
+            with open(JWKS_FILE, "rb") as fh:
+                data = fh.read()
+            return self._send(200, None, raw=data)
+        if "sleep" in q:
+            time.sleep(float(q["sleep"]))
+        if "chunked" in q:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(int(q["chunked"])):
+                piece = f"chunk-{i}\n".encode()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        status = int(q.get("status", 200)) if q.get("only", NAME) == NAME else 200
+        self._send(status, {
+            "server": NAME, "method": self.command, "path": self.path,
+            "headers": {k.lower(): v for k, v in self.headers.items()},
+            "body_len": len(body), "body": body[:200].decode("latin-1"),
+        })
+
+    def _send(self, status, payload, raw=None):
+        data = raw if raw is not None else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("X-Upstream", NAME)
+        self.send_header("Connection", "keep-alive")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    allow_reuse_address = True
+
+
+if __name__ == "__main__":
+    Server((HOST, PORT), Handler).serve_forever()

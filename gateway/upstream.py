@@ -1,0 +1,259 @@
+"""Upstream clusters: replicas, keep-alive pools, power-of-two-choices, health and discovery.
+
+- Replicas come from config (`host:port`) and DNS (`dns:name:port`: every A record of name,
+  re-resolved every GATEWAY_DNS_INTERVAL s; GATEWAY_HOSTS_FILE replaces the system resolver by
+  a hosts-format file, for tests and local setups).
+- Picking: power of two choices over replicas in rotation, fewer outstanding requests wins.
+  When no replica is in rotation, all known replicas are used (panic mode, as Envoy does):
+  health checks can be wrong, a guess beats a certain 503.
+- Active health checks: GET /health/ready on each replica every GATEWAY_HEALTH_INTERVAL s;
+  a non-200 takes it out of rotation until a check passes.
+- Passive outlier ejection: GATEWAY_EJECT_AFTER consecutive failures (connect errors, resets,
+  5xx) eject a replica for GATEWAY_EJECT_BASE * 2^n s (n = times ejected recently, capped at
+  GATEWAY_EJECT_MAX), never the last replica in rotation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import time
+
+from . import httpclient, metrics
+
+log = logging.getLogger("gateway.upstream")
+
+
+class Replica:
+    __slots__ = ("service", "addr", "host", "port", "idle", "outstanding", "healthy", "ejected_until",
+                 "eject_count", "failures", "removed", "last_ejection", "in_rotation", "open_conns")
+
+    def __init__(self, service: str, host: str, port: int):
+        self.service = service
+        self.host = host
+        self.port = port
+        self.addr = f"{host}:{port}"
+        self.idle: list = []  # idle keep-alive UpstreamConn, most recently used last
+        self.outstanding = 0
+        self.healthy = True  # optimistic until the first check says otherwise
+        self.ejected_until = 0.0
+        self.eject_count = 0
+        self.failures = 0
+        self.removed = False
+        self.last_ejection = -1e9
+        self.in_rotation = True
+        self.open_conns = 0
+
+    def close_idle(self) -> None:
+        idle, self.idle = self.idle, []
+        for conn in idle:
+            conn.close()
+
+    def __repr__(self):
+        return f"Replica({self.service} {self.addr})"
+
+
+def parse_hosts_file(path: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                line = line.split("#", 1)[0].split()
+                if len(line) < 2 or ":" in line[0]:  # IPv4 only, like the A-record lookup
+                    continue
+                for name in line[1:]:
+                    addrs = out.setdefault(name.lower(), [])
+                    if line[0] not in addrs:
+                        addrs.append(line[0])
+    except OSError as exc:
+        raise OSError(f"hosts file {path}: {exc}") from None
+    return out
+
+
+class Cluster:
+    def __init__(self, name: str, specs: list[str], settings):
+        self.name = name
+        self.settings = settings
+        self.specs: list[str] = []
+        self.replicas: list[Replica] = []
+        self.by_addr: dict[str, Replica] = {}
+        self.live: list[Replica] = []
+        self.static: list[tuple[str, int]] = []
+        self.dns: list[tuple[str, int]] = []
+        self.resolved: dict[tuple[str, int], list[str]] = {}
+        self.configure(specs)
+
+    def configure(self, specs: list[str]) -> None:
+        self.specs = list(specs)
+        self.static, self.dns = [], []
+        for spec in specs:
+            if spec.startswith("dns:"):
+                host, _, port = spec[4:].rpartition(":")
+                self.dns.append((host, int(port)))
+            else:
+                host, _, port = spec.rpartition(":")
+                self.static.append((host.strip("[]"), int(port)))
+        self.resolved = {k: v for k, v in self.resolved.items() if k in self.dns}
+        self._rebuild()
+
+    def _rebuild(self) -> None:
+        wanted: list[tuple[str, int]] = list(self.static)
+        for key in self.dns:
+            for ip in self.resolved.get(key, []):
+                wanted.append((ip, key[1]))
+        new_by_addr: dict[str, Replica] = {}
+        for host, port in wanted:
+            addr = f"{host}:{port}"
+            if addr in new_by_addr:
+                continue
+            rep = self.by_addr.get(addr) or Replica(self.name, host, port)
+            new_by_addr[addr] = rep
+        for addr, rep in self.by_addr.items():
+            if addr not in new_by_addr:
+                rep.removed = True
+                rep.close_idle()
+                metrics.HEALTHY.labels(self.name, addr).set(0)
+                log.info("replica removed: %s %s", self.name, addr)
+        for addr in new_by_addr:
+            if addr not in self.by_addr:
+                log.info("replica added: %s %s", self.name, addr)
+        self.by_addr = new_by_addr
+        self.replicas = list(new_by_addr.values())
+        self.refresh_live(time.monotonic())
+
+    def refresh_live(self, now: float) -> None:
+        live = []
+        for r in self.replicas:
+            ok = r.healthy and r.ejected_until <= now
+            if ok != r.in_rotation:
+                r.in_rotation = ok
+                log.info("replica %s %s %s", self.name, r.addr, "back in rotation" if ok else "out of rotation")
+            metrics.HEALTHY.labels(self.name, r.addr).set(1 if ok else 0)
+            if ok:
+                live.append(r)
+        self.live = live
+
+    # -- hot path ---------------------------------------------------------------------------
+    def pick(self, tried) -> Replica | None:
+        live = self.live
+        if not live:
+            live = self.replicas  # panic mode
+        n = len(live)
+        if n == 0:
+            return None
+        if n == 1:
+            r = live[0]
+            if tried and r in tried:
+                return self._any_untried(tried)
+            return r
+        if n == 2:
+            a, b = live if random.getrandbits(1) else (live[1], live[0])
+        else:
+            i = random.randrange(n)
+            j = random.randrange(n - 1)
+            if j >= i:
+                j += 1
+            a, b = live[i], live[j]
+        if tried:
+            if a in tried:
+                a = b
+            elif b in tried:
+                b = a
+            if a in tried:
+                return self._any_untried(tried)
+        return a if a.outstanding <= b.outstanding else b
+
+    def _any_untried(self, tried) -> Replica | None:
+        best = None
+        for r in self.live + [r for r in self.replicas if r not in self.live]:
+            if r not in tried and (best is None or r.outstanding < best.outstanding):
+                best = r
+        return best
+
+    def has_alternative(self, tried) -> bool:
+        for r in self.replicas:
+            if r not in tried:
+                return True
+        return False
+
+    # -- outcomes ---------------------------------------------------------------------------
+    def success(self, r: Replica) -> None:
+        if r.failures:
+            r.failures = 0
+        if r.eject_count and time.monotonic() - r.last_ejection > self.settings.eject_max:
+            r.eject_count = 0
+
+    def failure(self, r: Replica, kind: str) -> None:
+        metrics.UPSTREAM_ERRORS.labels(self.name, r.addr, kind).inc()
+        r.failures += 1
+        if r.failures < self.settings.eject_after or r.removed:
+            return
+        now = time.monotonic()
+        if r.ejected_until > now:
+            return
+        others = [x for x in self.live if x is not r]
+        if not others:
+            return  # never eject the last replica in rotation
+        duration = min(self.settings.eject_max, self.settings.eject_base * (2 ** r.eject_count))
+        r.eject_count += 1
+        r.ejected_until = now + duration
+        r.last_ejection = now
+        r.failures = 0
+        r.close_idle()
+        metrics.EJECTIONS.labels(self.name, r.addr).inc()
+        log.warning("replica ejected: %s %s for %.1fs after %s failures (%s)", self.name, r.addr, duration,
+                    self.settings.eject_after, kind)
+        self.refresh_live(now)
+
+    # -- background -------------------------------------------------------------------------
+    async def health_check(self, r: Replica) -> None:
+        s = self.settings
+        try:
+            status, _ = await httpclient.get(r.host, r.port, s.health_path,
+                                             timeout=max(0.2, min(2.0, s.health_interval)))
+            ok = status == 200
+            why = f"status {status}"
+        except (OSError, ValueError, asyncio.TimeoutError) as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
+        if ok != r.healthy:
+            log.warning("health check %s %s: %s", self.name, r.addr, "passing" if ok else f"failing ({why})")
+            r.healthy = ok
+            self.refresh_live(time.monotonic())
+
+    async def resolve(self, loop) -> None:
+        if not self.dns:
+            return
+        s = self.settings
+        changed = False
+        for host, port in self.dns:
+            try:
+                if s.hosts_file:
+                    ips = parse_hosts_file(s.hosts_file).get(host.lower())
+                    if not ips:
+                        raise OSError(f"{host} not in {s.hosts_file}")
+                else:
+                    infos = await loop.getaddrinfo(host, port, family=socket.AF_INET, type=socket.SOCK_STREAM)
+                    ips = sorted({info[4][0] for info in infos})
+            except OSError as exc:
+                # keep the last known addresses: a DNS blip must not empty the cluster
+                log.warning("resolving %s for %s failed: %s (keeping %s)", host, self.name, exc,
+                            self.resolved.get((host, port), []))
+                continue
+            if ips != self.resolved.get((host, port)):
+                self.resolved[(host, port)] = list(ips)
+                changed = True
+        if changed:
+            self._rebuild()
+
+    def tick(self, now: float) -> None:
+        for r in self.replicas:
+            if not r.in_rotation and r.healthy and r.ejected_until <= now:
+                self.refresh_live(now)
+                return
+
+    def close(self) -> None:
+        for r in self.replicas:
+            r.removed = True
+            r.close_idle()
