@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client import REGISTRY
+
 from shared.http import (
     CircuitBreaker,
     CircuitOpenError,
