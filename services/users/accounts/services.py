@@ -15,7 +15,7 @@ from django.contrib.auth.hashers import check_password, make_password
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 
@@ -180,17 +180,13 @@ def user_delete(*, user_id: int) -> None:
     user = User.objects.select_for_update().filter(id=user_id).first()
     if user is None:
         raise NotFound("This account no longer exists.")
-    followee_ids = list(Follow.objects.filter(follower_id=user_id).values_list("followee_id", flat=True))
-    follower_ids = list(Follow.objects.filter(followee_id=user_id).values_list("follower_id", flat=True))
-    Follow.objects.filter(follower_id=user_id).delete()
-    Follow.objects.filter(followee_id=user_id).delete()
-    neighbours = sorted(set(followee_ids) | set(follower_ids))
-    followee_set, follower_set = set(followee_ids), set(follower_ids)
-    for neighbour_id in neighbours:  # id order: no deadlock with concurrent follows
-        User.objects.filter(id=neighbour_id).update(
-            followers_count=F("followers_count") - (1 if neighbour_id in followee_set else 0),
-            following_count=F("following_count") - (1 if neighbour_id in follower_set else 0))
-    names = list(User.objects.filter(id__in=neighbours).values_list("username", flat=True))
+    followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
+    followers = Follow.objects.filter(followee_id=user_id).values("follower_id")
+    names = list(User.objects.filter(Q(id__in=followees) | Q(id__in=followers)).values_list("username", flat=True))
+    # Set-based updates through subqueries, not one per neighbour: an account may have millions of followers.
+    User.objects.filter(id__in=followees).update(followers_count=F("followers_count") - 1)
+    User.objects.filter(id__in=followers).update(following_count=F("following_count") - 1)
+    Follow.objects.filter(Q(follower_id=user_id) | Q(followee_id=user_id)).delete()
     RefreshToken.objects.filter(user_id=user_id).delete()
     user.delete()
     publish("user.deleted", {"user_id": str(user_id)})

@@ -43,10 +43,10 @@ def test_profile_budget(star_with_fans, client_for, django_assert_max_num_querie
     ("get", "/api/v1/users/me", 1),
     ("patch", "/api/v1/users/me", 4),  # savepoint, row lock, update, release
     ("post", "/api/v1/users/fan1/follow", 7),
-    ("delete", "/api/v1/users/fan1/follow", 7),
+    ("delete", "/api/v1/users/fan1/follow", 8),  # + the outbox row (user.unfollowed)
 ])
 def test_endpoint_budgets(star_with_fans, client_for, django_assert_max_num_queries, method, path, budget):
-    star, _ = star_with_fans
+    star = star_with_fans[0]
     with django_assert_max_num_queries(budget):
         getattr(client_for(star), method)(path, {"bio": "x"} if method == "patch" else None, format="json")
 

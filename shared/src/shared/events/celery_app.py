@@ -1,0 +1,163 @@
+"""`make_celery(service)`: the one Celery configuration every service runs with.
+
+Delivery guarantees come from the combination, so none of these is optional:
+
+* JSON only (no pickle: a message is data, never code).
+* `task_acks_late` + `task_reject_on_worker_lost`: a message is acknowledged after its task
+  finished; a worker killed mid-task leaves it unacknowledged and it is delivered again (the
+  inbox makes the second delivery a no-op).
+* `worker_prefetch_multiplier = 1`: a worker holds one message per process, so a crash strands
+  at most that many and a slow handler does not hoard the queue.
+* Time limits below the Redis visibility timeout: Redis re-delivers an unacknowledged message
+  after `visibility_timeout`; a task allowed to run longer than that would run twice at once.
+* `events.handle` retries failures with capped exponential backoff and jitter; after
+  EVENTS_MAX_RETRIES the envelope is recorded as a dead letter (table + metric + error log) and
+  acknowledged, so a poison message cannot block the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from datetime import timedelta
+
+from celery import Celery
+
+from shared.env import env_float, env_int, env_str
+
+logger = logging.getLogger("shared.events")
+
+
+def retry_delay(retries: int) -> float:
+    """Capped exponential backoff with full jitter: retries of many messages do not arrive in waves."""
+    base = env_float("EVENTS_RETRY_BACKOFF", 1.0)
+    cap = env_float("EVENTS_RETRY_BACKOFF_MAX", 120.0)
+    return random.uniform(base / 2, min(cap, base * 2**retries))
+
+
+def celery_config(service: str) -> dict:
+    broker = env_str("CELERY_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    visibility = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+    hard = env_int("CELERY_TASK_TIME_LIMIT", min(300, visibility // 2))
+    soft = env_int("CELERY_TASK_SOFT_TIME_LIMIT", max(1, hard - max(1, hard // 10)))
+    if not soft < hard < visibility:
+        raise ValueError(f"need soft ({soft}s) < hard ({hard}s) time limit < visibility timeout ({visibility}s)")
+    return {
+        "broker_url": broker,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            "visibility_timeout": visibility,
+            "socket_timeout": 5, "socket_connect_timeout": 3, "health_check_interval": 10,
+        },
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_time_limit": hard,
+        "task_soft_time_limit": soft,
+        "task_default_queue": service,
+        "task_create_missing_queues": True,
+        # the relay must find out quickly that the broker is gone (it keeps the rows and retries)
+        "task_publish_retry": True,
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4,
+                                      "interval_max": 1.0},
+        "worker_hijack_root_logger": False,  # Django's LOGGING (JSON lines with request ids) stays in charge
+        "worker_redirect_stdouts": False,
+        "worker_send_task_events": False,
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "timezone": "UTC",
+        "enable_utc": True,
+        "beat_schedule": {
+            "events-prune": {"task": "events.prune", "schedule": timedelta(minutes=env_int("EVENTS_PRUNE_MINUTES", 60)),
+                             "options": {"queue": service}},
+        },
+    }
+
+
+def make_celery(service: str) -> Celery:
+    """The service's Celery app: `app = make_celery("notifications")` in <service>_service/celery.py."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{service}_service.settings")
+    app = Celery(service)
+    app.conf.update(celery_config(service))
+    _register_event_tasks(app)
+    app.autodiscover_tasks()  # each installed app's tasks.py
+    return app
+
+
+def _register_event_tasks(app: Celery) -> None:
+    @app.task(name="events.handle", bind=True, max_retries=None)
+    def handle(self, envelope):
+        return handle_envelope(self, envelope)
+
+    @app.task(name="events.prune")
+    def prune():
+        from shared.events.prune import prune_events
+
+        return prune_events()
+
+
+def dead_letter(*, task: str, payload, error: str, attempts: int, event_id=None, type_: str = "") -> None:
+    from django.utils import timezone
+
+    from shared.events.metrics import DEAD_LETTERS
+    from shared.events.models import DeadLetter
+
+    DeadLetter.objects.create(event_id=event_id, type=type_ or task, task=task, payload=payload, error=error[:5000],
+                              attempts=attempts, created_at=timezone.now())
+    DEAD_LETTERS.labels(type_ or task).inc()
+    logger.error("dead letter", extra={"task": task, "event_type": type_, "event_id": str(event_id or ""),
+                                       "attempts": attempts, "error": error[:500]})
+
+
+def handle_envelope(task, envelope) -> str:
+    from shared.events.catalogue import EventSchemaError
+    from shared.events.inbox import dispatch
+    from shared.events.metrics import HANDLED
+    from shared.requestid import reset_request_id, set_request_id
+
+    raw = envelope if isinstance(envelope, dict) else {}
+    type_ = str(raw.get("type", "?"))
+    token = set_request_id(str(raw.get("request_id") or "") or task.request.id)
+    try:
+        try:
+            applied = dispatch(envelope)
+        except EventSchemaError as exc:  # permanent: retrying cannot help
+            _give_up(task, raw, type_, f"EventSchemaError: {exc}")
+            HANDLED.labels(type_, "dead").inc()
+            return "dead"
+        except Exception as exc:
+            attempts = task.request.retries + 1
+            if attempts > env_int("EVENTS_MAX_RETRIES", 5):
+                _give_up(task, raw, type_, f"{type(exc).__name__}: {exc}")
+                HANDLED.labels(type_, "dead").inc()
+                return "dead"
+            HANDLED.labels(type_, "retry").inc()
+            logger.warning("event handler failed; retrying", extra={
+                "event_type": type_, "event_id": raw.get("id"), "attempt": attempts, "error": f"{type(exc).__name__}: {exc}"})
+            raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from None
+        outcome = "applied" if applied else "duplicate"
+        HANDLED.labels(type_, outcome).inc()
+        logger.info("event %s", outcome, extra={"event_type": type_, "event_id": raw.get("id")})
+        return outcome
+    finally:
+        reset_request_id(token)
+
+
+def _give_up(task, raw: dict, type_: str, error: str) -> None:
+    import uuid
+
+    try:
+        event_id = uuid.UUID(str(raw.get("id")))
+    except ValueError:
+        event_id = None
+    try:
+        dead_letter(task=task.name, payload=raw or {"raw": str(task.request.args)[:2000]}, error=error,
+                    attempts=task.request.retries + 1, event_id=event_id, type_=type_)
+    except Exception as exc:  # cannot record it (database down?): keep the message alive instead
+        raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from None

@@ -1,0 +1,58 @@
+"""Consumer side: the handler registry and exactly-once application through the inbox."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from django.db import connection, transaction
+
+from shared.events.catalogue import EventSchemaError, event_type
+from shared.events.envelope import Event, envelope_from
+from shared.events.models import InboxEvent
+
+Handler = Callable[[Event], None]
+_HANDLERS: dict[tuple[str, int], list[Handler]] = {}
+
+
+def handler(type_: str, *, version: int = 1) -> Callable[[Handler], Handler]:
+    """Register `fn(event)` for an event type and version (in an app's events.py)."""
+    event_type(type_)  # an unknown type is a typo: fail at import, not at the first message
+
+    def register(fn: Handler) -> Handler:
+        handlers = _HANDLERS.setdefault((type_, version), [])
+        if fn not in handlers:
+            handlers.append(fn)
+        return fn
+
+    return register
+
+
+def handlers_for(type_: str, version: int) -> list[Handler]:
+    return list(_HANDLERS.get((type_, version), ()))
+
+
+def registered_types() -> set[str]:
+    return {type_ for type_, _ in _HANDLERS}
+
+
+def dispatch(raw: dict) -> bool:
+    """Apply one envelope; True if it was applied now, False if it had been already.
+
+    The inbox row and the handlers' writes share one transaction: either both happen or neither.
+    Two workers holding the same event serialise on the inbox primary key; the second sees the
+    first's committed row and does nothing.
+    """
+    event = envelope_from(raw)
+    handlers = handlers_for(event.type, event.version)
+    if not handlers:
+        raise EventSchemaError(f"no handler for {event.type} v{event.version} in this service")
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {InboxEvent._meta.db_table} (event_id, type, handled_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (event_id) DO NOTHING", [event.id, event.type])
+            if cursor.rowcount == 0:
+                return False
+        for fn in handlers:
+            fn(event)
+    return True

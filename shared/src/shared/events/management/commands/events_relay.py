@@ -1,0 +1,30 @@
+import signal
+
+from django.core.management.base import BaseCommand
+from django.utils.module_loading import import_string
+
+
+class Command(BaseCommand):
+    help = "Relay committed outbox events to their consumers' Celery queues (run one or more replicas)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="relay what is pending, then exit")
+        parser.add_argument("--batch-size", type=int, default=200)
+        parser.add_argument("--poll-interval", type=float, default=1.0,
+                            help="seconds between polls when no NOTIFY arrives")
+        parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+
+    def handle(self, *args, **options):
+        from django.conf import settings
+
+        from shared.events.relay import Relay
+
+        if options["metrics_port"]:
+            from prometheus_client import start_http_server
+
+            start_http_server(options["metrics_port"], addr="127.0.0.1")
+        app = import_string(f"{settings.SERVICE_NAME}_service.celery.app")
+        relay = Relay(app, batch_size=options["batch_size"], poll_interval=options["poll_interval"])
+        signal.signal(signal.SIGTERM, relay.stop)
+        signal.signal(signal.SIGINT, relay.stop)
+        relay.run(once=options["once"])
