@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from shared.django_settings import service_settings
+from shared.env import dev_mode, env_float, env_int, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+globals().update(service_settings("feed", base_dir=BASE_DIR, apps=["django.contrib.postgres", "posts", "timelines"]))
+
+# The users service: internal API (profiles, mentions, follower ids) and the JWKS.
+USERS_URL = env_str("USERS_URL", "http://127.0.0.1:8100" if dev_mode() else None)
+USERS_TIMEOUT = env_float("USERS_TIMEOUT", 0.5)  # per attempt (read); the feed read must not wait long
+USERS_DEADLINE = env_float("USERS_DEADLINE", 0.8)  # whole call, retries included
+
+# Timelines (see docs/feed.md for how these were chosen).
+TIMELINE_CAP = env_int("TIMELINE_CAP", 800)  # post ids kept per user in Redis
+TIMELINE_TTL = env_int("TIMELINE_TTL", 7 * 24 * 3600)  # idle timelines leave Redis; rebuilt from Postgres
+FANOUT_MAX_FOLLOWERS = env_int("FANOUT_MAX_FOLLOWERS", 100_000)  # above: pull at read time (hybrid)
+FANOUT_PAGE = env_int("FANOUT_PAGE", 5000)  # follower ids per internal API page
+FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
+BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline
+PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
+BIG_AUTHOR_RECENT = env_int("BIG_AUTHOR_RECENT", 200)  # recent posts per big author merged at read
+
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)  # noqa: F821 (from service_settings)

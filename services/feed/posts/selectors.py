@@ -1,0 +1,61 @@
+"""Reads for posts: narrow values() queries on primary keys and the post_author_id_idx index,
+and one rendering path (authors hydrated in one batch, liked_by_me in one query) for every list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from authors.selectors import authors_by_ids
+from posts.models import Like, Post
+
+POST_FIELDS = ("id", "author_id", "body", "mentions", "like_count", "created_at")
+
+
+def post_by_id(*, post_id: int) -> dict | None:
+    return Post.objects.filter(id=post_id).values(*POST_FIELDS).first()
+
+
+def posts_by_ids(*, ids: Iterable[int]) -> dict[int, dict]:
+    """{id: post row} in one query by primary key; ids that no longer exist are absent."""
+    return {row["id"]: row for row in Post.objects.filter(id__in=list(ids)).values(*POST_FIELDS)}
+
+
+def author_posts_page(*, author_id: int, before_id: int | None, limit: int) -> list[dict]:
+    """An author's posts newest first: up to limit+1 rows after the keyset position."""
+    rows = Post.objects.filter(author_id=author_id)
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    return list(rows.order_by("-id").values(*POST_FIELDS)[: limit + 1])
+
+
+def recent_post_ids_by_authors(*, author_ids: list[int], before_id: int | None, limit: int) -> list[tuple[int, int]]:
+    """(post id, author id) of the newest posts of these authors, newest first (big-author merge,
+    follow backfill). One index range scan per author, merged by the planner."""
+    if not author_ids:
+        return []
+    rows = Post.objects.filter(author_id__in=author_ids)
+    if before_id is not None:
+        rows = rows.filter(id__lt=before_id)
+    return list(rows.order_by("-id").values_list("id", "author_id")[:limit])
+
+
+def liked_post_ids(*, user_id: int, post_ids: Iterable[int]) -> set[int]:
+    return set(Like.objects.filter(user_id=user_id, post_id__in=list(post_ids)).values_list("post_id", flat=True))
+
+
+def posts_render(*, rows: list[dict], viewer_id: int) -> tuple[list[dict], bool]:
+    """Post rows → API posts with author embedded and liked_by_me; and whether authors degraded.
+    Two queries-or-calls whatever the page size: one liked_by_me query, one author batch."""
+    if not rows:
+        return [], False
+    authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
+    liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
+    return [{
+        "id": str(row["id"]),
+        "author": authors[row["author_id"]],
+        "body": row["body"],
+        "mentions": row["mentions"],
+        "like_count": row["like_count"],
+        "liked_by_me": row["id"] in liked,
+        "created_at": row["created_at"].isoformat().replace("+00:00", "Z"),
+    } for row in rows], degraded

@@ -1,0 +1,115 @@
+"""Writes for posts and likes. Each emits its domain event in the same transaction (outbox) and
+schedules timeline work only after commit."""
+
+from __future__ import annotations
+
+import re
+
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from authors.client import users_client
+from posts import events
+from posts.models import Like, Post
+from shared import ids
+from shared.http import DownstreamHTTPError, DownstreamUnavailable
+from shared.problems import Problem
+
+MAX_BODY = 500
+MAX_MENTIONS = 100
+# @name not preceded by a word character (so e-mail addresses are not mentions)
+MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{3,30})(?![A-Za-z0-9_])")
+
+
+def mention_candidates(body: str) -> list[str]:
+    """Distinct @names in order of first appearance, case-insensitively, at most 100."""
+    seen: dict[str, str] = {}
+    for name in MENTION.findall(body):
+        seen.setdefault(name.lower(), name)
+    return list(seen.values())[:MAX_MENTIONS]
+
+
+def _mentions_resolve(body: str) -> list[tuple[int, str]]:
+    """(user id, username) of the @names that are users, in one batch call; unknown names stay text."""
+    names = mention_candidates(body)
+    if not names:
+        return []
+    try:
+        found = users_client().summaries_by_username(names)
+    except (DownstreamUnavailable, DownstreamHTTPError) as exc:
+        raise Problem(503, "dependency-unavailable",
+                      "Mentions cannot be resolved right now; nothing was posted. Retry shortly.",
+                      title="Service unavailable") from exc
+    return [(found[n.lower()].id, found[n.lower()].username) for n in names if n.lower() in found]
+
+
+def post_create(*, author_id: int, body: str) -> Post:
+    body = body.strip()
+    if not 1 <= len(body) <= MAX_BODY:
+        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
+                      errors={"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
+    mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]  # HTTP before the transaction
+    with transaction.atomic():
+        post = Post.objects.create(
+            id=ids.next_id(namespace="posts"), author_id=author_id, body=body,
+            mentions=[name for _, name in mentioned], mentioned_user_ids=[uid for uid, _ in mentioned],
+            created_at=timezone.now(),
+        )
+        events.post_created(post)
+    return post
+
+
+def _own_post(*, post_id: int, user_id: int) -> Post:
+    post = Post.objects.select_for_update().filter(id=post_id).only("id", "author_id").first()
+    if post is None:
+        raise Problem(404, "not-found", "No such post.", title="Not found")
+    if post.author_id != user_id:
+        raise Problem(403, "not-post-author", "Only the author can delete a post.", title="Forbidden")
+    return post
+
+
+@transaction.atomic
+def post_delete(*, post_id: int, user_id: int) -> None:
+    post = _own_post(post_id=post_id, user_id=user_id)  # row lock: no like can slip in meanwhile
+    Like.objects.filter(post_id=post.id).delete()
+    Post.objects.filter(id=post.id).delete()
+    events.post_deleted(post_id=post.id, author_id=post.author_id)
+
+
+def _post_missing() -> Problem:
+    return Problem(404, "not-found", "No such post.", title="Not found")
+
+
+@transaction.atomic
+def like_create(*, post_id: int, user_id: int) -> tuple[bool, int]:
+    """Like (idempotent): (created, like_count). like_count is exact under concurrency: the unique
+    (user, post) row decides who counts, and the counter moves in the same transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Like._meta.db_table} (post_id, user_id, created_at) "
+            f"SELECT %s, %s, now() WHERE EXISTS (SELECT 1 FROM {Post._meta.db_table} WHERE id = %s) "
+            "ON CONFLICT DO NOTHING RETURNING id",
+            [post_id, user_id, post_id],
+        )
+        created = cursor.fetchone() is not None
+    if created:
+        updated = Post.objects.filter(id=post_id).update(like_count=F("like_count") + 1)
+        if not updated:  # deleted after our insert checked it: roll the like back
+            raise _post_missing()
+    row = Post.objects.filter(id=post_id).values("author_id", "like_count").first()
+    if row is None:
+        raise _post_missing()
+    if created:
+        events.post_liked(post_id=post_id, author_id=row["author_id"], liker_id=user_id)
+    return created, row["like_count"]
+
+
+@transaction.atomic
+def like_delete(*, post_id: int, user_id: int) -> None:
+    """Unlike (idempotent: unliking a post not liked is fine); the post must exist."""
+    deleted, _ = Like.objects.filter(post_id=post_id, user_id=user_id).delete()
+    if deleted:
+        Post.objects.filter(id=post_id).update(like_count=F("like_count") - 1)
+    elif not Post.objects.filter(id=post_id).exists():
+        raise _post_missing()

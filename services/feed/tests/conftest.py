@@ -1,0 +1,135 @@
+"""Feed tests run against the real users service: a gunicorn process started once per session
+on the users role's database (migrated first), reached over HTTP exactly as in production.
+Users and follows are made through users' public API; access tokens are real ones."""
+
+import itertools
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from authors.client import users_client_reset
+from shared import auth
+from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
+
+ROOT = Path(__file__).resolve().parents[3]
+USERS_DIR = ROOT / "services" / "users"
+RUN_ID = uuid.uuid4().hex[:6]
+_seq = itertools.count(1)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def users_env(port: int) -> dict:
+    base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
+    return {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "REDIS_URL": f"{base}/14",
+            "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
+            "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users", "DJANGO_SETTINGS_MODULE": "users_service.settings"}
+
+
+class UsersProcess:
+    """A real users service (gunicorn) on a free port."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "users_service.wsgi"],
+            cwd=USERS_DIR, env=users_env(self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(300):
+            try:
+                if httpx.get(self.url + "/health/live", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError("users service exited on start")
+            time.sleep(0.05)
+        raise RuntimeError("users service did not start")
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def point_feed_at(url: str) -> None:
+    if settings.USERS_URL == url and auth.key_source.cache_info().currsize:
+        return
+    if auth.key_source.cache_info().currsize:
+        auth.key_source()._client.close()  # the JWKS client's pool; a new one is made for the new URL
+    settings.USERS_URL = url
+    settings.JWKS_URL = url + "/.well-known/jwks.json"
+    users_client_reset()
+    auth.key_source.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def users_service():
+    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=USERS_DIR,
+                   env=users_env(0), check=True)
+    process = UsersProcess()
+    point_feed_at(process.url)
+    yield process
+    process.stop()
+    _http.close()
+
+
+@pytest.fixture(autouse=True)
+def _users(users_service):
+    point_feed_at(users_service.url)  # a test may have pointed feed elsewhere
+    yield
+
+
+_http = httpx.Client(timeout=10)
+
+
+class Person:
+    def __init__(self, users_url: str, stem: str):
+        self.users_url = users_url
+        self.username = f"{stem}_{RUN_ID}_{next(_seq)}"[:30]
+        response = _http.post(users_url + "/api/v1/auth/register", json={
+            "username": self.username, "email": f"{self.username}@example.com",
+            "password": "correct horse battery staple", "display_name": stem.title()})
+        assert response.status_code == 201, response.text
+        body = response.json()
+        self.id = int(body["user"]["id"])
+        self.access = body["access"]
+        self.api = APIClient()
+        self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.access}")
+
+    def follow(self, other: "Person") -> None:
+        response = _http.post(f"{self.users_url}/api/v1/users/{other.username}/follow",
+                              headers={"Authorization": f"Bearer {self.access}"})
+        assert response.status_code == 201, response.text
+
+    def unfollow(self, other: "Person") -> None:
+        response = _http.delete(f"{self.users_url}/api/v1/users/{other.username}/follow",
+                                headers={"Authorization": f"Bearer {self.access}"})
+        assert response.status_code == 204, response.text
+
+    def summary(self) -> dict:
+        return {"id": str(self.id), "username": self.username, "display_name": self.display_name,
+                "avatar_url": "", "placeholder": False}
+
+    @property
+    def display_name(self) -> str:
+        return self.username.split("_")[0].title()
+
+
+@pytest.fixture
+def person(users_service):
+    """Register a real user in the users service: person("alice") → Person."""
+    return lambda stem="user": Person(users_service.url, stem)

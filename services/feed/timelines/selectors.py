@@ -1,0 +1,42 @@
+"""The home timeline read: ids from Redis (rebuilt from Postgres when cold), big authors' recent
+posts merged in (hybrid), then posts, likes and authors in a fixed number of queries/calls."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from posts import selectors as post_selectors
+from timelines import store
+from timelines.models import BigAuthorFollow, TimelineEntry
+
+
+def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
+    rows = TimelineEntry.objects.filter(user_id=user_id)
+    if before_id is not None:
+        rows = rows.filter(post_id__lt=before_id)
+    return list(rows.order_by("-post_id").values_list("post_id", flat=True)[:count])
+
+
+def timeline_rebuild(*, user_id: int) -> None:
+    store.build(user_id=user_id, post_ids=_durable_ids(user_id=user_id, before_id=None, count=settings.TIMELINE_CAP))
+
+
+def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
+    """Up to `count` post ids for the reader, newest first, below the keyset position."""
+    built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+    if not built:
+        timeline_rebuild(user_id=user_id)
+        built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+    if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
+        ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
+    big = list(BigAuthorFollow.objects.filter(user_id=user_id).values_list("author_id", flat=True))
+    if big:
+        merged = post_selectors.recent_post_ids_by_authors(author_ids=big, before_id=before_id, limit=count)
+        ids = sorted(set(ids) | {post_id for post_id, _ in merged}, reverse=True)[:count]
+    return ids
+
+
+def home_timeline_render(*, viewer_id: int, post_ids: list[int]) -> tuple[list[dict], bool]:
+    rows = post_selectors.posts_by_ids(ids=post_ids)
+    ordered = [rows[i] for i in post_ids if i in rows]  # a post deleted since fan-out is skipped
+    return post_selectors.posts_render(rows=ordered, viewer_id=viewer_id)

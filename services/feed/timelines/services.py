@@ -1,0 +1,145 @@
+"""Writes to home timelines: fan-out on write into Postgres (durable, bulk) and Redis (capped),
+backfill and removal on follow changes, removal of deleted posts and users.
+
+Every function is idempotent (ignore_conflicts, ZADD/ZREM, deletes), so a task that runs twice
+changes nothing the second time. Postgres is written first: Redis is a cache of it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import F
+
+from authors.client import users_client
+from posts import selectors as post_selectors
+from posts.models import Like, Post
+from timelines import store
+from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
+
+log = logging.getLogger("feed.timelines")
+
+
+def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[int]) -> None:
+    """Write posts into these users' timelines: bulk_create in batches of FANOUT_BATCH, then Redis."""
+    if not user_ids or not post_ids_by_author:
+        return
+    rows = [TimelineEntry(user_id=user_id, post_id=post_id, author_id=author_id)
+            for user_id in user_ids for author_id, post_ids in post_ids_by_author.items() for post_id in post_ids]
+    TimelineEntry.objects.bulk_create(rows, batch_size=settings.FANOUT_BATCH, ignore_conflicts=True)
+    store.add(user_ids=user_ids, post_ids=[p for ids in post_ids_by_author.values() for p in ids])
+
+
+def fanout_deliver(*, post_id: int, user_ids: list[int]) -> None:
+    """One page of a fan-out: the post (if it still exists) into these users' timelines."""
+    author_id = Post.objects.filter(id=post_id).values_list("author_id", flat=True).first()
+    if author_id is None:
+        return  # deleted meanwhile: post_remove has cleaned up or will
+    entries_deliver(post_ids_by_author={author_id: [post_id]}, user_ids=user_ids)
+
+
+def author_is_big(*, author_id: int) -> bool:
+    return AuthorStats.objects.filter(author_id=author_id, is_big=True).exists()
+
+
+def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
+    """Walk the author's followers page by page from users' internal API and hand each page to
+    `deliver(post_id=, user_ids=)` (inline, or a Celery task per page). Returns the follower count.
+    The author's own timeline always gets the post; a big author's followers do not (hybrid)."""
+    fanout_deliver(post_id=post_id, user_ids=[author_id])
+    if author_is_big(author_id=author_id):
+        return 0
+    after, total = None, 0
+    while True:
+        page = users_client().follower_ids(author_id, after=after, limit=settings.FANOUT_PAGE)
+        if page.ids:
+            deliver(post_id=post_id, user_ids=page.ids)
+            total += len(page.ids)
+        if page.next_after is None:
+            return total
+        after = page.next_after
+
+
+def post_remove(*, post_id: int) -> None:
+    """A deleted post leaves every timeline it was written into (the table says which)."""
+    user_ids = list(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True))
+    TimelineEntry.objects.filter(post_id=post_id).delete()
+    store.remove(user_ids=user_ids, post_ids=[post_id])
+
+
+@transaction.atomic
+def _followers_count_shift(*, author_id: int, delta: int) -> tuple[int, bool]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {AuthorStats._meta.db_table} AS s (author_id, followers_count, is_big) "
+            "VALUES (%s, GREATEST(%s, 0), false) ON CONFLICT (author_id) DO UPDATE "
+            "SET followers_count = GREATEST(s.followers_count + %s, 0) RETURNING followers_count, is_big",
+            [author_id, delta, delta])
+        count, is_big = cursor.fetchone()
+    return count, is_big
+
+
+def follow_apply(*, follower_id: int, followee_id: int) -> None:
+    """user.followed: count the follower; big followee → remember the edge for read-time merge,
+    otherwise backfill the followee's recent posts into the follower's timeline."""
+    count, is_big = _followers_count_shift(author_id=followee_id, delta=1)
+    if not is_big and count > settings.FANOUT_MAX_FOLLOWERS:
+        author_promote(author_id=followee_id)
+        is_big = True
+    if is_big:
+        BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=follower_id, author_id=followee_id)],
+                                            ignore_conflicts=True)
+        return
+    recent = post_selectors.recent_post_ids_by_authors(author_ids=[followee_id], before_id=None,
+                                                       limit=settings.BACKFILL_POSTS)
+    entries_deliver(post_ids_by_author={followee_id: [post_id for post_id, _ in recent]}, user_ids=[follower_id])
+
+
+def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
+    """user.unfollowed: the followee's posts leave the follower's timeline."""
+    _followers_count_shift(author_id=followee_id, delta=-1)
+    BigAuthorFollow.objects.filter(user_id=follower_id, author_id=followee_id).delete()
+    entries = TimelineEntry.objects.filter(user_id=follower_id, author_id=followee_id)
+    post_ids = list(entries.values_list("post_id", flat=True))
+    entries.delete()
+    store.remove(user_ids=[follower_id], post_ids=post_ids)
+
+
+def author_promote(*, author_id: int) -> None:
+    """An author crossed FANOUT_MAX_FOLLOWERS: from now on its posts are pulled at read time, so
+    every current follower edge is recorded (walked once from users' internal API)."""
+    AuthorStats.objects.filter(author_id=author_id).update(is_big=True)
+    after = None
+    while True:
+        page = users_client().follower_ids(author_id, after=after, limit=settings.FANOUT_PAGE)
+        BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=u, author_id=author_id) for u in page.ids],
+                                            batch_size=settings.FANOUT_BATCH, ignore_conflicts=True)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    log.info("author %s promoted to pull-at-read (big account)", author_id)
+
+
+@transaction.atomic
+def user_purge(*, user_id: int) -> None:
+    """user.deleted: the user's posts (and their likes), their likes elsewhere, their timeline."""
+    post_ids = list(Post.objects.filter(author_id=user_id).values_list("id", flat=True))
+    liked = Like.objects.filter(user_id=user_id).exclude(post_id__in=post_ids)
+    Post.objects.filter(id__in=liked.values("post_id")).update(like_count=F("like_count") - 1)
+    Like.objects.filter(user_id=user_id).delete()
+    Like.objects.filter(post_id__in=post_ids).delete()
+    Post.objects.filter(id__in=post_ids).delete()
+    readers = list(TimelineEntry.objects.filter(post_id__in=post_ids).values_list("user_id", flat=True).distinct())
+    TimelineEntry.objects.filter(post_id__in=post_ids).delete()
+    TimelineEntry.objects.filter(user_id=user_id).delete()
+    BigAuthorFollow.objects.filter(user_id=user_id).delete()
+    BigAuthorFollow.objects.filter(author_id=user_id).delete()
+    AuthorStats.objects.filter(author_id=user_id).delete()
+
+    def redis_cleanup():
+        store.drop(user_id=user_id)
+        store.remove(user_ids=readers, post_ids=post_ids)
+
+    transaction.on_commit(redis_cleanup)

@@ -1,0 +1,112 @@
+"""Home timelines in Redis: one sorted set per reader, `tl:{user_id}`, capped at TIMELINE_CAP.
+
+Members are post ids (decimal), scores `post_id >> 12` (the snowflake's milliseconds and worker:
+51 bits, exact in a double); posts sharing a score are ordered by member, which for ids of the
+same magnitude is id order. Every set holds a sentinel member "0" at score 0 that marks it as
+built from Postgres: fan-out only writes into sets that exist (a Lua script checks), so a set is
+either complete (built, then kept up to date) or absent (cold or evicted: rebuilt on read from
+the timelines table). Reads ask for scores above 0, so the sentinel is never returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+import redis
+from django.conf import settings
+
+SENTINEL = "0"
+KEYS_PER_CALL = 1000
+_local = threading.local()
+
+# KEYS: timelines; ARGV: cap, then score/member pairs. Adds to the sets that exist, trims to cap.
+_ADD_IF_BUILT = """
+local cap = tonumber(ARGV[1])
+local written = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    for j = 2, #ARGV, 2 do redis.call('ZADD', key, ARGV[j], ARGV[j + 1]) end
+    redis.call('ZREMRANGEBYRANK', key, 1, -(cap + 1))
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+def client() -> redis.Redis:
+    conn = getattr(_local, "conn", None)
+    if conn is None or getattr(_local, "url", None) != settings.REDIS_URL:
+        conn = _local.conn = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1)
+        _local.url = settings.REDIS_URL
+        _local.add_script = conn.register_script(_ADD_IF_BUILT)
+    return conn
+
+
+def key(user_id: int) -> str:
+    return f"tl:{user_id}"
+
+
+def score(post_id: int) -> int:
+    return post_id >> 12
+
+
+def add(*, user_ids: Sequence[int], post_ids: Sequence[int]) -> int:
+    """Put posts into the built timelines of these users; returns how many timelines were written."""
+    client()
+    args: list = [settings.TIMELINE_CAP]
+    for post_id in post_ids:
+        args += [score(post_id), str(post_id)]
+    written = 0
+    for start in range(0, len(user_ids), KEYS_PER_CALL):
+        keys = [key(u) for u in user_ids[start:start + KEYS_PER_CALL]]
+        written += _local.add_script(keys=keys, args=args)
+    return written
+
+
+def remove(*, user_ids: Iterable[int], post_ids: Sequence[int]) -> None:
+    members = [str(p) for p in post_ids]
+    if not members:
+        return
+    pipe = client().pipeline(transaction=False)
+    for count, user_id in enumerate(user_ids, 1):
+        pipe.zrem(key(user_id), *members)
+        if count % KEYS_PER_CALL == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+def drop(*, user_id: int) -> None:
+    client().delete(key(user_id))
+
+
+def build(*, user_id: int, post_ids: Sequence[int]) -> None:
+    """Make the set from the durable table's newest entries (merging with anything written meanwhile)."""
+    pipe = client().pipeline(transaction=True)
+    pipe.zadd(key(user_id), {SENTINEL: 0, **{str(p): score(p) for p in post_ids}})
+    pipe.zremrangebyrank(key(user_id), 1, -(settings.TIMELINE_CAP + 1))
+    pipe.expire(key(user_id), settings.TIMELINE_TTL)
+    pipe.execute()
+
+
+def page(*, user_id: int, before_id: int | None, count: int) -> tuple[bool, list[int], bool]:
+    """(built, newest post ids below before_id — up to count, whether the set is full at cap).
+
+    A full set may have dropped older entries: a reader paging past its end continues in Postgres."""
+    high = score(before_id) if before_id is not None else "+inf"
+    slack = 8  # members sharing the cursor's score that are not below it
+    while True:
+        pipe = client().pipeline(transaction=False)
+        pipe.exists(key(user_id))
+        pipe.zrange(key(user_id), high, "(0", desc=True, byscore=True, offset=0, num=count + slack)
+        pipe.zcard(key(user_id))
+        pipe.expire(key(user_id), settings.TIMELINE_TTL)
+        exists, raw, size, _ = pipe.execute()
+        if not exists:
+            return False, [], False
+        ids = [int(m) for m in raw]
+        below = [i for i in ids if before_id is None or i < before_id]
+        if len(below) >= count or len(ids) < count + slack:
+            return True, below[:count], size > settings.TIMELINE_CAP
+        slack *= 8
