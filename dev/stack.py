@@ -133,13 +133,13 @@ def plan(ctx: Context) -> list[Proc]:
     return procs
 
 
-def prepare(ctx: Context) -> None:
+def prepare(ctx: Context, services: list[str] | None = None) -> None:
     """Keys and migrations (each service migrates as its own role, into its own schema)."""
     sys.path.insert(0, str(ROOT / "services" / "users"))
     from accounts.keys import generate_key_file
 
     generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
-    for service in available_services():
+    for service in services or available_services():
         subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
                        cwd=ROOT / "services" / service, env=service_env(ctx, service))
 
