@@ -1,0 +1,249 @@
+"""Fan-out, hybrid, backfill, removal and reading the home timeline, with the users service real
+and the service functions called directly (the Celery tasks are thin shells over them; see
+test_worker.py for the same paths through a real worker)."""
+
+import json
+
+import pytest
+from django.test import override_settings
+
+from posts.models import Post
+from shared import ids
+from shared.testing import QueryCounter, assert_problem, explain
+from timelines import selectors, services, store
+from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def post(person, body="hello") -> int:
+    response = person.api.post("/api/v1/posts", data=json.dumps({"body": body}), content_type="application/json")
+    assert response.status_code == 201, response.content
+    return int(response.json()["id"])
+
+
+def fan_out(post_id: int) -> int:
+    author_id = Post.objects.get(id=post_id).author_id
+    return services.fanout_pages(post_id=post_id, author_id=author_id, deliver=services.fanout_deliver)
+
+
+def feed_ids(person, **params) -> list[int]:
+    response = person.api.get("/api/v1/feed", params)
+    assert response.status_code == 200, response.content
+    return [int(p["id"]) for p in response.json()["results"]]
+
+
+def follow(follower, followee):
+    follower.follow(followee)
+    services.follow_apply(follower_id=follower.id, followee_id=followee.id)  # what the user.followed handler does
+
+
+def test_fanout_writes_every_follower_timeline_and_the_authors_own(person, settings):
+    settings.FANOUT_PAGE = 2  # three followers: two pages from users' internal API
+    author = person("author")
+    followers = [person("fan") for _ in range(3)]
+    stranger = person("stranger")
+    for fan in followers:
+        fan.follow(author)
+    post_id = post(author)
+    assert fan_out(post_id) == 3
+    assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
+        [author.id, *(f.id for f in followers)])
+    for reader in [author, *followers]:
+        assert feed_ids(reader) == [post_id]
+    assert feed_ids(stranger) == []
+
+
+def test_fanout_twice_changes_nothing(person):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    post_id = post(author)
+    fan_out(post_id)
+    feed_ids(fan)  # builds fan's Redis timeline
+    fan_out(post_id)
+    assert TimelineEntry.objects.filter(post_id=post_id).count() == 2
+    assert store.client().zcard(store.key(fan.id)) == 2  # sentinel + the post
+
+
+def test_feed_renders_posts_with_authors_likes_and_pages(person):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    posted = [post(author, f"p{i}") for i in range(5)]
+    for post_id in posted:
+        fan_out(post_id)
+    fan.api.post(f"/api/v1/posts/{posted[-1]}/like")
+    first = fan.api.get("/api/v1/feed", {"limit": 2}).json()
+    assert [int(p["id"]) for p in first["results"]] == posted[::-1][:2]
+    top = first["results"][0]
+    assert top["author"] == author.summary()
+    assert (top["body"], top["like_count"], top["liked_by_me"], top["mentions"]) == ("p4", 1, True, [])
+    assert first["degraded"] is False
+    second = fan.api.get("/api/v1/feed", {"limit": 2, "cursor": first["next_cursor"]}).json()
+    third = fan.api.get("/api/v1/feed", {"limit": 2, "cursor": second["next_cursor"]}).json()
+    assert [int(p["id"]) for p in second["results"]] == posted[::-1][2:4]
+    assert [int(p["id"]) for p in third["results"]] == posted[:1]
+    assert third["next_cursor"] is None
+
+
+@pytest.mark.parametrize("query", ["cursor=garbage", "limit=0", "limit=101", "limit=x", "cursor="])
+def test_feed_bad_input(person, query):
+    reader = person("reader")
+    response = reader.api.get("/api/v1/feed?" + query)
+    if query == "cursor=":
+        assert response.status_code == 200  # an empty cursor is the first page
+    else:
+        assert_problem(response, 400, "validation-error")
+
+
+def test_cold_timeline_is_rebuilt_from_postgres(person):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    posted = [post(author, f"p{i}") for i in range(3)]
+    for post_id in posted:
+        fan_out(post_id)  # fan has no Redis timeline yet: only Postgres is written
+    assert not store.client().exists(store.key(fan.id))
+    assert feed_ids(fan) == posted[::-1]
+    assert store.client().zcard(store.key(fan.id)) == 4
+    store.drop(user_id=fan.id)  # evicted
+    assert feed_ids(fan) == posted[::-1]
+
+
+@override_settings(TIMELINE_CAP=5)
+def test_redis_keeps_the_newest_cap_entries_and_older_pages_come_from_postgres(person):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    feed_ids(fan)  # build the (empty) timeline, so fan-out writes into it
+    posted = [post(author, f"p{i}") for i in range(8)]
+    for post_id in posted:
+        fan_out(post_id)
+    members = store.client().zrange(store.key(fan.id), 0, -1)
+    assert [int(m) for m in members] == [0, *posted[3:]]  # sentinel + newest 5
+    first = fan.api.get("/api/v1/feed", {"limit": 4}).json()
+    second = fan.api.get("/api/v1/feed", {"limit": 4, "cursor": first["next_cursor"]}).json()
+    assert [int(p["id"]) for p in first["results"] + second["results"]] == posted[::-1]
+    assert second["next_cursor"] is None
+
+
+def test_deleted_post_leaves_every_timeline(person):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    feed_ids(fan)
+    keep, gone = post(author, "keep"), post(author, "gone")
+    fan_out(keep)
+    fan_out(gone)
+    assert author.api.delete(f"/api/v1/posts/{gone}").status_code == 204
+    assert feed_ids(fan) == [keep]  # skipped at read even before cleanup runs
+    services.post_remove(post_id=gone)
+    assert not TimelineEntry.objects.filter(post_id=gone).exists()
+    assert [int(m) for m in store.client().zrange(store.key(fan.id), 0, -1)] == [0, keep]
+
+
+@override_settings(BACKFILL_POSTS=2)
+def test_follow_backfills_recent_posts_and_unfollow_removes_them(person):
+    author, other, fan = person("author"), person("other"), person("fan")
+    posted = [post(author, f"p{i}") for i in range(3)]
+    follow(fan, other)
+    other_post = post(other, "other")
+    fan_out(other_post)
+    feed_ids(fan)
+    follow(fan, author)
+    assert feed_ids(fan) == [other_post, *posted[::-1][:2]]  # the newer post first, two backfilled
+    assert AuthorStats.objects.get(author_id=author.id).followers_count == 1
+    fan.unfollow(author)
+    services.unfollow_apply(follower_id=fan.id, followee_id=author.id)
+    assert feed_ids(fan) == [other_post]
+    assert not TimelineEntry.objects.filter(user_id=fan.id, author_id=author.id).exists()
+    assert AuthorStats.objects.get(author_id=author.id).followers_count == 0
+
+
+@override_settings(FANOUT_MAX_FOLLOWERS=2)
+def test_big_author_is_merged_at_read_not_fanned_out(person):
+    star = person("star")
+    fans = [person("fan") for _ in range(3)]
+    small, late = person("small"), person("late")
+    for fan in fans[:2]:
+        follow(fan, star)
+    assert AuthorStats.objects.get(author_id=star.id).is_big is False
+    follow(fans[2], star)  # third follower: above the threshold → promoted, edges walked from users
+    assert AuthorStats.objects.get(author_id=star.id).is_big is True
+    assert sorted(BigAuthorFollow.objects.filter(author_id=star.id).values_list("user_id", flat=True)) == sorted(
+        f.id for f in fans)
+    follow(fans[0], small)
+    small_post = post(small, "small")
+    fan_out(small_post)
+    star_post = post(star, "star")
+    assert fan_out(star_post) == 0  # not fanned out to followers...
+    assert list(TimelineEntry.objects.filter(post_id=star_post).values_list("user_id", flat=True)) == [star.id]
+    assert feed_ids(fans[0]) == [star_post, small_post]  # ...but merged in at read
+    assert feed_ids(fans[1]) == [star_post]
+    assert feed_ids(star) == [star_post]
+    follow(late, star)
+    assert feed_ids(late) == [star_post]
+    late.unfollow(star)
+    services.unfollow_apply(follower_id=late.id, followee_id=star.id)
+    assert feed_ids(late) == []
+
+
+def test_user_deleted_removes_their_posts_likes_and_timeline(person):
+    author, fan = person("author"), person("fan")
+    follow(fan, author)
+    fan_post = post(fan, "fan's")
+    author_post = post(author, "author's")
+    fan_out(author_post)
+    fan_out(fan_post)
+    feed_ids(fan)
+    author.api.post(f"/api/v1/posts/{fan_post}/like")
+    fan.api.post(f"/api/v1/posts/{author_post}/like")
+    services.user_purge(user_id=author.id)
+    assert not Post.objects.filter(author_id=author.id).exists()
+    assert Post.objects.get(id=fan_post).like_count == 0
+    assert feed_ids(fan) == [fan_post]
+    assert not TimelineEntry.objects.filter(user_id=author.id).exists()
+    assert not AuthorStats.objects.filter(author_id=author.id).exists()
+
+
+@pytest.mark.parametrize("limit", [1, 100])
+def test_feed_query_budget_does_not_grow_with_page_size(person, limit):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    rows = [Post(id=ids.next_id(namespace="posts"), author_id=author.id, body=f"p{i}",
+                 created_at="2025-01-01T00:00:00Z") for i in range(100)]
+    Post.objects.bulk_create(rows)
+    services.entries_deliver(post_ids_by_author={author.id: [p.id for p in rows]}, user_ids=[fan.id])
+    feed_ids(fan)  # warm: Redis timeline built, author profile cached
+    with QueryCounter() as queries:
+        response = fan.api.get("/api/v1/feed", {"limit": limit})
+    assert len(response.json()["results"]) == limit
+    assert len(queries) == 3, [q["sql"] for q in queries]  # big followees, posts, liked_by_me
+
+
+def test_explain_durable_timeline_page_uses_the_primary_key(person):
+    plan = explain(TimelineEntry.objects.filter(user_id=1, post_id__lt=10**18).order_by("-post_id")
+                   .values_list("post_id", flat=True)[:20])
+    assert "timelines_timelineentry_pkey" in plan, plan
+
+
+def test_explain_removal_queries_use_their_indexes():
+    assert "timeline_post_idx" in explain(TimelineEntry.objects.filter(post_id=5).values_list("user_id"))
+    assert "timeline_user_author_idx" in explain(
+        TimelineEntry.objects.filter(user_id=1, author_id=2).values_list("post_id"))
+    assert "timelines_bigauthorfollow_pkey" in explain(
+        BigAuthorFollow.objects.filter(user_id=1).values_list("author_id"))
+
+
+def test_explain_posts_queries_use_their_indexes():
+    from posts import selectors as post_selectors
+    from posts.models import Like
+
+    assert "post_author_id_idx" in explain(Post.objects.filter(author_id=1, id__lt=10**18).order_by("-id")[:21])
+    assert "post_author_id_idx" in explain(Post.objects.filter(author_id__in=[1, 2]).order_by("-id")[:21])
+    assert "posts_post_pkey" in explain(Post.objects.filter(id__in=[1, 2, 3]).values(*post_selectors.POST_FIELDS))
+    assert "like_user_post_uniq" in explain(Like.objects.filter(user_id=1, post_id__in=[1, 2]).values("post_id"))
+
+
+def test_home_timeline_ids_selector_merges_without_duplicates(person):
+    author, fan = person("author"), person("fan")
+    post_id = post(author)
+    services.entries_deliver(post_ids_by_author={author.id: [post_id]}, user_ids=[fan.id])
+    BigAuthorFollow.objects.create(user_id=fan.id, author_id=author.id)
+    assert selectors.home_timeline_ids(user_id=fan.id, before_id=None, count=10) == [post_id]
