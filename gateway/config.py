@@ -96,6 +96,7 @@ class Settings:
     pool_size: int
     redis_url: str | None
     redis_timeout: float
+    ratelimit_prefix: str
     jwt_issuer: str
     jwt_audience: str
     jwt_leeway: float
@@ -265,6 +266,7 @@ def load(env: dict | None = None) -> Settings:
         pool_size=_int(env, "GATEWAY_POOL_SIZE", 128),
         redis_url=redis_url,
         redis_timeout=_float(env, "GATEWAY_REDIS_TIMEOUT", 0.25),
+        ratelimit_prefix=env.get("GATEWAY_RATELIMIT_PREFIX") or "gw:rl:",
         jwt_issuer=env.get("JWT_ISSUER") or "social-users",
         jwt_audience=env.get("JWT_AUDIENCE") or "social-api",
         jwt_leeway=_float(env, "JWT_LEEWAY", 5),

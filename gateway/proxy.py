@@ -479,10 +479,10 @@ class ClientConn(asyncio.Protocol):
             return self._dispatch(r)
         keys, args = [], []
         if rl.ip is not None:
-            keys.append(b"gw:rl:%s:ip:%s" % (rl.name.encode(), r.client_ip.encode()))
+            keys.append(b"%s%s:ip:%s" % (gw.rl_prefix, rl.name.encode(), r.client_ip.encode()))
             args += gw.bucket_args[rl.ip]
         if rl.user is not None and r.ident is not None:
-            keys.append(b"gw:rl:%s:u:%s" % (rl.name.encode(), r.ident.sub.encode()))
+            keys.append(b"%s%s:u:%s" % (gw.rl_prefix, rl.name.encode(), r.ident.sub.encode()))
             args += gw.bucket_args[rl.user]
         if not keys:
             return self._dispatch(r)
@@ -607,7 +607,9 @@ class ClientConn(asyncio.Protocol):
         return self.peer
 
     def _may_retry(self, r: Req, cluster) -> bool:
-        if r.tries >= self.gw.max_tries or not r.complete or not cluster.has_alternative(r.tried):
+        # r.body keeps every chunk received (bounded by the body limit), so even a request whose
+        # body is still arriving can be replayed: head + chunks so far, the rest streams on.
+        if r.tries >= self.gw.max_tries or not cluster.has_alternative(r.tried):
             return False
         if self.gw.retry_take():
             return True

@@ -34,6 +34,7 @@ class Gateway:
         self.max_tries = 3
         self.retry_tokens = settings.retry_min
         self.log_buf: list[str] = []
+        self.rl_prefix = settings.ratelimit_prefix.encode()
         self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
         self.limiter = (RedisLimiter(settings.redis_url, timeout=settings.redis_timeout,

@@ -1,0 +1,133 @@
+"""Rate limits: token buckets in a real Redis, shared by gateway processes, failing open."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from .conftest import ROOT, Gateway, Upstream, free_port, problem
+
+sys.path.insert(0, str(ROOT / "dev"))
+import infra  # noqa: E402
+
+pytestmark = pytest.mark.timeout(90)
+
+ROUTES = """
+upstreams:
+  svc: {replicas: []}
+routes:
+  - prefix: /ip
+    service: svc
+    auth: none
+    ratelimit: {name: t-ip-%(n)s, ip: {rate: 0.5, burst: 3}}
+  - prefix: /user
+    service: svc
+    auth: required
+    ratelimit: {name: t-user-%(n)s, user: {rate: 0.5, burst: 2}}
+  - {prefix: /free, service: svc, auth: none, ratelimit: off}
+"""
+
+
+@pytest.fixture
+def upstream(procs, keys):
+    u = Upstream("r1", free_port(), str(keys.path)).start()
+    procs.append(u)
+    return u
+
+
+def _gateway(tmp_path, procs, upstream, redis_url, **env):
+    n = free_port()  # fresh bucket names per test: the Redis is shared by the session
+    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"svc={upstream.addr}", "REDIS_URL": redis_url,
+                           "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json",
+                           "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:", **env},
+                ROUTES % {"n": n}).start()
+    procs.append(g)
+    return g
+
+
+def _wait_redis(g, workers=1):
+    deadline = time.monotonic() + 10  # the Redis connection is made asynchronously at start
+    while g.log_text().count("redis connected") < workers:
+        assert time.monotonic() < deadline, g.log_text()
+        time.sleep(0.05)
+
+
+def test_ip_bucket_headers_and_429(tmp_path, procs, upstream, redis_url):
+    g = _gateway(tmp_path, procs, upstream, redis_url)
+    _wait_redis(g)
+    seen = []
+    for _ in range(3):
+        r = g.request("GET", "/ip/x")
+        assert r.status == 200
+        seen.append((r.headers["ratelimit-limit"], r.headers["ratelimit-remaining"]))
+    assert seen == [("3", "2"), ("3", "1"), ("3", "0")]
+    r = g.request("GET", "/ip/x")
+    assert r.status == 429
+    assert r.headers["retry-after"] == "2"  # one token at 0.5/s
+    assert r.headers["ratelimit-limit"] == "3"
+    assert r.headers["ratelimit-remaining"] == "0"
+    assert r.headers["ratelimit-reset"] == "6"  # about 3 tokens missing at 0.5/s
+    assert r.json() == problem(429, "rate-limited", "Too many requests", "rate limit exceeded (ip); retry in 2s")
+    assert g.request("GET", "/free/x").status == 200  # other routes are not affected
+    assert g.metric("gateway_ratelimit_rejections_total", route="/ip", scope="ip") == 1
+    time.sleep(2.1)
+    assert g.request("GET", "/ip/x").status == 200  # refilled
+
+
+def test_user_buckets_are_per_user(tmp_path, procs, upstream, redis_url, keys):
+    g = _gateway(tmp_path, procs, upstream, redis_url)
+    _wait_redis(g)
+
+    def call(sub):
+        return g.request("GET", "/user/x", headers={"Authorization": f"Bearer {keys.token(sub=sub)}"})
+
+    deadline = time.monotonic() + 10
+    while (r := call("1000")).status == 401:  # JWKS still loading
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert r.status == 200
+    assert call("1000").status == 200
+    r = call("1000")
+    assert r.status == 429
+    assert r.json()["detail"] == "rate limit exceeded (user); retry in 2s"
+    assert [call("2000").status for _ in range(3)] == [200, 200, 429]
+
+
+def test_buckets_are_shared_by_gateway_processes(tmp_path, procs, upstream, redis_url):
+    g = _gateway(tmp_path, procs, upstream, redis_url, GATEWAY_WORKERS="2")
+    _wait_redis(g, workers=2)
+    statuses = [g.request("GET", "/ip/x").status for _ in range(6)]  # a new connection each: both workers
+    assert statuses == [200, 200, 200, 429, 429, 429]
+    workers = {line["pid"] for line in map(__import__("json").loads, g.log_text().splitlines())
+               if "gateway listening" in line["message"]}
+    assert len(workers) == 2
+
+
+def test_login_and_register_have_strict_buckets(tmp_path, procs, upstream, redis_url):
+    n = free_port()
+    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"users={upstream.addr};feed=;notifications=",
+                           "REDIS_URL": redis_url, "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:"}).start()
+    procs.append(g)
+    _wait_redis(g)
+    logins = [g.request("POST", "/api/v1/auth/login", body=b"{}").status for _ in range(11)]
+    assert logins == [200] * 10 + [429]  # routes.yaml: login burst 10
+    registers = [g.request("POST", "/api/v1/auth/register", body=b"{}").status for _ in range(6)]
+    assert registers == [200] * 5 + [429]  # register burst 5
+
+
+def test_fails_open_when_redis_is_down(tmp_path, procs, upstream):
+    server = infra.start_redis(tmp_path / "redis", infra.free_port())
+    try:
+        g = _gateway(tmp_path, procs, upstream, server.url)
+        _wait_redis(g)
+        assert g.request("GET", "/ip/x").headers["ratelimit-remaining"] == "2"
+    finally:
+        server.proc.kill()
+        server.proc.wait()
+    statuses = [g.request("GET", "/ip/x") for _ in range(10)]
+    assert [r.status for r in statuses] == [200] * 10
+    assert all("ratelimit-limit" not in r.headers for r in statuses)
+    assert g.metric("gateway_ratelimit_failopen_total") >= 10
+    assert "rate limiting fails open" in g.log_text()
