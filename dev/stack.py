@@ -135,8 +135,7 @@ def plan(ctx: Context) -> list[Proc]:
 
 def prepare(ctx: Context, services: list[str] | None = None) -> None:
     """Keys and migrations (each service migrates as its own role, into its own schema)."""
-    sys.path.insert(0, str(ROOT / "services" / "users"))
-    from accounts.keys import generate_key_file
+    from shared.keygen import generate_key_file
 
     generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
     for service in services or available_services():

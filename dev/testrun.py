@@ -79,8 +79,7 @@ def main(argv: list[str]) -> int:
                 "JWT_SIGNING_KEYS": f"test={key_file}", "PYTHONDONTWRITEBYTECODE": "1",
                 **{f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()},
             }
-            sys.path.insert(0, str(ROOT / "services" / "users"))
-            from accounts.keys import generate_key_file
+            from shared.keygen import generate_key_file
 
             generate_key_file(key_file)
             for index, name in enumerate(selected):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -11,6 +10,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 
+from shared.keygen import generate_key_file
 from shared.tokens import StaticKeys, public_jwk
 
 
@@ -18,19 +18,6 @@ from shared.tokens import StaticKeys, public_jwk
 class SigningKey:
     kid: str
     private_key: Ed25519PrivateKey
-
-
-def generate_key_file(path: Path) -> None:
-    """Write a new Ed25519 key unless one is there (atomic: safe with several workers racing)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(pem)
 
 
 @lru_cache(maxsize=1)

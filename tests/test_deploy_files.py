@@ -1,0 +1,131 @@
+"""The container and Kubernetes descriptions are kept truthful: no Docker engine or cluster runs
+here, so these tests check what a reader would: schemas, every process present, probes, replicas,
+autoscaling, disruption budgets, PgBouncer in front of Postgres, and a connection budget that fits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ["users", "feed", "notifications"]
+K8S_VERSION = "1.31"
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def k8s_docs() -> list[dict]:
+    docs = []
+    for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+        docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return docs
+
+
+def by_kind(kind: str) -> dict[str, dict]:
+    return {d["metadata"]["name"]: d for d in k8s_docs() if d["kind"] == kind}
+
+
+# --- docker compose ------------------------------------------------------------------------
+
+def test_compose_runs_every_process_of_every_service():
+    services = compose()["services"]
+    for svc in SERVICES:
+        assert services[svc]["deploy"]["replicas"] >= 2
+        assert services[svc]["build"]["dockerfile"] == f"services/{svc}/Dockerfile"
+        assert services[svc]["healthcheck"]["test"][-1].count("/health/ready") == 1
+        assert services[f"{svc}-migrate"]["command"] == ["python", "manage.py", "migrate", "--no-input"]
+        assert services[f"{svc}-worker"]["command"][:6] == ["celery", "-A", f"{svc}_service", "worker", "-Q", svc]
+        assert services[f"{svc}-relay"]["command"] == ["python", "manage.py", "events_relay"]
+    for infra in ("postgres", "pgbouncer", "redis", "gateway", "prometheus", "grafana", "db-init"):
+        assert infra in services
+
+
+def test_compose_build_files_exist():
+    for name, spec in compose()["services"].items():
+        if "build" in spec:
+            assert (ROOT / spec["build"]["dockerfile"]).is_file(), name
+        for volume in spec.get("volumes", []):
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (ROOT / source).exists(), (name, source)
+
+
+def test_services_reach_postgres_through_pgbouncer_in_transaction_mode():
+    services = compose()["services"]
+    for svc in SERVICES:
+        env = services[svc]["environment"]
+        assert "@pgbouncer:6432/social" in env["DATABASE_URL"] and env["DATABASE_URL"].startswith(f"postgresql://{svc}:")
+        assert env["PGBOUNCER"] == "1"  # server-side cursors off
+        # relays and migrations need sessions: direct to Postgres
+        for direct in (f"{svc}-migrate", f"{svc}-relay"):
+            assert "@postgres:5432/social" in services[direct]["environment"]["DATABASE_URL"]
+    ini = (ROOT / "deploy/pgbouncer/pgbouncer.ini").read_text()
+    assert "pool_mode = transaction" in ini
+    users = (ROOT / "deploy/pgbouncer/userlist.txt").read_text()
+    assert all(f'"{svc}"' in users for svc in SERVICES)
+
+
+def _setting(lines: list[str], name: str) -> int:
+    return int(next(item.split("=", 1)[1] for item in lines if item.startswith(f"{name}=")))
+
+
+def test_connection_budget_fits_postgres():
+    """docs/scaling.md: PgBouncer's server pools (per role) plus direct sessions fit max_connections."""
+    services = compose()["services"]
+    command = services["postgres"]["command"]
+    max_connections = _setting([c for c in command if "=" in c], "max_connections")
+    ini = dict(line.split(" = ", 1) for line in (ROOT / "deploy/pgbouncer/pgbouncer.ini").read_text().splitlines()
+               if " = " in line and not line.startswith(";"))
+    pooled = len(SERVICES) * (int(ini["default_pool_size"]) + int(ini["reserve_pool_size"]))
+    direct = len(SERVICES) * 2  # a relay and a migration per service at most
+    reserved = 3 + 10  # superuser_reserved_connections + admin
+    assert pooled + direct + reserved <= max_connections
+    # and PgBouncer accepts every gunicorn thread of every replica
+    env = compose()["x-service-env"]
+    threads = sum(services[s]["deploy"]["replicas"] * int(env["GUNICORN_WORKERS"]) * int(env["GUNICORN_THREADS"])
+                  for s in SERVICES)
+    assert threads <= int(ini["max_client_conn"])
+
+
+def test_gateway_discovers_replicas_by_dns():
+    env = compose()["services"]["gateway"]["environment"]
+    assert env["GATEWAY_UPSTREAMS"] == "users=dns:users:8000;feed=dns:feed:8000;notifications=dns:notifications:8000"
+
+
+# --- Kubernetes ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("doc", k8s_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
+def test_manifest_matches_kubernetes_schema(doc):
+    kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_every_deployment_has_probes_drain_hpa_and_pdb():
+    deployments, hpas, pdbs = by_kind("Deployment"), by_kind("HorizontalPodAutoscaler"), by_kind("PodDisruptionBudget")
+    for name in [*SERVICES, "gateway"]:
+        spec = deployments[name]["spec"]
+        container = spec["template"]["spec"]["containers"][0]
+        assert spec["replicas"] >= 2
+        assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+        assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+        assert spec["template"]["spec"]["terminationGracePeriodSeconds"] > 20  # > gunicorn graceful_timeout
+        assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+        assert hpas[name]["spec"]["scaleTargetRef"]["name"] == name and hpas[name]["spec"]["minReplicas"] >= 2
+        assert pdbs[name]["spec"]["minAvailable"] == 1
+    for svc in SERVICES:
+        assert f"{svc}-worker" in deployments and f"{svc}-relay" in deployments
+        assert f"{svc}-worker" in hpas
+    assert set(by_kind("Job")) == {f"{svc}-migrate" for svc in SERVICES}
+
+
+def test_gateway_uses_headless_services_for_discovery():
+    services = by_kind("Service")
+    for svc in SERVICES:
+        assert services[f"{svc}-replicas"]["spec"]["clusterIP"] == "None"
+    env = {e["name"]: e.get("value") for e in by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["GATEWAY_UPSTREAMS"].count("dns:") == 3
