@@ -127,5 +127,6 @@ def test_gateway_uses_headless_services_for_discovery():
     services = by_kind("Service")
     for svc in SERVICES:
         assert services[f"{svc}-replicas"]["spec"]["clusterIP"] == "None"
-    env = {e["name"]: e.get("value") for e in by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    container = by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["GATEWAY_UPSTREAMS"].count("dns:") == 3
