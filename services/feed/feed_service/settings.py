@@ -4,7 +4,7 @@ from shared.django_settings import service_settings
 from shared.env import dev_mode, env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-globals().update(service_settings("feed", base_dir=BASE_DIR, apps=["django.contrib.postgres", "posts", "timelines"]))
+globals().update(service_settings("feed", base_dir=BASE_DIR, apps=["django.contrib.postgres", "shared.events", "posts", "timelines"]))
 
 # The users service: internal API (profiles, mentions, follower ids) and the JWKS.
 USERS_URL = env_str("USERS_URL", "http://127.0.0.1:8100" if dev_mode() else None)
@@ -21,4 +21,3 @@ BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts 
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
 BIG_AUTHOR_RECENT = env_int("BIG_AUTHOR_RECENT", 200)  # recent posts per big author merged at read
 
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)  # noqa: F821 (from service_settings)

@@ -86,8 +86,12 @@ def follow_apply(*, follower_id: int, followee_id: int) -> None:
     otherwise backfill the followee's recent posts into the follower's timeline."""
     count, is_big = _followers_count_shift(author_id=followee_id, delta=1)
     if not is_big and count > settings.FANOUT_MAX_FOLLOWERS:
-        author_promote(author_id=followee_id)
+        AuthorStats.objects.filter(author_id=followee_id).update(is_big=True)
         is_big = True
+        from timelines import tasks
+
+        # walking every follower calls users: after commit, in its own task, not in this transaction
+        transaction.on_commit(lambda: tasks.author_promote.delay(followee_id))
     if is_big:
         BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=follower_id, author_id=followee_id)],
                                             ignore_conflicts=True)
@@ -109,7 +113,7 @@ def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
 
 def author_promote(*, author_id: int) -> None:
     """An author crossed FANOUT_MAX_FOLLOWERS: from now on its posts are pulled at read time, so
-    every current follower edge is recorded (walked once from users' internal API)."""
+    every current follower edge is recorded (walked once from users' internal API). Idempotent."""
     AuthorStats.objects.filter(author_id=author_id).update(is_big=True)
     after = None
     while True:

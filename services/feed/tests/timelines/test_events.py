@@ -1,0 +1,83 @@
+"""Events in and out: handlers applied once through the inbox; posts and likes write the outbox."""
+
+import json
+import uuid
+
+import pytest
+from django.core.cache import cache
+
+from authors.selectors import authors_by_ids
+from posts.models import Post
+from shared.events.inbox import dispatch
+from shared.events.models import OutboxEvent
+from timelines.models import AuthorStats, TimelineEntry
+
+pytestmark = pytest.mark.django_db
+
+
+def envelope(type_: str, data: dict, event_id: str | None = None) -> dict:
+    return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": 1,
+            "occurred_at": "2025-01-01T00:00:00Z", "producer": "users", "data": data, "request_id": ""}
+
+
+def outbox() -> list[tuple[str, dict]]:
+    return [(e.type, e.data) for e in OutboxEvent.objects.order_by("seq")]
+
+
+def test_post_create_like_and_delete_write_their_events(person):
+    alice, bob = person("alice"), person("bob")
+    response = alice.api.post("/api/v1/posts", data=json.dumps({"body": f"hi @{bob.username}"}),
+                              content_type="application/json")
+    post = Post.objects.get()
+    bob.api.post(f"/api/v1/posts/{post.id}/like")
+    bob.api.post(f"/api/v1/posts/{post.id}/like")  # a repeat emits nothing
+    alice.api.delete(f"/api/v1/posts/{post.id}")
+    assert outbox() == [
+        ("post.created", {"post_id": str(post.id), "author_id": str(alice.id), "mentioned_user_ids": [str(bob.id)],
+                          "created_at": response.json()["created_at"]}),
+        ("post.liked", {"post_id": str(post.id), "author_id": str(alice.id), "liker_id": str(bob.id)}),
+        ("post.deleted", {"post_id": str(post.id), "author_id": str(alice.id)}),
+    ]
+
+
+def test_rejected_writes_emit_nothing(person):
+    alice, bob = person("alice"), person("bob")
+    post_id = alice.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()["id"]
+    OutboxEvent.objects.all().delete()
+    bob.api.delete(f"/api/v1/posts/{post_id}")
+    bob.api.post("/api/v1/posts/123/like")
+    alice.api.post("/api/v1/posts", data=json.dumps({"body": ""}), content_type="application/json")
+    assert outbox() == []
+
+
+def test_user_followed_is_applied_once_however_often_delivered(person):
+    author, fan = person("author"), person("fan")
+    post_id = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}),
+                                  content_type="application/json").json()["id"])
+    event = envelope("user.followed", {"follower_id": str(fan.id), "followee_id": str(author.id)})
+    assert dispatch(event) is True
+    assert dispatch(event) is False
+    assert AuthorStats.objects.get(author_id=author.id).followers_count == 1
+    assert list(TimelineEntry.objects.filter(user_id=fan.id).values_list("post_id", flat=True)) == [post_id]
+    dispatch(envelope("user.unfollowed", {"follower_id": str(fan.id), "followee_id": str(author.id)}))
+    assert AuthorStats.objects.get(author_id=author.id).followers_count == 0
+    assert not TimelineEntry.objects.filter(user_id=fan.id).exists()
+
+
+def test_user_updated_refreshes_the_cached_profile(person):
+    alice = person("alice")
+    authors_by_ids(ids=[alice.id])
+    dispatch(envelope("user.updated", {"user_id": str(alice.id), "username": "alice_new", "display_name": "A",
+                                       "avatar_url": "https://img.example/a.png"}))
+    assert authors_by_ids(ids=[alice.id]) == ({alice.id: {
+        "id": str(alice.id), "username": "alice_new", "display_name": "A",
+        "avatar_url": "https://img.example/a.png", "placeholder": False}}, False)
+
+
+def test_user_deleted_purges_posts_and_forgets_the_profile(person):
+    alice = person("alice")
+    alice.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json")
+    authors_by_ids(ids=[alice.id])
+    dispatch(envelope("user.deleted", {"user_id": str(alice.id)}))
+    assert Post.objects.count() == 0
+    assert cache.get(f"profile:v1:{alice.id}") is None
