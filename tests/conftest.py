@@ -1,0 +1,63 @@
+"""System-test fixtures: the real processes `make run` starts, on shifted ports.
+
+dev/testrun.py provides the infrastructure through the environment (ADMIN_DATABASE_URL,
+<SERVICE>_DATABASE_URL, REDIS_URL); the `system` fixture starts every process of
+dev/stack.py's plan (gunicorn replicas, workers, relays, the gateway) once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "dev"))
+import stack  # noqa: E402
+
+PORT_OFFSET = 1000  # users 9100/9101, feed 9200/…, gateway 9000 (admin 9001): clear of `make run`
+
+
+def _context(run_dir: Path) -> stack.Context:
+    missing = [name for name in ("ADMIN_DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
+    if missing:
+        pytest.exit(f"system tests need {missing}: run them through `make test` / dev/testrun.py", returncode=2)
+    urls = {svc: os.environ[f"{svc.upper()}_DATABASE_URL"] for svc in stack.SERVICES}
+    return stack.Context(admin_database_url=os.environ["ADMIN_DATABASE_URL"], redis_url=os.environ["REDIS_URL"],
+                         service_database_urls=urls, run_dir=run_dir, replicas=2, port_offset=PORT_OFFSET,
+                         extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min"})
+
+
+class System:
+    def __init__(self, ctx: stack.Context, supervisor: stack.Supervisor):
+        self.ctx = ctx
+        self.supervisor = supervisor
+
+    def proc(self, name: str) -> stack.Proc:
+        return next(p for p in self.supervisor.procs if p.name == name)
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.ctx.gateway_port}"
+
+    def service_url(self, service: str, replica: int = 0) -> str:
+        return self.ctx.service_urls(service)[replica]
+
+
+@pytest.fixture(scope="session")
+def system():
+    with tempfile.TemporaryDirectory(prefix="social-system-") as tmp:
+        run_dir = Path(tmp)
+        os.chmod(run_dir, 0o755)
+        ctx = _context(run_dir)
+        stack.prepare(ctx)
+        supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=False, log_dir=run_dir)
+        try:
+            supervisor.start_all()
+            supervisor.wait_ready(timeout=90)
+            yield System(ctx, supervisor)
+        finally:
+            supervisor.stop_all()
