@@ -44,3 +44,13 @@ def test_public_schema_is_closed(alice):
 
 def test_passwords_hash_with_argon2_first():
     assert configured.PASSWORD_HASHERS[0] == "django.contrib.auth.hashers.Argon2PasswordHasher"
+
+
+def test_bootstrap_is_idempotent(alice):
+    from shared.db_bootstrap import bootstrap
+
+    passwords = {svc: f"{svc}-dev-password" for svc in ("users", "feed", "notifications")}
+    database = os.environ["USERS_DATABASE_URL"].rsplit("/", 1)[1]
+    urls = bootstrap(os.environ["ADMIN_DATABASE_URL"], database, passwords)
+    assert urls["users"] == os.environ["USERS_DATABASE_URL"]
+    assert run_as("users", "SELECT count(*) FROM accounts_user") == [(1,)]  # nothing dropped or reset
