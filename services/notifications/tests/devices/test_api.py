@@ -1,0 +1,38 @@
+import pytest
+from devices.models import Device
+
+from shared.testing import assert_problem
+
+pytestmark = pytest.mark.django_db
+
+
+def test_register_is_idempotent_per_user_and_delete_removes(register, client_for):
+    alice, bob = register("alice"), register("bob")
+    client = client_for(alice)
+    first = client.post("/api/v1/devices", {"platform": "ios", "token": "abc:123"}, format="json")
+    assert first.status_code == 201
+    assert {k: first.json()[k] for k in ("platform", "token")} == {"platform": "ios", "token": "abc:123"}
+    again = client.post("/api/v1/devices", {"platform": "ios", "token": "abc:123"}, format="json")
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    # the same token for another user is that user's device
+    assert client_for(bob).post("/api/v1/devices", {"platform": "ios", "token": "abc:123"}, format="json").status_code == 201
+    assert sorted(Device.objects.values_list("user_id", "token")) == sorted([(alice.id, "abc:123"), (bob.id, "abc:123")])
+    assert client.delete("/api/v1/devices/abc:123").status_code == 204
+    assert list(Device.objects.values_list("user_id", flat=True)) == [bob.id]
+    assert_problem(client.delete("/api/v1/devices/abc:123"), 404, "not-found")
+    assert list(Device.objects.values_list("user_id", flat=True)) == [bob.id]
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"platform": "symbian", "token": "t"}, "platform"),
+    ({"platform": "ios"}, "token"),
+    ({"platform": "ios", "token": ""}, "token"),
+    ({"platform": "ios", "token": 123}, "token"),
+    ({"platform": "ios", "token": "has space"}, "token"),
+    ({"platform": "ios", "token": "x" * 4097}, "token"),
+])
+def test_bad_device_is_a_problem_and_writes_nothing(register, client_for, body, field):
+    response = client_for(register("alice")).post("/api/v1/devices", body, format="json")
+    problem = assert_problem(response, 400, "validation-error")
+    assert list(problem["errors"]) == [field]
+    assert Device.objects.count() == 0
