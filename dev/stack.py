@@ -121,6 +121,25 @@ def gateway(ctx: Context) -> Proc | None:
 EXTRA_PROCESSES: dict[str, Callable[[Context], list[Proc]]] = {}
 
 
+def feed_processes(ctx: Context) -> list[Proc]:
+    """feed's Celery worker (user.* events, fan-out, timeline removal), its outbox relay
+    (post.created/liked/deleted → notifications) and its beat (outbox/inbox pruning)."""
+    env = {**service_env(ctx, "feed"), "SERVICE_NAME": "feed"}
+    cwd = ROOT / "services" / "feed"
+    return [
+        Proc(name="feed-worker", cwd=cwd, env=env,
+             cmd=[PYTHON, "-m", "celery", "-A", "feed_service", "worker", "-Q", "feed", "-c", "2",
+                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"]),
+        Proc(name="feed-relay", cwd=cwd, env=env, cmd=[PYTHON, "manage.py", "events_relay"]),
+        Proc(name="feed-beat", cwd=cwd, env=env,
+             cmd=[PYTHON, "-m", "celery", "-A", "feed_service", "beat", "--loglevel", "WARNING",
+                  "--schedule", str(ctx.run_dir / "feed-celerybeat-schedule")]),
+    ]
+
+
+EXTRA_PROCESSES["feed"] = feed_processes
+
+
 def plan(ctx: Context) -> list[Proc]:
     procs: list[Proc] = []
     for service in available_services():
