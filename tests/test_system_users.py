@@ -80,3 +80,21 @@ def test_both_replicas_serve(system):
     for replica in range(2):
         response = httpx.get(system.service_url("users", replica) + "/health/ready", timeout=5)
         assert response.status_code == 200 and response.json()["status"] == "ok"
+
+
+def test_metrics_sum_every_gunicorn_worker(system):
+    """Multiprocess mode: /metrics counts the requests of both workers of a replica, not of
+    whichever worker answers the scrape."""
+    url = system.service_url("users", 1)
+    metric = 'http_requests_total{method="GET",route="health/live",status="200"}'
+
+    def count() -> float:
+        for line in httpx.get(url + "/metrics", timeout=5).text.splitlines():
+            if line.startswith(metric):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    before = count()
+    for _ in range(30):  # a new connection each time: the kernel spreads them over the workers
+        assert httpx.get(url + "/health/live", timeout=5).status_code == 200
+    assert count() == before + 30
