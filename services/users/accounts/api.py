@@ -7,6 +7,7 @@ from rest_framework.views import APIView
 from accounts import keys, selectors, services
 from accounts.throttles import LoginAccountThrottle, LoginIpThrottle, RegisterIpThrottle
 from shared.fields import StrictCharField
+from shared.idempotency import idempotent
 
 USERNAME = RegexValidator(r"^[A-Za-z0-9_]{3,30}$", "3–30 characters: letters, digits and underscores.")
 
@@ -116,6 +117,7 @@ class MeApi(APIView):
             raise NotFound("This account no longer exists.")
         return Response(OwnProfileSerializer(user).data)
 
+    @idempotent(scope="users.me.update")
     def patch(self, request):
         data = self.UpdateSerializer(data=request.data)
         data.is_valid(raise_exception=True)

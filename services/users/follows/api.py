@@ -5,6 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from follows import selectors, services
+from shared.idempotency import idempotent
 from shared.pagination import page_request, page_response
 from shared.problems import Problem
 
@@ -26,10 +27,12 @@ class UserDetailApi(APIView):
 
 
 class FollowApi(APIView):
+    @idempotent(scope="users.follow")
     def post(self, request, username: str):
         created = services.follow_create(follower_id=request.user.id, followee_username=username)
         return Response({"following": True}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @idempotent(scope="users.unfollow")
     def delete(self, request, username: str):
         services.follow_delete(follower_id=request.user.id, followee_username=username)
         return Response(status=status.HTTP_204_NO_CONTENT)
