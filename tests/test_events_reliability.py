@@ -1,0 +1,228 @@
+"""The event backbone with real processes: users' relay, notifications' Celery worker, a Redis
+of our own (so stopping it disturbs no other test). Producers are the users service's own code
+run in a separate process; results are read from the notifications schema."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import textwrap
+import uuid
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+
+from tests.harness import PYTHON, ROOT, Proc, wait_until
+
+sys.path.insert(0, str(ROOT / "dev"))
+import infra  # noqa: E402
+
+USERS_DIR = ROOT / "services" / "users"
+NOTIFICATIONS_DIR = ROOT / "services" / "notifications"
+
+
+class Stack:
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self.redis_port = infra.free_port()
+        self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
+        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        common = {**os.environ, "DJANGO_DEV": "1", "REDIS_URL": self.redis_url, "CELERY_BROKER_URL": self.redis_url,
+                  "CELERY_VISIBILITY_TIMEOUT": "10", "CELERY_TASK_TIME_LIMIT": "8", "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+                  "EVENTS_RETRY_BACKOFF": "0.05", "EVENTS_RETRY_BACKOFF_MAX": "0.2", "EVENTS_MAX_RETRIES": "3",
+                  "PUSH_PROVIDER": "log", "PYTHONUNBUFFERED": "1"}
+        self.users_env = {**common, "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
+                          "DJANGO_SETTINGS_MODULE": "users_service.settings", "SERVICE_NAME": "users"}
+        self.notifications_env = {**common, "DATABASE_URL": os.environ["NOTIFICATIONS_DATABASE_URL"],
+                                  "DJANGO_SETTINGS_MODULE": "notifications_service.settings",
+                                  "SERVICE_NAME": "notifications", "USERS_URL": "http://127.0.0.1:9"}
+        import subprocess
+
+        for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
+            subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
+        self.relay = Proc("users-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
+                          cwd=USERS_DIR, env=self.users_env, log_dir=run_dir)
+        self.worker = self._worker()
+        self.db = psycopg2.connect(os.environ["NOTIFICATIONS_DATABASE_URL"])
+        self.db.autocommit = True
+
+    def _worker(self) -> Proc:
+        return Proc("notifications-worker", [PYTHON, "-m", "celery", "-A", "notifications_service", "worker",
+                                             "-Q", "notifications", "-c", "2", "--pool", "prefork", "-l", "INFO",
+                                             "--without-mingle", "--without-gossip"],
+                    cwd=NOTIFICATIONS_DIR, env=self.notifications_env, log_dir=self.run_dir)
+
+    def produce(self, script: str, *, check: bool = True) -> int:
+        """Run users code in its own process (the producer)."""
+        import subprocess
+
+        return subprocess.run([PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=USERS_DIR,
+                              env=self.users_env, check=check).returncode
+
+    def make_users(self, count: int) -> list[int]:
+        tag = uuid.uuid4().hex[:8]
+        out = self.run_dir / f"users-{tag}.json"
+        self.produce(f"""
+            import json
+            from accounts.models import User
+            users = User.objects.bulk_create([User(username=f"r{tag}_{{i}}", email=f"r{tag}_{{i}}@example.com",
+                                                   password="!") for i in range({count})])
+            open({str(out)!r}, "w").write(json.dumps([u.id for u in users]))
+        """)
+        return json.loads(out.read_text())
+
+    def follow_all(self, follower_ids: list[int], followee_id: int) -> None:
+        self.produce(f"""
+            from accounts.models import User
+            from follows.services import follow_create
+            name = User.objects.get(id={followee_id}).username
+            for follower in {follower_ids!r}:
+                follow_create(follower_id=follower, followee_username=name)
+        """)
+
+    def notifications(self, recipient_id: int) -> list[tuple]:
+        with self.db.cursor() as cursor:
+            cursor.execute("SELECT actor_id, kind FROM notification WHERE recipient_id = %s ORDER BY actor_id",
+                           [recipient_id])
+            return cursor.fetchall()
+
+    def count(self, recipient_id: int) -> int:
+        return len(self.notifications(recipient_id))
+
+    def close(self) -> None:
+        for proc in (self.worker, self.relay):
+            proc.stop()
+        self.db.close()
+        self.redis.stop()
+
+
+@pytest.fixture(scope="module")
+def stack():
+    with tempfile.TemporaryDirectory(prefix="social-events-") as tmp:
+        run_dir = Path(tmp)
+        os.chmod(run_dir, 0o755)
+        s = Stack(run_dir)
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+@pytest.fixture
+def running(stack):
+    for proc in (stack.relay, stack.worker):
+        if proc.popen is None or proc.popen.poll() is not None:
+            proc.start()
+    return stack
+
+
+def test_a_follow_becomes_one_notification_with_the_request_id_in_the_worker_log(running):
+    star, fan = running.make_users(2)
+    running.produce(f"""
+        from accounts.models import User
+        from follows.services import follow_create
+        from shared.requestid import set_request_id
+        set_request_id("req-sys-follow-1")
+        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
+    """)
+    wait_until(lambda: running.count(star) == 1, what="follow notification")
+    assert running.notifications(star) == [(fan, "follow")]
+    wait_until(lambda: "req-sys-follow-1" in running.worker.log(), what="request id in worker log")
+    line = next(json.loads(x) for x in running.worker.log().splitlines()
+                if "req-sys-follow-1" in x and x.startswith("{") and "event applied" in x)
+    assert (line["request_id"], line["event_type"], line["service"]) == ("req-sys-follow-1", "user.followed",
+                                                                          "notifications")
+
+
+def test_the_same_envelope_published_twice_makes_one_notification(running):
+    star, fan = running.make_users(2)
+    running.follow_all([fan], star)
+    wait_until(lambda: running.count(star) == 1, what="first delivery")
+    # publish the very same envelope again, as a relay that crashed before marking it sent would
+    running.produce(f"""
+        from django.db import transaction
+        from shared.events.relay import Relay
+        from shared.events.models import OutboxEvent
+        from users_service.celery import app
+        row = OutboxEvent.objects.get(type="user.followed", data__follower_id="{fan}")
+        OutboxEvent.objects.filter(seq=row.seq).update(sent_at=None)
+        assert Relay(app).relay_batch() >= 1
+    """)
+    other_star, other_fan = running.make_users(2)
+    running.follow_all([other_fan], other_star)  # a later event: once it is in, the duplicate was handled
+    wait_until(lambda: running.count(other_star) == 1, what="later event")
+    wait_until(lambda: "event duplicate" in running.worker.log(), what="duplicate seen by the worker")
+    assert running.notifications(star) == [(fan, "follow")]
+
+
+def test_producer_killed_right_after_commit_still_delivers(running):
+    star, fan = running.make_users(2)
+    running.relay.stop()  # nothing may be published by anyone but the relay
+    code = running.produce(f"""
+        import os, signal
+        from accounts.models import User
+        from follows.services import follow_create
+        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
+        os.kill(os.getpid(), signal.SIGKILL)  # committed; the process dies before anything else
+    """, check=False)
+    assert code == -9
+    assert running.count(star) == 0
+    running.relay.start()
+    wait_until(lambda: running.count(star) == 1, what="delivery after producer death")
+    assert running.notifications(star) == [(fan, "follow")]
+
+
+def test_sigkilled_worker_loses_and_duplicates_nothing(running):
+    star, *fans = running.make_users(301)
+    running.follow_all(fans, star)
+    wait_until(lambda: running.count(star) >= 20, what="worker busy", interval=0.02)
+    running.worker.kill()
+    assert running.count(star) < 300
+    running.worker = running._worker().start()
+    wait_until(lambda: running.count(star) == 300, timeout=120, what="all 300 after restart")
+    assert running.notifications(star) == [(fan, "follow") for fan in sorted(fans)]
+
+
+def test_redis_stopped_during_a_burst_of_1000_follows(running):
+    star, *fans = running.make_users(1001)
+    import threading
+
+    producer = threading.Thread(target=running.follow_all, args=(fans, star))
+    producer.start()
+    wait_until(lambda: running.count(star) >= 50, what="burst under way", interval=0.02)
+    running.redis.stop()
+    seen_during_outage = running.count(star)
+    running.redis = infra.start_redis(running.run_dir / "redis", running.redis_port)
+    producer.join()
+    wait_until(lambda: running.count(star) == 1000, timeout=180, what="all 1000 after Redis came back")
+    assert seen_during_outage < 1000
+    assert running.notifications(star) == [(fan, "follow") for fan in sorted(fans)]
+
+
+def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
+    star, fan = running.make_users(2)
+    poison_id = str(uuid.uuid4())
+    client = redis.Redis.from_url(running.redis_url)
+    # a well-formed envelope whose handler always fails (the id overflows bigint)
+    running.produce(f"""
+        from users_service.celery import app
+        app.send_task("events.handle", queue="notifications", args=[{{
+            "id": "{poison_id}", "type": "user.followed", "version": 1, "occurred_at": "2025-01-01T00:00:00Z",
+            "producer": "users", "data": {{"follower_id": "99999999999999999999", "followee_id": "1"}},
+            "request_id": "req-poison"}}])
+    """)
+    running.follow_all([fan], star)
+    wait_until(lambda: running.count(star) == 1, what="later event handled despite the poison one")
+    with running.db.cursor() as cursor:
+        def dead():
+            cursor.execute("SELECT type, attempts, error FROM events_dead_letter WHERE event_id = %s", [poison_id])
+            return cursor.fetchall()
+
+        rows = wait_until(dead, what="dead letter")
+    assert [(t, a) for t, a, _ in rows] == [("user.followed", 4)]
+    assert "out of range" in rows[0][2]
+    assert client.llen("notifications") == 0
