@@ -51,6 +51,12 @@ class Route:
     max_body: int
     # per-route precomputed bytes for the hot path
     label: str = ""
+    label_json: str = ""
+
+    def __post_init__(self):
+        import json
+
+        self.label_json = json.dumps(self.label)
 
     def matches(self, path: str, method: str) -> bool:
         if self.methods is not None and method not in self.methods:

@@ -7,6 +7,7 @@ Hot path: label children are looked up once and cached in plain dicts.
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import multiprocess
@@ -34,24 +35,48 @@ UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream conn
 DRAINING = Gauge("gateway_draining", "1 while draining after SIGTERM", multiprocess_mode="max")
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
 
-_requests: dict = {}
-_latency: dict = {}
+class Local:
+    """Per-process counts taken on the hot path with plain dict/list arithmetic and folded into
+    the Prometheus metrics on every tick (0.1 s). prometheus_client's own inc()/observe() take a
+    lock and loop over buckets per call: too dear at tens of thousands of requests per second.
+    Folding histogram counts uses the child's bucket values directly (prometheus_client pinned)."""
+
+    def __init__(self):
+        self.requests: dict = {}
+        self.latency: dict = {}
+        self.bounds = list(BUCKETS) + [float("inf")]
+
+    def observe(self, route: str, status: int, upstream: str, seconds: float) -> None:
+        key = (route, status)
+        self.requests[key] = self.requests.get(key, 0) + 1
+        key = (route, upstream)
+        h = self.latency.get(key)
+        if h is None:
+            h = self.latency[key] = [0] * len(self.bounds) + [0.0]
+        h[bisect_left(self.bounds, seconds)] += 1
+        h[-1] += seconds
+
+    def flush(self) -> None:
+        if self.requests:
+            requests, self.requests = self.requests, {}
+            for (route, status), n in requests.items():
+                REQUESTS.labels(route, str(status)).inc(n)
+        if self.latency:
+            latency, self.latency = self.latency, {}
+            for (route, upstream), h in latency.items():
+                child = LATENCY.labels(route, upstream)
+                for i, n in enumerate(h[:-1]):
+                    if n:
+                        child._buckets[i].inc(n)
+                child._sum.inc(h[-1])
 
 
-def observe(route: str, status: int, upstream: str, seconds: float) -> None:
-    key = (route, status)
-    child = _requests.get(key)
-    if child is None:
-        child = _requests[key] = REQUESTS.labels(route, str(status))
-    child.inc()
-    key = (route, upstream)
-    child = _latency.get(key)
-    if child is None:
-        child = _latency[key] = LATENCY.labels(route, upstream)
-    child.observe(seconds)
+local = Local()
+observe = local.observe
 
 
 def exposition() -> bytes:
+    local.flush()
     if MULTIPROC:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)

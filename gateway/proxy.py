@@ -38,7 +38,17 @@ IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-auth
 # Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
 REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
 STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
+H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN = range(10)
+SPECIAL = {name: H_DROP for name in STRIP_REQ}
+SPECIAL.update({b"authorization": H_AUTHZ, b"host": H_HOST, b"content-length": H_CLEN,
+                b"transfer-encoding": H_TE, b"x-request-id": H_RID, b"x-forwarded-for": H_XFF,
+                b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN})
 STRIP_RESP = HOP_BY_HOP | {b"x-request-id"}
+# Upstream response heads are rewritten with one regex pass instead of a callback per header
+# (the upstreams are our own services; the request side keeps httptools' per-header view).
+RESP_STRIP_RE = re.compile(
+    rb"\r\n(?:" + b"|".join(re.escape(h) for h in sorted(STRIP_RESP)) + rb")[ \t]*:[^\r\n]*", re.I)
+CLEN_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 MAX_HEADER_BYTES = 32 * 1024
@@ -52,7 +62,7 @@ class Req:
         "method", "mbytes", "url", "path", "headers", "fwd", "host", "rid", "authz", "clen", "chunked",
         "body", "body_len", "complete", "keep_alive", "http11", "route", "ident", "start", "replica",
         "conn", "tries", "tried", "resp_started", "resp_mode", "status", "rl_hdr", "head", "expect",
-        "xff_in", "proto_in", "discard", "sent", "counted", "headers_done", "client_ip",
+        "xff_in", "proto_in", "discard", "sent", "counted", "headers_done", "client_ip", "hop",
     )
 
     def __init__(self, now: float):
@@ -88,6 +98,7 @@ class Req:
         self.path = ""
         self.method = "-"
         self.client_ip = None
+        self.hop = None
         self.keep_alive = False
         self.http11 = True
         self.mbytes = b"GET"
@@ -103,11 +114,13 @@ class UpstreamConn(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.client = None
         self.req = None
-        self.headers: list = []
-        self.reason = b""
         self.closed = False
         self.got_bytes = False
         self.informational = False
+        self.clen = False
+        self.want_head = True
+        self.hbuf = b""
+        self.head = b""
 
     # asyncio callbacks
     def connection_made(self, transport):
@@ -126,8 +139,13 @@ class UpstreamConn(asyncio.Protocol):
         if self.client is None:  # bytes on an idle pooled connection: protocol violation
             self.close()
             return
+        if self.want_head:
+            self.hbuf = self.hbuf + data if self.hbuf else data
+        client = self.client
         try:
             self.parser.feed_data(data)
+            if client.wbuf:
+                client.flush()  # head and body of a response go out in one write
         except httptools.HttpParserError as exc:
             client = self.client
             self.close()
@@ -163,17 +181,23 @@ class UpstreamConn(asyncio.Protocol):
             self.client.resume_reading(2)
 
     # httptools callbacks
-    def on_status(self, status: bytes):
-        self.reason = status
-
-    def on_header(self, name: bytes, value: bytes):
-        self.headers.append((name, value))
-
     def on_headers_complete(self):
         status = self.parser.get_status_code()
+        buf = self.hbuf
+        end = buf.find(b"\r\n\r\n")
+        if end < 0:
+            raise ValueError("response head without CRLF CRLF")
         if status < 200:  # 1xx: not forwarded, the final response follows
             self.informational = True
+            self.hbuf = buf[end + 4:]
             return
+        head = buf[:end]
+        self.hbuf = b""
+        self.want_head = False
+        if head[:9] != b"HTTP/1.1 ":
+            head = b"HTTP/1.1 " + head[9:]
+        self.clen = CLEN_RE.search(head) is not None
+        self.head = RESP_STRIP_RE.sub(b"", head)
         if self.client is not None:
             self.client.upstream_headers(self, status)
 
@@ -184,7 +208,6 @@ class UpstreamConn(asyncio.Protocol):
     def on_message_complete(self):
         if self.informational:
             self.informational = False
-            self.headers = []
             return
         if self.client is not None:
             self.client.upstream_complete(self)
@@ -218,6 +241,7 @@ class ClientConn(asyncio.Protocol):
         self.must_close = False
         self.paused = 0
         self.write_paused = False
+        self.wbuf: list[bytes] = []
         self.peer = "-"
         self.peer_trusted = False
         self.hdr_bytes = 0
@@ -316,7 +340,45 @@ class ClientConn(asyncio.Protocol):
         self.hdr_bytes += len(name) + len(value) + 4
         if self.hdr_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, "request headers too large")
-        self.req.headers.append((name, value))
+        r = self.req
+        ln = name.lower()
+        kind = SPECIAL.get(ln)
+        if kind is None:
+            if ln[:11] != b"x-internal-":
+                r.headers += (name, b": ", value, b"\r\n")
+            return
+        if kind == H_DROP:
+            return
+        if kind == H_AUTHZ:
+            r.authz = value
+            r.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_HOST:
+            r.host = value
+            r.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_CLEN:
+            try:
+                r.clen = int(value)
+            except ValueError:
+                raise _Reject(400, "bad Content-Length") from None
+        elif kind == H_TE:
+            r.chunked = True
+        elif kind == H_RID:
+            if SANE_ID.fullmatch(value):
+                r.rid = value
+        elif kind == H_XFF:
+            r.xff_in = value if r.xff_in is None else r.xff_in + b", " + value
+        elif kind == H_XFP:
+            r.proto_in = value
+        elif kind == H_EXPECT:
+            if value.lower() == b"100-continue":
+                r.expect = True
+        elif kind == H_CONN:
+            for tok in value.lower().split(b","):
+                tok = tok.strip()
+                if tok and tok not in (b"close", b"keep-alive"):
+                    if r.hop is None:
+                        r.hop = set()
+                    r.hop.add(tok)
 
     def on_headers_complete(self):
         r = self.req
@@ -326,46 +388,18 @@ class ClientConn(asyncio.Protocol):
         r.method = r.mbytes.decode("ascii", "replace")
         r.http11 = p.get_http_version() == "1.1"
         r.keep_alive = p.should_keep_alive()
-        out = []
-        drop_extra = None
-        for name, value in r.headers:
-            ln = name.lower()
-            if ln in STRIP_REQ or ln.startswith(b"x-internal-"):
-                if ln == b"content-length":
-                    try:
-                        r.clen = int(value)
-                    except ValueError:
-                        raise _Reject(400, "bad Content-Length") from None
-                elif ln == b"transfer-encoding":
-                    r.chunked = True
-                elif ln == b"x-request-id":
-                    if SANE_ID.fullmatch(value):
-                        r.rid = value
-                elif ln == b"x-forwarded-for":
-                    r.xff_in = value if r.xff_in is None else r.xff_in + b", " + value
-                elif ln == b"x-forwarded-proto":
-                    r.proto_in = value
-                elif ln == b"expect":
-                    if value.lower() == b"100-continue":
-                        r.expect = True
-                elif ln == b"connection":
-                    for tok in value.lower().split(b","):
-                        tok = tok.strip()
-                        if tok and tok not in (b"close", b"keep-alive"):
-                            drop_extra = (drop_extra or set()) | {tok}
-                continue
-            if ln == b"authorization":
-                r.authz = value
-            elif ln == b"host":
-                r.host = value
-            out.append(name + b": " + value + b"\r\n")
-        if drop_extra:  # headers the client declared hop-by-hop in Connection:
-            out = [h for h in out if h.split(b":", 1)[0].lower() not in drop_extra]
-            if b"authorization" in drop_extra:
+        pieces = r.headers
+        if r.hop:  # headers the client declared hop-by-hop in its Connection header
+            kept = []
+            for i in range(0, len(pieces), 4):
+                if pieces[i].lower() not in r.hop:
+                    kept += pieces[i:i + 4]
+            pieces = kept
+            if b"authorization" in r.hop:
                 r.authz = None
-        r.fwd = b"".join(out)
+        r.fwd = b"".join(pieces)
         if r.rid is None:
-            r.rid = os.urandom(12).hex().encode()
+            r.rid = gw.next_request_id()
         r.headers = None
         r.headers_done = True
         r.client_ip = self._client_ip(r)
@@ -434,9 +468,8 @@ class ClientConn(asyncio.Protocol):
             if "\\" in check or "\x00" in check or any(seg in (".", "..") for seg in check.split("/")):
                 return self._error(r, 400, "path must not contain dot segments or backslashes")
             check = re.sub(r"/{2,}", "/", check)
-        for b in gw.blocked:
-            if check == b or check.startswith(b + "/") or check.startswith(b + "?"):
-                return self._error(r, 404, "no route for this path")
+        if gw.blocked_re.match(check):
+            return self._error(r, 404, "no route for this path")
         route = gw.match(check if check is not path else path, r.method)
         if route is None:
             return self._error(r, 404, "no route for this path")
@@ -557,7 +590,8 @@ class ClientConn(asyncio.Protocol):
     def _send(self, r: Req, conn: UpstreamConn):
         conn.client = self
         conn.req = r
-        conn.headers = []
+        conn.want_head = True
+        conn.hbuf = b""
         conn.got_bytes = False
         r.conn = conn
         head = r.head
@@ -643,16 +677,8 @@ class ClientConn(asyncio.Protocol):
             self._unbind(r)
             return self._retry(r, cluster, f"status_{status}")
         r.status = status
-        out = [b"HTTP/1.1 %d %s\r\n" % (status, conn.reason or problems.reason(status))]
-        clen = False
-        for name, value in conn.headers:
-            ln = name.lower()
-            if ln in STRIP_RESP:
-                continue
-            if ln == b"content-length":
-                clen = True
-            out.append(name + b": " + value + b"\r\n")
-        out.append(b"X-Request-ID: " + r.rid + b"\r\n")
+        out = [conn.head, b"\r\nX-Request-ID: ", r.rid, b"\r\n"]
+        clen = conn.clen
         if r.rl_hdr:
             out.append(r.rl_hdr)
         if r.method == "HEAD" or status in (204, 304):
@@ -672,7 +698,7 @@ class ClientConn(asyncio.Protocol):
             out.append(b"Connection: keep-alive\r\n\r\n")
         else:
             out.append(b"\r\n")
-        self.transport.write(b"".join(out))
+        self.wbuf.append(b"".join(out))
         r.resp_started = True
         self.up_deadline = time.monotonic() + r.route.timeout
         if r.method == "HEAD":
@@ -687,9 +713,9 @@ class ClientConn(asyncio.Protocol):
             return
         mode = r.resp_mode
         if mode == RESP_CHUNKED:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            self.wbuf.extend((b"%x\r\n" % len(data), data, b"\r\n"))
         elif mode != RESP_NONE:
-            self.transport.write(data)
+            self.wbuf.append(data)
         self.up_deadline = time.monotonic() + r.route.timeout
 
     def upstream_complete(self, conn: UpstreamConn):
@@ -697,7 +723,8 @@ class ClientConn(asyncio.Protocol):
         if r is not self.active or not r.resp_started:
             return
         if r.resp_mode == RESP_CHUNKED:
-            self.transport.write(b"0\r\n\r\n")
+            self.wbuf.append(b"0\r\n\r\n")
+        self.flush()
         conn.client = None
         conn.req = None
         r.conn = None
@@ -734,6 +761,7 @@ class ClientConn(asyncio.Protocol):
 
     # -- answers -------------------------------------------------------------------------------
     def _finish(self, r: Req):
+        self.flush()
         self._unbind(r)
         self._record(r, r.replica.addr if r.replica is not None else "-")
         self.active = None
@@ -752,15 +780,23 @@ class ClientConn(asyncio.Protocol):
     def _record(self, r: Req, upstream: str):
         gw = self.gw
         dur = time.monotonic() - r.start
-        label = r.route.label if r.route is not None else "-"
-        metrics.observe(label, r.status, upstream, dur)
-        if gw.settings.access_log:
-            gw.log_line(
-                '{"ts":%.3f,"method":"%s","path":%s,"route":%s,"status":%d,"upstream":"%s",'
-                '"duration_ms":%.2f,"request_id":"%s","user":%s,"client":"%s","tries":%d}\n' % (
-                    time.time(), r.method, json.dumps(r.path or r.url.decode("latin-1")[:200]),
-                    json.dumps(label), r.status, upstream, dur * 1000, r.rid.decode() if r.rid else "-",
-                    f'"{r.ident.sub}"' if r.ident is not None else "null", r.client_ip or self.peer, r.tries))
+        route = r.route
+        metrics.observe(route.label if route is not None else "-", r.status, upstream, dur)
+        if gw.access_log:
+            path = r.path
+            if not path or '"' in path or "\\" in path:
+                path = r.path or r.url.decode("latin-1")[:200]
+                path = json.dumps(path)
+            else:
+                path = f'"{path}"'
+            ident = r.ident
+            gw.log_buf.append(
+                f'{{"ts":{time.time():.3f},"method":"{r.method}","path":{path},'
+                f'"route":{route.label_json if route is not None else chr(34) + "-" + chr(34)},'
+                f'"status":{r.status},"upstream":"{upstream}","duration_ms":{dur * 1000:.2f},'
+                f'"request_id":"{r.rid.decode() if r.rid else "-"}",'
+                f'"user":{chr(34) + ident.sub + chr(34) if ident is not None else "null"},'
+                f'"client":"{r.client_ip or self.peer}","tries":{r.tries}}}\n')
 
     def _unauthorized(self, r: Req, detail: str):
         metrics.AUTH_FAILURES.inc()
@@ -782,7 +818,8 @@ class ClientConn(asyncio.Protocol):
         if not keep:
             self.must_close = True
         if r.rid is None:
-            r.rid = os.urandom(12).hex().encode()
+            r.rid = self.gw.next_request_id()
+        self.flush()
         self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
                                                head=r.method == "HEAD", extra_headers=extra))
         r.resp_started = True
@@ -798,7 +835,7 @@ class ClientConn(asyncio.Protocol):
             r = r or Req(time.monotonic())
             if not r.headers_done:
                 # not yet seen by _start: account it here
-                r.rid = r.rid or os.urandom(12).hex().encode()
+                r.rid = r.rid or self.gw.next_request_id()
                 if r.client_ip is None:
                     r.client_ip = self.peer
             self.active = r
@@ -808,7 +845,18 @@ class ClientConn(asyncio.Protocol):
         else:
             self._close()
 
+    def flush(self):
+        buf = self.wbuf
+        if buf:
+            self.wbuf = []
+            if not self.closed:
+                if len(buf) == 1:
+                    self.transport.write(buf[0])
+                else:
+                    self.transport.writelines(buf)
+
     def _close(self):
+        self.flush()
         if not self.closed:
             self.closed = True
             self.transport.close()

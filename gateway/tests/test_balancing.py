@@ -6,6 +6,7 @@ import collections
 import http.client
 import threading
 import time
+import uuid
 
 import pytest
 
@@ -40,19 +41,22 @@ class Load:
     def __init__(self, port: int, path: str = "/a/x", threads: int = 4):
         self.port, self.path = port, path
         self.results: list[tuple[float, object, str | None]] = []
+        self.answered: dict[str, int] = {}  # request id -> status the client received
         self.stop_flag = threading.Event()
         self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self):
         conn = None
         while not self.stop_flag.is_set():
+            rid = uuid.uuid4().hex
             try:
                 if conn is None:
                     conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-                conn.request("GET", self.path)
+                conn.request("GET", self.path, headers={"X-Request-ID": rid})
                 resp = conn.getresponse()
                 resp.read()
                 self.results.append((time.monotonic(), resp.status, resp.getheader("X-Upstream")))
+                self.answered[rid] = resp.status
                 if resp.getheader("Connection", "").lower() == "close":
                     conn.close()
                     conn = None

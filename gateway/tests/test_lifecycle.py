@@ -69,9 +69,16 @@ def test_drain_under_load_multi_worker(tmp_path, procs):
         assert g.proc.wait(timeout=15) == 0
     answered = [r for r in load.results if isinstance(r[1], int)]
     assert len(answered) > 10
-    assert {r[1] for r in answered} == {200}  # every request that reached the gateway was answered
+    assert {r[1] for r in answered} == {200}
+    # No request lost: every request the gateway read (it logs each one) was answered, with a 200,
+    # and the client received that answer. Failures are connections the gateway never read from
+    # (refused, or reset in the kernel's accept queue when a listener closes).
+    logged = {entry["request_id"]: entry["status"] for entry in g.access_log()}
+    assert len(logged) >= len(answered)
+    assert set(logged.values()) == {200}
+    assert set(logged) == set(load.answered)
     refused = [r for r in load.results if not isinstance(r[1], int)]
-    assert all("ConnectionRefused" in r[1] for r in refused), refused[:3]
+    assert all(("ConnectionRefused" in r[1] or "ConnectionReset" in r[1]) for r in refused), refused[:3]
 
 
 def test_reload_on_sighup_under_load(tmp_path, procs):

@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Gateway proxy capacity vs nginx, same upstream, same load (wrk -t2 -c64 -d10s by default).
+
+    .venv/bin/python bench/gateway_bench.py                       # trivial upstream (nginx, fixed 200)
+    .venv/bin/python bench/gateway_bench.py --upstream 127.0.0.1:8101 --upstream 127.0.0.1:8102 \
+        --path /api/v1/users/me --header "Authorization: Bearer $TOKEN"
+
+(a) one gateway process (python -m gateway, access log on, stdout to /dev/null) and
+(b) one nginx worker configured as a keep-alive reverse proxy, both in front of the same
+upstream(s); prints req/s, p50/p99 and the ratio gateway/nginx (goal >= 0.5 on the trivial
+upstream; >= 0.9 and p99 + <= 2 ms in front of a real service).
+
+Needs `wrk` and `nginx` on PATH (apt-get install -y wrk nginx); installs nothing itself.
+Everything runs under a temporary directory (own nginx prefix and config; no system service).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def nginx_bin() -> str | None:
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
+                                          if os.path.exists(p)), None)
+
+
+def start_nginx(prefix: Path, name: str, server_block: str, http_extra: str = "") -> subprocess.Popen:
+    d = prefix / name
+    (d / "logs").mkdir(parents=True, exist_ok=True)
+    conf = d / "nginx.conf"
+    conf.write_text(f"""
+worker_processes 1;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  keepalive_requests 1000000;
+  {http_extra}
+  server {{ {server_block} }}
+}}
+""")
+    return subprocess.Popen([nginx_bin(), "-p", str(d), "-c", str(conf)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{duration}", "--latency", url]
+    for h in headers:
+        cmd[1:1] = ["-H", h]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {}
+    for pct, value, unit in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
+        lat[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    sock_err = re.search(r"Socket errors: (.*)", out)
+    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"),
+            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
+
+
+def stop(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT",
+                    help="benchmark in front of this upstream (repeatable) instead of a trivial nginx")
+    ap.add_argument("--path", default="/bench", help="request path (default /bench)")
+    ap.add_argument("--header", action="append", default=[], help="extra request header for wrk (repeatable)")
+    ap.add_argument("--duration", default="10s")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--auth", action="store_true",
+                    help="route requires auth (token verified and cached by the gateway); needs --header Authorization")
+    ap.add_argument("--ratelimit", action="store_true", help="apply a (generous) rate limit; needs REDIS_URL")
+    args = ap.parse_args()
+
+    missing = [tool for tool, found in (("wrk", shutil.which("wrk")), ("nginx", nginx_bin())) if not found]
+    if missing:
+        print(f"missing: {', '.join(missing)}. Install them first, e.g.: apt-get install -y wrk nginx",
+              file=sys.stderr)
+        return 2
+    if args.ratelimit and not os.environ.get("REDIS_URL"):
+        print("--ratelimit needs REDIS_URL", file=sys.stderr)
+        return 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    procs: list[subprocess.Popen] = []
+    try:
+        upstreams = args.upstream
+        if not upstreams:
+            up_port = free_port()
+            procs.append(start_nginx(tmp, "upstream", f"""
+                listen 127.0.0.1:{up_port} reuseport backlog=4096;
+                location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}"""))
+            wait_port(up_port, procs[-1])
+            upstreams = [f"127.0.0.1:{up_port}"]
+
+        # (b) nginx as the keep-alive proxy
+        ngx_port = free_port()
+        servers = "\n".join(f"server {u};" for u in upstreams)
+        procs.append(start_nginx(tmp, "proxy", f"""
+            listen 127.0.0.1:{ngx_port} backlog=4096;
+            location / {{
+              proxy_pass http://backend;
+              proxy_http_version 1.1;
+              proxy_set_header Connection "";
+              proxy_set_header Host $host;
+              proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}"))
+        wait_port(ngx_port, procs[-1])
+
+        # (a) one gateway process
+        gw_port, admin_port = free_port(), free_port()
+        routes = tmp / "routes.yaml"
+        rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit else "off"
+        routes.write_text(f"""
+upstreams:
+  bench: {{replicas: [{', '.join(repr(u) for u in upstreams)}]}}
+routes:
+  - {{prefix: /, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: {rl}}}
+""")
+        env = {**os.environ, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
+               "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1", "GATEWAY_HEALTH_PATH": args.path}
+        gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.err", "wb"))
+        procs.append(gw)
+        wait_port(gw_port, gw)
+
+        results = {}
+        for name, port in (("nginx", ngx_port), ("gateway", gw_port)):
+            url = f"http://127.0.0.1:{port}{args.path}"
+            run_wrk(url, args, args.header, "2s")  # warm-up: pools filled, code paths hot
+            results[name] = run_wrk(url, args, args.header, args.duration)
+
+        g, n = results["gateway"], results["nginx"]
+        print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
+              f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
+        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  socket errors")
+        for name in ("nginx", "gateway"):
+            r = results[name]
+            print(f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {r['non2xx']:>8}  "
+                  f"{r['socket_errors'] or '-'}")
+        ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
+        p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
+        goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.5"
+        print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
+        return 0
+    finally:
+        for p in reversed(procs):
+            stop(p)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
