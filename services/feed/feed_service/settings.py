@@ -4,7 +4,8 @@ from shared.django_settings import service_settings
 from shared.env import dev_mode, env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-globals().update(service_settings("feed", base_dir=BASE_DIR, apps=["django.contrib.postgres", "shared.events", "posts", "timelines"]))
+APPS = ["django.contrib.postgres", "shared.events", "posts", "timelines"]
+globals().update(service_settings("feed", base_dir=BASE_DIR, apps=APPS))
 
 # The users service: internal API (profiles, mentions, follower ids) and the JWKS.
 USERS_URL = env_str("USERS_URL", "http://127.0.0.1:8100" if dev_mode() else None)

@@ -1,8 +1,8 @@
+from authors.client import users_client
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from authors.client import users_client
 from posts import selectors, services
 from shared.fields import StrictCharField
 from shared.http import DownstreamHTTPError, DownstreamUnavailable

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from authors.selectors import authors_by_ids
+
 from posts.models import Like, Post
 
 POST_FIELDS = ("id", "author_id", "body", "mentions", "like_count", "created_at")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import re
 
+from authors.client import users_client
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from authors.client import users_client
 from posts import events
 from posts.models import Like, Post
 from shared import ids

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from authors.client import users_client_reset
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from authors.client import users_client_reset
 from shared import auth
 from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
 
@@ -37,7 +37,8 @@ def users_env(port: int) -> dict:
     base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
     return {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "REDIS_URL": f"{base}/14",
             "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
-            "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users", "DJANGO_SETTINGS_MODULE": "users_service.settings"}
+            "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users",
+            "DJANGO_SETTINGS_MODULE": "users_service.settings"}
 
 
 class UsersProcess:
@@ -66,7 +67,7 @@ class UsersProcess:
 
 
 def point_feed_at(url: str) -> None:
-    if settings.USERS_URL == url and auth.key_source.cache_info().currsize:
+    if url == settings.USERS_URL and auth.key_source.cache_info().currsize:
         return
     if auth.key_source.cache_info().currsize:
         auth.key_source()._client.close()  # the JWKS client's pool; a new one is made for the new URL

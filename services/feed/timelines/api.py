@@ -1,7 +1,7 @@
+from posts.api import cursor_position
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from posts.api import cursor_position
 from shared.pagination import page_request, page_response
 from timelines import selectors
 

@@ -4,8 +4,8 @@ posts merged in (hybrid), then posts, likes and authors in a fixed number of que
 from __future__ import annotations
 
 from django.conf import settings
-
 from posts import selectors as post_selectors
+
 from timelines import store
 from timelines.models import BigAuthorFollow, TimelineEntry
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 
+from authors.client import users_client
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
-
-from authors.client import users_client
 from posts import selectors as post_selectors
 from posts.models import Like, Post
+
 from timelines import store
 from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
 

@@ -2,13 +2,13 @@
 cached profiles, and placeholders for authors it has never seen."""
 
 import pytest
-
 from authors.client import users_client
 from posts.models import Post
+from timelines import services
+
 from shared import ids
 from shared.http import CircuitBreaker
 from tests.conftest import UsersProcess, point_feed_at
-from timelines import services
 
 pytestmark = pytest.mark.django_db
 

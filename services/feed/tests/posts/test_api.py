@@ -1,10 +1,10 @@
 import json
 
 import pytest
-
 from posts.models import Like, Post
-from shared.testing import QueryCounter, assert_problem
 from timelines import services as timeline_services
+
+from shared.testing import QueryCounter, assert_problem
 
 pytestmark = pytest.mark.django_db
 
@@ -217,6 +217,7 @@ def test_cursor_from_another_list_is_rejected(person):
 def test_user_timeline_query_budget_does_not_grow_with_page_size(person, limit):
     alice, bob = person("alice"), person("bob")
     from posts.models import Post as P
+
     from shared import ids
 
     P.objects.bulk_create([P(id=ids.next_id(namespace="posts"), author_id=alice.id, body=f"p{i}",

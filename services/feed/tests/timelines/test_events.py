@@ -4,13 +4,13 @@ import json
 import uuid
 
 import pytest
-from django.core.cache import cache
-
 from authors.selectors import authors_by_ids
+from django.core.cache import cache
 from posts.models import Post
+from timelines.models import AuthorStats, TimelineEntry
+
 from shared.events.inbox import dispatch
 from shared.events.models import OutboxEvent
-from timelines.models import AuthorStats, TimelineEntry
 
 pytestmark = pytest.mark.django_db
 

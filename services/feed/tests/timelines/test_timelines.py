@@ -6,12 +6,12 @@ import json
 
 import pytest
 from django.test import override_settings
-
 from posts.models import Post
-from shared import ids
-from shared.testing import QueryCounter, assert_problem, explain
 from timelines import selectors, services, store
 from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
+
+from shared import ids
+from shared.testing import QueryCounter, assert_problem, explain
 
 pytestmark = pytest.mark.django_db
 

@@ -10,11 +10,11 @@ import time
 
 import pytest
 from django.conf import settings
-
 from posts.models import Post
-from tests.conftest import USERS_DIR, users_env
 from timelines import store
 from timelines.models import TimelineEntry
+
+from tests.conftest import USERS_DIR, users_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FEED_DIR = USERS_DIR.parent / "feed"
