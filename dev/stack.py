@@ -14,7 +14,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,36 +115,34 @@ def gateway(ctx: Context) -> Proc | None:
                 url=f"http://127.0.0.1:{ctx.gateway_port}")
 
 
-# Extra processes per service (Celery workers, relays, schedulers) register here:
-# service name → function(ctx) returning Procs; define the function in this file and add it.
-EXTRA_PROCESSES: dict[str, Callable[[Context], list[Proc]]] = {}
+# Every service has the same background processes: a Celery worker on its own queue (event
+# handlers, its tasks), the outbox relay (its events → each consumer's queue) and one beat
+# (pruning, partitions, sweeps). Per-service worker concurrency and extra environment:
+WORKER_CONCURRENCY = {"users": 1, "feed": 2, "notifications": 2}
+EXTRA_ENV = {"notifications": {"PUSH_PROVIDER": "log"}}
 
 
-def feed_processes(ctx: Context) -> list[Proc]:
-    """feed's Celery worker (user.* events, fan-out, timeline removal), its outbox relay
-    (post.created/liked/deleted → notifications) and its beat (outbox/inbox pruning)."""
-    env = {**service_env(ctx, "feed"), "SERVICE_NAME": "feed"}
-    cwd = ROOT / "services" / "feed"
+def background_processes(ctx: Context, service: str) -> list[Proc]:
+    env = {**service_env(ctx, service), "SERVICE_NAME": service, **EXTRA_ENV.get(service, {}), **ctx.extra_env}
+    cwd = ROOT / "services" / service
+    app = f"{service}_service"
     return [
-        Proc(name="feed-worker", cwd=cwd, env=env,
-             cmd=[PYTHON, "-m", "celery", "-A", "feed_service", "worker", "-Q", "feed", "-c", "2",
+        Proc(name=f"{service}-worker", cwd=cwd, env=env,
+             cmd=[PYTHON, "-m", "celery", "-A", app, "worker", "-Q", service, "-c", str(WORKER_CONCURRENCY[service]),
                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"]),
-        Proc(name="feed-relay", cwd=cwd, env=env, cmd=[PYTHON, "manage.py", "events_relay"]),
-        Proc(name="feed-beat", cwd=cwd, env=env,
-             cmd=[PYTHON, "-m", "celery", "-A", "feed_service", "beat", "--loglevel", "WARNING",
-                  "--schedule", str(ctx.run_dir / "feed-celerybeat-schedule")]),
+        Proc(name=f"{service}-relay", cwd=cwd, env=env, cmd=[PYTHON, "manage.py", "events_relay"]),
+        Proc(name=f"{service}-beat", cwd=cwd, env=env,
+             cmd=[PYTHON, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
+                  "--schedule", str(ctx.run_dir / f"{service}-celerybeat-schedule")]),
     ]
-
-
-EXTRA_PROCESSES["feed"] = feed_processes
 
 
 def plan(ctx: Context) -> list[Proc]:
     procs: list[Proc] = []
     for service in available_services():
         procs += [gunicorn(ctx, service, i) for i in range(ctx.replicas)]
-        if service in EXTRA_PROCESSES:
-            procs += EXTRA_PROCESSES[service](ctx)
+        if (ROOT / "services" / service / f"{service}_service" / "celery.py").exists():
+            procs += background_processes(ctx, service)
     edge = gateway(ctx)
     if edge is not None:
         procs.append(edge)
