@@ -114,6 +114,9 @@ def main() -> int:
     ap.add_argument("--duration", default="10s")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--bare", action="store_true",
+                    help="also measure bench/gateway_bare_proxy.py (bytes forwarded, no parsing): the Python ceiling")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     ap.add_argument("--auth", action="store_true",
                     help="route requires auth (token verified and cached by the gateway); needs --header Authorization")
     ap.add_argument("--ratelimit", action="store_true", help="apply a (generous) rate limit; needs REDIS_URL")
@@ -171,17 +174,30 @@ routes:
         procs.append(gw)
         wait_port(gw_port, gw)
 
-        results = {}
-        for name, port in (("nginx", ngx_port), ("gateway", gw_port)):
-            url = f"http://127.0.0.1:{port}{args.path}"
-            run_wrk(url, args, args.header, "2s")  # warm-up: pools filled, code paths hot
-            results[name] = run_wrk(url, args, args.header, args.duration)
+        if args.bare:
+            bare_port = free_port()
+            procs.append(subprocess.Popen([PY, str(ROOT / "bench" / "gateway_bare_proxy.py"), str(bare_port),
+                                           upstreams[0]], start_new_session=True))
+            wait_port(bare_port, procs[-1])
+        # Alternate the targets for several rounds and keep the median of each: on a shared machine
+        # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
+        targets = (("nginx", ngx_port), ("gateway", gw_port)) + ((("bare", bare_port),) if args.bare else ())
+        runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
+        for name, port in targets:
+            run_wrk(f"http://127.0.0.1:{port}{args.path}", args, args.header, "2s")  # warm-up
+        for i in range(args.rounds):
+            for name, port in targets if i % 2 == 0 else tuple(reversed(targets)):
+                runs[name].append(run_wrk(f"http://127.0.0.1:{port}{args.path}", args, args.header, args.duration))
+        results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
+        for name, rs in runs.items():
+            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}")
 
         g, n = results["gateway"], results["nginx"]
         print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
               f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
+        print(f"median of {args.rounds} alternating rounds")
         print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  socket errors")
-        for name in ("nginx", "gateway"):
+        for name in runs:
             r = results[name]
             print(f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {r['non2xx']:>8}  "
                   f"{r['socket_errors'] or '-'}")
@@ -189,6 +205,9 @@ routes:
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
         goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.5"
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
+        if args.bare:
+            print(f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
+                  f"gateway/bare: {g['rps'] / results['bare']['rps']:.2f}")
         return 0
     finally:
         for p in reversed(procs):

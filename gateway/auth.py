@@ -170,10 +170,14 @@ class Verifier:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Background upkeep: load keys at start (retrying every second until it works), refresh periodically."""
+        backoff = 1.0
         while not stopping.is_set():
             if self.loaded_at is None:
                 await self.refresh()
-                delay = 1.0 if self.loaded_at is None else REFRESH_INTERVAL
+                if self.loaded_at is None:  # users service not up yet: retry, backing off to 30 s
+                    delay, backoff = backoff, min(backoff * 2, REFETCH_INTERVAL)
+                else:
+                    delay = REFRESH_INTERVAL
             else:
                 delay = REFRESH_INTERVAL - (time.monotonic() - self.loaded_at)
                 if delay <= 0:

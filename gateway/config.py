@@ -100,6 +100,7 @@ class Settings:
     retry_budget: float
     retry_min: float
     pool_size: int
+    upstream_idle_timeout: float
     redis_url: str | None
     redis_timeout: float
     ratelimit_prefix: str
@@ -270,6 +271,7 @@ def load(env: dict | None = None) -> Settings:
         retry_budget=_float(env, "GATEWAY_RETRY_BUDGET", 0.2),
         retry_min=_float(env, "GATEWAY_RETRY_MIN", 20),
         pool_size=_int(env, "GATEWAY_POOL_SIZE", 128),
+        upstream_idle_timeout=_float(env, "GATEWAY_UPSTREAM_IDLE_TIMEOUT", 60.0),
         redis_url=redis_url,
         redis_timeout=_float(env, "GATEWAY_REDIS_TIMEOUT", 0.25),
         ratelimit_prefix=env.get("GATEWAY_RATELIMIT_PREFIX") or "gw:rl:",

@@ -121,6 +121,7 @@ class UpstreamConn(asyncio.Protocol):
         self.want_head = True
         self.hbuf = b""
         self.head = b""
+        self.idle_since = 0.0
 
     # asyncio callbacks
     def connection_made(self, transport):

@@ -39,6 +39,7 @@ class Gateway:
         self.rl_prefix = settings.ratelimit_prefix.encode()
         self._rid_prefix = os.urandom(7).hex().encode()
         self._rid_counter = itertools.count(1)
+        self._next_idle_sweep = 0.0
         self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
         self.limiter = (RedisLimiter(settings.redis_url, timeout=settings.redis_timeout,
@@ -142,6 +143,7 @@ class Gateway:
         else:
             conn.client = None
             conn.req = None
+            conn.idle_since = time.monotonic()
             rep.idle.append(conn)
 
     def cluster_of(self, replica) -> Cluster:
@@ -197,10 +199,28 @@ class Gateway:
                     self.limiter.tick(now)
                 for cl in self.clusters.values():
                     cl.tick(now)
+                if now >= self._next_idle_sweep:
+                    self._next_idle_sweep = now + 1.0
+                    self._close_idle_upstreams(now)
             except Exception:  # noqa: BLE001
                 log.exception("tick failed")
             metrics.local.flush()
             self.flush_log()
+
+    def _close_idle_upstreams(self, now: float) -> None:
+        """Close pooled connections idle longer than GATEWAY_UPSTREAM_IDLE_TIMEOUT, which is kept
+        below the services' keep-alive (gunicorn keepalive = 75 s): the gateway closes first and
+        never writes a request into a socket the server is closing."""
+        limit = now - self.settings.upstream_idle_timeout
+        for cl in self.clusters.values():
+            for rep in cl.replicas:
+                idle = rep.idle
+                if idle and idle[0].idle_since < limit:  # oldest first: the list is in release order
+                    keep = [c for c in idle if c.idle_since >= limit]
+                    for c in idle:
+                        if c.idle_since < limit:
+                            c.close()
+                    rep.idle = keep
 
     async def _check_all(self) -> None:
         checks = [cl.health_check(r) for cl in list(self.clusters.values()) for r in cl.replicas]

@@ -185,3 +185,14 @@ def test_route_timeout_is_504(tmp_path, procs):
     assert r.status == 504
     assert r.json() == problem(504, "gateway-timeout", "Gateway timeout", "svc did not answer within 0.5s")
     assert g.request("GET", "/a/x").status == 200
+
+
+def test_pooled_connections_are_reused_then_closed_when_idle(tmp_path, procs):
+    ups = _replicas(1, procs)
+    g = _gateway(tmp_path, procs, ups, GATEWAY_UPSTREAM_IDLE_TIMEOUT="0.5")
+    for _ in range(10):  # sequential: one pooled connection serves them all
+        assert g.request("GET", "/a/x").status == 200
+    assert g.metric("gateway_upstream_connections") == 1
+    time.sleep(2.0)  # idle longer than the timeout: closed by the gateway (before the server would)
+    assert g.metric("gateway_upstream_connections") == 0
+    assert g.request("GET", "/a/x").status == 200
