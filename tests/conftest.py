@@ -13,12 +13,27 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 import stack  # noqa: E402
 
 PORT_OFFSET = 1000  # users 9100/9101, feed 9200/…, gateway 9000 (admin 9001): clear of `make run`
+
+
+def _relaxed_routes(run_dir: Path) -> Path:
+    """The real route table with rate limits raised: system tests register many users from one IP.
+    (Rate limiting itself is tested in gateway/tests/test_ratelimit.py.)"""
+    table = yaml.safe_load((ROOT / "gateway" / "routes.yaml").read_text())
+    generous = {"rate": 10_000, "burst": 10_000}
+    table["defaults"]["ratelimit"] = {"ip": generous, "user": generous}
+    for route in table["routes"]:
+        if "ratelimit" in route:
+            route["ratelimit"] = {"name": route["ratelimit"].get("name", "relaxed"), "ip": generous}
+    path = run_dir / "routes.yaml"
+    path.write_text(yaml.safe_dump(table))
+    return path
 
 
 def _context(run_dir: Path) -> stack.Context:
@@ -28,7 +43,8 @@ def _context(run_dir: Path) -> stack.Context:
     urls = {svc: os.environ[f"{svc.upper()}_DATABASE_URL"] for svc in stack.SERVICES}
     return stack.Context(admin_database_url=os.environ["ADMIN_DATABASE_URL"], redis_url=os.environ["REDIS_URL"],
                          service_database_urls=urls, run_dir=run_dir, replicas=2, port_offset=PORT_OFFSET,
-                         extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min"})
+                         extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min",
+                                    "GATEWAY_ROUTES": str(_relaxed_routes(run_dir))})
 
 
 class System:

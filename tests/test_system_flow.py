@@ -1,0 +1,80 @@
+"""The product end to end: three services, their workers and relays, behind the gateway.
+
+A follow, a post with a mention and a like travel as events through the outboxes, relays and
+Celery workers; the feed and the notifications are read back through the gateway."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import httpx
+import pytest
+
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def api(system):
+    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
+        yield client
+
+
+def register(api, prefix: str) -> tuple[str, dict]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    response = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return name, {"Authorization": f"Bearer {response.json()['access']}"}
+
+
+def eventually(fetch, until, *, timeout: float = 20.0):
+    """Poll until the asynchronous pipeline has delivered (a bound, not a speed assertion)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(0.1)
+
+
+def test_follow_post_mention_like_feed_and_notifications(api):
+    alice, alice_auth = register(api, "alice")
+    bob, bob_auth = register(api, "bob")
+
+    assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
+    post = api.post("/posts", headers=alice_auth, json={"body": f"hello @{bob} and @nobody_here"})
+    assert post.status_code == 201, post.text
+    post = post.json()
+    assert post["mentions"] == [bob] and post["author"]["username"] == alice
+
+    # fan-out: the post reaches bob's home timeline
+    feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
+                      lambda body: any(p["id"] == post["id"] for p in body["results"]))
+    item = next(p for p in feed["results"] if p["id"] == post["id"])
+    assert (item["author"]["username"], item["like_count"], item["liked_by_me"]) == (alice, 0, False)
+
+    assert api.post(f"/posts/{post['id']}/like", headers=bob_auth).status_code in (200, 201)
+    liked = api.get(f"/posts/{post['id']}", headers=bob_auth).json()
+    assert (liked["like_count"], liked["liked_by_me"]) == (1, True)
+
+    # alice: follow + like; bob: mention
+    alice_notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
+                             lambda body: len(body["results"]) >= 2)
+    assert sorted(n["kind"] for n in alice_notes["results"]) == ["follow", "like"]
+    assert {n["actor"]["username"] for n in alice_notes["results"]} == {bob}
+    assert next(n for n in alice_notes["results"] if n["kind"] == "like")["post_id"] == post["id"]
+    bob_notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
+                           lambda body: len(body["results"]) >= 1)
+    assert [(n["kind"], n["actor"]["username"], n["post_id"]) for n in bob_notes["results"]] == \
+        [("mention", alice, post["id"])]
+
+    assert api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 2}
+    assert api.post("/notifications/read", headers=alice_auth, json={"all": True}).status_code == 204
+    assert api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 0}
+    assert api.get("/notifications?unread=true", headers=alice_auth).json()["results"] == []
+
+    # deleting the post removes it from bob's feed (event → fan-out removal)
+    assert api.delete(f"/posts/{post['id']}", headers=alice_auth).status_code == 204
+    feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
+                      lambda body: all(p["id"] != post["id"] for p in body["results"]))
+    assert all(p["id"] != post["id"] for p in feed["results"])
