@@ -88,7 +88,7 @@ def run_scale(factor: int, args) -> dict:
                 env={**os.environ, "BIND": f"127.0.0.1:{pull_port}", "PULL_DATABASE_URL": admin_url.rsplit("/", 1)[0]
                      + "/social_bench", "GUNICORN_WORKERS": "2"})
             procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "feed", 0), pull,
-                     *[p for p in stack.background_processes(ctx, "feed") if p.name == "feed-worker"]]
+                     *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")]]
             supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
             try:
                 supervisor.start_all()

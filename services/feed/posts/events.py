@@ -1,13 +1,10 @@
-"""Events posts emit, through the outbox in the caller's transaction, and the timeline work that
-follows a post change (a Celery task queued after commit).
+"""Events posts emit, through the outbox in the caller's transaction.
 
-Fan-out is queued with on_commit rather than by consuming feed's own post.created, because the
-catalogue routes post.created to notifications only. Known gap (docs/feed.md): a process killed
-between the commit and the enqueue loses that post's fan-out (its user timeline still has it)."""
+Timeline work (fan-out, removal) is not queued here: feed consumes its own post.created and
+post.deleted through the inbox (timelines/events.py), so it is as durable as the post's commit —
+a process killed right after the commit still gets its post fanned out by the relay."""
 
 from __future__ import annotations
-
-from django.db import transaction
 
 from posts.models import Post
 from shared.events import publish
@@ -18,21 +15,15 @@ def _emit(event_type: str, data: dict) -> None:
 
 
 def post_created(post: Post) -> None:
-    from timelines import tasks
-
     _emit("post.created", {
         "post_id": str(post.id), "author_id": str(post.author_id),
         "mentioned_user_ids": [str(u) for u in post.mentioned_user_ids],
         "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
     })
-    transaction.on_commit(lambda: tasks.fanout_post.delay(post.id))
 
 
 def post_deleted(*, post_id: int, author_id: int) -> None:
-    from timelines import tasks
-
     _emit("post.deleted", {"post_id": str(post_id), "author_id": str(author_id)})
-    transaction.on_commit(lambda: tasks.post_remove.delay(post_id))
 
 
 def post_liked(*, post_id: int, author_id: int, liker_id: int) -> None:

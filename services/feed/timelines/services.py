@@ -32,12 +32,20 @@ def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[
     store.add(user_ids=user_ids, post_ids=[p for ids in post_ids_by_author.values() for p in ids])
 
 
-def fanout_deliver(*, post_id: int, user_ids: list[int]) -> None:
-    """One page of a fan-out: the post (if it still exists) into these users' timelines."""
-    author_id = Post.objects.filter(id=post_id).values_list("author_id", flat=True).first()
-    if author_id is None:
-        return  # deleted meanwhile: post_remove has cleaned up or will
-    entries_deliver(post_ids_by_author={author_id: [post_id]}, user_ids=user_ids)
+@transaction.atomic
+def fanout_deliver(*, post_id: int, user_ids: list[int]) -> bool:
+    """One page of a fan-out: the post (if it still exists) into these users' timelines.
+
+    The post row is held FOR SHARE until the rows (and Redis) are written: post_delete takes it
+    FOR UPDATE, so a delivery either finishes before the delete commits (and post.deleted's
+    removal, which runs after that commit, finds its rows) or sees no post and writes nothing."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT author_id FROM {Post._meta.db_table} WHERE id = %s FOR SHARE", [post_id])
+        row = cursor.fetchone()
+    if row is None:
+        return False  # deleted meanwhile: post_remove has cleaned up or will
+    entries_deliver(post_ids_by_author={row[0]: [post_id]}, user_ids=user_ids)
+    return True
 
 
 def author_is_big(*, author_id: int) -> bool:
@@ -48,7 +56,8 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
     """Walk the author's followers page by page from users' internal API and hand each page to
     `deliver(post_id=, user_ids=)` (inline, or a Celery task per page). Returns the follower count.
     The author's own timeline always gets the post; a big author's followers do not (hybrid)."""
-    fanout_deliver(post_id=post_id, user_ids=[author_id])
+    if not fanout_deliver(post_id=post_id, user_ids=[author_id]):
+        return 0  # already deleted: nothing to fan out
     if author_is_big(author_id=author_id):
         return 0
     after, total = None, 0
@@ -64,8 +73,9 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
 
 def post_remove(*, post_id: int) -> None:
     """A deleted post leaves every timeline it was written into (the table says which)."""
-    user_ids = list(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True))
-    TimelineEntry.objects.filter(post_id=post_id).delete()
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {TimelineEntry._meta.db_table} WHERE post_id = %s RETURNING user_id", [post_id])
+        user_ids = [row[0] for row in cursor.fetchall()]
     store.remove(user_ids=user_ids, post_ids=[post_id])
 
 

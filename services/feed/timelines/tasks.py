@@ -7,9 +7,18 @@ from celery import shared_task
 from timelines import services
 
 
+@shared_task(name="feed.fanout_deliver", autoretry_for=(Exception,), max_retries=10, retry_backoff=1,
+             retry_backoff_max=60, retry_jitter=True)
+def fanout_deliver(post_id: int, user_ids: list[int]) -> None:
+    """One page of a post.created fan-out (queued by the event handler). Retried with backoff on
+    any failure (database or Redis blip); late acks redeliver it if the worker dies."""
+    services.fanout_deliver(post_id=post_id, user_ids=user_ids)
+
+
+# Queued by the previous release (on_commit fan-out); kept so messages in flight across the
+# deploy are still applied. Remove one release after the post.created handler shipped.
 @shared_task(name="feed.fanout_post")
 def fanout_post(post_id: int) -> int:
-    """Walk the author's followers and queue one delivery task per page (parallel across workers)."""
     from posts.models import Post
 
     author_id = Post.objects.filter(id=post_id).values_list("author_id", flat=True).first()
@@ -17,11 +26,6 @@ def fanout_post(post_id: int) -> int:
         return 0
     return services.fanout_pages(post_id=post_id, author_id=author_id,
                                  deliver=lambda *, post_id, user_ids: fanout_deliver.delay(post_id, user_ids))
-
-
-@shared_task(name="feed.fanout_deliver")
-def fanout_deliver(post_id: int, user_ids: list[int]) -> None:
-    services.fanout_deliver(post_id=post_id, user_ids=user_ids)
 
 
 @shared_task(name="feed.post_remove")

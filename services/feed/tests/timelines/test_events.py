@@ -7,6 +7,7 @@ import pytest
 from authors.selectors import authors_by_ids
 from django.core.cache import cache
 from posts.models import Post
+from timelines import store
 from timelines.models import AuthorStats, TimelineEntry
 
 from shared.events.inbox import dispatch
@@ -81,3 +82,36 @@ def test_user_deleted_purges_posts_and_forgets_the_profile(person):
     dispatch(envelope("user.deleted", {"user_id": str(alice.id)}))
     assert Post.objects.count() == 0
     assert cache.get(f"profile:v1:{alice.id}") is None
+
+
+@pytest.fixture
+def eager_tasks():
+    """Run the fan-out pages the handler queues in this process (the real task code, no broker)."""
+    from feed_service.celery import app
+
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = False
+
+
+def test_post_created_and_deleted_are_applied_once_however_often_delivered(person, eager_tasks):
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    fan.api.get("/api/v1/feed")  # fan's Redis timeline exists, so fan-out writes it
+    data = author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()
+    post_id = int(data["id"])
+    created = envelope("post.created", {"post_id": data["id"], "author_id": str(author.id),
+                                        "mentioned_user_ids": [], "created_at": data["created_at"]})
+    assert dispatch(created) is True
+    assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
+        [author.id, fan.id])
+    assert dispatch(created) is False
+    assert TimelineEntry.objects.filter(post_id=post_id).count() == 2
+    assert [int(p["id"]) for p in fan.api.get("/api/v1/feed").json()["results"]] == [post_id]
+
+    assert author.api.delete(f"/api/v1/posts/{post_id}").status_code == 204
+    deleted = envelope("post.deleted", {"post_id": data["id"], "author_id": str(author.id)})
+    assert dispatch(deleted) is True
+    assert dispatch(deleted) is False
+    assert not TimelineEntry.objects.filter(post_id=post_id).exists()
+    assert store.client().zscore(store.key(fan.id), data["id"]) is None

@@ -1,11 +1,13 @@
 """The same paths end to end with real processes: users (gunicorn) emits user.* through its
-outbox, its relay publishes to feed's queue, a real feed Celery worker applies them and runs the
-fan-out and removal tasks. Data is committed (transaction=True) so the other processes see it."""
+outbox, its relay publishes to feed's queue; feed's own relay publishes post.* to feed's queue
+too; a real feed Celery worker applies them (fan-out and removal are post.* handlers). Data is
+committed (transaction=True) so the other processes see it."""
 
 import json
 import os
 import subprocess
 import sys
+import textwrap
 import time
 
 import pytest
@@ -29,6 +31,19 @@ def eventually(check, *, attempts: int = 600):
     assert check()
 
 
+def feed_relay() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"], cwd=FEED_DIR,
+                            env={**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=30)
+
+
 @pytest.fixture
 def workers(users_service):
     env = {**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL, "USERS_URL": users_service.url,
@@ -40,14 +55,19 @@ def workers(users_service):
     relay = subprocess.Popen([sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"], cwd=USERS_DIR,
                              env={**users_env(0), "CELERY_BROKER_URL": settings.REDIS_URL},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    yield
-    for proc in (relay, worker):
-        proc.terminate()
-    for proc in (relay, worker):
-        proc.wait(timeout=30)
+    procs = {"worker": worker, "users_relay": relay}
+    yield procs
+    stop(*procs.values())
 
 
-def test_follow_post_fanout_and_delete_through_real_workers(person, workers):
+@pytest.fixture
+def feed_relayed(workers):
+    """The workers plus feed's own relay (post.* → feed's queue); a test may stop and restart it."""
+    workers["feed_relay"] = feed_relay()
+    return workers
+
+
+def test_follow_post_fanout_and_delete_through_real_workers(person, feed_relayed):
     author, fan = person("author"), person("fan")
     early = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "before the follow"}),
                                 content_type="application/json").json()["id"])
@@ -56,7 +76,7 @@ def test_follow_post_fanout_and_delete_through_real_workers(person, workers):
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(early)]
 
     later = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "after"}),
-                                content_type="application/json").json()["id"])  # on_commit → fan-out task
+                                content_type="application/json").json()["id"])  # outbox → relay → post.created handler
     eventually(lambda: store.client().zscore(store.key(fan.id), str(later)) is not None)
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(later), str(early)]
 
@@ -68,3 +88,33 @@ def test_follow_post_fanout_and_delete_through_real_workers(person, workers):
     eventually(lambda: not TimelineEntry.objects.filter(user_id=fan.id).exists())
     assert fan.api.get("/api/v1/feed").json()["results"] == []
     assert Post.objects.filter(author_id=author.id).count() == 1
+
+
+def test_post_whose_producer_is_killed_right_after_commit_still_reaches_followers(person, feed_relayed):
+    author, fan, other = person("author"), person("fan"), person("other")
+    fan.follow(author)
+    other.follow(author)
+    eventually(lambda: (TimelineEntry.objects.filter(user_id__in=[fan.id, other.id]).count() == 0
+                        and fan.api.get("/api/v1/feed").status_code == 200))  # fan's Redis timeline built
+    stop(feed_relayed["feed_relay"])  # nothing may publish the event but the relay
+    # The producer is feed's own code in its own process. Its first on_commit callback SIGKILLs it:
+    # the post is committed, and nothing queued after the commit (as fan-out used to be) can run.
+    code = subprocess.run([sys.executable, "manage.py", "shell", "-c", textwrap.dedent(f"""
+        import os, signal
+        from django.db import transaction
+        from posts.services import post_create
+        with transaction.atomic():
+            transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
+            post = post_create(author_id={author.id}, body="committed, then the process died")
+    """)], cwd=FEED_DIR, env=os.environ.copy(), check=False).returncode
+    assert code == -9
+    post_id = Post.objects.get(author_id=author.id).id
+    assert not TimelineEntry.objects.filter(post_id=post_id).exists()
+
+    feed_relayed["feed_relay"] = feed_relay()
+    eventually(lambda: TimelineEntry.objects.filter(post_id=post_id).count() == 3)
+    assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
+        [author.id, fan.id, other.id])
+    eventually(lambda: store.client().zscore(store.key(fan.id), str(post_id)) is not None)
+    assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
+    assert [p["id"] for p in other.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
