@@ -58,50 +58,48 @@ RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
 
 
 class Req:
-    __slots__ = (
-        "method", "mbytes", "url", "path", "headers", "fwd", "host", "rid", "authz", "clen", "chunked",
-        "body", "body_len", "complete", "keep_alive", "http11", "route", "ident", "start", "replica",
-        "conn", "tries", "tried", "resp_started", "resp_mode", "status", "rl_hdr", "head", "expect",
-        "xff_in", "proto_in", "discard", "sent", "counted", "headers_done", "client_ip", "hop",
-    )
+    """State of one request. Defaults live on the class, so creating one costs two stores; only
+    what a request changes lands in its instance dict (cheaper than 40 slot stores)."""
+
+    url = b""
+    body = None  # list of body chunks, kept for replays (bounded by the body limit)
+    body_len = 0
+    clen = -1
+    chunked = False
+    complete = False
+    headers_done = False
+    route = None
+    ident = None
+    replica = None
+    conn = None
+    tries = 0
+    tried = ()
+    resp_started = False
+    resp_mode = RESP_NONE
+    status = 0
+    rl_hdr = b""
+    head = None
+    discard = False
+    sent = False
+    counted = False
+    host = None
+    rid = None
+    authz = None
+    expect = False
+    xff_in = None
+    proto_in = None
+    path = ""
+    method = "-"
+    client_ip = None
+    hop = None
+    keep_alive = False
+    http11 = True
+    mbytes = b"GET"
+    fwd = b""
 
     def __init__(self, now: float):
         self.start = now
-        self.url = b""
         self.headers = []
-        self.body = []
-        self.body_len = 0
-        self.clen = -1
-        self.chunked = False
-        self.complete = False
-        self.headers_done = False
-        self.route = None
-        self.ident = None
-        self.replica = None
-        self.conn = None
-        self.tries = 0
-        self.tried = []
-        self.resp_started = False
-        self.resp_mode = RESP_NONE
-        self.status = 0
-        self.rl_hdr = b""
-        self.head = None
-        self.discard = False
-        self.sent = False
-        self.counted = False
-        self.host = None
-        self.rid = None
-        self.authz = None
-        self.expect = False
-        self.xff_in = None
-        self.proto_in = None
-        self.path = ""
-        self.method = "-"
-        self.client_ip = None
-        self.hop = None
-        self.keep_alive = False
-        self.http11 = True
-        self.mbytes = b"GET"
 
 
 class UpstreamConn(asyncio.Protocol):
@@ -408,8 +406,12 @@ class ClientConn(asyncio.Protocol):
             raise _Reject(413, f"request body larger than {gw.max_body_any} bytes")
         if r.chunked or r.clen > 0:
             self.read_deadline = time.monotonic() + gw.settings.body_timeout
-        self.queue.append(r)
-        self._next()
+        if self.active is None and not self.queue and not r.chunked and not self.closed:
+            self.active = r  # the common case: nothing queued ahead of it
+            self._start(r)
+        else:
+            self.queue.append(r)
+            self._next()
 
     def on_body(self, data: bytes):
         r = self.req
@@ -420,7 +422,10 @@ class ClientConn(asyncio.Protocol):
         limit = r.route.max_body if r.route is not None else self.gw.max_body_any
         if r.body_len > limit:
             raise _Reject(413, f"request body larger than {limit} bytes")
-        r.body.append(data)
+        if r.body is None:
+            r.body = [data]
+        else:
+            r.body.append(data)
         if r.sent and r.conn is not None and r.conn.transport is not None:
             r.conn.transport.write(data)
         self.read_deadline = time.monotonic() + self.gw.settings.body_timeout
@@ -437,7 +442,8 @@ class ClientConn(asyncio.Protocol):
             self.read_deadline = 0.0
             if self.active is not None and self.queue:
                 self.pause_reading(1)  # pipelined requests wait; do not buffer without bound
-        self._next()
+        if self.active is None and self.queue:
+            self._next()
 
     # -- request processing ------------------------------------------------------------------------
     def _next(self):
@@ -552,9 +558,10 @@ class ClientConn(asyncio.Protocol):
         if rep is None:
             return self._error(r, 502 if r.tries else 503, f"no replica of {r.route.service} could serve the request")
         r.replica = rep
-        r.tried.append(rep)
-        if not r.tries:
-            gw.retry_earn()
+        r.tried += (rep,)
+        if not r.tries:  # retry budget: each request earns GATEWAY_RETRY_BUDGET of a retry
+            t = gw.retry_tokens + gw.retry_per_request
+            gw.retry_tokens = t if t < gw.retry_cap else gw.retry_cap
         r.tries += 1
         rep.outstanding += 1
         r.counted = True

@@ -58,6 +58,8 @@ class Gateway:
         self.blocked = s.blocked
         self.blocked_re = re.compile("^(?:" + "|".join(re.escape(b) for b in s.blocked) + ")(?:[/?]|$)")
         self.access_log = s.access_log
+        self.retry_per_request = s.retry_budget
+        self.retry_cap = s.retry_min
         self.max_body_any = max([s.max_body] + [r.max_body for r in s.routes])
         self.trusted = s.trusted_proxies
         self._trusted_cache: dict[str, bool] = {}
