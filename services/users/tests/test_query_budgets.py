@@ -31,7 +31,7 @@ def test_list_queries_do_not_grow_with_page(star_with_fans, client_for, path, dj
 
 
 def test_profile_budget(star_with_fans, client_for, django_assert_max_num_queries):
-    star, fans = star_with_fans
+    _star, fans = star_with_fans
     client = client_for(fans[0])
     with django_assert_max_num_queries(2):  # profile (cache miss) + is_following
         client.get("/api/v1/users/star")

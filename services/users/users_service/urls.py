@@ -1,6 +1,6 @@
+from accounts.api import JwksApi
 from django.urls import include, path
 
-from accounts.api import JwksApi
 from shared.urls import handler400, handler403, handler404, handler500, platform_urlpatterns  # noqa: F401
 
 urlpatterns = [

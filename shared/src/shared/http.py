@@ -304,7 +304,8 @@ def _current_request_id() -> str | None:
     try:
         from shared.requestid import get_request_id
     except ImportError:
-        get_request_id = lambda: None
+        def get_request_id():
+            return None
     return get_request_id()
 
 

@@ -74,7 +74,7 @@ def test_invalid_profile_update_writes_nothing(alice, client_for):
 
 def test_delete_me_removes_account_edges_counts_and_emits(make_user, client_for):
     alice, _ = make_user("alice")
-    bob, _ = make_user("bob")
+    _bob, _ = make_user("bob")
     carol, _ = make_user("carol")
     follow_services.follow_create(follower_id=alice.id, followee_username="bob")
     follow_services.follow_create(follower_id=carol.id, followee_username="alice")
