@@ -67,3 +67,39 @@ def test_internal_batch_is_one_query(star_with_fans, django_assert_num_queries, 
         ids = ",".join(str(f.id) for f in fans[:size])
         with django_assert_num_queries(1):
             assert len(service_client.get(f"/internal/v1/users?ids={ids}").json()["results"]) == size
+
+
+def test_register_logout_jwks_budgets(make_user, client_for, api_client, django_assert_max_num_queries,
+                                      django_assert_num_queries):
+    # two uniqueness lookups, savepoints around the insert, the user and refresh token inserts, the outbox row
+    with django_assert_max_num_queries(9):
+        assert api_client.post("/api/v1/auth/register", {"username": "newbie", "email": "newbie@example.com",
+                                                         "password": "correct horse battery"},
+                               format="json").status_code == 201
+    user, pair = make_user("leaver")
+    with django_assert_max_num_queries(4):  # savepoint, find the family, revoke it, release
+        assert client_for(user).post("/api/v1/auth/logout", {"refresh": pair.refresh}, format="json").status_code == 204
+    with django_assert_num_queries(0):  # keys are in memory
+        assert api_client.get("/.well-known/jwks.json").status_code == 200
+
+
+def test_internal_follower_ids_and_by_username_budgets(star_with_fans, service_client, django_assert_num_queries):
+    star, fans = star_with_fans
+    for limit in (2, 25):
+        with django_assert_num_queries(2):  # the user exists, one keyset page
+            body = service_client.get(f"/internal/v1/users/{star.id}/follower-ids?limit={limit}").json()
+        assert len(body["ids"]) == limit
+        names = ",".join(f.username for f in fans[:limit])
+        with django_assert_num_queries(1):
+            assert len(service_client.get(f"/internal/v1/users/by-username?usernames={names}").json()["results"]) == limit
+
+
+@pytest.mark.parametrize("fans", [2, 20])
+def test_account_delete_budget_does_not_grow_with_followers(make_user, client_for, django_assert_num_queries, fans):
+    leaver, _ = make_user("leaver")
+    for i in range(fans):
+        fan, _ = make_user(f"delfan{i}")
+        follow_services.follow_create(follower_id=fan.id, followee_username="leaver")
+        follow_services.follow_create(follower_id=leaver.id, followee_username=fan.username)
+    with django_assert_num_queries(12):  # set-based counter fixes, cascades and the outbox row: no per-follower query
+        assert client_for(leaver).delete("/api/v1/users/me").status_code == 204
