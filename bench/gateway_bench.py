@@ -169,8 +169,9 @@ routes:
 """)
         env = {**os.environ, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
                "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1", "GATEWAY_HEALTH_PATH": args.path}
-        gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
-                              stdout=subprocess.DEVNULL, stderr=open(tmp / "gateway.err", "wb"))
+        with open(tmp / "gateway.err", "wb") as err:
+            gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=err)
         procs.append(gw)
         wait_port(gw_port, gw)
 
@@ -183,7 +184,7 @@ routes:
         # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
         targets = (("nginx", ngx_port), ("gateway", gw_port)) + ((("bare", bare_port),) if args.bare else ())
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
-        for name, port in targets:
+        for _name, port in targets:
             run_wrk(f"http://127.0.0.1:{port}{args.path}", args, args.header, "2s")  # warm-up
         for i in range(args.rounds):
             for name, port in targets if i % 2 == 0 else tuple(reversed(targets)):

@@ -33,7 +33,7 @@ OK, FAIL, FETCH = 0, 1, 2
 
 
 class Identity:
-    __slots__ = ("sub", "username", "exp", "headers")
+    __slots__ = ("exp", "headers", "sub", "username")
 
     def __init__(self, sub: str, username: str, exp: float):
         self.sub = sub
@@ -152,7 +152,7 @@ class Verifier:
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
             if not keys:
                 raise ValueError("JWKS has no Ed25519 keys")
-        except Exception as exc:  # noqa: BLE001 - any failure keeps the keys we had
+        except Exception as exc:
             log.warning("JWKS fetch failed: %s", exc)
             return False
         finally:
@@ -185,5 +185,5 @@ class Verifier:
                     delay = REFRESH_INTERVAL
             try:
                 await asyncio.wait_for(stopping.wait(), timeout=max(delay, 0.5))
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass

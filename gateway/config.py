@@ -243,6 +243,7 @@ def load(env: dict | None = None) -> Settings:
                 raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: bad CIDR {cidr!r}") from None
 
     jwks_url = env.get("JWKS_URL") or None
+    jwks = doc.get("jwks") if isinstance(doc.get("jwks"), dict) else {}
     redis_url = env.get("REDIS_URL") or None
     return Settings(
         host=env.get("GATEWAY_HOST") or "127.0.0.1",
@@ -279,8 +280,8 @@ def load(env: dict | None = None) -> Settings:
         jwt_audience=env.get("JWT_AUDIENCE") or "social-api",
         jwt_leeway=_float(env, "JWT_LEEWAY", 5),
         jwks_url=jwks_url,
-        jwks_service=str(doc.get("jwks", {}).get("service", "users")) if isinstance(doc.get("jwks"), dict) else "users",
-        jwks_path=str(doc.get("jwks", {}).get("path", "/.well-known/jwks.json")) if isinstance(doc.get("jwks"), dict) else "/.well-known/jwks.json",
+        jwks_service=str(jwks.get("service", "users")),
+        jwks_path=str(jwks.get("path", "/.well-known/jwks.json")),
         access_log=(env.get("GATEWAY_ACCESS_LOG", "1") not in ("0", "false", "no", "off")),
         routes_file=routes_file,
     )

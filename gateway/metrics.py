@@ -9,8 +9,7 @@ from __future__ import annotations
 import os
 from bisect import bisect_left
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -44,7 +43,7 @@ class Local:
     def __init__(self):
         self.requests: dict = {}
         self.latency: dict = {}
-        self.bounds = list(BUCKETS) + [float("inf")]
+        self.bounds = [*BUCKETS, float("inf")]
 
     def observe(self, route: str, status: int, upstream: str, seconds: float) -> None:
         key = (route, status)

@@ -17,10 +17,8 @@ import collections
 import ipaddress
 import json
 import logging
-import os
 import re
 import socket
-import sys
 import time
 from urllib.parse import unquote
 
@@ -150,7 +148,7 @@ class UpstreamConn(asyncio.Protocol):
             self.close()
             if client is not None:
                 client.upstream_lost(self, f"bad response: {exc}")
-        except Exception:  # noqa: BLE001 - never let a bug kill the loop
+        except Exception:
             log.exception("error handling upstream data")
             client = self.client
             self.close()
@@ -280,7 +278,7 @@ class ClientConn(asyncio.Protocol):
             self.active = None
 
     def data_received(self, data):
-        if self.closed or self.must_close and self.active is None:
+        if self.closed or (self.must_close and self.active is None):
             return
         try:
             self.parser.feed_data(data)
@@ -295,7 +293,7 @@ class ClientConn(asyncio.Protocol):
                 self._protocol_error(500, "internal gateway error")
         except httptools.HttpParserError as exc:
             self._protocol_error(400, f"malformed HTTP request: {exc}")
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("error handling client data")
             self._protocol_error(500, "internal gateway error")
 
@@ -579,7 +577,7 @@ class ClientConn(asyncio.Protocol):
             _, conn = await asyncio.wait_for(
                 gw.loop.create_connection(lambda: UpstreamConn(rep, gw), rep.host, rep.port),
                 gw.settings.connect_timeout)
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self._unbind(r)
             cluster.failure(rep, "connect")
             if r is not self.active or self.closed:
@@ -617,10 +615,7 @@ class ClientConn(asyncio.Protocol):
 
     def _build_head(self, r: Req) -> bytes:
         peer = self.peer.encode()
-        if self.peer_trusted and r.xff_in:
-            xff = r.xff_in + b", " + peer
-        else:
-            xff = peer
+        xff = r.xff_in + b", " + peer if self.peer_trusted and r.xff_in else peer
         proto = r.proto_in if (self.peer_trusted and r.proto_in in (b"http", b"https")) else b"http"
         parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd,
                  b"X-Request-ID: ", r.rid, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
@@ -774,7 +769,7 @@ class ClientConn(asyncio.Protocol):
         self._record(r, r.replica.addr if r.replica is not None else "-")
         self.active = None
         self.up_deadline = 0.0
-        if self.must_close or self.gw.draining or not r.complete and not r.discard:
+        if self.must_close or self.gw.draining or (not r.complete and not r.discard):
             if not r.complete:
                 # the rest of the body is unread; answering on this connection is over
                 pass

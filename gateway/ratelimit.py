@@ -77,7 +77,7 @@ def _cmd(*parts: bytes) -> bytes:
 
 
 class _RedisProtocol(asyncio.Protocol):
-    def __init__(self, owner: "RedisLimiter"):
+    def __init__(self, owner: RedisLimiter):
         self.owner = owner
         self.reader = hiredis.Reader()
         self.transport = None
@@ -136,7 +136,7 @@ class RedisLimiter:
     def _reply(self, reply) -> None:
         if not self.pending:
             return
-        sent_at, callback, ctx, payload = self.pending.popleft()
+        _, callback, ctx, payload = self.pending.popleft()
         if callback is None:  # internal command (AUTH/SELECT/SCRIPT LOAD)
             if isinstance(reply, hiredis.ReplyError):
                 log.warning("redis setup command failed: %s", reply)
@@ -173,7 +173,7 @@ class RedisLimiter:
             return
         self.last_attempt = now
         self.connecting = True
-        asyncio.ensure_future(self._connect())
+        self._connect_task = asyncio.ensure_future(self._connect())  # referenced: not garbage-collected
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -182,7 +182,7 @@ class RedisLimiter:
             _, proto = await asyncio.wait_for(
                 loop.create_connection(lambda: _RedisProtocol(self), self.host, self.port, ssl=ssl),
                 timeout=max(self.timeout, 1.0))
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self._failopen(f"redis connect failed: {exc}")
             return
         finally:

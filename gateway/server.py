@@ -204,7 +204,7 @@ class Gateway:
                 if now >= self._next_idle_sweep:
                     self._next_idle_sweep = now + 1.0
                     self._close_idle_upstreams(now)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("tick failed")
             metrics.local.flush()
             self.flush_log()
@@ -233,7 +233,7 @@ class Gateway:
         for cl in list(self.clusters.values()):
             try:
                 await cl.resolve(self.loop)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("resolving %s failed", cl.name)
 
     async def _every(self, interval_of, fn) -> None:
@@ -241,7 +241,7 @@ class Gateway:
             await fn()
             try:
                 await asyncio.wait_for(self.stopping.wait(), timeout=interval_of())
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     def start_background(self) -> list:

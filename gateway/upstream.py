@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import socket
@@ -27,8 +26,22 @@ log = logging.getLogger("gateway.upstream")
 
 
 class Replica:
-    __slots__ = ("service", "addr", "host", "port", "idle", "outstanding", "healthy", "ejected_until",
-                 "eject_count", "failures", "removed", "last_ejection", "in_rotation", "open_conns")
+    __slots__ = (
+        "addr",
+        "eject_count",
+        "ejected_until",
+        "failures",
+        "healthy",
+        "host",
+        "idle",
+        "in_rotation",
+        "last_ejection",
+        "open_conns",
+        "outstanding",
+        "port",
+        "removed",
+        "service",
+    )
 
     def __init__(self, service: str, host: str, port: int):
         self.service = service
@@ -173,10 +186,7 @@ class Cluster:
         return best
 
     def has_alternative(self, tried) -> bool:
-        for r in self.replicas:
-            if r not in tried:
-                return True
-        return False
+        return any(r not in tried for r in self.replicas)
 
     # -- outcomes ---------------------------------------------------------------------------
     def success(self, r: Replica) -> None:
@@ -215,7 +225,7 @@ class Cluster:
                                              timeout=max(0.2, min(2.0, s.health_interval)))
             ok = status == 200
             why = f"status {status}"
-        except (OSError, ValueError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError, ValueError) as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
         if ok != r.healthy:
             log.warning("health check %s %s: %s", self.name, r.addr, "passing" if ok else f"failing ({why})")

@@ -62,7 +62,7 @@ class Upstream:
     def addr(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self) -> "Upstream":
+    def start(self) -> Upstream:
         self.proc = subprocess.Popen([PY, UPSTREAM, self.addr, self.name, self.jwks_file or ""],
                                      start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_port(self.port, self.host, proc=self.proc)
@@ -122,7 +122,7 @@ class Gateway:
         self.stderr = tmp / f"gateway-{self.port}.err"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Gateway":
+    def start(self) -> Gateway:
         self.proc = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=self.env, start_new_session=True,
                                      stdout=self.stdout.open("wb"), stderr=self.stderr.open("wb"))
         wait_port(self.admin_port, proc=self.proc)

@@ -10,7 +10,6 @@ import json
 import socket
 import time
 
-import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -329,8 +328,8 @@ def _tampered(keys) -> str:
 
 
 def _hs256_with_public_key(keys) -> str:
-    import hmac
     import hashlib
+    import hmac
 
     header = _b64(json.dumps({"alg": "HS256", "typ": "at+jwt", "kid": "k1"}).encode())
     payload = _b64(json.dumps(_claims()).encode())

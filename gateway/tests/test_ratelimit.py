@@ -10,7 +10,7 @@ import pytest
 from .conftest import ROOT, Gateway, Upstream, free_port, problem
 
 sys.path.insert(0, str(ROOT / "dev"))
-import infra  # noqa: E402
+import infra
 
 pytestmark = pytest.mark.timeout(90)
 
