@@ -94,6 +94,25 @@ def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
 
 
+def mint_token() -> tuple[str, str]:
+    """An Ed25519 key, its JWKS and an access token valid for an hour (the users service's contract)."""
+    import json
+    import uuid
+
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from jwt.algorithms import OKPAlgorithm
+
+    key = Ed25519PrivateKey.generate()
+    jwk = {**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "EdDSA", "use": "sig"}
+    now = int(time.time())
+    token = jwt.encode({"iss": os.environ.get("JWT_ISSUER", "social-users"),
+                        "aud": os.environ.get("JWT_AUDIENCE", "social-api"), "sub": "1", "username": "bench",
+                        "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex},
+                       key, algorithm="EdDSA", headers={"kid": "bench", "typ": "at+jwt"})
+    return token, json.dumps({"keys": [jwk]})
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -118,8 +137,12 @@ def main() -> int:
                     help="also measure bench/gateway_bare_proxy.py (bytes forwarded, no parsing): the Python ceiling")
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     ap.add_argument("--auth", action="store_true",
-                    help="route requires auth (token verified and cached by the gateway); needs --header Authorization")
-    ap.add_argument("--ratelimit", action="store_true", help="apply a (generous) rate limit; needs REDIS_URL")
+                    help="route requires a token: with the trivial upstream, the script makes an Ed25519 key, serves "
+                         "its JWKS from the upstream and sends a minted token; with --upstream pass --header "
+                         "'Authorization: Bearer ...' and set JWKS_URL")
+    ap.add_argument("--ratelimit", action="store_true",
+                    help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
+                         "REDIS_URL or starts an embedded redis-server (dev/infra.py)")
     args = ap.parse_args()
 
     missing = [tool for tool, found in (("wrk", shutil.which("wrk")), ("nginx", nginx_bin())) if not found]
@@ -127,18 +150,29 @@ def main() -> int:
         print(f"missing: {', '.join(missing)}. Install them first, e.g.: apt-get install -y wrk nginx",
               file=sys.stderr)
         return 2
-    if args.ratelimit and not os.environ.get("REDIS_URL"):
-        print("--ratelimit needs REDIS_URL", file=sys.stderr)
+    if args.auth and args.upstream and not os.environ.get("JWKS_URL"):
+        print("--auth with --upstream needs JWKS_URL and an Authorization --header", file=sys.stderr)
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    tmp.chmod(0o755)  # nginx workers run unprivileged and serve the JWKS file from here
     procs: list[subprocess.Popen] = []
     try:
         upstreams = args.upstream
+        headers = list(args.header)
+        gw_env: dict[str, str] = {}
         if not upstreams:
             up_port = free_port()
+            jwks_dir = tmp / "jwks"
+            jwks_dir.mkdir()
+            if args.auth:
+                token, jwks = mint_token()
+                (jwks_dir / "jwks.json").write_text(jwks)
+                headers.append(f"Authorization: Bearer {token}")
+                gw_env["JWKS_URL"] = f"http://127.0.0.1:{up_port}/.well-known/jwks.json"
             procs.append(start_nginx(tmp, "upstream", f"""
                 listen 127.0.0.1:{up_port} reuseport backlog=4096;
+                location = /.well-known/jwks.json {{ default_type application/json; alias {jwks_dir}/jwks.json; }}
                 location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}"""))
             wait_port(up_port, procs[-1])
             upstreams = [f"127.0.0.1:{up_port}"]
@@ -167,7 +201,14 @@ upstreams:
 routes:
   - {{prefix: /, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: {rl}}}
 """)
-        env = {**os.environ, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
+        if args.ratelimit and not os.environ.get("REDIS_URL"):
+            sys.path.insert(0, str(ROOT / "dev"))
+            import infra
+
+            redis = infra.start_redis(tmp / "redis", free_port())
+            procs.append(redis.proc)
+            gw_env["REDIS_URL"] = redis.url
+        env = {**os.environ, **gw_env, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
                "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1", "GATEWAY_HEALTH_PATH": args.path}
         with open(tmp / "gateway.err", "wb") as err:
             gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
@@ -185,15 +226,23 @@ routes:
         targets = (("nginx", ngx_port), ("gateway", gw_port)) + ((("bare", bare_port),) if args.bare else ())
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
-            run_wrk(f"http://127.0.0.1:{port}{args.path}", args, args.header, "2s")  # warm-up
+            run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, "2s")  # warm-up
         for i in range(args.rounds):
             for name, port in targets if i % 2 == 0 else tuple(reversed(targets)):
-                runs[name].append(run_wrk(f"http://127.0.0.1:{port}{args.path}", args, args.header, args.duration))
+                runs[name].append(run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, args.duration))
         results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
         for name, rs in runs.items():
             print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}")
 
         g, n = results["gateway"], results["nginx"]
+        import urllib.error
+        import urllib.request
+
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as resp:
+            statuses = re.findall(r'^gateway_requests_total\{route="[^"]*",status="(\d+)"\} ([\d.e+]+)$',
+                                  resp.read().decode(), re.M)
+        features = [f for f, on in (("auth", args.auth), ("ratelimit", args.ratelimit)) if on]
+        print(f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on")
         print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
               f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
         print(f"median of {args.rounds} alternating rounds")
@@ -205,6 +254,15 @@ routes:
         ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
         goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.5"
+        bad = [st for st, _ in statuses if not st.startswith("2")]
+        if bad:  # say why, once: a benchmark of error answers measures nothing
+            req = urllib.request.Request(f"http://127.0.0.1:{gw_port}{args.path}",
+                                         headers=dict(h.split(": ", 1) for h in headers))
+            try:
+                urllib.request.urlopen(req, timeout=5)
+            except urllib.error.HTTPError as exc:
+                print(f"gateway answered {exc.code}: {exc.read().decode()[:300]}")
+        print("gateway answers by status: " + ", ".join(f"{st}: {float(c):.0f}" for st, c in statuses))
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
         if args.bare:
             print(f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
