@@ -131,3 +131,22 @@ def test_fails_open_when_redis_is_down(tmp_path, procs, upstream):
     assert all("ratelimit-limit" not in r.headers for r in statuses)
     assert g.metric("gateway_ratelimit_failopen_total") >= 10
     assert "rate limiting fails open" in g.log_text()
+
+
+def test_client_ip_from_trusted_proxy_chain_only(tmp_path, procs, upstream, redis_url):
+    g = _gateway(tmp_path, procs, upstream, redis_url, GATEWAY_TRUSTED_PROXIES="127.0.0.0/8, 10.0.0.0/8")
+    _wait_redis(g)
+
+    def call(xff):
+        return g.request("GET", "/ip/x", headers={"X-Forwarded-For": xff})
+
+    # peer 127.0.0.1 is trusted: the client is the right-most untrusted hop of the chain
+    assert [call("6.6.6.6, 10.1.2.3").status for _ in range(4)] == [200, 200, 200, 429]
+    r = call("7.7.7.7")  # another client behind the same proxy has its own bucket
+    assert r.status == 200
+    assert r.json()["headers"]["x-forwarded-for"] == "7.7.7.7, 127.0.0.1"
+    assert call("garbage, 10.1.2.3").status == 200  # unparsable chain: fall back to the peer itself
+    deadline = time.monotonic() + 5
+    while not any(e["client"] == "7.7.7.7" for e in g.access_log()):
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
