@@ -20,6 +20,8 @@ from urllib.parse import quote
 import jwt
 from jwt.algorithms import OKPAlgorithm
 
+from . import metrics
+
 log = logging.getLogger("gateway.auth")
 
 ALGORITHM = "EdDSA"
@@ -152,7 +154,8 @@ class Verifier:
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
             if not keys:
                 raise ValueError("JWKS has no Ed25519 keys")
-        except Exception as exc:
+        except Exception as exc:  # any failure keeps the keys we had
+            metrics.JWKS_FETCHES.labels("error").inc()
             log.warning("JWKS fetch failed: %s", exc)
             return False
         finally:
@@ -166,6 +169,7 @@ class Verifier:
             log.info("JWKS loaded: kids=%s", sorted(keys))
         self.keys = keys
         self.loaded_at = time.monotonic()
+        metrics.JWKS_FETCHES.labels("ok").inc()
         return True
 
     async def run(self, stopping: asyncio.Event) -> None:

@@ -32,6 +32,7 @@ OPEN_CONNECTIONS = Gauge("gateway_open_connections", "Open client connections", 
 UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream connections",
                              multiprocess_mode="livesum")
 DRAINING = Gauge("gateway_draining", "1 while draining after SIGTERM", multiprocess_mode="max")
+JWKS_FETCHES = Counter("gateway_jwks_fetches_total", "JWKS fetches", ["result"])
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
 
 class Local:

@@ -382,6 +382,18 @@ def test_lowercase_bearer_scheme_is_accepted(gw, keys):
     assert r.status == 200
 
 
+def test_unknown_kid_flood_refetches_the_jwks_at_most_once_per_interval(gw, keys):
+    time.sleep(1.1)  # JWKS_REFETCH_INTERVAL=1 here (30 s by default)
+    before = gw.metric("gateway_jwks_fetches_total")
+    started = time.monotonic()
+    forged = [keys.token(kid=f"forged-{i}", key=keys.private["k1"]) for i in range(30)]
+    statuses = [gw.request("GET", "/api/v1/feed", headers=auth(t)).status for t in forged]
+    elapsed = time.monotonic() - started
+    assert statuses == [401] * 30
+    # at most one fetch per started interval, however many forged kids arrive
+    assert 1 <= gw.metric("gateway_jwks_fetches_total") - before <= int(elapsed) + 1
+
+
 def test_new_key_is_picked_up_after_refetch(gw, keys):
     keys.private["k2"] = Ed25519PrivateKey.generate()
     token = keys.token(kid="k2", sub="5")
