@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from posts import cache as post_cache
 from posts import events
 from posts.models import Like, Post
 from shared import ids
@@ -75,6 +76,7 @@ def post_delete(*, post_id: int, user_id: int) -> None:
     Like.objects.filter(post_id=post.id).delete()
     Post.objects.filter(id=post.id).delete()
     events.post_deleted(post_id=post.id, author_id=post.author_id)
+    transaction.on_commit(lambda: post_cache.bury([post.id]))  # and again by the post.deleted handler
 
 
 def _post_missing() -> Problem:
@@ -102,6 +104,7 @@ def like_create(*, post_id: int, user_id: int) -> tuple[bool, int]:
         raise _post_missing()
     if created:
         events.post_liked(post_id=post_id, author_id=row["author_id"], liker_id=user_id)
+        transaction.on_commit(lambda: post_cache.forget([post_id]))
     return created, row["like_count"]
 
 
@@ -111,5 +114,6 @@ def like_delete(*, post_id: int, user_id: int) -> None:
     deleted, _ = Like.objects.filter(post_id=post_id, user_id=user_id).delete()
     if deleted:
         Post.objects.filter(id=post_id).update(like_count=F("like_count") - 1)
+        transaction.on_commit(lambda: post_cache.forget([post_id]))
     elif not Post.objects.filter(id=post_id).exists():
         raise _post_missing()

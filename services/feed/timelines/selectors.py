@@ -4,6 +4,7 @@ posts merged in (hybrid), then posts, likes and authors in a fixed number of que
 from __future__ import annotations
 
 from django.conf import settings
+from django.db import connection
 from posts import selectors as post_selectors
 
 from timelines import store
@@ -15,6 +16,17 @@ def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int
     if before_id is not None:
         rows = rows.filter(post_id__lt=before_id)
     return list(rows.order_by("-post_id").values_list("post_id", flat=True)[:count])
+
+
+_BIG_SQL = f"SELECT author_id FROM {BigAuthorFollow._meta.db_table} WHERE user_id = %s"
+
+
+def big_followees(*, user_id: int) -> list[int]:
+    """The big authors this reader follows (primary key prefix). Raw SQL on the hot path: see
+    posts.selectors.liked_post_ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BIG_SQL, [user_id])
+        return [row[0] for row in cursor.fetchall()]
 
 
 def timeline_rebuild(*, user_id: int) -> None:
@@ -29,7 +41,7 @@ def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> lis
         built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
     if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
         ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
-    big = list(BigAuthorFollow.objects.filter(user_id=user_id).values_list("author_id", flat=True))
+    big = big_followees(user_id=user_id)
     if big:
         merged = post_selectors.recent_post_ids_by_authors(author_ids=big, before_id=before_id, limit=count)
         ids = sorted(set(ids) | {post_id for post_id, _ in merged}, reverse=True)[:count]

@@ -13,6 +13,7 @@ from authors.client import users_client
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
+from posts import cache as post_cache
 from posts import selectors as post_selectors
 from posts.models import Like, Post
 
@@ -77,6 +78,7 @@ def post_remove(*, post_id: int) -> None:
         cursor.execute(f"DELETE FROM {TimelineEntry._meta.db_table} WHERE post_id = %s RETURNING user_id", [post_id])
         user_ids = [row[0] for row in cursor.fetchall()]
     store.remove(user_ids=user_ids, post_ids=[post_id])
+    post_cache.bury([post_id])
 
 
 @transaction.atomic
@@ -140,8 +142,8 @@ def author_promote(*, author_id: int) -> None:
 def user_purge(*, user_id: int) -> None:
     """user.deleted: the user's posts (and their likes), their likes elsewhere, their timeline."""
     post_ids = list(Post.objects.filter(author_id=user_id).values_list("id", flat=True))
-    liked = Like.objects.filter(user_id=user_id).exclude(post_id__in=post_ids)
-    Post.objects.filter(id__in=liked.values("post_id")).update(like_count=F("like_count") - 1)
+    liked = list(Like.objects.filter(user_id=user_id).exclude(post_id__in=post_ids).values_list("post_id", flat=True))
+    Post.objects.filter(id__in=liked).update(like_count=F("like_count") - 1)
     Like.objects.filter(user_id=user_id).delete()
     Like.objects.filter(post_id__in=post_ids).delete()
     Post.objects.filter(id__in=post_ids).delete()
@@ -152,8 +154,11 @@ def user_purge(*, user_id: int) -> None:
     BigAuthorFollow.objects.filter(author_id=user_id).delete()
     AuthorStats.objects.filter(author_id=user_id).delete()
 
+    post_cache.bury(post_ids)  # before the commit: a tombstone also stops fills racing the delete
+
     def redis_cleanup():
         store.drop(user_id=user_id)
         store.remove(user_ids=readers, post_ids=post_ids)
+        post_cache.forget(liked)  # after the commit, or a fill could cache the old counts
 
     transaction.on_commit(redis_cleanup)
