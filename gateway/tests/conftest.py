@@ -130,7 +130,12 @@ class Gateway:
         return self
 
     def stop(self) -> None:
+        """SIGTERM (drain: the master also removes its metrics directory), SIGKILL if it lingers."""
         if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=3)
             _kill(self.proc)
 
     def signal(self, sig) -> None:
