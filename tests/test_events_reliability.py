@@ -20,7 +20,7 @@ import redis
 from tests.harness import PYTHON, ROOT, Proc, wait_until
 
 sys.path.insert(0, str(ROOT / "dev"))
-import infra  # noqa: E402
+import infra
 
 USERS_DIR = ROOT / "services" / "users"
 NOTIFICATIONS_DIR = ROOT / "services" / "notifications"
@@ -45,8 +45,10 @@ class Stack:
 
         for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
             subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
+        self.worker_metrics_port, self.relay_metrics_port = infra.free_port(), infra.free_port()
         self.relay = Proc("users-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-                          cwd=USERS_DIR, env=self.users_env, log_dir=run_dir)
+                          cwd=USERS_DIR, env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},
+                          log_dir=run_dir)
         self.worker = self._worker()
         self.db = psycopg2.connect(os.environ["NOTIFICATIONS_DATABASE_URL"])
         self.db.autocommit = True
@@ -55,7 +57,8 @@ class Stack:
         return Proc("notifications-worker", [PYTHON, "-m", "celery", "-A", "notifications_service", "worker",
                                              "-Q", "notifications", "-c", "2", "--pool", "prefork", "-l", "INFO",
                                              "--without-mingle", "--without-gossip"],
-                    cwd=NOTIFICATIONS_DIR, env=self.notifications_env, log_dir=self.run_dir)
+                    cwd=NOTIFICATIONS_DIR, env={**self.notifications_env, "METRICS_PORT": str(self.worker_metrics_port)},
+                    log_dir=self.run_dir)
 
     def produce(self, script: str, *, check: bool = True) -> int:
         """Run users code in its own process (the producer)."""
@@ -141,6 +144,55 @@ def test_a_follow_becomes_one_notification_with_the_request_id_in_the_worker_log
                                                                           "notifications")
 
 
+def scrape(port: int) -> dict[tuple, float]:
+    """A real /metrics scrape: {(sample name, sorted labels): value}."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def scrape_when_up(port: int) -> dict[tuple, float]:
+    def attempt():
+        try:
+            return scrape(port) or {("up", ()): 1.0}
+        except OSError:
+            return None
+
+    return wait_until(attempt, what=f"/metrics on port {port}")
+
+
+def delta(after: dict, before: dict, name: str, **labels) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+def test_worker_and_relay_metrics_count_every_event_exactly(running):
+    star, *fans = running.make_users(6)
+    worker_before = scrape_when_up(running.worker_metrics_port)
+    relay_before = scrape_when_up(running.relay_metrics_port)
+    running.follow_all(fans, star)
+    wait_until(lambda: running.count(star) == 5, what="5 notifications")
+    followed = {"type": "user.followed"}
+    # the counter moves right after the handler's commit: wait for it, then check every figure exactly
+    worker = wait_until(lambda: (lambda m: m if delta(m, worker_before, "events_handled_total", outcome="applied",
+                                                     **followed) >= 5 else None)(scrape(running.worker_metrics_port)),
+                        what="handled counter")
+    relay = scrape(running.relay_metrics_port)
+    assert delta(worker, worker_before, "events_handled_total", outcome="applied", **followed) == 5
+    assert delta(worker, worker_before, "events_handled_total", outcome="duplicate", **followed) == 0
+    assert delta(worker, worker_before, "events_failed_total", **followed) == 0
+    assert delta(worker, worker_before, "events_dead_letters_total", **followed) == 0
+    assert delta(worker, worker_before, "events_handler_duration_seconds_count", **followed) == 5
+    assert delta(worker, worker_before, "events_consume_lag_seconds_count", **followed) == 5
+    assert delta(relay, relay_before, "events_published_total", consumer="notifications", **followed) == 5
+    assert delta(relay, relay_before, "events_published_total", consumer="feed", **followed) == 5
+    assert delta(relay, relay_before, "events_relay_lag_seconds_count", **followed) == 5
+
+
 def test_the_same_envelope_published_twice_makes_one_notification(running):
     star, fan = running.make_users(2)
     running.follow_all([fan], star)
@@ -209,6 +261,7 @@ def test_redis_stopped_during_a_burst_of_1000_follows(running):
 def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     star, fan = running.make_users(2)
     poison_id = str(uuid.uuid4())
+    before = scrape_when_up(running.worker_metrics_port)
     client = redis.Redis.from_url(running.redis_url)
     # a well-formed envelope whose handler always fails (the id overflows bigint)
     running.produce(f"""
@@ -229,3 +282,22 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     assert [(t, a) for t, a, _ in rows] == [("user.followed", 4)]
     assert "out of range" in rows[0][2]
     assert client.llen("notifications") == 0
+    # 4 attempts: 3 retried, the 4th given up (EVENTS_MAX_RETRIES=3), plus the good event applied
+    after = wait_until(lambda: (lambda m: m if delta(m, before, "events_handled_total", outcome="dead",
+                                                     type="user.followed") else None)(
+        scrape(running.worker_metrics_port)), what="dead-letter metric")
+    assert delta(after, before, "events_handled_total", outcome="dead", type="user.followed") == 1
+    assert delta(after, before, "events_dead_letters_total", type="user.followed") == 1
+    assert delta(after, before, "events_handled_total", outcome="retry", type="user.followed") == 3
+    assert delta(after, before, "events_failed_total", type="user.followed") == 4
+    assert delta(after, before, "events_handled_total", outcome="applied", type="user.followed") == 1
+
+
+def test_stranded_messages_are_swept_for_well_within_the_visibility_timeout(monkeypatch):
+    from shared.events.celery_app import celery_config
+
+    for visibility, interval in [(3600, 10), (10, 1), (60, 6)]:
+        monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", str(visibility))
+        options = celery_config("x")["broker_transport_options"]
+        assert (options["visibility_timeout"], options["unacked_restore_interval"],
+                options["unacked_restore_throttle"], options["unacked_mutex_expire"]) == (visibility, interval, 1, 3 * interval)

@@ -20,11 +20,14 @@ from __future__ import annotations
 import logging
 import os
 import random
-from datetime import timedelta
+import time
+from datetime import UTC, timedelta
 
 from celery import Celery
+from celery.signals import worker_init, worker_shutdown
 
 from shared.env import env_float, env_int, env_str
+from shared.events.exposition import prepare_multiprocess_dir, remove_owned_dir, start_metrics_server
 
 logger = logging.getLogger("shared.events")
 
@@ -58,6 +61,9 @@ def celery_config(service: str) -> dict:
             # = 100 s, whatever the visibility timeout: a crash cost ~2 min of stalled events. Sweep
             # every visibility/10 (1..10 s), each time: one ZRANGE on a small sorted set.
             "unacked_restore_interval": restore_interval(visibility), "unacked_restore_throttle": 1,
+            # the sweep holds a Redis lock; a worker killed while holding it (more likely now that it
+            # sweeps often) blocked every sweep for kombu's default 300 s. A sweep takes milliseconds.
+            "unacked_mutex_expire": 3 * restore_interval(visibility),
             "socket_timeout": 5, "socket_connect_timeout": 3, "health_check_interval": 10,
         },
         "task_serializer": "json",
@@ -93,11 +99,27 @@ def celery_config(service: str) -> dict:
 def make_celery(service: str) -> Celery:
     """The service's Celery app: `app = make_celery("notifications")` in <service>_service/celery.py."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{service}_service.settings")
+    prepare_multiprocess_dir(service)  # before anything imports prometheus_client
     app = Celery(service)
     app.conf.update(celery_config(service))
     _register_event_tasks(app)
     app.autodiscover_tasks()  # each installed app's tasks.py
     return app
+
+
+@worker_init.connect(weak=False)
+def _serve_worker_metrics(**_) -> None:
+    """In the worker's parent process (before the pool forks): /metrics on METRICS_PORT, summing
+    the children's samples (multiprocess mode)."""
+    try:
+        start_metrics_server()
+    except OSError as exc:  # port taken: the worker still works, without its metrics endpoint
+        logger.error("metrics server not started", extra={"error": str(exc)})
+
+
+@worker_shutdown.connect(weak=False)
+def _remove_metrics_dir(**_) -> None:
+    remove_owned_dir()
 
 
 def _register_event_tasks(app: Celery) -> None:
@@ -128,20 +150,28 @@ def dead_letter(*, task: str, payload, error: str, attempts: int, event_id=None,
 def handle_envelope(task, envelope) -> str:
     from shared.events.catalogue import EventSchemaError
     from shared.events.inbox import dispatch
-    from shared.events.metrics import HANDLED
+    from shared.events.metrics import CONSUME_LAG, FAILED, HANDLED, HANDLER_SECONDS
     from shared.requestid import reset_request_id, set_request_id
 
     raw = envelope if isinstance(envelope, dict) else {}
     type_ = str(raw.get("type", "?"))
     token = set_request_id(str(raw.get("request_id") or "") or task.request.id)
+    started = time.perf_counter()
+    if task.request.retries == 0:
+        _observe_lag(CONSUME_LAG, type_, raw.get("occurred_at"))
     try:
         try:
-            applied = dispatch(envelope)
+            try:
+                applied = dispatch(envelope)
+            finally:
+                HANDLER_SECONDS.labels(type_).observe(time.perf_counter() - started)
         except EventSchemaError as exc:  # permanent: retrying cannot help
+            FAILED.labels(type_).inc()
             _give_up(task, raw, type_, f"EventSchemaError: {exc}")
             HANDLED.labels(type_, "dead").inc()
             return "dead"
         except Exception as exc:
+            FAILED.labels(type_).inc()
             attempts = task.request.retries + 1
             if attempts > env_int("EVENTS_MAX_RETRIES", 5):
                 _give_up(task, raw, type_, f"{type(exc).__name__}: {exc}")
@@ -157,6 +187,16 @@ def handle_envelope(task, envelope) -> str:
         return outcome
     finally:
         reset_request_id(token)
+
+
+def _observe_lag(histogram, type_: str, occurred_at) -> None:
+    from datetime import datetime
+
+    try:
+        at = datetime.fromisoformat(str(occurred_at).replace("Z", "+00:00"))
+        histogram.labels(type_).observe(max(0.0, (datetime.now(UTC) - at).total_seconds()))
+    except (TypeError, ValueError):
+        pass
 
 
 def _give_up(task, raw: dict, type_: str, error: str) -> None:

@@ -24,7 +24,7 @@ from django.utils import timezone
 
 from shared.events.catalogue import consumers_of
 from shared.events.envelope import Event, envelope_to
-from shared.events.metrics import PUBLISHED, RELAY_ERRORS
+from shared.events.metrics import PUBLISHED, RELAY_ERRORS, RELAY_LAG
 from shared.events.models import OutboxEvent
 from shared.events.outbox import notify_channel
 
@@ -47,6 +47,7 @@ class Relay:
                         .filter(sent_at__isnull=True).order_by("seq")[: self.batch_size])
             if not rows:
                 return 0
+            now = timezone.now()
             with self.app.producer_or_acquire() as producer:
                 for row in rows:
                     envelope = envelope_to(Event(id=row.event_id, type=row.type, version=row.version,
@@ -56,6 +57,7 @@ class Relay:
                         self.app.send_task("events.handle", args=[envelope], queue=consumer, producer=producer,
                                            headers={"request_id": row.request_id, "event_type": row.type})
                         PUBLISHED.labels(row.type, consumer).inc()
+                    RELAY_LAG.labels(row.type).observe(max(0.0, (now - row.occurred_at).total_seconds()))
             OutboxEvent.objects.filter(seq__in=[r.seq for r in rows]).update(sent_at=timezone.now())
         return len(rows)
 

@@ -12,19 +12,21 @@ class Command(BaseCommand):
         parser.add_argument("--batch-size", type=int, default=200)
         parser.add_argument("--poll-interval", type=float, default=1.0,
                             help="seconds between polls when no NOTIFY arrives")
-        parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port")
+        parser.add_argument("--metrics-port", type=int, default=None,
+                            help="serve Prometheus /metrics on this port (default: METRICS_PORT; 0: none)")
 
     def handle(self, *args, **options):
         from django.conf import settings
 
+        from shared.events.exposition import remove_owned_dir, start_metrics_server
         from shared.events.relay import Relay
 
-        if options["metrics_port"]:
-            from prometheus_client import start_http_server
-
-            start_http_server(options["metrics_port"], addr="127.0.0.1")
+        start_metrics_server(options["metrics_port"])
         app = import_string(f"{settings.SERVICE_NAME}_service.celery.app")
         relay = Relay(app, batch_size=options["batch_size"], poll_interval=options["poll_interval"])
         signal.signal(signal.SIGTERM, relay.stop)
         signal.signal(signal.SIGINT, relay.stop)
-        relay.run(once=options["once"])
+        try:
+            relay.run(once=options["once"])
+        finally:
+            remove_owned_dir()

@@ -1,0 +1,75 @@
+"""`/metrics` for event processes: Celery workers and relays (`METRICS_PORT`; unset or 0: none).
+
+Celery workers are prefork: handlers run in child processes, so a worker uses prometheus-client's
+multiprocess mode. Each child writes its samples to files in `PROMETHEUS_MULTIPROC_DIR` and the
+parent serves the sum over all children (replaced children included). When the variable is not
+set, `make_celery` creates a fresh directory per worker. This module must not import
+prometheus_client at import time: the multiprocess switch is read when that is first imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+logger = logging.getLogger("shared.events")
+_OWNED = "_EVENTS_METRICS_DIR_OWNED"
+
+
+def metrics_port() -> int:
+    value = os.environ.get("METRICS_PORT", "").strip()
+    return int(value) if value else 0
+
+
+def prepare_multiprocess_dir(name: str) -> str | None:
+    """In a prefork parent, before prometheus_client is imported: children will write to a
+    multiprocess directory that is empty at start (an earlier run's samples would be added in)."""
+    if not metrics_port() or "prometheus_client" in sys.modules:
+        return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):
+            stale.unlink(missing_ok=True)
+    else:
+        directory = tempfile.mkdtemp(prefix=f"prometheus-{name}-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        os.environ[_OWNED] = directory
+    return directory
+
+
+def multiprocess_active() -> bool:
+    from prometheus_client import values
+
+    return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")) and values.ValueClass.__name__ != "MutexValue"
+
+
+def start_metrics_server(port: int | None = None) -> int:
+    """Serve /metrics on `port` (default METRICS_PORT) from a daemon thread; returns the port (0: none).
+    Binds METRICS_ADDR (default 0.0.0.0, so a scraper in another container reaches it)."""
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+
+    port = metrics_port() if port is None else port
+    if not port:
+        return 0
+    registry = REGISTRY
+    if multiprocess_active():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+    elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: "
+                       "/metrics shows this process only")
+    start_http_server(port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry)
+    logger.info("metrics served", extra={"metrics_port": port, "multiprocess": registry is not REGISTRY})
+    return port
+
+
+def remove_owned_dir() -> None:
+    directory = os.environ.get(_OWNED)
+    if directory and os.environ.get("PROMETHEUS_MULTIPROC_DIR") == directory:
+        shutil.rmtree(directory, ignore_errors=True)
