@@ -3,6 +3,11 @@ monolith's pull-model SQL on the same data, and fan-out time for a post by a 100
 
     python bench/feed_bench.py                       # 100k users / 1M posts, then 10×
     python bench/feed_bench.py --users 10000 --posts 100000 --factors 1,10   # a quicker run
+    python bench/feed_bench.py --fanout-only --fanout-runs 3                  # fan-out mode: 100k followers
+
+Fan-out mode skips the read benchmarks; it posts as the 100k-follower author --fanout-runs times
+and prints, per post, the end-to-end time and its phases from the feed worker's `fanout-phase`
+log lines (follower page fetch, queue wait, Postgres insert, Redis write).
 
 Each scale gets its own embedded Postgres + Redis, data from bench/feed_datagen.py, the users
 and feed services under gunicorn (gthread, as in production), a feed Celery worker, and the
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -100,11 +106,16 @@ def run_scale(factor: int, args) -> dict:
                            if following[u]][:READERS]
                 tokens = tokens_for(run_dir / "keys" / "users-dev.pem", readers)
                 feed_url = ctx.service_urls("feed")[0]
+                result = {"factor": factor}
+                if args.fanout_only:
+                    result["fanout"] = min(
+                        fanout_seconds(feed_url, urls["feed"], redis_url, run_dir, generated["followers_count"][1])
+                        for _ in range(args.fanout_runs))
+                    return result
                 with httpx.Client(timeout=30) as client:  # warm: profile cache, connections
                     for token in tokens:
                         r = client.get(feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"})
                         r.raise_for_status()
-                result = {"factor": factor}
                 result["feed"] = wrk.run(f"feed GET /feed ({factor}×)", feed_url, lua=rotating_lua(
                     "/api/v1/feed", tokens, header=True), seconds=args.seconds, connections=args.connections)
                 result["pull"] = wrk.run(f"pull SQL ({factor}×)", f"http://127.0.0.1:{pull_port}", lua=rotating_lua(
@@ -125,7 +136,7 @@ def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, f
     conn = psycopg2.connect(feed_db)
     conn.autocommit = True
     rd = redis.Redis.from_url(redis_url)
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
     response = httpx.post(feed_url + "/api/v1/posts", json={"body": "hello, everyone"},
                           headers={"Authorization": f"Bearer {token}"}, timeout=30)
     response.raise_for_status()
@@ -154,7 +165,39 @@ def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, f
     written = sum(1 for i in range(0, len(answers), 2) if answers[i] and answers[i + 1] is not None)
     print(f"fan-out: post by an author with {followers:,} followers in all {len(readers):,} timelines (Postgres) "
           f"after {elapsed:.2f} s; in Redis: {written:,} of {built:,} built timelines", flush=True)
+    print_phases(run_dir / "feed-worker.log", post_id, started_at)
     return elapsed
+
+
+def print_phases(log_file: Path, post_id: int, started_at: float) -> None:
+    """Phase breakdown of one fan-out from the worker's `fanout-phase` lines (key=value)."""
+    walk, deliveries = None, []
+    for line in log_file.read_text(errors="replace").splitlines():
+        if "fanout-phase" not in line or f"post={post_id} " not in line:
+            continue
+        fields = {k: float(v) for k, v in re.findall(r"(\w+)=([0-9.]+)", line.split("fanout-phase", 1)[1])}
+        if "fanout-phase walk " in line:
+            walk = fields
+        else:
+            deliveries.append(fields)
+    if walk is None or not deliveries:
+        print("  phases: no fanout-phase lines in the worker log", flush=True)
+        return
+    walk_start = walk["end"] - walk["total"]
+    pages = [d for d in deliveries if d["n"] > 1] or deliveries
+    total = sum(d["n"] for d in pages)
+
+    def stat(key):
+        values = [d[key] for d in pages]
+        return f"sum {sum(values):.2f} s, max {max(values):.3f} s"
+
+    last = max(d["end"] for d in deliveries)
+    print(f"  phases: POST → handler's page walk starts {walk_start - started_at:.2f} s; walk of {walk['pages']:.0f} "
+          f"pages {walk['total']:.2f} s (waiting on follower page fetches {walk['fetch']:.2f} s); last delivery done at "
+          f"{last - started_at:.2f} s\n"
+          f"  {len(pages)} deliveries, {total:,.0f} rows: queue wait {stat('wait')}; Postgres insert {stat('pg')} "
+          f"({total / max(sum(d['pg'] for d in pages), 1e-9):,.0f} rows/s per process); Redis {stat('redis')}; "
+          f"lock {stat('lock')}; commit {stat('commit')}", flush=True)
 
 
 def main() -> int:
@@ -166,17 +209,27 @@ def main() -> int:
     parser.add_argument("--big-threshold", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--fanout-only", action="store_true", help="only the fan-out (factor 1, no wrk)")
+    parser.add_argument("--fanout-runs", type=int, default=1, help="posts by the big author (best is reported)")
+    parser.add_argument("--worker-concurrency", type=int, help="feed worker processes (default: dev/stack.py's)")
     args = parser.parse_args()
-    wrk.require_wrk()
+    if args.worker_concurrency:
+        stack.WORKER_CONCURRENCY["feed"] = args.worker_concurrency
+    if args.fanout_only:
+        args.factors = "1"
+    else:
+        wrk.require_wrk()
     results = [run_scale(int(f), args) for f in args.factors.split(",")]
     print(f"\nfeed benchmark, wrk -t2 -c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores, "
           "load generator on the same machine")
     for r in results:
+        if "feed" not in r:
+            continue
         print(r["feed"].row())
         print(r["pull"].row())
         print(f"  feed vs pull at {r['factor']}×: {r['feed'].rps / r['pull'].rps:.2f}× req/s, "
               f"p99 {r['feed'].p99_ms / r['pull'].p99_ms:.2f}× of pull's")
-    if len(results) > 1:
+    if len(results) > 1 and not args.fanout_only:
         base, big = results[0]["feed"], results[-1]["feed"]
         print(f"feed read at {results[-1]['factor']}× vs 1×: p50 {big.p50_ms / base.p50_ms:.2f}×, "
               f"p99 {big.p99_ms / base.p99_ms:.2f}×, req/s {big.rps / base.rps:.2f}×")

@@ -19,9 +19,9 @@ from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.db import connection
+from timelines import store
 
 from posts.models import Post
-from timelines import store
 
 TOMBSTONE = b"-"
 _SQL = (f"SELECT id, author_id, body, mentions, like_count, created_at FROM {Post._meta.db_table} "

@@ -19,6 +19,8 @@ backbone retries with backoff (and dead-letters in the end), instead of losing t
 
 from __future__ import annotations
 
+import time
+
 from shared.events import Event, handler
 from timelines import services
 
@@ -28,7 +30,7 @@ def on_post_created(event: Event) -> None:
     from timelines import tasks
 
     services.fanout_pages(post_id=int(event.data["post_id"]), author_id=int(event.data["author_id"]),
-                          deliver=lambda *, post_id, user_ids: tasks.fanout_deliver.delay(post_id, user_ids))
+                          deliver=lambda *, post_id, user_ids: tasks.fanout_deliver.delay(post_id, user_ids, time.time()))
 
 
 @handler("post.deleted")

@@ -58,11 +58,11 @@ def add(*, user_ids: Sequence[int], post_ids: Sequence[int]) -> int:
     args: list = [settings.TIMELINE_CAP]
     for post_id in post_ids:
         args += [score(post_id), str(post_id)]
-    written = 0
+    pipe = client().pipeline(transaction=False)  # every chunk's script call in one round trip
     for start in range(0, len(user_ids), KEYS_PER_CALL):
         keys = [key(u) for u in user_ids[start:start + KEYS_PER_CALL]]
-        written += _local.add_script(keys=keys, args=args)
-    return written
+        _local.add_script(keys=keys, args=args, client=pipe)
+    return sum(pipe.execute())
 
 
 def remove(*, user_ids: Iterable[int], post_ids: Sequence[int]) -> None:

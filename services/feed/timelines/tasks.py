@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from celery import shared_task
 
 from timelines import services
@@ -9,10 +11,11 @@ from timelines import services
 
 @shared_task(name="feed.fanout_deliver", autoretry_for=(Exception,), max_retries=10, retry_backoff=1,
              retry_backoff_max=60, retry_jitter=True)
-def fanout_deliver(post_id: int, user_ids: list[int]) -> None:
+def fanout_deliver(post_id: int, user_ids: list[int], queued_at: float | None = None) -> None:
     """One page of a post.created fan-out (queued by the event handler). Retried with backoff on
-    any failure (database or Redis blip); late acks redeliver it if the worker dies."""
-    services.fanout_deliver(post_id=post_id, user_ids=user_ids)
+    any failure (database or Redis blip); late acks redeliver it if the worker dies. `queued_at`
+    (epoch seconds) only feeds the queue-wait figure in the log."""
+    services.fanout_deliver(post_id=post_id, user_ids=user_ids, queued_at=queued_at)
 
 
 # Queued by the previous release (on_commit fan-out); kept so messages in flight across the
@@ -25,7 +28,7 @@ def fanout_post(post_id: int) -> int:
     if author_id is None:
         return 0
     return services.fanout_pages(post_id=post_id, author_id=author_id,
-                                 deliver=lambda *, post_id, user_ids: fanout_deliver.delay(post_id, user_ids))
+                                 deliver=lambda *, post_id, user_ids: fanout_deliver.delay(post_id, user_ids, time.time()))
 
 
 @shared_task(name="feed.post_remove")
