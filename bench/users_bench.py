@@ -10,14 +10,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "dev"), str(ROOT / "bench")]
-import infra  # noqa: E402
 import stack  # noqa: E402
 import wrk  # noqa: E402
 
@@ -73,24 +71,14 @@ def main() -> int:
     else:
         os.environ.update({"THROTTLE_LOGIN_IP": "1000000/min", "THROTTLE_LOGIN_ACCOUNT": "1000000/min",
                            "THROTTLE_REGISTER_IP": "1000000/min"})
-        with tempfile.TemporaryDirectory(prefix="bench-users-") as tmp:
-            run_dir = Path(tmp)
-            os.chmod(run_dir, 0o755)
-            from shared.db_bootstrap import bootstrap
-
-            with infra.embedded(run_dir) as (admin_url, redis_url):
-                urls = bootstrap(admin_url, "social_bench", {n: f"{n}-bench" for n in stack.SERVICES})
-                ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                                    run_dir=run_dir, replicas=1, port_offset=40)
-                stack.prepare(ctx, ["users"])
-                supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", 0)], stream_logs=False,
-                                              log_dir=run_dir)
-                try:
-                    supervisor.start_all()
-                    supervisor.wait_ready()
-                    results = measure(ctx.service_urls("users")[0], args.seconds, args.connections)
-                finally:
-                    supervisor.stop_all()
+        with stack.temporary_system("bench-users-", services=["users"], port_offset=40) as ctx:
+            supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", 0)], stream_logs=False, log_dir=ctx.run_dir)
+            try:
+                supervisor.start_all()
+                supervisor.wait_ready()
+                results = measure(ctx.service_urls("users")[0], args.seconds, args.connections)
+            finally:
+                supervisor.stop_all()
     print(f"\nusers service, wrk -t2 -c{args.connections} -d{args.seconds}s"
           f" ({os.cpu_count()} cores, load generator on the same machine)")
     for result in results:
