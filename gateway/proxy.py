@@ -47,6 +47,22 @@ STRIP_RESP = HOP_BY_HOP | {b"x-request-id"}
 RESP_STRIP_RE = re.compile(
     rb"\r\n(?:" + b"|".join(re.escape(h) for h in sorted(STRIP_RESP)) + rb")[ \t]*:[^\r\n]*", re.I)
 CLEN_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
+# Fast path for the common request (docs/gateway.md#hot-path): a complete GET/HEAD head in one
+# read, HTTP/1.1, strictly well-formed, whose only special headers are Host and Authorization.
+# It is parsed with one regex match and its header block forwarded verbatim; anything else
+# (bodies, pipelining, other versions, any header the gateway rewrites or strips, anything a
+# strict grammar does not accept) goes through httptools as before.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+FAST_REQ = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n((?:" + _TOKEN +
+                      rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
+# on the lowercased header block with a "\n" in front: any header the fast path does not handle
+FAST_OTHER = re.compile(
+    rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(SPECIAL) - {b"host", b"authorization"})) +
+    rb"):|x-internal-)")
+FAST_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+# Fast path for the common response: HTTP/1.1, a Content-Length, no Transfer-Encoding, head and
+# whole body in one read. Parsed without httptools (its state stays "between messages").
+RESP_CONN_CLOSE = re.compile(rb"\r\nconnection[ \t]*:[^\r\n]*\bclose\b", re.I)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 MAX_HEADER_BYTES = 32 * 1024
@@ -133,12 +149,35 @@ class UpstreamConn(asyncio.Protocol):
 
     def data_received(self, data):
         self.got_bytes = True
-        if self.client is None:  # bytes on an idle pooled connection: protocol violation
+        client = self.client
+        if client is None:  # bytes on an idle pooled connection: protocol violation
             self.close()
             return
+        if self.want_head and not self.hbuf and data[:9] == b"HTTP/1.1 ":
+            end = data.find(b"\r\n\r\n")
+            code = data[9:12]
+            if end > 0 and code.isdigit() and code >= b"200" and data[12:13] in (b" ", b"\r"):
+                head = data[:end]
+                low = head.lower()
+                i = low.find(b"\r\ncontent-length:")
+                if (i > 0 and low.find(b"\r\ncontent-length:", i + 17) < 0
+                        and low.find(b"\r\ntransfer-encoding:") < 0 and code not in (b"204", b"304")):
+                    j = low.find(b"\r\n", i + 17)
+                    clen = low[i + 17:j if j > 0 else end].strip(b" \t")
+                    req = self.req
+                    if (clen.isdigit() and len(data) == end + 4 + int(clen) and req is not None
+                            and req.method != "HEAD"):
+                        reusable = b"close" not in low or RESP_CONN_CLOSE.search(head) is None
+                        try:
+                            client.upstream_whole(self, int(code), RESP_STRIP_RE.sub(b"", head),
+                                                  data[end + 4:], reusable)
+                        except Exception:
+                            log.exception("error handling upstream data")
+                            self.close()
+                            client.upstream_lost(self, "internal error")
+                        return
         if self.want_head:
             self.hbuf = self.hbuf + data if self.hbuf else data
-        client = self.client
         try:
             self.parser.feed_data(data)
             if client.wbuf:
@@ -280,6 +319,20 @@ class ClientConn(asyncio.Protocol):
     def data_received(self, data):
         if self.closed or (self.must_close and self.active is None):
             return
+        if (self.req is None and self.active is None and not self.queue and data[-4:] == b"\r\n\r\n"
+                and len(data) <= MAX_URL):
+            m = FAST_REQ.fullmatch(data)
+            if m is not None:
+                try:
+                    if self._fast_request(m):
+                        return
+                except _Reject as exc:
+                    self._protocol_error(exc.status, exc.detail)
+                    return
+                except Exception:
+                    log.exception("error handling client data")
+                    self._protocol_error(500, "internal gateway error")
+                    return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -319,6 +372,42 @@ class ClientConn(asyncio.Protocol):
             self.paused &= ~reason
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
+
+    def _fast_request(self, m) -> bool:
+        """The common request, parsed by FAST_REQ: False hands it to httptools unchanged."""
+        block = m.group(3)
+        low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
+        if FAST_OTHER.search(low) is not None:
+            return False  # a header the gateway rewrites or strips: the general path
+        host = authz = None
+        i = low.find(b"\nhost:")
+        if i >= 0:
+            if low.find(b"\nhost:", i + 6) >= 0:
+                return False
+            host = block[i + 5:block.index(b"\r", i)].strip(b" \t")
+        i = low.find(b"\nauthorization:")
+        if i >= 0:
+            if low.find(b"\nauthorization:", i + 15) >= 0:
+                return False
+            authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
+        now = time.monotonic()
+        r = Req(now)
+        r.headers = None
+        r.mbytes = mb = m.group(1)
+        r.method = FAST_METHODS[mb]
+        r.url = m.group(2)
+        r.host = host
+        r.authz = authz
+        r.fwd = block
+        r.keep_alive = True
+        r.headers_done = True
+        r.complete = True
+        r.rid = self.gw.next_request_id()
+        r.client_ip = self.peer
+        self.read_deadline = 0.0
+        self.active = r
+        self._start(r)
+        return True
 
     # -- httptools ---------------------------------------------------------------------------
     def on_message_begin(self):
@@ -709,6 +798,45 @@ class ClientConn(asyncio.Protocol):
             conn.close()
             r.conn = None
             self._finish(r)
+
+    def upstream_whole(self, conn: UpstreamConn, status: int, head: bytes, body: bytes, reusable: bool):
+        """A whole response in one read (UpstreamConn's fast path): one write to the client."""
+        r = conn.req
+        if r is not self.active:
+            conn.close()
+            return
+        gw = self.gw
+        cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
+        if status >= 500:
+            cluster.failure(r.replica, "5xx")
+            if status in (502, 503, 504) and r.method in IDEMPOTENT and self._may_retry(r, cluster):
+                conn.close()
+                self._unbind(r)
+                return self._retry(r, cluster, f"status_{status}")
+        else:
+            cluster.success(r.replica)
+        r.status = status
+        r.resp_mode = RESP_RAW
+        r.resp_started = True
+        if not r.keep_alive or self.must_close or gw.draining:
+            self.must_close = True
+            end = b"Connection: close\r\n\r\n"
+        elif not r.http11:
+            end = b"Connection: keep-alive\r\n\r\n"
+        else:
+            end = b"\r\n"
+        if self.wbuf:
+            self.flush()
+        if not self.closed:
+            self.transport.write(b"".join((head, b"\r\nX-Request-ID: ", r.rid, b"\r\n", r.rl_hdr, end, body)))
+        conn.client = None
+        conn.req = None
+        r.conn = None
+        if reusable and r.complete:
+            gw.release(conn)
+        else:
+            conn.close()
+        self._finish(r)
 
     def upstream_body(self, data: bytes):
         r = self.active

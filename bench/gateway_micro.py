@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""The gateway's own per-request CPU cost, in-process, without sockets or a load generator.
+
+    .venv/bin/python bench/gateway_micro.py [--auth] [--n 200000] [--profile]
+
+Drives a real `ClientConn`/`UpstreamConn` pair of the real `Gateway` (route table, token
+verification with its cache, metrics, access log into its buffer) with fake transports: one
+GET with keep-alive in, one small 200 from the pooled upstream connection out, per iteration.
+What it prints is the Python work the gateway adds per request (µs) — the figure that decides
+how far one process can go, independent of what else the (shared) machine is doing.
+Rate limiting needs a Redis round trip and is not included here (see gateway_bench.py --ratelimit).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+
+RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\n"
+            b'{"ok":true}')
+
+
+class FakeTransport:
+    def __init__(self):
+        self.out = 0
+
+    def write(self, data):
+        self.out += 1
+
+    def writelines(self, data):
+        self.out += 1
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self):
+        return False
+
+    def close(self):
+        pass
+
+    abort = close
+
+    def pause_reading(self):
+        pass
+
+    resume_reading = pause_reading
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--auth", action="store_true", help="route requires a token (verified once, then cached)")
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--profile", action="store_true", help="cProfile the loop (slower; shows where time goes)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-micro-"))
+    routes = tmp / "routes.yaml"
+    routes.write_text(f"""
+upstreams:
+  bench: {{replicas: ['127.0.0.1:9']}}
+routes:
+  - {{prefix: /api/v1/auth/login, exact: true, service: bench, auth: none, methods: [POST], ratelimit: off}}
+  - {{prefix: /api/v1/users/, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: off}}
+  - {{prefix: /api/v1/posts, service: bench, ratelimit: off}}
+  - {{prefix: /, service: bench, auth: none, ratelimit: off}}
+""")
+    os.environ.update({"GATEWAY_ROUTES": str(routes), "GATEWAY_WORKERS": "1"})
+    os.environ.pop("REDIS_URL", None)
+    import logging
+
+    logging.disable(logging.WARNING)
+    from gateway import auth, config, proxy, server
+
+    loop = asyncio.new_event_loop()
+    gw = server.Gateway(config.load(), loop)
+    headers = b"Host: 127.0.0.1:8000\r\n"
+    if args.auth:
+        from gateway_bench import mint_token
+        from jwt.algorithms import OKPAlgorithm
+
+        token, jwks = mint_token()
+        gw.verifier.keys = {k["kid"]: OKPAlgorithm.from_jwk(k) for k in json.loads(jwks)["keys"]}
+        gw.verifier.loaded_at = time.monotonic()
+        headers += b"Authorization: Bearer " + token.encode() + b"\r\n"
+        assert gw.verifier.check(token)[0] == auth.OK
+    request = b"GET /api/v1/users/me HTTP/1.1\r\n" + headers + b"\r\n"
+
+    rep = gw.clusters["bench"].replicas[0]
+    up = proxy.UpstreamConn(rep, gw)
+    up.connection_made(FakeTransport())
+    rep.idle.append(up)
+    client = proxy.ClientConn(gw)
+    client.connection_made(FakeTransport())
+
+    def one():
+        client.data_received(request)
+        up.data_received(RESPONSE)
+
+    for _ in range(1000):
+        one()
+    gw.log_buf.clear()
+    assert rep.idle == [up] and client.active is None, "the exchange did not complete"
+    n = args.n
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+    t0 = time.perf_counter()
+    for i in range(n):
+        one()
+        if not i & 1023:
+            gw.log_buf.clear()  # the tick writes them out every 0.1 s; not measured here
+            gw.log_buf.append("")
+    dt = time.perf_counter() - t0
+    if args.profile:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    print(f"gateway per-request Python cost: {dt / n * 1e6:.2f} µs ({n} GETs, auth {'on' if args.auth else 'off'}, "
+          f"access log on, metrics on)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
