@@ -44,6 +44,15 @@ def restore_interval(visibility: int) -> int:
     return max(1, min(10, visibility // 10))
 
 
+def redeliver_after() -> float:
+    """Seconds an event may stay unacknowledged in the ledger before its relay publishes it again
+    (shared.events.ledger). Default: past anything a live delivery can take, i.e. the visibility
+    timeout (a dead worker's message comes back by then) + the hard time limit + a minute."""
+    visibility = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
+    hard = env_int("CELERY_TASK_TIME_LIMIT", min(300, visibility // 2))
+    return env_float("EVENTS_REDELIVER_AFTER_SECONDS", float(visibility + hard + 60))
+
+
 def celery_config(service: str) -> dict:
     broker = env_str("CELERY_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
     visibility = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
@@ -169,6 +178,7 @@ def handle_envelope(task, envelope) -> str:
             FAILED.labels(type_).inc()
             _give_up(task, raw, type_, f"EventSchemaError: {exc}")
             HANDLED.labels(type_, "dead").inc()
+            _ledger(task, raw)
             return "dead"
         except Exception as exc:
             FAILED.labels(type_).inc()
@@ -176,17 +186,36 @@ def handle_envelope(task, envelope) -> str:
             if attempts > env_int("EVENTS_MAX_RETRIES", 5):
                 _give_up(task, raw, type_, f"{type(exc).__name__}: {exc}")
                 HANDLED.labels(type_, "dead").inc()
+                _ledger(task, raw)
                 return "dead"
             HANDLED.labels(type_, "retry").inc()
             logger.warning("event handler failed; retrying", extra={
                 "event_type": type_, "event_id": raw.get("id"), "attempt": attempts, "error": f"{type(exc).__name__}: {exc}"})
-            raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from None
+            countdown = retry_delay(task.request.retries)
+            _ledger(task, raw, until=time.time() + countdown)  # still alive: not yet due for redelivery
+            raise task.retry(exc=exc, countdown=countdown) from None
+        _ledger(task, raw)  # committed (or already in the inbox): settled for this consumer
         outcome = "applied" if applied else "duplicate"
         HANDLED.labels(type_, outcome).inc()
         logger.info("event %s", outcome, extra={"event_type": type_, "event_id": raw.get("id")})
         return outcome
     finally:
         reset_request_id(token)
+
+
+def _ledger(task, raw: dict, *, until: float | None = None) -> None:
+    """Tell the acknowledgement ledger (shared.events.ledger) this consumer settled the event, or,
+    with `until`, that it retries it then. Runs after the handler's transaction committed."""
+    from shared.events import ledger
+
+    event_id, producer = raw.get("id"), raw.get("producer")
+    if not event_id or not producer:
+        return
+    args = {"consumer": task.app.main, "producer": str(producer), "event_id": str(event_id)}
+    if until is None:
+        ledger.settle(task.app.conf.broker_url, **args)
+    else:
+        ledger.postpone(task.app.conf.broker_url, **args, until=until)
 
 
 def _observe_lag(histogram, type_: str, occurred_at) -> None:

@@ -17,3 +17,6 @@ HANDLER_SECONDS = Histogram("events_handler_duration_seconds", "Time to apply on
                             ["type"], buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
 CONSUME_LAG = Histogram("events_consume_lag_seconds", "From the event's commit (occurred_at) to its handling start",
                         ["type"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300))
+REDELIVERED = Counter("events_redelivered_total",
+                      "Relay: events published again because their consumer had not acknowledged them within "
+                      "EVENTS_REDELIVER_AFTER_SECONDS (message lost in transit, or consumer down)", ["type", "consumer"])

@@ -8,6 +8,12 @@ A crash after publishing but before the commit re-publishes that batch: at-least
 the consumers' inbox turns into exactly-once. If the broker or the database is down, nothing is
 marked sent and the relay retries with backoff.
 
+Acknowledgement ledger (shared.events.ledger): before publishing, the relay records each event
+as pending for each consumer in the broker Redis; consumers remove it once settled. Every
+`redeliver_check` seconds the relay re-publishes, from its outbox, what a consumer has left
+pending for longer than EVENTS_REDELIVER_AFTER_SECONDS: a message lost between kombu's BRPOP and
+its unacked bookkeeping (or in any other way) is delivered again, and the inbox keeps it once.
+
 Order: one relay publishes in commit order, but several relays and several worker processes
 do not keep it. Consumers must not depend on the order of events.
 """
@@ -22,9 +28,11 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from shared.events.catalogue import consumers_of
+from shared.events import ledger
+from shared.events.catalogue import CATALOGUE, consumers_of
+from shared.events.celery_app import redeliver_after
 from shared.events.envelope import Event, envelope_to
-from shared.events.metrics import PUBLISHED, RELAY_ERRORS, RELAY_LAG
+from shared.events.metrics import PUBLISHED, REDELIVERED, RELAY_ERRORS, RELAY_LAG
 from shared.events.models import OutboxEvent
 from shared.events.outbox import notify_channel
 
@@ -39,6 +47,23 @@ class Relay:
         self.service = settings.SERVICE_NAME
         self._listen_conn = None
         self._stopping = False
+        self.redeliver_after = redeliver_after()
+        self.redeliver_check = max(0.2, min(30.0, self.redeliver_after / 4))
+        self._next_redeliver = 0.0
+        # every queue this service's events go to: the ledger keys this relay looks after
+        self.consumers = sorted({c for spec in CATALOGUE.values() if spec.producer == self.service
+                                 for c in spec.consumers})
+
+    def _ledger(self):
+        return ledger.client(self.app.conf.broker_url)
+
+    def _envelope(self, row: OutboxEvent) -> dict:
+        return envelope_to(Event(id=row.event_id, type=row.type, version=row.version, occurred_at=row.occurred_at,
+                                 producer=self.service, data=row.data, request_id=row.request_id))
+
+    def _send(self, producer, envelope: dict, consumer: str, row: OutboxEvent) -> None:
+        self.app.send_task("events.handle", args=[envelope], queue=consumer, producer=producer,
+                           headers={"request_id": row.request_id, "event_type": row.type})
 
     def relay_batch(self) -> int:
         """Publish one batch of pending events; returns how many were relayed."""
@@ -48,18 +73,61 @@ class Relay:
             if not rows:
                 return 0
             now = timezone.now()
+            # ledger first: an event is pending for a consumer before it can reach (and be settled by) it
+            pending: dict[str, dict[str, float]] = {}
+            stamp = ledger.now()
+            for row in rows:
+                for consumer in consumers_of(row.type):
+                    pending.setdefault(consumer, {})[str(row.event_id)] = stamp
+            if pending:
+                pipe = self._ledger().pipeline(transaction=False)
+                for consumer, members in pending.items():
+                    pipe.zadd(ledger.pending_key(consumer, self.service), members)
+                pipe.execute()
             with self.app.producer_or_acquire() as producer:
                 for row in rows:
-                    envelope = envelope_to(Event(id=row.event_id, type=row.type, version=row.version,
-                                                 occurred_at=row.occurred_at, producer=self.service,
-                                                 data=row.data, request_id=row.request_id))
+                    envelope = self._envelope(row)
                     for consumer in consumers_of(row.type):
-                        self.app.send_task("events.handle", args=[envelope], queue=consumer, producer=producer,
-                                           headers={"request_id": row.request_id, "event_type": row.type})
+                        self._send(producer, envelope, consumer, row)
                         PUBLISHED.labels(row.type, consumer).inc()
                     RELAY_LAG.labels(row.type).observe(max(0.0, (now - row.occurred_at).total_seconds()))
             OutboxEvent.objects.filter(seq__in=[r.seq for r in rows]).update(sent_at=timezone.now())
         return len(rows)
+
+    def redeliver(self) -> int:
+        """Publish again every event a consumer has left pending past the grace period; returns how many."""
+        client = self._ledger()
+        total = 0
+        for consumer in self.consumers:
+            key = ledger.pending_key(consumer, self.service)
+            ids = [i.decode() for i in client.zrangebyscore(key, "-inf", ledger.now() - self.redeliver_after,
+                                                            start=0, num=self.batch_size)]
+            if not ids:
+                continue
+            rows = {str(r.event_id): r for r in OutboxEvent.objects.filter(event_id__in=ids)}
+            missing = [i for i in ids if i not in rows]
+            if missing:  # nothing can publish them again (cannot happen unless the outbox was emptied by hand)
+                client.zrem(key, *missing)
+                logger.error("pending events not in the outbox; dropped from the ack ledger",
+                             extra={"consumer": consumer, "event_ids": missing[:20], "count": len(missing)})
+            if not rows:
+                continue
+            with self.app.producer_or_acquire() as producer:
+                for row in rows.values():
+                    self._send(producer, self._envelope(row), consumer, row)
+                    REDELIVERED.labels(row.type, consumer).inc()
+            # the grace period starts again; XX: not re-added if the consumer settled it meanwhile
+            client.zadd(key, dict.fromkeys(rows, ledger.now()), xx=True)
+            total += len(rows)
+            logger.warning("events redelivered: not acknowledged within the grace period",
+                           extra={"consumer": consumer, "count": len(rows), "grace_s": self.redeliver_after,
+                                  "event_ids": list(rows)[:20]})
+        return total
+
+    def _maybe_redeliver(self) -> None:
+        if time.monotonic() >= self._next_redeliver:
+            self.redeliver()
+            self._next_redeliver = time.monotonic() + self.redeliver_check
 
     def _listen(self):
         if self._listen_conn is None:
@@ -103,6 +171,7 @@ class Relay:
             try:
                 self._listen()  # subscribe before reading, so no commit between the two is missed
                 relayed = self.relay_batch()
+                self._maybe_redeliver()
                 backoff = 0.0
             except Exception as exc:
                 RELAY_ERRORS.inc()
@@ -117,6 +186,6 @@ class Relay:
             if once and relayed < self.batch_size:
                 return
             if relayed < self.batch_size:
-                self._wait(self.poll_interval)
+                self._wait(min(self.poll_interval, max(0.05, self._next_redeliver - time.monotonic())))
         self._close_listen()
         logger.info("relay stopped")

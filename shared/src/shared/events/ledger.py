@@ -1,0 +1,68 @@
+"""The acknowledgement ledger: which published events a consumer has not finished yet.
+
+kombu's Redis transport takes a message off the queue (BRPOP) and records it as unacknowledged in
+a second round trip; a worker SIGKILLed (or a Redis stopped) between the two loses the message for
+good (celery/kombu#305). The ledger closes that gap end to end, independently of the transport:
+
+* the relay, before it publishes an event to a consumer's queue, records it in the broker Redis:
+  `ZADD events:pending:<consumer>:<producer> <publish time> <event id>` (one pipeline per batch);
+* the consumer removes the id once the event is settled: its handler transaction committed (inbox
+  row written), the inbox said it was a duplicate, or it was dead-lettered (`ZREM`, after commit);
+  a handler scheduling a retry moves the score to the retry's due time (the event is still alive);
+* the relay periodically re-publishes, from its own outbox, every id still pending after a grace
+  period (`EVENTS_REDELIVER_AFTER_SECONDS`, default visibility timeout + hard time limit + 60 s),
+  bumping its score; the consumer's inbox makes a redelivery of something that was in fact handled
+  harmless;
+* pruning keeps an outbox row while any consumer still has it pending.
+
+The key carries the producer so that each relay scans only the ids its own outbox can re-publish.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import redis
+
+logger = logging.getLogger("shared.events")
+
+_clients: dict[tuple[int, str], redis.Redis] = {}
+
+
+def pending_key(consumer: str, producer: str) -> str:
+    return f"events:pending:{consumer}:{producer}"
+
+
+def client(url: str) -> redis.Redis:
+    """One client per process and URL (re-created after a fork: prefork children must not share sockets)."""
+    key = (os.getpid(), url)
+    found = _clients.get(key)
+    if found is None:
+        found = _clients[key] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+    return found
+
+
+def settle(url: str, *, consumer: str, producer: str, event_id: str) -> bool:
+    """The consumer is done with the event (applied, duplicate or dead-lettered). False if Redis
+    could not be told: then the relay redelivers it after the grace period and the inbox drops it."""
+    try:
+        client(url).zrem(pending_key(consumer, producer), event_id)
+        return True
+    except redis.RedisError as exc:
+        logger.warning("ack ledger update failed; the event will be redelivered and deduplicated",
+                       extra={"event_id": event_id, "error": str(exc)})
+        return False
+
+
+def postpone(url: str, *, consumer: str, producer: str, event_id: str, until: float) -> None:
+    """A retry is scheduled for `until`: the grace period counts from then (only if still pending)."""
+    try:
+        client(url).zadd(pending_key(consumer, producer), {event_id: until}, xx=True)
+    except redis.RedisError as exc:
+        logger.warning("ack ledger postpone failed", extra={"event_id": event_id, "error": str(exc)})
+
+
+def now() -> float:
+    return time.time()
