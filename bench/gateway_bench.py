@@ -2,8 +2,15 @@
 """Gateway proxy capacity vs nginx, same upstream, same load (wrk -t2 -c64 -d10s by default).
 
     .venv/bin/python bench/gateway_bench.py                       # trivial upstream (nginx, fixed 200)
+    .venv/bin/python bench/gateway_bench.py --users-service       # the real users service, 2 replicas
+    .venv/bin/python bench/gateway_bench.py --both                # both comparisons, both ratios
     .venv/bin/python bench/gateway_bench.py --upstream 127.0.0.1:8101 --upstream 127.0.0.1:8102 \
         --path /api/v1/users/me --header "Authorization: Bearer $TOKEN"
+
+--users-service starts embedded Postgres + Redis (dev/infra.py), two gunicorn replicas of the
+users service (dev/stack.py, as `make run`), registers a user and measures GET /api/v1/users/me
+with its token, through the gateway (token verified at the edge) and through nginx configured as
+the same keep-alive proxy over the same two replicas.
 
 (a) one gateway process (python -m gateway, access log on, stdout to /dev/null) and
 (b) one nginx worker configured as a keep-alive reverse proxy, both in front of the same
@@ -143,16 +150,68 @@ def main() -> int:
     ap.add_argument("--ratelimit", action="store_true",
                     help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
                          "REDIS_URL or starts an embedded redis-server (dev/infra.py)")
+    ap.add_argument("--users-service", action="store_true",
+                    help="in front of the real users service (2 replicas, embedded Postgres/Redis): GET /api/v1/users/me")
+    ap.add_argument("--both", action="store_true",
+                    help="the trivial-upstream comparison, then --users-service; prints both ratios at the end")
     args = ap.parse_args()
+    if args.both:
+        import copy
+
+        trivial = copy.copy(args)
+        trivial.users_service = False
+        code, line1 = measure(trivial)
+        if code:
+            return code
+        args.users_service = True
+        code, line2 = measure(args)
+        print("\n== both comparisons ==\ntrivial upstream: " + line1 + "\nusers service:    " + line2)
+        return code
+    return measure(args)[0]
+
+
+@contextlib.contextmanager
+def users_service(args):
+    """Two users replicas on an embedded Postgres/Redis, a registered user; sets args for the run."""
+    sys.path[:0] = [str(ROOT / "dev"), str(ROOT)]
+    import httpx
+    import stack
+
+    with stack.temporary_system("gateway-bench-users-", services=["users"], port_offset=70, replicas=2) as ctx:
+        supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", i) for i in range(2)], stream_logs=False,
+                                      log_dir=ctx.run_dir)
+        try:
+            supervisor.start_all()
+            supervisor.wait_ready()
+            base = ctx.service_urls("users")[0]
+            response = httpx.post(f"{base}/api/v1/auth/register", timeout=30,
+                                  json={"username": "gwbench", "email": "gwbench@bench.example",
+                                        "password": "correct horse battery staple"})
+            response.raise_for_status()
+            args.upstream = [u.removeprefix("http://") for u in ctx.service_urls("users")]
+            args.path = "/api/v1/users/me"
+            args.header = [*args.header, f"Authorization: Bearer {response.json()['access']}"]
+            args.auth = True
+            os.environ["JWKS_URL"] = f"{base}/.well-known/jwks.json"
+            yield
+        finally:
+            supervisor.stop_all()
+
+
+def measure(args) -> tuple[int, str]:
+    if args.users_service:
+        with users_service(args):
+            args.users_service = False
+            return measure(args)
 
     missing = [tool for tool, found in (("wrk", shutil.which("wrk")), ("nginx", nginx_bin())) if not found]
     if missing:
         print(f"missing: {', '.join(missing)}. Install them first, e.g.: apt-get install -y wrk nginx",
               file=sys.stderr)
-        return 2
+        return 2, ""
     if args.auth and args.upstream and not os.environ.get("JWKS_URL"):
         print("--auth with --upstream needs JWKS_URL and an Authorization --header", file=sys.stderr)
-        return 2
+        return 2, ""
 
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     tmp.chmod(0o755)  # nginx workers run unprivileged and serve the JWKS file from here
@@ -263,11 +322,14 @@ routes:
             except urllib.error.HTTPError as exc:
                 print(f"gateway answered {exc.code}: {exc.read().decode()[:300]}")
         print("gateway answers by status: " + ", ".join(f"{st}: {float(c):.0f}" for st, c in statuses))
+        summary = (f"gateway {g['rps']:.0f} req/s p50 {g['p50'] or 0:.2f} p99 {g['p99'] or 0:.2f} ms; nginx {n['rps']:.0f} "
+                   f"req/s p50 {n['p50'] or 0:.2f} p99 {n['p99'] or 0:.2f} ms; ratio gateway/nginx {ratio:.2f} "
+                   f"(goal {goal}); p99 delta {p99_delta:+.2f} ms")
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
         if args.bare:
             print(f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
                   f"gateway/bare: {g['rps'] / results['bare']['rps']:.2f}")
-        return 0
+        return 0, summary
     finally:
         for p in reversed(procs):
             stop(p)

@@ -35,10 +35,11 @@ OK, FAIL, FETCH = 0, 1, 2
 
 
 class Identity:
-    __slots__ = ("exp", "headers", "sub", "username")
+    __slots__ = ("exp", "headers", "sub", "sub_json", "username")
 
     def __init__(self, sub: str, username: str, exp: float):
         self.sub = sub
+        self.sub_json = json.dumps(sub)  # for the access log
         self.username = username
         self.exp = exp
         # Forwarded as-is to the upstream; username percent-encoded so no byte can break a header.

@@ -55,6 +55,7 @@ class Gateway:
         """Install a (re)loaded configuration. In-flight requests keep the objects they hold."""
         self.settings = s
         self.routes = list(s.routes)
+        self.route_cache: dict = {}  # (method, path) -> Route | False (404); see ClientConn._start
         self.blocked = s.blocked
         self.blocked_re = re.compile("^(?:" + "|".join(re.escape(b) for b in s.blocked) + ")(?:[/?]|$)")
         self.access_log = s.access_log
