@@ -317,7 +317,12 @@ def test_pruning_keeps_outbox_rows_a_consumer_has_not_acknowledged(running):
 
 def test_sigkilled_worker_loses_and_duplicates_nothing(running):
     star, *fans = running.make_users(301)
+    # queue all 300 first: a worker that keeps up with the producer would leave nothing in flight to kill
+    running.worker.stop()
     running.follow_all(fans, star)
+    client = redis.Redis.from_url(running.redis_url)
+    wait_until(lambda: client.llen("notifications") >= 300, what="300 events queued")  # + restored push tasks
+    running.worker = running._worker().start()
     wait_until(lambda: running.count(star) >= 20, what="worker busy", interval=0.02)
     running.worker.kill()
     assert running.count(star) < 300
