@@ -187,6 +187,8 @@ def main() -> int:
     parser.add_argument("--no-ramp", action="store_true")
     parser.add_argument("--ramp", default="300,400,500,600,800,1000,1300", help="events/s steps")
     parser.add_argument("--ramp-seconds", type=float, default=8.0)
+    parser.add_argument("--worker-concurrency", type=int, default=None,
+                        help="notifications worker processes (default: the launcher's setting)")
     args = parser.parse_args()
 
     from shared.db_bootstrap import bootstrap
@@ -204,6 +206,9 @@ def main() -> int:
             notif_bg = {p.name: p for p in stack.background_processes(ctx, "notifications")}
             metrics_port = infra.free_port()
             notif_bg["notifications-worker"].env["METRICS_PORT"] = str(metrics_port)
+            if args.worker_concurrency:
+                cmd = notif_bg["notifications-worker"].cmd
+                cmd[cmd.index("-c") + 1] = str(args.worker_concurrency)
             procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "notifications", 0),
                      users_bg["users-relay"], notif_bg["notifications-worker"]]
             supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
