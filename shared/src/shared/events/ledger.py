@@ -25,6 +25,8 @@ import os
 import time
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 logger = logging.getLogger("shared.events")
 
@@ -40,7 +42,10 @@ def client(url: str) -> redis.Redis:
     key = (os.getpid(), url)
     found = _clients.get(key)
     if found is None:
-        found = _clients[key] = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=3)
+        # fail fast (no retries, short timeouts): a worker must not sit out its task time limit on a
+        # Redis that is down; a failed update only costs a harmless redelivery later
+        found = _clients[key] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
+                                                     retry=Retry(NoBackoff(), 0))
     return found
 
 
