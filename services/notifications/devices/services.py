@@ -67,8 +67,9 @@ def deliveries_create(*, notifications) -> None:
 def push_schedule(*, user_ids: list[int]) -> None:
     """One flush per user per coalescing window (a Redis SET NX marks it scheduled). If Redis or
     the broker is down, the periodic sweep finds the pending deliveries instead."""
-    from devices.tasks import push_flush
     from notifications.unread import _redis
+
+    from devices.tasks import push_flush
 
     window = settings.PUSH_COALESCE_SECONDS
     for user_id in user_ids:

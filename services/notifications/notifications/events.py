@@ -4,6 +4,7 @@ handler turns the payload into a service call; the inbox makes each run once per
 from __future__ import annotations
 
 from devices import services as device_services
+
 from notifications import services
 from notifications.actors import actor_cache_forget_on_commit, actor_cache_put_on_commit
 from notifications.models import Notification

@@ -6,11 +6,11 @@ import uuid
 from collections.abc import Iterable
 from datetime import datetime
 
+from devices import services as device_services
 from django.db import transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
-from devices import services as device_services
 from notifications.models import Notification
 from notifications.unread import unread_changed
 

@@ -44,7 +44,7 @@ def test_cursor_pages_and_query_budget_does_not_grow(alice_and_fans, client_for,
 
 
 def test_unread_count_and_mark_read_by_ids_and_all(alice_and_fans, client_for, django_capture_on_commit_callbacks):
-    alice, fans = alice_and_fans
+    alice, _fans = alice_and_fans
     client = client_for(alice)
     assert client.get("/api/v1/notifications/unread-count").json() == {"count": 3}
     newest = Notification.objects.filter(recipient_id=alice.id).order_by("-id").first()

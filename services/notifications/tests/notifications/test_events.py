@@ -78,7 +78,7 @@ def test_user_updated_refreshes_the_cached_actor_profile(deliver):
 
 
 def test_an_event_without_a_handler_here_is_refused_and_writes_nothing(deliver):
-    with pytest.raises(EventSchemaError, match="no handler for user.registered"):
+    with pytest.raises(EventSchemaError, match=r"no handler for user\.registered"):
         deliver("user.registered", {"user_id": "1", "username": "x"})
     assert InboxEvent.objects.count() == 0 and rows() == []
 
