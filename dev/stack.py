@@ -27,6 +27,7 @@ PYTHON = sys.executable
 SERVICES = ["users", "feed", "notifications"]
 SERVICE_PORTS = {"users": 8100, "feed": 8200, "notifications": 8300}
 GATEWAY_PORT, GATEWAY_ADMIN_PORT = 8000, 8001
+METRICS_PORT_STEP = {"worker": 90, "relay": 91}  # event processes' /metrics, above any replica port
 
 
 @dataclass
@@ -54,6 +55,10 @@ class Context:
 
     def port(self, service: str, replica: int) -> int:
         return SERVICE_PORTS[service] + replica + self.port_offset
+
+    def metrics_port(self, service: str, process: str) -> int:
+        """/metrics of a service's Celery worker (port + 90) or outbox relay (port + 91)."""
+        return SERVICE_PORTS[service] + METRICS_PORT_STEP[process] + self.port_offset
 
     def service_urls(self, service: str) -> list[str]:
         return [f"http://127.0.0.1:{self.port(service, i)}" for i in range(self.replicas)]
@@ -126,11 +131,14 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
     env = {**service_env(ctx, service), "SERVICE_NAME": service, **EXTRA_ENV.get(service, {}), **ctx.extra_env}
     cwd = ROOT / "services" / service
     app = f"{service}_service"
+    worker_port, relay_port = ctx.metrics_port(service, "worker"), ctx.metrics_port(service, "relay")
     return [
-        Proc(name=f"{service}-worker", cwd=cwd, env=env,
+        Proc(name=f"{service}-worker", cwd=cwd, env={**env, "METRICS_PORT": str(worker_port)},
              cmd=[PYTHON, "-m", "celery", "-A", app, "worker", "-Q", service, "-c", str(WORKER_CONCURRENCY[service]),
-                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"]),
-        Proc(name=f"{service}-relay", cwd=cwd, env=env, cmd=[PYTHON, "manage.py", "events_relay"]),
+                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
+             url=f"http://127.0.0.1:{worker_port}/metrics"),
+        Proc(name=f"{service}-relay", cwd=cwd, env={**env, "METRICS_PORT": str(relay_port)},
+             cmd=[PYTHON, "manage.py", "events_relay"], url=f"http://127.0.0.1:{relay_port}/metrics"),
         Proc(name=f"{service}-beat", cwd=cwd, env=env,
              cmd=[PYTHON, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
                   "--schedule", str(ctx.run_dir / f"{service}-celerybeat-schedule")]),

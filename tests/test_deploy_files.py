@@ -130,3 +130,22 @@ def test_gateway_uses_headless_services_for_discovery():
     container = by_kind("Deployment")["gateway"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["GATEWAY_UPSTREAMS"].count("dns:") == 3
+
+
+def test_every_event_process_exposes_metrics():
+    """Workers and relays serve /metrics on METRICS_PORT; compose, Prometheus and Kubernetes agree."""
+    services = compose()["services"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    targets = {(name, sd["port"]) for job in scrape["scrape_configs"] for sd in job.get("dns_sd_configs", [])
+               for name in sd["names"]}
+    deployments = by_kind("Deployment")
+    for svc in SERVICES:
+        for process in ("worker", "relay"):
+            name = f"{svc}-{process}"
+            port = int(services[name]["environment"]["METRICS_PORT"])
+            assert (name, port) in targets
+            pod = deployments[name]["spec"]["template"]
+            container = pod["spec"]["containers"][0]
+            env = {e["name"]: e.get("value") for e in container["env"]}
+            assert int(env["METRICS_PORT"]) == int(pod["metadata"]["annotations"]["prometheus.io/port"])
+            assert {"name": "metrics", "containerPort": int(env["METRICS_PORT"])} in container["ports"]

@@ -78,3 +78,44 @@ def test_follow_post_mention_like_feed_and_notifications(api):
     feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
                       lambda body: all(p["id"] != post["id"] for p in body["results"]))
     assert all(p["id"] != post["id"] for p in feed["results"])
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one Prometheus sample in an exposition text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    total = 0.0
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        got = ",".join(sorted(line[len(name) + 1:line.index("}")].split(",")))
+        if got == want:
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_every_worker_and_relay_serves_metrics(system, api):
+    """Every event process of `make run` serves /metrics (the launcher gives each a METRICS_PORT),
+    and the counts are those of the events that just went through them. (A process that has not
+    counted anything yet serves an empty exposition: label sets appear with their first sample.)"""
+    alice, alice_auth = register(api, "metrics_a")
+    _, bob_auth = register(api, "metrics_b")
+    before = httpx.get(system.proc("notifications-worker").url, timeout=5).text
+    applied_before = sample(before, "events_handled_total", type="user.followed", outcome="applied")
+    assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
+    eventually(lambda: api.get("/notifications/unread-count", headers=alice_auth).json(),
+               lambda body: body["count"] >= 1)
+
+    for service in ("users", "feed", "notifications"):
+        for process in ("worker", "relay"):
+            proc = system.proc(f"{service}-{process}")
+            assert proc.url == f"http://127.0.0.1:{system.ctx.metrics_port(service, process)}/metrics"
+            response = httpx.get(proc.url, timeout=5)
+            assert response.status_code == 200, proc.name
+            assert response.headers["content-type"].startswith("text/plain"), proc.name
+
+    relay = httpx.get(system.proc("users-relay").url, timeout=5).text
+    assert sample(relay, "events_published_total", type="user.followed", consumer="notifications") >= 1
+    worker = eventually(lambda: httpx.get(system.proc("notifications-worker").url, timeout=5).text,
+                        lambda text: sample(text, "events_handled_total", type="user.followed",
+                                            outcome="applied") > applied_before)
+    assert sample(worker, "events_handled_total", type="user.followed", outcome="applied") > applied_before
