@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint bench bench-users clean
+.PHONY: run test test-fast lint typecheck bench bench-users clean
 
 $(STAMP): requirements/*.txt shared/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,8 +20,18 @@ run: $(STAMP)  ## start everything locally (Ctrl-C stops it all)
 test: $(STAMP)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff over the tree, then mypy
 	$(BIN)/ruff check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy once per Django project: the django-stubs plugin loads one settings module per run
+typecheck: $(STAMP)
+	cd shared && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=../services/users \
+		../$(BIN)/mypy --config-file ../mypy.ini src/shared
+	for svc in users feed notifications; do \
+		(cd services/$$svc && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=$${svc}_service.settings \
+			../../$(BIN)/mypy --config-file ../../mypy.ini .) || exit 1; \
+	done
 
 bench: $(STAMP)  ## benchmarks (print figures; need wrk/nginx: apt-get install -y wrk nginx)
 	$(BIN)/python bench/run_all.py

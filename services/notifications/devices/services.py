@@ -75,7 +75,7 @@ def push_schedule(*, user_ids: list[int]) -> None:
     for user_id in user_ids:
         try:
             if _redis().set(f"push:scheduled:{user_id}", 1, nx=True, px=max(1, int(window * 1000))):
-                push_flush.apply_async(args=[user_id], countdown=window)
+                push_flush.apply_async(args=(user_id,), countdown=window)
         except Exception as exc:
             logger.warning("push schedule failed; the sweep will deliver", extra={"error": str(exc)})
 

@@ -16,5 +16,5 @@ def push_sweep() -> int:
     """Safety net: flush users whose pending deliveries were never (or unsuccessfully) scheduled."""
     users = services.push_due_users()
     for user_id in users:
-        push_flush.apply_async(args=[user_id])
+        push_flush.apply_async(args=(user_id,))
     return len(users)

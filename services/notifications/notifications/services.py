@@ -44,8 +44,9 @@ def notifications_mark_read(*, recipient_id: int, ids: list[int] | None = None, 
             if count < BATCH:
                 break
     else:
-        for start in range(0, len(ids or []), BATCH):
-            updated += mine_unread.filter(id__in=ids[start:start + BATCH]).update(read_at=now)
+        wanted = ids or []
+        for start in range(0, len(wanted), BATCH):
+            updated += mine_unread.filter(id__in=wanted[start:start + BATCH]).update(read_at=now)
     if updated:
         unread_changed(recipient_id)
     return updated

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import cast
 
 import redis
 from django.conf import settings
@@ -37,11 +38,11 @@ def unread_count_from_db(*, user_id: int) -> int:
 def unread_count(*, user_id: int) -> int:
     gen_key, count_key = _keys(user_id)
     try:
-        generation, cached = _redis().mget(gen_key, count_key)
+        raw_generation, cached = cast("list[bytes | None]", _redis().mget(gen_key, count_key))
     except redis.RedisError as exc:
         logger.warning("unread cache unavailable", extra={"error": str(exc)})
         return unread_count_from_db(user_id=user_id)
-    generation = (generation or b"0").decode()
+    generation = (raw_generation or b"0").decode()
     if cached is not None:
         cached_gen, _, value = cached.decode().partition(":")
         if cached_gen == generation:

@@ -78,7 +78,7 @@ def user_register(*, username: str, email: str, password: str, display_name: str
     if selectors.user_by_email(email=user.email) is not None:
         raise ValidationError({"email": ["An account with this email exists."]})
     try:
-        validate_password(password, user=user)
+        validate_password(password, user=user)  # type: ignore[arg-type]  # the validators read attributes only
     except DjangoValidationError as exc:
         raise ValidationError({"password": list(exc.messages)}) from None
     user.password = make_password(password)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from follows.models import Follow
 
 
@@ -9,7 +12,7 @@ def is_following(*, follower_id: int, followee_id: int) -> bool:
     return Follow.objects.filter(follower_id=follower_id, followee_id=followee_id).exists()
 
 
-def followers_page(*, user_id: int, before_id: int | None, limit: int) -> list[dict]:
+def followers_page(*, user_id: int, before_id: int | None, limit: int) -> list[Mapping[str, Any]]:
     """Followers newest first: up to limit+1 rows of {follow_id, profile fields} in one query."""
     rows = Follow.objects.filter(followee_id=user_id)
     if before_id is not None:
@@ -18,7 +21,7 @@ def followers_page(*, user_id: int, before_id: int | None, limit: int) -> list[d
         "id", "follower__id", "follower__username", "follower__display_name", "follower__avatar_url")[: limit + 1])
 
 
-def following_page(*, user_id: int, before_id: int | None, limit: int) -> list[dict]:
+def following_page(*, user_id: int, before_id: int | None, limit: int) -> list[Mapping[str, Any]]:
     rows = Follow.objects.filter(follower_id=user_id)
     if before_id is not None:
         rows = rows.filter(id__lt=before_id)

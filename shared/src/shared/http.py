@@ -304,7 +304,7 @@ def _current_request_id() -> str | None:
     try:
         from shared.requestid import get_request_id
     except ImportError:
-        def get_request_id():
+        def get_request_id() -> str | None:
             return None
     return get_request_id()
 

@@ -107,8 +107,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         status_code = 401  # DRF downgrades to 403 on views without authenticators; a bad credential is a 401
         headers["WWW-Authenticate"] = 'Bearer realm="api"' + (
             ', error="invalid_token"' if isinstance(exc, exceptions.AuthenticationFailed) else "")
-    if getattr(exc, "wait", None):
-        headers["Retry-After"] = str(int(exc.wait) + 1)
+    wait = getattr(exc, "wait", None)
+    if wait:
+        headers["Retry-After"] = str(int(wait) + 1)
     set_rollback()
     body = problem_body(status_code, slug, title, detail, **extra)
     return Response(body, status=status_code, headers=headers, content_type=CONTENT_TYPE)

@@ -81,7 +81,8 @@ def _check(kind: str, value) -> bool:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             return False
-        return parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
+        offset = parsed.utcoffset()
+        return offset is not None and offset.total_seconds() == 0
     raise AssertionError(f"unknown field kind {kind}")
 
 
