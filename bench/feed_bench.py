@@ -17,13 +17,19 @@ pull-model app. Load: wrk with a Lua script rotating the access tokens of READER
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import random
 import re
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -68,68 +74,143 @@ end
 """
 
 
-def run_scale(factor: int, args) -> dict:
+@dataclass
+class Scale:
+    """One data size with its whole stack up: embedded Postgres + Redis, users, feed, worker, pull app."""
+
+    factor: int
+    users: int
+    posts: int
+    feed_url: str
+    pull_url: str
+    feed_db: str
+    users_db: str
+    admin_url: str
+    redis_url: str
+    run_dir: Path
+    readers: list[int]
+    tokens: list[str]
+    celebrity_followers: int
+    big_authors: int
+    big_readers: int
+    datagen_seconds: float
+    feed_pids: list[int]
+
+
+def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> Scale:
+    """Generate the data for one scale and start its processes; everything stays up (and is torn
+    down by stack_) so both scales can be measured in alternating rounds."""
     users, posts = args.users * factor, args.posts * factor
     print(f"\n== {factor}×: {users:,} users, {posts:,} posts ==", flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
-        run_dir = Path(tmp)
-        os.chmod(run_dir, 0o755)
-        from shared.db_bootstrap import bootstrap
+    run_dir = Path(stack_.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-feed-{factor}x-", dir=args.tmp)))
+    os.chmod(run_dir, 0o755)
+    from shared.db_bootstrap import bootstrap
 
-        with infra.embedded(run_dir) as (admin_url, redis_url):
-            urls = bootstrap(admin_url, "social_bench", {n: f"{n}-bench" for n in stack.SERVICES})
-            ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                                run_dir=run_dir, replicas=1, port_offset=60,
-                                extra_env={"FANOUT_MAX_FOLLOWERS": str(args.big_threshold), "GUNICORN_WORKERS": "2",
-                                           "SLOW_REQUEST_MS": "100000", "SLOW_QUERY_MS": "100000"})
-            stack.prepare(ctx, ["users", "feed"])
-            feed_redis = redis_url
-            generated = feed_datagen.generate(
-                users=users, posts=posts, users_db=urls["users"], feed_db=urls["feed"], redis_url=feed_redis,
-                celebrity_followers=min(args.celebrity_followers, users - 1), timeline_rows=None,
-                big_threshold=args.big_threshold, log=lambda m: print(m, flush=True))
-            pull_port = ctx.port("feed", 9)
-            pull = stack.Proc(name="pull", cwd=ROOT / "bench", cmd=[
-                PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "feed_pull_app:application"],
-                env={**os.environ, "BIND": f"127.0.0.1:{pull_port}", "PULL_DATABASE_URL": admin_url.rsplit("/", 1)[0]
-                     + "/social_bench", "GUNICORN_WORKERS": "2"})
-            procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "feed", 0), pull,
-                     *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")]]
-            supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
-            try:
-                supervisor.start_all()
-                supervisor.wait_ready(timeout=120)
-                time.sleep(1)
-                rng = __import__("random").Random(1)
-                following = generated["following"]
-                readers = [u for u in rng.sample(range(2, users + 1), min(READERS * 3, users - 1))
-                           if following[u]][:READERS]
-                tokens = tokens_for(run_dir / "keys" / "users-dev.pem", readers)
-                feed_url = ctx.service_urls("feed")[0]
-                result = {"factor": factor}
-                if args.fanout_only:
-                    result["fanout_runs"] = [
-                        fanout_seconds(feed_url, urls["feed"], redis_url, run_dir, generated["followers_count"][1])
-                        for _ in range(args.fanout_runs)]
-                    result["fanout"] = sorted(result["fanout_runs"])[len(result["fanout_runs"]) // 2]
-                    return result
-                with httpx.Client(timeout=30) as client:  # warm: profile cache, connections
-                    for token in tokens:
-                        r = client.get(feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"})
-                        r.raise_for_status()
-                result["feed"] = wrk.run(f"feed GET /feed ({factor}×)", feed_url, lua=rotating_lua(
-                    "/api/v1/feed", tokens, header=True), seconds=args.seconds, connections=args.connections)
-                result["pull"] = wrk.run(f"pull SQL ({factor}×)", f"http://127.0.0.1:{pull_port}", lua=rotating_lua(
-                    "/?limit=20&user=", [str(u) for u in readers], header=False), seconds=args.seconds,
-                    connections=args.connections)
-                for key in ("feed", "pull"):
-                    print(result[key].row(), flush=True)
-                if factor == 1:
-                    result["fanout"] = fanout_seconds(feed_url, urls["feed"], redis_url, run_dir,
-                                                      generated["followers_count"][1])
-                return result
-            finally:
-                supervisor.stop_all()
+    infra_log = stack_.enter_context(open(run_dir / "infra.log", "w"))  # noqa: SIM115 - closed by the ExitStack
+    admin_url, redis_url = stack_.enter_context(infra.embedded(run_dir, log=infra_log))
+    urls = bootstrap(admin_url, "social_bench", {n: f"{n}-bench" for n in stack.SERVICES})
+    ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
+                        run_dir=run_dir, replicas=1, port_offset=60 + 2000 * index,
+                        extra_env={"FANOUT_MAX_FOLLOWERS": str(args.big_threshold), "GUNICORN_WORKERS": "2",
+                                   "SLOW_REQUEST_MS": "100000", "SLOW_QUERY_MS": "100000"})
+    stack.prepare(ctx, ["users", "feed"])
+    generated = feed_datagen.generate(
+        users=users, posts=posts, users_db=urls["users"], feed_db=urls["feed"], redis_url=redis_url,
+        celebrity_followers=min(args.celebrity_followers, users - 1), timeline_rows=None,
+        big_threshold=args.big_threshold, log=lambda m: print(m, flush=True))
+    rng = random.Random(1)
+    following, big = generated["following"], generated["big"]
+    readers = [u for u in rng.sample(range(2, users + 1), min(READERS * 3, users - 1)) if following[u]][:READERS]
+    big_readers = sum(1 for u in readers if big.intersection(following[u]))
+    celebrity = generated["followers_count"][1]
+    datagen_seconds = generated["seconds"]
+    del generated, following  # the 10× graph is gigabytes of Python lists
+    print(f"  readers: {len(readers)}, of which {big_readers} follow a big author (merged at read); "
+          f"big authors: {len(big)}; author 1 has {celebrity:,} followers", flush=True)
+    pull_port = ctx.port("feed", 9)
+    pull = stack.Proc(name="pull", cwd=ROOT / "bench", cmd=[
+        PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "feed_pull_app:application"],
+        env={**os.environ, "BIND": f"127.0.0.1:{pull_port}", "PULL_DATABASE_URL": admin_url.rsplit("/", 1)[0]
+             + "/social_bench", "GUNICORN_WORKERS": "2"})
+    procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "feed", 0), pull,
+             *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")]]
+    supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
+    stack_.callback(supervisor.stop_all)
+    supervisor.start_all()
+    supervisor.wait_ready(timeout=180)
+    time.sleep(1)
+    tokens = tokens_for(run_dir / "keys" / "users-dev.pem", readers)
+    return Scale(factor=factor, users=users, posts=posts, feed_url=ctx.service_urls("feed")[0],
+                 pull_url=f"http://127.0.0.1:{pull_port}", feed_db=urls["feed"], users_db=urls["users"],
+                 admin_url=admin_url, redis_url=redis_url, run_dir=run_dir, readers=readers, tokens=tokens,
+                 celebrity_followers=celebrity, big_authors=len(big), big_readers=big_readers,
+                 datagen_seconds=datagen_seconds, feed_pids=[procs[1].popen.pid])
+
+
+def settle(scale: Scale, timeout: float = 600) -> None:
+    """Wait until the data load's background work is over, so it does not land in one scale's
+    rounds: Postgres autovacuum of the freshly loaded tables, a Redis AOF rewrite."""
+    started = time.monotonic()
+    rd = redis.Redis.from_url(scale.redis_url)
+    conn = psycopg2.connect(scale.admin_url)
+    conn.autocommit = True
+    try:
+        while time.monotonic() - started < timeout:
+            persistence = rd.info("persistence")
+            with conn.cursor() as cur:
+                cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
+                vacuums = cur.fetchone()[0]
+            if not persistence.get("aof_rewrite_in_progress") and not persistence.get("rdb_bgsave_in_progress") \
+                    and not vacuums:
+                break
+            time.sleep(2)
+        with conn.cursor() as cur:
+            cur.execute("CHECKPOINT")
+    finally:
+        conn.close()
+    print(f"  {scale.factor}×: settled after {time.monotonic() - started:.0f} s", flush=True)
+
+
+def warm(scale: Scale, args) -> None:
+    """The same warm-up for every scale: every reader's first page once through the feed (profile
+    cache, post cache, Postgres buffers of the indexes it touches) and the pull app, then a short
+    wrk run of each."""
+    with httpx.Client(timeout=30) as client:
+        for reader, token in zip(scale.readers, scale.tokens, strict=True):
+            client.get(scale.feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
+            client.get(f"{scale.pull_url}/?limit=20&user={reader}").raise_for_status()
+    for name, url, lua in targets_of(scale):
+        wrk.run(name, url, lua=lua, seconds=args.warmup, connections=args.connections)
+
+
+def targets_of(scale: Scale) -> list[tuple[str, str, str]]:
+    return [(f"feed {scale.factor}×", scale.feed_url, rotating_lua("/api/v1/feed", scale.tokens, header=True)),
+            (f"pull {scale.factor}×", scale.pull_url,
+             rotating_lua("/?limit=20&user=", [str(u) for u in scale.readers], header=False))]
+
+
+def uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def measure(scales: list[Scale], args) -> dict[str, list[wrk.Result]]:
+    """Alternating rounds (as bench/gateway_bench.py): every round runs every target once, in the
+    reverse order every other round, so a neighbour's burst lands on all scales alike."""
+    targets = [t for scale in scales for t in targets_of(scale)]
+    targets = [t for t in targets if t[0].startswith("feed")] + [t for t in targets if t[0].startswith("pull")]
+    runs: dict[str, list[wrk.Result]] = {name: [] for name, _, _ in targets}
+    for i in range(args.rounds):
+        order = targets if i % 2 == 0 else list(reversed(targets))
+        for name, url, lua in order:
+            result = wrk.run(name, url, lua=lua, seconds=args.seconds, connections=args.connections)
+            runs[name].append(result)
+            print(f"  round {i + 1}: {result.row()}", flush=True)
+        print(f"  round {i + 1} done; {uptime()}", flush=True)
+    return runs
 
 
 def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, followers: int) -> float:
@@ -208,10 +289,14 @@ def main() -> int:
     parser.add_argument("--factors", default="1,10")
     parser.add_argument("--celebrity-followers", type=int, default=100_000)
     parser.add_argument("--big-threshold", type=int, default=100_000)
-    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--seconds", type=int, default=10, help="per wrk round")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds; medians are reported")
+    parser.add_argument("--warmup", type=int, default=5, help="seconds of wrk per target before the rounds")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tmp", help="where the scales' data directories go (default: the system's temp dir)")
+    parser.add_argument("--skip-fanout", action="store_true", help="no fan-out measurement after the reads")
     parser.add_argument("--fanout-only", action="store_true", help="only the fan-out (factor 1, no wrk)")
-    parser.add_argument("--fanout-runs", type=int, default=1, help="posts by the big author (best is reported)")
+    parser.add_argument("--fanout-runs", type=int, default=1, help="posts by the big author (median is reported)")
     parser.add_argument("--worker-concurrency", type=int, help="feed worker processes (default: dev/stack.py's)")
     args = parser.parse_args()
     if args.worker_concurrency:
@@ -220,24 +305,65 @@ def main() -> int:
         args.factors = "1"
     else:
         wrk.require_wrk()
-    results = [run_scale(int(f), args) for f in args.factors.split(",")]
-    print(f"\nfeed benchmark, wrk -t2 -c{args.connections} -d{args.seconds}s, {os.cpu_count()} cores, "
-          "load generator on the same machine")
-    for r in results:
-        if "feed" not in r:
-            continue
-        print(r["feed"].row())
-        print(r["pull"].row())
-        print(f"  feed vs pull at {r['factor']}×: {r['feed'].rps / r['pull'].rps:.2f}× req/s, "
-              f"p99 {r['feed'].p99_ms / r['pull'].p99_ms:.2f}× of pull's")
-    if len(results) > 1 and not args.fanout_only:
-        base, big = results[0]["feed"], results[-1]["feed"]
-        print(f"feed read at {results[-1]['factor']}× vs 1×: p50 {big.p50_ms / base.p50_ms:.2f}×, "
-              f"p99 {big.p99_ms / base.p99_ms:.2f}×, req/s {big.rps / base.rps:.2f}×")
-    if "fanout" in results[0]:
-        runs = results[0].get("fanout_runs", [results[0]["fanout"]])
-        print(f"fan-out to {args.celebrity_followers:,} followers: {results[0]['fanout']:.2f} s (median of "
-              f"{', '.join(f'{r:.2f}' for r in runs)} s)")
+    factors = [int(f) for f in args.factors.split(",")]
+    # stopped with SIGTERM (or SIGINT in a background job, where it is ignored): still tear the stacks down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    print(f"start: {uptime()}", flush=True)
+    with contextlib.ExitStack() as stack_:
+        scales = [start_scale(f, i, args, stack_) for i, f in enumerate(factors)]
+        if args.fanout_only:
+            scale = scales[0]
+            runs = [fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir,
+                                   scale.celebrity_followers) for _ in range(args.fanout_runs)]
+            print(f"fan-out to {scale.celebrity_followers:,} followers: {median(runs):.2f} s (median of "
+                  f"{', '.join(f'{r:.2f}' for r in runs)} s); {uptime()}")
+            return 0
+        for scale in scales:
+            settle(scale)
+        for scale in scales:
+            warm(scale, args)
+        print(f"warmed; feed gunicorn pids: {', '.join(f'{s.factor}×: {s.feed_pids}' for s in scales)}; {uptime()}",
+              flush=True)
+        before = uptime()
+        runs = measure(scales, args)
+        after = uptime()
+        fanout = None
+        if scales[0].celebrity_followers > args.big_threshold:
+            print("fan-out not measured: author 1 is a big author at this size (its posts are merged at read)")
+        elif not args.skip_fanout and factors[0] == 1:
+            scale = scales[0]
+            fanout = fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir,
+                                    scale.celebrity_followers)
+        fanout_load = uptime()
+
+    print(f"\nfeed benchmark, wrk -t2 -c{args.connections} -d{args.seconds}s × {args.rounds} alternating rounds "
+          f"(medians per target), {os.cpu_count()} cores, load generator on the same machine")
+    print(f"load before the rounds: {before}\nload after the rounds:  {after}")
+    for scale in scales:
+        print(f"{scale.factor}×: {scale.users:,} users, {scale.posts:,} posts, data generated in "
+              f"{scale.datagen_seconds:.0f} s; {scale.big_authors} big author(s); {scale.big_readers} of "
+              f"{len(scale.readers)} readers follow one (their pages merge it at read)")
+    med = {}
+    print(f"{'target':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  rounds (req/s / p99 ms)")
+    for name, results in runs.items():
+        med[name] = (median([r.rps for r in results]), median([r.p50_ms for r in results]),
+                     median([r.p99_ms for r in results]))
+        errors = sum(r.errors for r in results)
+        print(f"{name:<12} {med[name][0]:>8.0f} {med[name][1]:>8.1f} {med[name][2]:>8.1f}  "
+              + ", ".join(f"{r.rps:.0f}/{r.p99_ms:.0f}" for r in results) + (f"  ERRORS {errors}" if errors else ""))
+    for scale in scales:
+        f, p = med[f"feed {scale.factor}×"], med[f"pull {scale.factor}×"]
+        print(f"feed vs pull at {scale.factor}×: {f[0] / p[0]:.2f}× req/s, p99 {f[2] / p[2]:.2f}× of pull's "
+              f"(goal ≥ 2× and ≤ 0.5×)")
+    if len(scales) > 1:
+        base, big = med[f"feed {scales[0].factor}×"], med[f"feed {scales[-1].factor}×"]
+        print(f"feed read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {big[1] / base[1]:.2f}×, "
+              f"p99 {big[2] / base[2]:.2f}×, req/s {big[0] / base[0]:.2f}× (goal: p99 ≤ 1.1×)")
+        pb, pg = med[f"pull {scales[0].factor}×"], med[f"pull {scales[-1].factor}×"]
+        print(f"pull read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {pg[1] / pb[1]:.2f}×, "
+              f"p99 {pg[2] / pb[2]:.2f}×, req/s {pg[0] / pb[0]:.2f}×")
+    if fanout is not None:
+        print(f"fan-out to {scales[0].celebrity_followers:,} followers: {fanout:.2f} s; {fanout_load}")
     return 0
 
 

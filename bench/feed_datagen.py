@@ -98,6 +98,16 @@ def _copy_rows(conn, table: str, columns: tuple[str, ...], rows) -> int:
     return total
 
 
+def _vacuum(conn, tables: tuple[str, ...]) -> None:
+    """VACUUM (ANALYZE) the loaded tables now: statistics for the planner, and the visibility map
+    set, so autovacuum does not start on millions of fresh rows while a benchmark measures."""
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        for table in tables:
+            cur.execute(f"VACUUM (ANALYZE) {table}")
+    conn.autocommit = False
+
+
 def follow_graph(rng: random.Random, users: int, celebrity_followers: int) -> list[list[int]]:
     """following[u] for u in 1..users (index 0 unused)."""
     following: list[list[int]] = [[] for _ in range(users + 1)]
@@ -144,8 +154,8 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
           ((u, v, created) for u in range(1, users + 1) for v in following[u]))
     with uconn.cursor() as cur:
         cur.execute("SELECT setval(pg_get_serial_sequence('accounts_user', 'id'), %s)", [users])
-        cur.execute("ANALYZE accounts_user; ANALYZE follows_follow")
     uconn.commit()
+    _vacuum(uconn, ("accounts_user", "follows_follow"))
     uconn.close()
     log(f"  users: {n:,} users + follows copied at {time.monotonic() - started:.1f}s")
 
@@ -192,10 +202,8 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
             break
     _copy(fconn, "timelines_timelineentry", ("user_id", "post_id", "author_id"),
           ((u, post_ids[i], authors[i]) for u, items in per_user.items() for i in items))
-    with fconn.cursor() as cur:
-        cur.execute("ANALYZE posts_post; ANALYZE timelines_timelineentry; ANALYZE timelines_bigauthorfollow; "
-                    "ANALYZE timelines_authorstats")
     fconn.commit()
+    _vacuum(fconn, ("posts_post", "timelines_timelineentry", "timelines_bigauthorfollow", "timelines_authorstats"))
     fconn.close()
     log(f"  timelines: {rows:,} entries for {len(per_user):,} readers at {time.monotonic() - started:.1f}s")
 

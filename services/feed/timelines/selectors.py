@@ -6,6 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import connection
 from posts import selectors as post_selectors
+from posts.models import Post
 
 from timelines import store
 from timelines.models import BigAuthorFollow, TimelineEntry
@@ -18,14 +19,25 @@ def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int
     return list(rows.order_by("-post_id").values_list("post_id", flat=True)[:count])
 
 
-_BIG_SQL = f"SELECT author_id FROM {BigAuthorFollow._meta.db_table} WHERE user_id = %s"
+# The big-author merge in one statement: the reader's big followees (primary key prefix of
+# timelines_bigauthorfollow), and for each of them, LATERAL, only its newest `count` posts below
+# the cursor (a backward range scan of post_author_id_idx that stops after `count` rows), merged
+# and cut to `count`. The cost is (big followees) × (page size) index entries, whatever the size of
+# posts_post or how many posts a big author has written; a reader with no big followee pays one
+# primary-key probe. (author_id IN (…) ORDER BY id DESC instead reads *every* post of those
+# authors and sorts them: it grows with their history.)
+_BIG_MERGE_SQL = (
+    f"SELECT p.id FROM {BigAuthorFollow._meta.db_table} b CROSS JOIN LATERAL ("
+    f"SELECT id FROM {Post._meta.db_table} WHERE author_id = b.author_id AND id < %s ORDER BY id DESC LIMIT %s) p "
+    "WHERE b.user_id = %s ORDER BY p.id DESC LIMIT %s")
+_NO_CURSOR = 2**63 - 1
 
 
-def big_followees(*, user_id: int) -> list[int]:
-    """The big authors this reader follows (primary key prefix). Raw SQL on the hot path: see
-    posts.selectors.liked_post_ids."""
+def big_followees_recent_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
+    """Newest post ids (below before_id) of the big authors this reader follows: one query, run on
+    every feed read. Raw SQL on the hot path: see posts.selectors.liked_post_ids."""
     with connection.cursor() as cursor:
-        cursor.execute(_BIG_SQL, [user_id])
+        cursor.execute(_BIG_MERGE_SQL, [before_id if before_id is not None else _NO_CURSOR, count, user_id, count])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -41,10 +53,9 @@ def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> lis
         built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
     if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
         ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
-    big = big_followees(user_id=user_id)
-    if big:
-        merged = post_selectors.recent_post_ids_by_authors(author_ids=big, before_id=before_id, limit=count)
-        ids = sorted(set(ids) | {post_id for post_id, _ in merged}, reverse=True)[:count]
+    merged = big_followees_recent_ids(user_id=user_id, before_id=before_id, count=count)
+    if merged:  # a post both fanned out and merged (an author being demoted) appears once
+        ids = sorted(set(ids).union(merged), reverse=True)[:count]
     return ids
 
 

@@ -217,7 +217,7 @@ def test_feed_query_budget_does_not_grow_with_page_size(person, limit):
     with QueryCounter() as cold:
         response = fan.api.get("/api/v1/feed", {"limit": limit})
     assert len(response.json()["results"]) == limit
-    assert len(cold) == 3, [q["sql"] for q in cold]  # big followees, posts (cache misses), liked_by_me
+    assert len(cold) == 3, [q["sql"] for q in cold]  # big-author merge, posts (cache misses), liked_by_me
     with QueryCounter() as warm:
         again = fan.api.get("/api/v1/feed", {"limit": limit})
     assert again.json() == response.json()
@@ -288,6 +288,21 @@ def test_explain_posts_queries_use_their_indexes():
     assert "post_author_id_idx" in explain(Post.objects.filter(author_id__in=[1, 2]).order_by("-id")[:21])
     assert "posts_post_pkey" in explain(Post.objects.filter(id__in=[1, 2, 3]).values(*post_selectors.POST_FIELDS))
     assert "like_user_post_uniq" in explain(Like.objects.filter(user_id=1, post_id__in=[1, 2]).values("post_id"))
+
+
+@pytest.mark.usefixtures("planner_as_on_a_big_table")
+def test_explain_big_author_merge_is_a_bounded_scan_per_big_followee():
+    """The read's one big-author query: the reader's big followees by primary key, then per author a
+    backward scan of post_author_id_idx cut by LIMIT (never all of an author's posts, then a sort)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + selectors._BIG_MERGE_SQL, [10**18, 21, 1, 21])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "timelines_bigauthorfollow_pkey" in plan, plan
+    assert "Index Scan Backward using post_author_id_idx" in plan or "Index Only Scan using post_author_id_idx" in plan, plan
+    assert plan.count("Limit") == 2, plan  # the outer page and the per-author cut
 
 
 def test_home_timeline_ids_selector_merges_without_duplicates(person):
