@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts import keys, selectors, services
-from accounts.throttles import LoginAccountThrottle, LoginIpThrottle, RegisterIpThrottle
+from accounts.throttles import AccountDeleteThrottle, LoginAccountThrottle, LoginIpThrottle, RegisterIpThrottle
 from shared.fields import StrictCharField
 from shared.idempotency import idempotent
 
@@ -101,6 +101,11 @@ class LogoutApi(APIView):
 
 
 class MeApi(APIView):
+    throttle_classes = [AccountDeleteThrottle]  # counts DELETE only
+
+    class DeleteSerializer(serializers.Serializer):
+        password = StrictCharField(max_length=128, trim_whitespace=False)
+
     class UpdateSerializer(serializers.Serializer):
         display_name = StrictCharField(max_length=50, required=False, allow_blank=True)
         bio = StrictCharField(max_length=300, required=False, allow_blank=True)
@@ -125,7 +130,9 @@ class MeApi(APIView):
         return Response(OwnProfileSerializer(user).data)
 
     def delete(self, request):
-        services.user_delete(user_id=request.user.id)
+        data = self.DeleteSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        services.user_delete(user_id=request.user.id, password=data.validated_data["password"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -23,6 +23,7 @@ from accounts import selectors
 from accounts.keys import active_key
 from accounts.models import RefreshToken, User
 from shared.events import publish
+from shared.problems import Problem
 from shared.tokens import ALGORITHM, TOKEN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -172,14 +173,18 @@ def profiles_forget_on_commit(*usernames: str) -> None:
 
 
 @transaction.atomic
-def user_delete(*, user_id: int) -> None:
-    """Delete an account: its follow edges (and the counters they moved), its refresh tokens,
-    and a `user.deleted` event so other services remove what belongs to it."""
+def user_delete(*, user_id: int, password: str) -> None:
+    """Delete an account once its password is given again (a stolen access token alone cannot
+    delete it): its follow edges (and the counters they moved), its refresh tokens, and a
+    `user.deleted` event so other services remove what belongs to it. A wrong password writes nothing."""
     from follows.models import Follow  # the follow graph lives in this service; accounts owns the user
 
     user = User.objects.select_for_update().filter(id=user_id).first()
     if user is None:
         raise NotFound("This account no longer exists.")
+    if not check_password(password, user.password):
+        raise Problem(403, "wrong-password", "The password is not correct; the account was not deleted.",
+                      title="Wrong password")
     followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
     followers = Follow.objects.filter(followee_id=user_id).values("follower_id")
     names = list(User.objects.filter(Q(id__in=followees) | Q(id__in=followers)).values_list("username", flat=True))

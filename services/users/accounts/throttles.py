@@ -29,5 +29,18 @@ class LoginAccountThrottle(_SettingsRateThrottle):
         return self.cache_format % {"scope": self.scope, "ident": login.strip().lower()[:254]}
 
 
+class AccountDeleteThrottle(_SettingsRateThrottle):
+    """Password re-entry to delete an account: as strict as logging in to it (same rate as
+    login_account), keyed by the authenticated account, so a stolen access token cannot be used
+    to guess the password quickly."""
+
+    scope = "login_account"
+
+    def get_cache_key(self, request, view):
+        if request.method != "DELETE" or not getattr(request.user, "id", None):
+            return None
+        return self.cache_format % {"scope": "account_delete", "ident": request.user.id}
+
+
 class RegisterIpThrottle(LoginIpThrottle):
     scope = "register_ip"

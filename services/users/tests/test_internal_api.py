@@ -28,7 +28,7 @@ def test_follower_ids_keyset(make_user, service_client):
     fans = [make_user(f"fan{i}")[0] for i in range(5)]
     for fan in fans:
         follow_services.follow_create(follower_id=fan.id, followee_username="star")
-    expected = sorted(str(f.id) for f in fans)
+    expected = [str(i) for i in sorted(f.id for f in fans)]  # numeric order, as the keyset
     first = service_client.get(f"/internal/v1/users/{star.id}/follower-ids?limit=3").json()
     assert first == {"ids": expected[:3], "next_after": expected[2]}
     rest = service_client.get(f"/internal/v1/users/{star.id}/follower-ids?limit=3&after={first['next_after']}").json()

@@ -102,4 +102,4 @@ def test_account_delete_budget_does_not_grow_with_followers(make_user, client_fo
         follow_services.follow_create(follower_id=fan.id, followee_username="leaver")
         follow_services.follow_create(follower_id=leaver.id, followee_username=fan.username)
     with django_assert_num_queries(12):  # set-based counter fixes, cascades and the outbox row: no per-follower query
-        assert client_for(leaver).delete("/api/v1/users/me").status_code == 204
+        assert client_for(leaver).delete("/api/v1/users/me", {"password": PASSWORD}, format="json").status_code == 204

@@ -11,6 +11,7 @@ from follows.models import Follow
 from shared.events.catalogue import EventSchemaError
 from shared.events.models import OutboxEvent
 from shared.testing import assert_problem
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -80,7 +81,7 @@ def test_delete_me_removes_account_edges_counts_and_emits(make_user, client_for)
     follow_services.follow_create(follower_id=carol.id, followee_username="alice")
     OutboxEvent.objects.all().delete()
 
-    response = client_for(alice).delete("/api/v1/users/me")
+    response = client_for(alice).delete("/api/v1/users/me", {"password": PASSWORD}, format="json")
 
     assert response.status_code == 204
     assert not User.objects.filter(id=alice.id).exists()
@@ -92,14 +93,53 @@ def test_delete_me_removes_account_edges_counts_and_emits(make_user, client_for)
 
 def test_delete_me_twice_is_404_and_writes_nothing(alice, client_for):
     client = client_for(alice)
-    assert client.delete("/api/v1/users/me").status_code == 204
+    assert client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json").status_code == 204
     OutboxEvent.objects.all().delete()
-    assert_problem(client.delete("/api/v1/users/me"), 404, "not-found")
+    assert_problem(client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json"), 404, "not-found")
     assert events() == []
 
 
 def test_delete_me_requires_a_token(api_client):
-    assert_problem(api_client.delete("/api/v1/users/me"), 401, "not-authenticated")
+    assert_problem(api_client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json"), 401, "not-authenticated")
+
+
+@pytest.mark.parametrize("body, field", [
+    (None, "password"),
+    ({}, "password"),
+    ({"password": ""}, "password"),
+    ({"password": 12345678}, "password"),
+    ({"password": ["x"]}, "password"),
+    ({"password": "x" * 129}, "password"),
+])
+def test_delete_me_without_a_valid_password_field_is_a_problem_and_writes_nothing(alice, client_for, body, field):
+    OutboxEvent.objects.all().delete()
+    response = client_for(alice).delete("/api/v1/users/me", body, format="json")
+    problem = assert_problem(response, 400, "validation-error")
+    assert list(problem["errors"]) == [field]
+    assert User.objects.filter(id=alice.id).exists() and events() == []
+
+
+def test_delete_me_with_a_wrong_password_is_403_and_writes_nothing(make_user, client_for):
+    alice, _ = make_user("alice")
+    follow_services.follow_create(follower_id=alice.id, followee_username=make_user("bob")[0].username)
+    OutboxEvent.objects.all().delete()
+    response = client_for(alice).delete("/api/v1/users/me", {"password": PASSWORD + "!"}, format="json")
+    assert_problem(response, 403, "wrong-password")
+    assert User.objects.filter(id=alice.id).exists() and Follow.objects.count() == 1
+    assert RefreshToken.objects.filter(user_id=alice.id).count() == 1 and events() == []
+
+
+def test_delete_me_password_guesses_are_throttled_per_account(alice, bob, client_for, settings):
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "login_account": "3/min"}
+    client = client_for(alice)
+    for _ in range(3):
+        assert_problem(client.delete("/api/v1/users/me", {"password": "guess-guess"}, format="json"), 403, "wrong-password")
+    response = client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json")
+    assert_problem(response, 429, "rate-limited")
+    assert int(response["Retry-After"]) >= 1 and User.objects.filter(id=alice.id).exists()
+    # reading one's profile is not throttled, nor is another account's deletion
+    assert client.get("/api/v1/users/me").status_code == 200
+    assert client_for(bob).delete("/api/v1/users/me", {"password": PASSWORD}, format="json").status_code == 204
 
 
 @pytest.mark.parametrize("type_, data, match", [
