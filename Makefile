@@ -3,6 +3,8 @@ PY ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# the compiled data path (Cython, gateway/build_ext.py); rebuilt whenever proxy.py changes
+EXT := gateway/proxy.build
 
 .PHONY: run test test-fast lint typecheck bench bench-users clean
 
@@ -12,12 +14,15 @@ $(STAMP): requirements/*.txt shared/pyproject.toml
 	$(BIN)/pip install -q -r requirements/dev.txt
 	@touch $(STAMP)
 
-venv: $(STAMP)
+$(EXT): $(STAMP) gateway/proxy.py gateway/build_ext.py
+	$(BIN)/python gateway/build_ext.py
 
-run: $(STAMP)  ## start everything locally (Ctrl-C stops it all)
+venv: $(STAMP) $(EXT)
+
+run: $(STAMP) $(EXT)  ## start everything locally (Ctrl-C stops it all)
 	$(BIN)/python dev/run.py
 
-test: $(STAMP)  ## the whole suite against real Postgres, Redis and processes
+test: $(STAMP) $(EXT)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
 lint: $(STAMP)  ## ruff over the tree, then mypy
@@ -33,10 +38,10 @@ typecheck: $(STAMP)
 			../../$(BIN)/mypy --config-file ../../mypy.ini .) || exit 1; \
 	done
 
-bench: $(STAMP)  ## benchmarks (print figures; need wrk/nginx: apt-get install -y wrk nginx)
+bench: $(STAMP) $(EXT)  ## benchmarks (print figures; need wrk/nginx: apt-get install -y wrk nginx)
 	$(BIN)/python bench/run_all.py
 
-bench-users: $(STAMP)
+bench-users: $(STAMP) $(EXT)
 	$(BIN)/python bench/users_bench.py
 
 clean:

@@ -132,8 +132,10 @@ routes:
     if args.profile:
         prof.disable()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    import gateway
+
     print(f"gateway per-request Python cost: {dt / n * 1e6:.2f} µs ({n} GETs, auth {'on' if args.auth else 'off'}, "
-          f"access log on, metrics on)")
+          f"access log on, metrics on; data path {gateway.PROXY_MODE})")
     return 0
 
 

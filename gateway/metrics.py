@@ -33,6 +33,8 @@ UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream conn
                              multiprocess_mode="livesum")
 DRAINING = Gauge("gateway_draining", "1 while draining after SIGTERM", multiprocess_mode="max")
 JWKS_FETCHES = Counter("gateway_jwks_fetches_total", "JWKS fetches", ["result"])
+PROXY_COMPILED = Gauge("gateway_proxy_compiled", "1 if the data path runs compiled (Cython), 0 if plain Python",
+                       multiprocess_mode="min")
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
 
 class Local:

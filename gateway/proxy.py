@@ -2,9 +2,14 @@
 pooled keep-alive upstream connections (asyncio.Protocol + httptools response parser).
 
 Why this shape: docs/gateway.md#stack. Everything on the hot path is a plain callback; no
-task, no coroutine and no dict is created per request on the common path (one small __slots__
-object per request holds its state). Timeouts are enforced by one periodic sweep per process
-instead of a timer per request.
+task, no coroutine and no dict is created per request on the common path (one small object per
+request holds its state). Timeouts are enforced by one periodic sweep per process instead of a
+timer per request.
+
+Compiled with Cython (pure-Python mode: `python gateway/build_ext.py`, run by `make`): the three
+classes become extension types (C struct fields, direct C calls between methods), the module
+still runs unchanged as plain Python when it is not compiled (`COMPILED` says which one runs;
+GATEWAY_PURE_PYTHON=1 forces the source). docs/gateway.md#hot-path has the measurements.
 
 Request flow: parse -> route -> body limit -> auth (cached token) -> rate limit (one EVALSHA)
 -> pick replica (P2C) -> pooled connection -> stream request -> stream response.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ipaddress
 import json
 import logging
@@ -22,11 +28,16 @@ import socket
 import time
 from urllib.parse import unquote
 
+import cython
 import httptools
 
 from . import auth, metrics, problems
 
 log = logging.getLogger("gateway.proxy")
+COMPILED: bool = cython.compiled
+_monotonic = time.monotonic
+_time = time.time
+_LOCAL = metrics.local
 
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
@@ -74,53 +85,96 @@ MAX_URL = 8 * 1024
 RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
 
 
+@cython.final
+@cython.cclass
 class Req:
-    """State of one request. Defaults live on the class, so creating one costs two stores; only
-    what a request changes lands in its instance dict (cheaper than 40 slot stores)."""
+    """State of one request: a C struct when compiled (fields declared below, public so that
+    untyped code can read them too)."""
 
-    url = b""
-    body = None  # list of body chunks, kept for replays (bounded by the body limit)
-    body_len = 0
-    clen = -1
-    chunked = False
-    complete = False
-    headers_done = False
-    route = None
-    ident = None
-    replica = None
-    conn = None
-    tries = 0
-    tried = ()
-    resp_started = False
-    resp_mode = RESP_NONE
-    status = 0
-    rl_hdr = b""
-    head = None
-    discard = False
-    sent = False
-    counted = False
-    host = None
-    rid = None
-    authz = None
-    expect = False
-    xff_in = None
-    proto_in = None
-    path = ""
-    method = "-"
-    client_ip = None
-    hop = None
-    keep_alive = False
-    http11 = True
-    mbytes = b"GET"
-    fwd = b""
+    url = cython.declare(bytes, visibility="public")
+    body = cython.declare(object, visibility="public")  # list of body chunks, kept for replays (bounded)
+    body_len = cython.declare(cython.Py_ssize_t, visibility="public")
+    clen = cython.declare(object, visibility="public")  # client Content-Length (int, -1 if none)
+    chunked = cython.declare(cython.bint, visibility="public")
+    complete = cython.declare(cython.bint, visibility="public")
+    headers_done = cython.declare(cython.bint, visibility="public")
+    route = cython.declare(object, visibility="public")
+    ident = cython.declare(object, visibility="public")
+    replica = cython.declare(object, visibility="public")
+    conn = cython.declare(object, visibility="public")
+    tries = cython.declare(cython.int, visibility="public")
+    tried = cython.declare(tuple, visibility="public")
+    resp_started = cython.declare(cython.bint, visibility="public")
+    resp_mode = cython.declare(cython.int, visibility="public")
+    status = cython.declare(cython.int, visibility="public")
+    rl_hdr = cython.declare(bytes, visibility="public")
+    head = cython.declare(bytes, visibility="public")
+    discard = cython.declare(cython.bint, visibility="public")
+    sent = cython.declare(cython.bint, visibility="public")
+    counted = cython.declare(cython.bint, visibility="public")
+    host = cython.declare(object, visibility="public")
+    rid = cython.declare(bytes, visibility="public")
+    authz = cython.declare(object, visibility="public")
+    expect = cython.declare(cython.bint, visibility="public")
+    xff_in = cython.declare(object, visibility="public")
+    proto_in = cython.declare(object, visibility="public")
+    path = cython.declare(str, visibility="public")
+    method = cython.declare(str, visibility="public")
+    client_ip = cython.declare(object, visibility="public")
+    hop = cython.declare(object, visibility="public")
+    keep_alive = cython.declare(cython.bint, visibility="public")
+    http11 = cython.declare(cython.bint, visibility="public")
+    mbytes = cython.declare(bytes, visibility="public")
+    fwd = cython.declare(bytes, visibility="public")
+    headers = cython.declare(object, visibility="public")
+    start = cython.declare(cython.double, visibility="public")
 
     def __init__(self, now: float):
+        # compiled, every field starts as None / 0 / False; these are the other defaults,
         self.start = now
+        self.url = b""
+        self.clen = -1
+        self.tried = ()
+        self.rl_hdr = b""
+        self.path = ""
+        self.method = "-"
+        self.http11 = True
+        self.mbytes = b"GET"
+        self.fwd = b""
         self.headers = []
 
 
-class UpstreamConn(asyncio.Protocol):
-    """One keep-alive connection to a replica; serves one exchange at a time."""
+if not cython.compiled:  # plain Python: the same None / 0 / False defaults, as class attributes
+    for _name in ("body", "route", "ident", "replica", "conn", "head", "host", "rid", "authz", "xff_in",
+                  "proto_in", "client_ip", "hop"):
+        setattr(Req, _name, None)
+    for _name in ("body_len", "tries", "resp_mode", "status"):
+        setattr(Req, _name, 0)
+    for _name in ("chunked", "complete", "headers_done", "resp_started", "discard", "sent", "counted", "expect",
+                  "keep_alive"):
+        setattr(Req, _name, False)
+
+
+@cython.final
+@cython.cclass
+class UpstreamConn:
+    """One keep-alive connection to a replica; serves one exchange at a time. An asyncio protocol
+    by duck typing (an extension type cannot subclass asyncio.Protocol; loops only call methods)."""
+
+    replica = cython.declare(object, visibility="public")
+    gw = cython.declare(object, visibility="public")
+    transport = cython.declare(object, visibility="public")
+    parser = cython.declare(object, visibility="public")
+    client = cython.declare(object, visibility="public")  # the ClientConn being answered
+    req = cython.declare(Req, visibility="public")
+    closed = cython.declare(cython.bint, visibility="public")
+    got_bytes = cython.declare(cython.bint, visibility="public")
+    informational = cython.declare(cython.bint, visibility="public")
+    clen = cython.declare(cython.bint, visibility="public")
+    want_head = cython.declare(cython.bint, visibility="public")
+    hbuf = cython.declare(bytes, visibility="public")
+    head = cython.declare(bytes, visibility="public")
+    idle_since = cython.declare(cython.double, visibility="public")
 
     def __init__(self, replica, gw):
         self.replica = replica
@@ -150,9 +204,12 @@ class UpstreamConn(asyncio.Protocol):
         self.replica.open_conns += 1
         metrics.UPSTREAM_CONNECTIONS.inc()
 
-    def data_received(self, data):
+    def eof_received(self):
+        return None  # the transport closes; connection_lost follows
+
+    def data_received(self, data: bytes):
         self.got_bytes = True
-        client = self.client
+        client: ClientConn = self.client
         if client is None:  # bytes on an idle pooled connection: protocol violation
             self.close()
             return
@@ -206,18 +263,20 @@ class UpstreamConn(asyncio.Protocol):
             pass
         self.replica.open_conns -= 1
         metrics.UPSTREAM_CONNECTIONS.dec()
-        client = self.client
+        client: ClientConn = self.client
         if client is not None:
             self.client = None
             client.upstream_lost(self, "connection closed")
 
     def pause_writing(self):
-        if self.client is not None:
-            self.client.pause_reading(2)
+        client: ClientConn = self.client
+        if client is not None:
+            client.pause_reading(2)
 
     def resume_writing(self):
-        if self.client is not None:
-            self.client.resume_reading(2)
+        client: ClientConn = self.client
+        if client is not None:
+            client.resume_reading(2)
 
     # httptools callbacks
     def on_headers_complete(self):
@@ -237,26 +296,31 @@ class UpstreamConn(asyncio.Protocol):
             head = b"HTTP/1.1 " + head[9:]
         self.clen = CLEN_RE.search(head) is not None
         self.head = RESP_STRIP_RE.sub(b"", head)
-        if self.client is not None:
-            self.client.upstream_headers(self, status)
+        client: ClientConn = self.client
+        if client is not None:
+            client.upstream_headers(self, status)
 
     def on_body(self, data: bytes):
-        if self.client is not None:
-            self.client.upstream_body(data)
+        client: ClientConn = self.client
+        if client is not None:
+            client.upstream_body(data)
 
     def on_message_complete(self):
         if self.informational:
             self.informational = False
             return
-        if self.client is not None:
-            self.client.upstream_complete(self)
+        client: ClientConn = self.client
+        if client is not None:
+            client.upstream_complete(self)
 
+    @cython.ccall
     def close(self):
         self.closed = True
         self.client = None
         if self.transport is not None:
             self.transport.close()
 
+    @cython.ccall
     def abort(self):
         self.closed = True
         self.client = None
@@ -264,24 +328,46 @@ class UpstreamConn(asyncio.Protocol):
             self.transport.abort()
 
 
-class ClientConn(asyncio.Protocol):
-    """One client connection; requests are answered in order (pipelining is queued)."""
+@cython.final
+@cython.cclass
+class ClientConn:
+    """One client connection; requests are answered in order (pipelining is queued). An asyncio
+    protocol by duck typing, like UpstreamConn."""
+
+    gw = cython.declare(object, visibility="public")
+    transport = cython.declare(object, visibility="public")
+    parser = cython.declare(object, visibility="public")
+    req = cython.declare(Req, visibility="public")  # being parsed
+    active = cython.declare(Req, visibility="public")  # being answered
+    queue = cython.declare(object, visibility="public")
+    read_deadline = cython.declare(cython.double, visibility="public")
+    up_deadline = cython.declare(cython.double, visibility="public")
+    closed = cython.declare(cython.bint, visibility="public")
+    must_close = cython.declare(cython.bint, visibility="public")
+    paused = cython.declare(cython.int, visibility="public")
+    write_paused = cython.declare(cython.bint, visibility="public")
+    wbuf = cython.declare(list, visibility="public")
+    peer = cython.declare(str, visibility="public")
+    peer_b = cython.declare(bytes, visibility="public")
+    peer_trusted = cython.declare(cython.bint, visibility="public")
+    hdr_bytes = cython.declare(cython.Py_ssize_t, visibility="public")
 
     def __init__(self, gw):
         self.gw = gw
         self.transport = None
         self.parser = httptools.HttpRequestParser(self)
-        self.req: Req | None = None  # being parsed
-        self.active: Req | None = None  # being answered
-        self.queue: collections.deque = collections.deque()
+        self.req = None
+        self.active = None
+        self.queue = collections.deque()
         self.read_deadline = 0.0
         self.up_deadline = 0.0
         self.closed = False
         self.must_close = False
         self.paused = 0
         self.write_paused = False
-        self.wbuf: list[bytes] = []
+        self.wbuf = []
         self.peer = "-"
+        self.peer_b = b"-"
         self.peer_trusted = False
         self.hdr_bytes = 0
 
@@ -292,6 +378,7 @@ class ClientConn(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
+            self.peer_b = self.peer.encode()
             self.peer_trusted = gw.is_trusted(self.peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -303,13 +390,16 @@ class ClientConn(asyncio.Protocol):
         metrics.OPEN_CONNECTIONS.inc()
         self.read_deadline = time.monotonic() + gw.settings.header_timeout
 
+    def eof_received(self):
+        return None  # the transport closes; connection_lost follows
+
     def connection_lost(self, exc):
         self.closed = True
         self.gw.conns.discard(self)
         metrics.OPEN_CONNECTIONS.dec()
-        r = self.active
+        r: Req = self.active
         if r is not None:
-            conn = r.conn
+            conn: UpstreamConn = r.conn
             if conn is not None:
                 conn.abort()  # response not finished: the connection cannot be reused
                 r.conn = None
@@ -319,11 +409,11 @@ class ClientConn(asyncio.Protocol):
             self._record(r, r.replica.addr if r.replica else "-")
             self.active = None
 
-    def data_received(self, data):
+    def data_received(self, data: bytes):
         if self.closed or (self.must_close and self.active is None):
             return
-        if (self.req is None and self.active is None and not self.queue and data[-4:] == b"\r\n\r\n"
-                and len(data) <= MAX_URL):
+        if (self.req is None and self.active is None and len(data) <= MAX_URL and data.endswith(b"\r\n\r\n")
+                and not self.queue):
             m = FAST_REQ.fullmatch(data)
             if m is not None:
                 try:
@@ -355,28 +445,31 @@ class ClientConn(asyncio.Protocol):
 
     def pause_writing(self):
         self.write_paused = True
-        r = self.active
+        r: Req = self.active
         if r is not None and r.conn is not None and r.conn.transport is not None:
             r.conn.transport.pause_reading()
 
     def resume_writing(self):
         self.write_paused = False
-        r = self.active
+        r: Req = self.active
         if r is not None and r.conn is not None and r.conn.transport is not None:
             r.conn.transport.resume_reading()
 
-    def pause_reading(self, reason: int):
+    @cython.ccall
+    def pause_reading(self, reason: cython.int):
         if not self.paused and not self.closed:
             self.transport.pause_reading()
         self.paused |= reason
 
-    def resume_reading(self, reason: int):
+    @cython.ccall
+    def resume_reading(self, reason: cython.int):
         if self.paused & reason:
             self.paused &= ~reason
             if not self.paused and not self.closed:
                 self.transport.resume_reading()
 
-    def _fast_request(self, m) -> bool:
+    @cython.ccall
+    def _fast_request(self, m):
         """The common request, parsed by FAST_REQ: False hands it to httptools unchanged."""
         block = m.group(3)
         low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
@@ -393,8 +486,7 @@ class ClientConn(asyncio.Protocol):
             if low.find(b"\nauthorization:", i + 15) >= 0:
                 return False
             authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
-        now = time.monotonic()
-        r = Req(now)
+        r: Req = Req(_monotonic())
         r.headers = None
         r.mbytes = mb = m.group(1)
         r.method = FAST_METHODS[mb]
@@ -420,7 +512,7 @@ class ClientConn(asyncio.Protocol):
         self.read_deadline = now + self.gw.settings.header_timeout
 
     def on_url(self, url: bytes):
-        r = self.req
+        r: Req = self.req
         r.url += url
         if len(r.url) > MAX_URL:
             raise _Reject(414, "request target too long")
@@ -429,7 +521,7 @@ class ClientConn(asyncio.Protocol):
         self.hdr_bytes += len(name) + len(value) + 4
         if self.hdr_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, "request headers too large")
-        r = self.req
+        r: Req = self.req
         ln = name.lower()
         kind = SPECIAL.get(ln)
         if kind is None:
@@ -470,7 +562,7 @@ class ClientConn(asyncio.Protocol):
                     r.hop.add(tok)
 
     def on_headers_complete(self):
-        r = self.req
+        r: Req = self.req
         p = self.parser
         gw = self.gw
         r.mbytes = p.get_method()
@@ -504,7 +596,7 @@ class ClientConn(asyncio.Protocol):
             self._next()
 
     def on_body(self, data: bytes):
-        r = self.req
+        r: Req = self.req
         if r.discard:
             self.read_deadline = time.monotonic() + self.gw.settings.body_timeout
             return
@@ -521,7 +613,7 @@ class ClientConn(asyncio.Protocol):
         self.read_deadline = time.monotonic() + self.gw.settings.body_timeout
 
     def on_message_complete(self):
-        r = self.req
+        r: Req = self.req
         self.req = None
         r.complete = True
         if r.discard:
@@ -536,9 +628,10 @@ class ClientConn(asyncio.Protocol):
             self._next()
 
     # -- request processing ------------------------------------------------------------------------
+    @cython.ccall
     def _next(self):
         while self.active is None and self.queue and not self.closed:
-            r = self.queue[0]
+            r: Req = self.queue[0]
             if r.chunked and not r.complete:
                 return  # chunked bodies are collected first (sent upstream with a Content-Length)
             self.queue.popleft()
@@ -547,6 +640,7 @@ class ClientConn(asyncio.Protocol):
             self.active = r
             self._start(r)
 
+    @cython.ccall
     def _start(self, r: Req):
         gw = self.gw
         url = r.url
@@ -562,7 +656,7 @@ class ClientConn(asyncio.Protocol):
         check = path
         if "%" in path or "/." in path or "//" in path or "\\" in path:
             check = unquote(path)
-            if "\\" in check or "\x00" in check or any(seg in (".", "..") for seg in check.split("/")):
+            if "\\" in check or "\x00" in check or _dot_segment(check):
                 return self._error(r, 400, "path must not contain dot segments or backslashes")
             check = re.sub(r"/{2,}", "/", check)
         # blocked check + longest-prefix match, cached per (method, path); the cache is replaced
@@ -592,14 +686,14 @@ class ClientConn(asyncio.Protocol):
             status, value = gw.verifier.check(token)
             if status == auth.FETCH:
                 fut = gw.verifier.refresh()
-                fut.add_done_callback(lambda _f, r=r, token=token: self._after_refetch(r, token))
+                fut.add_done_callback(functools.partial(self._after_refetch, r, token))
                 return
             if status == auth.FAIL:
                 return self._unauthorized(r, value)
             r.ident = value
         self._limit(r)
 
-    def _after_refetch(self, r: Req, token: str):
+    def _after_refetch(self, r: Req, token: str, _fut=None):
         if r is not self.active or self.closed:
             return
         status, value = self.gw.verifier.check(token)
@@ -608,6 +702,7 @@ class ClientConn(asyncio.Protocol):
         r.ident = value
         self._limit(r)
 
+    @cython.ccall
     def _limit(self, r: Req):
         gw = self.gw
         rl = r.route.ratelimit
@@ -645,6 +740,7 @@ class ClientConn(asyncio.Protocol):
         r.rl_hdr = hdr
         self._dispatch(r)
 
+    @cython.ccall
     def _dispatch(self, r: Req):
         gw = self.gw
         cluster = gw.clusters.get(r.route.service)
@@ -673,7 +769,7 @@ class ClientConn(asyncio.Protocol):
         gw = self.gw
         try:
             _, conn = await asyncio.wait_for(
-                gw.loop.create_connection(lambda: UpstreamConn(rep, gw), rep.host, rep.port),
+                gw.loop.create_connection(functools.partial(UpstreamConn, rep, gw), rep.host, rep.port),
                 gw.settings.connect_timeout)
         except (TimeoutError, OSError) as exc:
             self._unbind(r)
@@ -691,6 +787,7 @@ class ClientConn(asyncio.Protocol):
             return
         self._send(r, conn)
 
+    @cython.ccall
     def _send(self, r: Req, conn: UpstreamConn):
         conn.client = self
         conn.req = r
@@ -711,6 +808,7 @@ class ClientConn(asyncio.Protocol):
         if self.write_paused:
             t.pause_reading()
 
+    @cython.ccall
     def _build_head(self, r: Req) -> bytes:
         peer = self.peer.encode()
         xff = r.xff_in + b", " + peer if self.peer_trusted and r.xff_in else peer
@@ -727,6 +825,7 @@ class ClientConn(asyncio.Protocol):
         head = r.head = b"".join(parts)
         return head
 
+    @cython.ccall
     def _client_ip(self, r: Req) -> str:
         if self.peer_trusted and r.xff_in:
             hops = [h.strip().decode("latin-1") for h in r.xff_in.split(b",")]
@@ -741,6 +840,7 @@ class ClientConn(asyncio.Protocol):
                     return hop
         return self.peer
 
+    @cython.ccall
     def _may_retry(self, r: Req, cluster) -> bool:
         # r.body keeps every chunk received (bounded by the body limit), so even a request whose
         # body is still arriving can be replayed: head + chunks so far, the rest streams on.
@@ -751,20 +851,23 @@ class ClientConn(asyncio.Protocol):
         metrics.RETRY_BUDGET_EXHAUSTED.labels(cluster.name).inc()
         return False
 
+    @cython.ccall
     def _retry(self, r: Req, cluster, reason: str):
         metrics.RETRIES.labels(cluster.name, reason).inc()
         r.conn = None
         r.sent = False
         self._dispatch(r)
 
+    @cython.ccall
     def _unbind(self, r: Req):
         if r.counted:
             r.counted = False
             r.replica.outstanding -= 1
 
     # -- upstream events ---------------------------------------------------------------------------
+    @cython.ccall
     def upstream_headers(self, conn: UpstreamConn, status: int):
-        r = conn.req
+        r: Req = conn.req
         if r is not self.active:
             return
         gw = self.gw
@@ -808,9 +911,10 @@ class ClientConn(asyncio.Protocol):
             r.conn = None
             self._finish(r)
 
+    @cython.ccall
     def upstream_whole(self, conn: UpstreamConn, status: int, head: bytes, body: bytes, reusable: bool):
         """A whole response in one read (UpstreamConn's fast path): one write to the client."""
-        r = conn.req
+        r: Req = conn.req
         if r is not self.active:
             conn.close()
             return
@@ -847,8 +951,9 @@ class ClientConn(asyncio.Protocol):
             conn.close()
         self._finish(r)
 
+    @cython.ccall
     def upstream_body(self, data: bytes):
-        r = self.active
+        r: Req = self.active
         if r is None or not r.resp_started:
             return
         mode = r.resp_mode
@@ -858,8 +963,9 @@ class ClientConn(asyncio.Protocol):
             self.wbuf.append(data)
         self.up_deadline = time.monotonic() + r.route.timeout
 
+    @cython.ccall
     def upstream_complete(self, conn: UpstreamConn):
-        r = conn.req
+        r: Req = conn.req
         if r is not self.active or not r.resp_started:
             return
         if r.resp_mode == RESP_CHUNKED:
@@ -874,8 +980,9 @@ class ClientConn(asyncio.Protocol):
             conn.close()
         self._finish(r)
 
+    @cython.ccall
     def upstream_lost(self, conn: UpstreamConn, why: str):
-        r = conn.req
+        r: Req = conn.req
         conn.req = None
         if r is None or r is not self.active:
             return
@@ -900,6 +1007,7 @@ class ClientConn(asyncio.Protocol):
         self._error(r, 502, f"{r.route.service} closed the connection without answering")
 
     # -- answers -------------------------------------------------------------------------------
+    @cython.ccall
     def _finish(self, r: Req):
         self.flush()
         self._unbind(r)
@@ -917,6 +1025,7 @@ class ClientConn(asyncio.Protocol):
         elif self.req is None:
             self.read_deadline = time.monotonic() + self.gw.settings.keepalive_timeout
 
+    @cython.ccall
     def _record(self, r: Req, upstream: str):
         gw = self.gw
         dur = time.monotonic() - r.start
@@ -932,6 +1041,7 @@ class ClientConn(asyncio.Protocol):
                 dur * 1000, r.rid.decode() if r.rid else "-", ident.sub_json if ident is not None else "null",
                 r.client_ip or self.peer, r.tries))
 
+    @cython.ccall
     def _unauthorized(self, r: Req, detail: str):
         metrics.AUTH_FAILURES.inc()
         return self._error(r, 401, detail,
@@ -964,7 +1074,7 @@ class ClientConn(asyncio.Protocol):
         if self.closed:
             return
         self.must_close = True
-        r = self.req
+        r: Req = self.req
         if self.active is None:
             r = r or Req(time.monotonic())
             if not r.headers_done:
@@ -979,6 +1089,7 @@ class ClientConn(asyncio.Protocol):
         else:
             self._close()
 
+    @cython.ccall
     def flush(self):
         buf = self.wbuf
         if buf:
@@ -989,6 +1100,7 @@ class ClientConn(asyncio.Protocol):
                 else:
                     self.transport.writelines(buf)
 
+    @cython.ccall
     def _close(self):
         self.flush()
         if not self.closed:
@@ -1009,7 +1121,7 @@ class ClientConn(asyncio.Protocol):
                 self._protocol_error(408, "request not received in time")
         if self.up_deadline and now > self.up_deadline and not self.closed:
             self.up_deadline = 0.0
-            r = self.active
+            r: Req = self.active
             if r is None:
                 return
             gw = self.gw
@@ -1034,6 +1146,10 @@ class ClientConn(asyncio.Protocol):
             self._close()
         else:
             self.must_close = True
+
+
+def _dot_segment(path: str) -> bool:
+    return any(seg in (".", "..") for seg in path.split("/"))
 
 
 class _Reject(Exception):
