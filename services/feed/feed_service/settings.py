@@ -1,5 +1,7 @@
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from shared.django_settings import service_settings
 from shared.env import dev_mode, env_float, env_int, env_str
 
@@ -16,6 +18,11 @@ USERS_DEADLINE = env_float("USERS_DEADLINE", 0.8)  # whole call, retries include
 TIMELINE_CAP = env_int("TIMELINE_CAP", 800)  # post ids kept per user in Redis
 TIMELINE_TTL = env_int("TIMELINE_TTL", 7 * 24 * 3600)  # idle timelines leave Redis; rebuilt from Postgres
 FANOUT_MAX_FOLLOWERS = env_int("FANOUT_MAX_FOLLOWERS", 100_000)  # above: pull at read time (hybrid)
+# Back to fan-out only well below the threshold (hysteresis); unset: 80% of FANOUT_MAX_FOLLOWERS.
+FANOUT_DEMOTE_FOLLOWERS = env_int("FANOUT_DEMOTE_FOLLOWERS", 0) or None
+if FANOUT_DEMOTE_FOLLOWERS is not None and not 0 < FANOUT_DEMOTE_FOLLOWERS < FANOUT_MAX_FOLLOWERS:
+    raise ImproperlyConfigured("FANOUT_DEMOTE_FOLLOWERS must be between 0 and FANOUT_MAX_FOLLOWERS (hysteresis)")
+DEMOTE_ROWS_PER_DELIVERY = env_int("DEMOTE_ROWS_PER_DELIVERY", 50_000)  # timeline rows per demotion task
 FANOUT_PAGE = env_int("FANOUT_PAGE", 5000)  # follower ids per internal API page
 FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
 BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline

@@ -78,20 +78,15 @@ def author_is_big(*, author_id: int) -> bool:
     return AuthorStats.objects.filter(author_id=author_id, is_big=True).exists()
 
 
-def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
-    """Walk the author's followers page by page from users' internal API and hand each page to
-    `deliver(post_id=, user_ids=)` (inline, or a Celery task per page). Returns the follower count.
-    The author's own timeline always gets the post; a big author's followers do not (hybrid).
+def walk_followers(*, author_id: int, deliver) -> tuple[int, int, float]:
+    """Walk the author's followers page by page (FANOUT_PAGE ids) from users' internal API and hand
+    each non-empty page to `deliver(user_ids)`. Returns (followers, pages, seconds waiting on users).
 
     The next page is fetched (in a helper thread) while the current one is handed over, so the
     walk costs the users round trips, not round trips plus deliveries. A failed fetch raises here
-    (the event is retried; pages already handed over are idempotent)."""
-    if not fanout_deliver(post_id=post_id, user_ids=[author_id]):
-        return 0  # already deleted: nothing to fan out
-    if author_is_big(author_id=author_id):
-        return 0
+    (the caller is retried; pages already handed over are idempotent). Used by fan-out and demotion."""
     client, limit = users_client(), settings.FANOUT_PAGE
-    total, pages, fetch_wait, started = 0, 0, 0.0, time.monotonic()
+    total, pages, fetch_wait = 0, 0, 0.0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanout-walk") as pool:
         pending = pool.submit(client.follower_ids, author_id, after=None, limit=limit)
         while True:
@@ -102,10 +97,24 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
             if page.next_after is not None:
                 pending = pool.submit(client.follower_ids, author_id, after=page.next_after, limit=limit)
             if page.ids:
-                deliver(post_id=post_id, user_ids=page.ids)
+                deliver(page.ids)
                 total += len(page.ids)
             if page.next_after is None:
                 break
+    return total, pages, fetch_wait
+
+
+def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
+    """Walk the author's followers and hand each page to `deliver(post_id=, user_ids=)` (inline, or
+    a Celery task per page). Returns the follower count. The author's own timeline always gets the
+    post; a big author's followers do not (hybrid)."""
+    if not fanout_deliver(post_id=post_id, user_ids=[author_id]):
+        return 0  # already deleted: nothing to fan out
+    if author_is_big(author_id=author_id):
+        return 0
+    started = time.monotonic()
+    total, pages, fetch_wait = walk_followers(author_id=author_id,
+                                              deliver=lambda user_ids: deliver(post_id=post_id, user_ids=user_ids))
     log.info("fanout-phase walk post=%s followers=%d pages=%d fetch=%.3f total=%.3f end=%.3f",
              post_id, total, pages, fetch_wait, time.monotonic() - started, time.time())
     return total
@@ -153,8 +162,13 @@ def follow_apply(*, follower_id: int, followee_id: int) -> None:
 
 
 def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
-    """user.unfollowed: the followee's posts leave the follower's timeline."""
-    _followers_count_shift(author_id=followee_id, delta=-1)
+    """user.unfollowed: the followee's posts leave the follower's timeline. A big followee whose
+    count just fell below the demotion threshold is demoted (after commit, in its own task)."""
+    count, is_big = _followers_count_shift(author_id=followee_id, delta=-1)
+    if is_big and count == demote_below() - 1:  # the unfollow that crossed it: one task per crossing
+        from timelines import tasks
+
+        transaction.on_commit(lambda: tasks.author_demote.delay(followee_id))
     BigAuthorFollow.objects.filter(user_id=follower_id, author_id=followee_id).delete()
     entries = TimelineEntry.objects.filter(user_id=follower_id, author_id=followee_id)
     post_ids = list(entries.values_list("post_id", flat=True))
@@ -175,6 +189,105 @@ def author_promote(*, author_id: int) -> None:
             break
         after = page.next_after
     log.info("author %s promoted to pull-at-read (big account)", author_id)
+
+
+def demote_below() -> int:
+    """A big author is demoted when its followers fall below this: FANOUT_DEMOTE_FOLLOWERS, by
+    default 80% of FANOUT_MAX_FOLLOWERS. The gap is the hysteresis: an author whose count wanders
+    between the two is neither promoted nor demoted again (each costs a walk of every follower)."""
+    configured = settings.FANOUT_DEMOTE_FOLLOWERS
+    return configured if configured is not None else settings.FANOUT_MAX_FOLLOWERS * 4 // 5
+
+
+def author_demote(*, author_id: int, deliver=None) -> int:
+    """A big author fell below demote_below(): back to fan-out on write. Returns followers walked.
+
+    Ordered so that no follower ever reads a page without the author's posts, and none twice:
+    1. is_big is cleared (row locked, condition re-checked: a count that rose again, or a finished
+       demotion, makes this a no-op). From here new posts are fanned out; the followers'
+       BigAuthorFollow rows are still there, so reads keep merging the older ones.
+    2. the followers are walked as for a fan-out, and each page is handed to `deliver` (a Celery
+       task per page; demotion_deliver inline in tests), which backfills the author's
+       BACKFILL_POSTS newest posts into those timelines (Postgres, then Redis), and only then
+       deletes those followers' BigAuthorFollow rows. Between the two a reader has the posts from
+       both, and the read merges them as a set: no duplicates.
+    Idempotent: a redelivered task (worker died mid-walk) finds is_big already clear and rows left,
+    and walks again; deliveries write with ON CONFLICT DO NOTHING. A follower no delivery reached
+    (its task dead-lettered) keeps its row and so the merged posts: nothing is lost."""
+    with transaction.atomic():
+        row = AuthorStats.objects.select_for_update().filter(author_id=author_id).values_list(
+            "followers_count", "is_big").first()
+        if row is None:
+            return 0
+        count, is_big = row
+        if is_big and count < demote_below():
+            AuthorStats.objects.filter(author_id=author_id).update(is_big=False)
+        elif is_big or not BigAuthorFollow.objects.filter(author_id=author_id).exists():
+            return 0  # still (or again) big, or already demoted
+    post_ids = [post_id for post_id, _ in post_selectors.recent_post_ids_by_authors(
+        author_ids=[author_id], before_id=None, limit=settings.BACKFILL_POSTS)]
+    deliver = deliver or _demotion_queue
+    chunk = max(1, settings.DEMOTE_ROWS_PER_DELIVERY // max(1, len(post_ids)))
+
+    def deliver_page(user_ids: list[int]) -> None:
+        for start in range(0, len(user_ids), chunk):
+            deliver(author_id=author_id, post_ids=post_ids, user_ids=user_ids[start:start + chunk])
+
+    started = time.monotonic()
+    total, pages, _ = walk_followers(author_id=author_id, deliver=deliver_page)
+    log.info("author %s demoted to fan-out: %d followers in %d pages walked in %.2f s, %d posts backfilled each",
+             author_id, total, pages, time.monotonic() - started, len(post_ids))
+    return total
+
+
+def _demotion_queue(*, author_id: int, post_ids: list[int], user_ids: list[int]) -> None:
+    from timelines import tasks
+
+    tasks.demotion_deliver.delay(author_id, post_ids, user_ids)
+
+
+def demotion_backfill(*, author_id: int, post_ids: list[int], user_ids: list[int]) -> list[int]:
+    """Step one of a demotion page: the author's posts (those still existing, held FOR SHARE against
+    a racing delete) into these timelines, one INSERT … unnest × unnest; then, after the commit,
+    into their built Redis timelines (a set built from Postgres meanwhile already has them).
+    Returns the posts written. Nothing if the author is big again (re-promoted meanwhile)."""
+    with transaction.atomic():
+        if author_is_big(author_id=author_id):
+            return []
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT id FROM {Post._meta.db_table} WHERE id = ANY(%s) AND author_id = %s FOR SHARE",
+                           [list(post_ids), author_id])
+            live = [row[0] for row in cursor.fetchall()]
+            if live:
+                cursor.execute(
+                    f"INSERT INTO {TimelineEntry._meta.db_table} (user_id, post_id, author_id) "
+                    "SELECT u, p, %s FROM unnest(%s::bigint[]) AS u CROSS JOIN unnest(%s::bigint[]) AS p "
+                    "ON CONFLICT DO NOTHING", [author_id, list(user_ids), live])
+    if live:
+        store.add(user_ids=user_ids, post_ids=live)
+    return live
+
+
+def demotion_release(*, author_id: int, user_ids: list[int]) -> int:
+    """Step two: these followers' BigAuthorFollow rows go, so their reads stop merging the author
+    (its posts are in their timelines now). Not if the author is big again: the stats row is held
+    FOR SHARE, so a promotion (which updates it) is either before (rows kept) or after (its walk
+    records the edges again). Returns the rows deleted."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT is_big FROM {AuthorStats._meta.db_table} WHERE author_id = %s FOR SHARE",
+                       [author_id])
+        row = cursor.fetchone()
+        if row is not None and row[0]:
+            return 0
+        cursor.execute(f"DELETE FROM {BigAuthorFollow._meta.db_table} WHERE author_id = %s AND user_id = ANY(%s)",
+                       [author_id, list(user_ids)])
+        return cursor.rowcount
+
+
+def demotion_deliver(*, author_id: int, post_ids: list[int], user_ids: list[int]) -> None:
+    """One chunk of a demotion: backfill, then release (in that order; see author_demote)."""
+    demotion_backfill(author_id=author_id, post_ids=post_ids, user_ids=user_ids)
+    demotion_release(author_id=author_id, user_ids=user_ids)
 
 
 @transaction.atomic

@@ -39,3 +39,17 @@ def post_remove(post_id: int) -> None:
 @shared_task(name="feed.author_promote")
 def author_promote(author_id: int) -> None:
     services.author_promote(author_id=author_id)
+
+
+@shared_task(name="feed.author_demote")
+def author_demote(author_id: int) -> None:
+    """Walks the followers and queues one feed.demotion_deliver per chunk (see services.author_demote)."""
+    services.author_demote(author_id=author_id)
+
+
+@shared_task(name="feed.demotion_deliver", autoretry_for=(Exception,), max_retries=10, retry_backoff=1,
+             retry_backoff_max=60, retry_jitter=True)
+def demotion_deliver(author_id: int, post_ids: list[int], user_ids: list[int]) -> None:
+    """One chunk of a demotion: backfill the author's recent posts, then drop the followers'
+    big-author rows. Retried like a fan-out page; idempotent."""
+    services.demotion_deliver(author_id=author_id, post_ids=post_ids, user_ids=user_ids)

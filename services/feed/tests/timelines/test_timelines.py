@@ -311,3 +311,119 @@ def test_home_timeline_ids_selector_merges_without_duplicates(person):
     services.entries_deliver(post_ids_by_author={author.id: [post_id]}, user_ids=[fan.id])
     BigAuthorFollow.objects.create(user_id=fan.id, author_id=author.id)
     assert selectors.home_timeline_ids(user_id=fan.id, before_id=None, count=10) == [post_id]
+
+
+@override_settings(FANOUT_MAX_FOLLOWERS=4, FANOUT_DEMOTE_FOLLOWERS=3, FANOUT_PAGE=1, DEMOTE_ROWS_PER_DELIVERY=2)
+def test_big_author_demoted_below_the_lower_threshold_backfills_first_and_readers_never_miss_or_repeat(
+        person, django_capture_on_commit_callbacks):
+    star, other = person("star"), person("other")
+    fans = [person("fan") for _ in range(5)]
+    early = post(star, "before the follows")
+    for fan in fans[:4]:
+        follow(fan, star)
+    with django_capture_on_commit_callbacks() as queued:
+        follow(fans[4], star)  # 5 > 4: promoted
+    assert len(queued) == 1  # the promotion walk
+    services.author_promote(author_id=star.id)
+    assert BigAuthorFollow.objects.filter(author_id=star.id).count() == 5
+    follow(fans[0], other)
+    other_post = post(other, "other")
+    fan_out(other_post)
+    late = post(star, "while big")
+    assert fan_out(late) == 0  # merged at read, not fanned out
+    stayers = fans[:2]
+    store.drop(user_id=stayers[1].id)  # one reader's Redis timeline is cold: rebuilt from Postgres during demotion
+    expected = {stayers[0].id: [late, other_post, early], stayers[1].id: [late, early]}
+
+    def reads_are_whole():
+        for fan in stayers:
+            assert feed_ids(fan) == expected[fan.id]  # every post of the star, each once, newest first
+
+    reads_are_whole()
+
+    def unfollow(fan):
+        fan.unfollow(star)
+        with django_capture_on_commit_callbacks() as queued:
+            services.unfollow_apply(follower_id=fan.id, followee_id=star.id)
+        return queued
+
+    # oscillating between the two thresholds (3 <= count <= 4): neither demoted nor promoted again
+    assert unfollow(fans[4]) == []  # 4
+    assert unfollow(fans[3]) == []  # 3: not below the demotion threshold
+    with django_capture_on_commit_callbacks() as queued:
+        follow(fans[3], star)  # 4 again: not above the promotion threshold
+    assert queued == []
+    assert unfollow(fans[3]) == []  # 3
+    stats = AuthorStats.objects.get(author_id=star.id)
+    assert (stats.followers_count, stats.is_big) == (3, True)
+    assert BigAuthorFollow.objects.filter(author_id=star.id).count() == 3
+    reads_are_whole()
+
+    assert len(unfollow(fans[2])) == 1  # 2 < 3: the crossing queues the demotion
+    steps = []
+
+    def deliver_checking_reads(*, author_id, post_ids, user_ids):
+        assert AuthorStats.objects.get(author_id=star.id).is_big is False  # flipped first
+        reads_are_whole()
+        assert services.demotion_backfill(author_id=author_id, post_ids=post_ids, user_ids=user_ids) == [late, early]
+        reads_are_whole()  # posts in the timeline *and* merged: still once each
+        assert services.demotion_release(author_id=author_id, user_ids=user_ids) == len(user_ids)
+        reads_are_whole()
+        steps.append(user_ids)
+
+    assert services.author_demote(author_id=star.id, deliver=deliver_checking_reads) == 2
+    assert sorted(u for page in steps for u in page) == sorted(f.id for f in stayers)  # one follower per chunk
+    assert not BigAuthorFollow.objects.filter(author_id=star.id).exists()
+    for fan in stayers:
+        assert set(TimelineEntry.objects.filter(user_id=fan.id, author_id=star.id).values_list("post_id", flat=True)
+                   ) == {late, early}
+        assert {late, early} <= {int(m) for m in store.client().zrange(store.key(fan.id), 1, -1)}
+    assert services.author_demote(author_id=star.id) == 0  # done: a second run is a no-op
+    after = post(star, "fanned out again")
+    assert fan_out(after) == 2
+    expected = {stayers[0].id: [after, late, other_post, early], stayers[1].id: [after, late, early]}
+    reads_are_whole()
+
+
+@override_settings(FANOUT_MAX_FOLLOWERS=3, FANOUT_DEMOTE_FOLLOWERS=2)
+def test_demotion_overtaken_by_a_new_promotion_keeps_the_merge(person):
+    star = person("star")
+    fans = [person("fan") for _ in range(4)]
+    for fan in fans:
+        follow(fan, star)  # 4 > 3: big
+    services.author_promote(author_id=star.id)
+    star_post = post(star)
+    assert fan_out(star_post) == 0
+    for fan in fans[:0:-1]:
+        fan.unfollow(star)
+        services.unfollow_apply(follower_id=fan.id, followee_id=star.id)  # 3, 2, then 1 < 2
+    chunks = []
+    assert services.author_demote(author_id=star.id, deliver=lambda **chunk: chunks.append(chunk)) == 1
+    assert AuthorStats.objects.get(author_id=star.id).is_big is False
+    for fan in fans[1:]:
+        follow(fan, star)  # back to 4 before the chunks ran: promoted again
+    services.author_promote(author_id=star.id)
+    assert AuthorStats.objects.get(author_id=star.id).is_big is True
+    for chunk in chunks:  # the demotion's queued deliveries run late
+        services.demotion_deliver(**chunk)
+    assert BigAuthorFollow.objects.filter(author_id=star.id).count() == 4  # the merge is kept for everyone
+    assert not TimelineEntry.objects.filter(user_id=fans[0].id, post_id=star_post).exists()  # nothing backfilled
+    for fan in fans:
+        assert feed_ids(fan) == [star_post]
+
+
+def test_demotion_threshold_defaults_to_80_percent_and_must_sit_below_the_promotion_one(settings):
+    settings.FANOUT_MAX_FOLLOWERS, settings.FANOUT_DEMOTE_FOLLOWERS = 100_000, None
+    assert services.demote_below() == 80_000
+    settings.FANOUT_DEMOTE_FOLLOWERS = 50_000
+    assert services.demote_below() == 50_000
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    feed_dir = Path(services.__file__).resolve().parents[1]
+    for value in ("100000", "150000", "-1"):  # no gap (or an inverted one): refused at start-up
+        result = subprocess.run([sys.executable, "manage.py", "check"], cwd=feed_dir, capture_output=True, text=True,
+                                env={**os.environ, "FANOUT_MAX_FOLLOWERS": "100000", "FANOUT_DEMOTE_FOLLOWERS": value})
+        assert result.returncode != 0 and "FANOUT_DEMOTE_FOLLOWERS must be" in result.stderr, result.stderr[-500:]

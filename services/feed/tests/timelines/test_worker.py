@@ -14,7 +14,7 @@ import pytest
 from django.conf import settings
 from posts.models import Post
 from timelines import store
-from timelines.models import AuthorStats, TimelineEntry
+from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
 
 from tests.conftest import USERS_DIR, users_env
 
@@ -121,3 +121,70 @@ def test_post_whose_producer_is_killed_right_after_commit_still_reaches_follower
     eventually(lambda: store.client().zscore(store.key(fan.id), str(post_id)) is not None)
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
     assert [p["id"] for p in other.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
+
+
+@pytest.fixture
+def hybrid_thresholds(monkeypatch):
+    """The worker's hybrid thresholds (its settings come from the environment): big above 3
+    followers, demoted below 2."""
+    monkeypatch.setenv("FANOUT_MAX_FOLLOWERS", "3")
+    monkeypatch.setenv("FANOUT_DEMOTE_FOLLOWERS", "2")
+
+
+def test_big_author_promoted_then_demoted_through_real_workers_readers_never_lose_its_posts(
+        person, hybrid_thresholds, feed_relayed):
+    star = person("star")
+    fans = [person("fan") for _ in range(4)]
+    early = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "early"}),
+                              content_type="application/json").json()["id"])
+    for fan in fans:
+        fan.follow(star)
+    # the 4th follow promotes: every edge recorded by the promotion walk
+    eventually(lambda: AuthorStats.objects.filter(author_id=star.id, followers_count=4, is_big=True).exists()
+               and BigAuthorFollow.objects.filter(author_id=star.id).count() == 4)
+    late = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "while big"}),
+                             content_type="application/json").json()["id"])
+    eventually(lambda: TimelineEntry.objects.filter(post_id=late).exists())  # handled: the star's own timeline
+    assert list(TimelineEntry.objects.filter(post_id=late).values_list("user_id", flat=True)) == [star.id]
+    reader = fans[0]
+    seen = []
+
+    def read() -> list[int]:
+        ids = [int(p["id"]) for p in reader.api.get("/api/v1/feed").json()["results"]]
+        seen.append(ids)
+        return ids
+
+    assert read() == [late, early]  # early backfilled on follow, late merged at read
+
+    def count_is(n):
+        eventually(lambda: AuthorStats.objects.filter(author_id=star.id, followers_count=n).exists())
+
+    # between the thresholds (2 <= count <= 3): stays big however often it moves
+    fans[3].unfollow(star)
+    count_is(3)
+    fans[2].unfollow(star)
+    count_is(2)
+    fans[2].follow(star)
+    count_is(3)
+    fans[2].unfollow(star)
+    count_is(2)
+    assert AuthorStats.objects.get(author_id=star.id).is_big is True
+    assert sorted(BigAuthorFollow.objects.filter(author_id=star.id).values_list("user_id", flat=True)) == sorted(
+        [fans[0].id, fans[1].id])
+
+    fans[1].unfollow(star)  # 1 < 2: demoted; the reader keeps reading all along
+    for _ in range(600):
+        assert read() == [late, early]
+        if (AuthorStats.objects.filter(author_id=star.id, followers_count=1, is_big=False).exists()
+                and not BigAuthorFollow.objects.filter(author_id=star.id).exists()):
+            break
+        time.sleep(0.02)
+    assert not BigAuthorFollow.objects.filter(author_id=star.id).exists()
+    assert all(ids == [late, early] for ids in seen), seen  # never without the star's posts, never twice
+    assert sorted(TimelineEntry.objects.filter(user_id=reader.id).values_list("post_id", flat=True)) == [early, late]
+    assert read() == [late, early]  # now from the timeline alone
+
+    after = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "fanned out again"}),
+                              content_type="application/json").json()["id"])
+    eventually(lambda: TimelineEntry.objects.filter(user_id=reader.id, post_id=after).exists())
+    eventually(lambda: read() == [after, late, early])
