@@ -71,18 +71,247 @@ FAST_OTHER = re.compile(
     rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(SPECIAL) - {b"host", b"authorization"})) +
     rb"):|x-internal-)")
 FAST_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
+B_GET = b"GET"
+B_HEAD = b"HEAD"
 # Fast path for the common response: HTTP/1.1, a Content-Length, no Transfer-Encoding, head and
 # whole body in one read. Parsed without httptools (its state stays "between messages").
 RESP_CONN_CLOSE = re.compile(rb"\r\nconnection[ \t]*:[^\r\n]*\bclose\b", re.I)
-# one access-log line, %-formatted (cheaper than an f-string with conditionals)
-ACCESS_LINE = ('{"ts":%.3f,"method":"%s","path":"%s","route":%s,"status":%d,"upstream":"%s",'
-               '"duration_ms":%.2f,"request_id":"%s","user":%s,"client":"%s","tries":%d}\n')
+# the access log: one JSON line per request with these fields (ClientConn._record)
+ACCESS_FIELDS = ("ts", "method", "path", "route", "status", "upstream", "duration_ms", "request_id", "user", "client",
+                 "tries")
+BUCKETS: tuple = metrics.BUCKETS  # latency histogram bounds (s); the last bucket is +Inf
+N_BUCKETS: cython.Py_ssize_t = len(metrics.BUCKETS)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 MAX_HEADER_BYTES = 32 * 1024
 MAX_URL = 8 * 1024
 
 RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
+
+def _match_request(data: bytes):
+    """The request fast path's parse in plain Python: (method, url, header block, host, authz)
+    or None when the request needs the general path (httptools)."""
+    m = FAST_REQ.fullmatch(data)
+    if m is None:
+        return None
+    block = m.group(3)
+    low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
+    if FAST_OTHER.search(low) is not None:
+        return None  # a header the gateway rewrites or strips: the general path
+    host = authz = None
+    i = low.find(b"\nhost:")
+    if i >= 0:
+        if low.find(b"\nhost:", i + 6) >= 0:
+            return None
+        host = block[i + 5:block.index(b"\r", i)].strip(b" \t")
+    i = low.find(b"\nauthorization:")
+    if i >= 0:
+        if low.find(b"\nauthorization:", i + 15) >= 0:
+            return None
+        authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
+    return m.group(1), m.group(2), block, host, authz
+
+
+@cython.cfunc
+def _request_id(gw) -> bytes:
+    # Gateway.next_request_id without the call: 14 random hex digits per process + a 10-digit counter
+    return b"%s%010x" % (gw._rid_prefix, next(gw._rid_counter) & 0xFFFFFFFFFF)
+
+
+@cython.cfunc
+def _release(gw, conn: UpstreamConn):
+    """A finished exchange's upstream connection back to its replica's pool (or closed)."""
+    rep = conn.replica
+    idle: list = rep.idle
+    if conn.closed or rep.removed or gw.draining or len(idle) >= gw.settings.pool_size:
+        conn.close()
+    else:
+        conn.client = None
+        conn.req = None
+        conn.idle_since = _monotonic()
+        idle.append(conn)
+
+
+# -- compiled fast-path scanners ------------------------------------------------------------------
+# Compiled, the fast paths above are decided by these byte scanners (C loops over the buffer)
+# instead of regexes, lowercased copies and find() calls; they accept exactly what the regex
+# versions accept or less (anything unusual -> None -> the general path), so behaviour is the
+# same either way. Plain Python runs the regex versions (a loop per byte would be slower there).
+RESP_KIND = {name: 1 for name in STRIP_RESP}
+RESP_KIND.update({b"content-length": 2, b"transfer-encoding": 3, b"connection": 4})
+
+
+@cython.cfunc
+@cython.inline
+def _is_tchar(c: cython.uchar) -> cython.bint:
+    # RFC 9110 token characters (what FAST_REQ's _TOKEN accepts)
+    if c >= 97:
+        return c <= 122 or c == 124 or c == 126  # a-z | ~
+    if c >= 65:
+        return c <= 90 or c == 94 or c == 95 or c == 96  # A-Z ^ _ `
+    if c >= 48:
+        return c <= 57  # 0-9
+    return c == 33 or (35 <= c <= 39) or c == 42 or c == 43 or c == 45 or c == 46  # ! #$%&' * + - .
+
+
+@cython.ccall
+def _scan_request(data: bytes):
+    """FAST_REQ + FAST_OTHER + the Host/Authorization lookups of ClientConn._fast_request, in one
+    pass: (method bytes, url, header block, host, authz) or None (not for the fast path)."""
+    n: cython.Py_ssize_t = len(data)
+    p: cython.p_uchar = data
+    k: cython.Py_ssize_t
+    if n >= 4 and p[0] == 71 and p[1] == 69 and p[2] == 84 and p[3] == 32:  # "GET "
+        k = 4
+    elif n >= 5 and p[0] == 72 and p[1] == 69 and p[2] == 65 and p[3] == 68 and p[4] == 32:  # "HEAD "
+        k = 5
+    else:
+        return None
+    u0: cython.Py_ssize_t = k
+    if k >= n or p[k] != 47:  # "/"
+        return None
+    while k < n and 0x21 <= p[k] <= 0x7e:
+        k += 1
+    u1: cython.Py_ssize_t = k
+    if n - k < 12 or p[k] != 32 or p[k + 1] != 72 or p[k + 2] != 84 or p[k + 3] != 84 or p[k + 4] != 80:
+        return None  # " HTTP"
+    if p[k + 5] != 47 or p[k + 6] != 49 or p[k + 7] != 46 or p[k + 8] != 49 or p[k + 9] != 13 or p[k + 10] != 10:
+        return None  # "/1.1\r\n"
+    k += 11
+    b0: cython.Py_ssize_t = k
+    host = None
+    authz = None
+    s: cython.Py_ssize_t
+    c: cython.Py_ssize_t
+    v0: cython.Py_ssize_t
+    v1: cython.Py_ssize_t
+    ch: cython.uchar
+    while True:
+        if k + 1 < n and p[k] == 13 and p[k + 1] == 10:
+            if k + 2 != n:
+                return None  # pipelined bytes after the head
+            break
+        s = k
+        while k < n and _is_tchar(p[k]):
+            k += 1
+        if k == s or k >= n or p[k] != 58:  # ":"
+            return None
+        c = k
+        k += 1
+        while k < n:
+            ch = p[k]
+            if ch == 13:
+                break
+            if (ch < 32 and ch != 9) or ch == 127:
+                return None
+            k += 1
+        if k + 1 >= n or p[k + 1] != 10:
+            return None
+        name = data[s:c].lower()
+        if name == b"host" or name == b"authorization":
+            v0 = c + 1
+            v1 = k
+            while v0 < v1 and (p[v0] == 32 or p[v0] == 9):
+                v0 += 1
+            while v1 > v0 and (p[v1 - 1] == 32 or p[v1 - 1] == 9):
+                v1 -= 1
+            if name == b"host":
+                if host is not None:
+                    return None
+                host = data[v0:v1]
+            else:
+                if authz is not None:
+                    return None
+                authz = data[v0:v1]
+        elif name in SPECIAL or name.startswith(b"x-internal-"):
+            return None  # a header the gateway rewrites or strips: the general path
+        k += 2
+    return (B_GET if u0 == 4 else B_HEAD), data[u0:u1], data[b0:n - 2], host, authz
+
+
+@cython.ccall
+def _scan_response(data: bytes, end: cython.Py_ssize_t):
+    """The checks of UpstreamConn's response fast path in one pass over a head whose end
+    (CRLF CRLF) is at `end`: (status, head without hop-by-hop headers, Content-Length) or None.
+    Anything unusual (a Connection header mentioning close, Transfer-Encoding, a bare CR or LF,
+    whitespace before a Content-Length colon, ...) -> None: the parser decides."""
+    p: cython.p_uchar = data
+    if end < 12 or p[0] != 72 or p[1] != 84 or p[2] != 84 or p[3] != 80 or p[4] != 47 or p[5] != 49:
+        return None  # "HTTP/1"
+    if p[6] != 46 or p[7] != 49 or p[8] != 32:
+        return None  # ".1 "
+    if not (48 <= p[9] <= 57 and 48 <= p[10] <= 57 and 48 <= p[11] <= 57):
+        return None
+    status: cython.int = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
+    if status < 200 or status == 204 or status == 304 or (p[12] != 32 and p[12] != 13):
+        return None
+    k: cython.Py_ssize_t = 12
+    while k < end and p[k] != 13:
+        if p[k] == 10:
+            return None
+        k += 1
+    clen: cython.longlong = -1
+    keep_from: cython.Py_ssize_t = 0
+    out = None
+    s: cython.Py_ssize_t
+    e: cython.Py_ssize_t
+    c: cython.Py_ssize_t
+    ne: cython.Py_ssize_t
+    j: cython.Py_ssize_t
+    kind: cython.int
+    while k < end:  # p[k] == 13: a header line starts at k + 2
+        if p[k + 1] != 10:
+            return None
+        s = k + 2
+        e = s
+        c = -1
+        while e < end and p[e] != 13:
+            if p[e] == 10:
+                return None
+            if c < 0 and p[e] == 58:
+                c = e
+            e += 1
+        if c > s:
+            ne = c
+            while ne > s and (p[ne - 1] == 32 or p[ne - 1] == 9):
+                ne -= 1
+            kind = RESP_KIND.get(data[s:ne].lower(), 0)
+            if kind:
+                if kind == 2:  # Content-Length: exactly one, no blank before the colon, digits
+                    if clen >= 0 or ne != c:
+                        return None
+                    j = c + 1
+                    while j < e and (p[j] == 32 or p[j] == 9):
+                        j += 1
+                    if j == e or e - j > 15:
+                        return None
+                    clen = 0
+                    while j < e and 48 <= p[j] <= 57:
+                        clen = clen * 10 + (p[j] - 48)
+                        j += 1
+                    while j < e and (p[j] == 32 or p[j] == 9):
+                        j += 1
+                    if j != e:
+                        return None
+                else:
+                    if kind == 3:
+                        return None  # Transfer-Encoding: the parser handles it
+                    if kind == 4 and b"close" in data[c:e].lower():
+                        return None  # the parser decides whether the connection is reusable
+                    if out is None:
+                        out = []
+                    out.append(data[keep_from:k])  # drop CRLF + this line
+                    keep_from = e
+        k = e
+    if clen < 0:
+        return None
+    if out is None:
+        head = data[:end]
+    else:
+        out.append(data[keep_from:end])
+        head = b"".join(out)
+    return status, head, clen
+
 
 
 @cython.final
@@ -213,7 +442,23 @@ class UpstreamConn:
         if client is None:  # bytes on an idle pooled connection: protocol violation
             self.close()
             return
-        if self.want_head and not self.hbuf and data[:9] == b"HTTP/1.1 ":
+        req: Req
+        end: cython.Py_ssize_t
+        if cython.compiled:
+            if self.want_head and not self.hbuf:
+                req = self.req
+                end = data.find(b"\r\n\r\n")
+                if end > 0 and req is not None and req.method != "HEAD":
+                    scan = _scan_response(data, end)
+                    if scan is not None and len(data) == end + 4 + scan[2]:
+                        try:
+                            client.upstream_whole(self, scan[0], scan[1], data[end + 4:], True)
+                        except Exception:
+                            log.exception("error handling upstream data")
+                            self.close()
+                            client.upstream_lost(self, "internal error")
+                        return
+        elif self.want_head and not self.hbuf and data[:9] == b"HTTP/1.1 ":
             end = data.find(b"\r\n\r\n")
             code = data[9:12]
             if end > 0 and code.isdigit() and code >= b"200" and data[12:13] in (b" ", b"\r"):
@@ -414,11 +659,11 @@ class ClientConn:
             return
         if (self.req is None and self.active is None and len(data) <= MAX_URL and data.endswith(b"\r\n\r\n")
                 and not self.queue):
-            m = FAST_REQ.fullmatch(data)
-            if m is not None:
+            scan = _scan_request(data) if cython.compiled else _match_request(data)
+            if scan is not None:
                 try:
-                    if self._fast_request(m):
-                        return
+                    self._fast_request(scan)
+                    return
                 except _Reject as exc:
                     self._protocol_error(exc.status, exc.detail)
                     return
@@ -469,35 +714,21 @@ class ClientConn:
                 self.transport.resume_reading()
 
     @cython.ccall
-    def _fast_request(self, m):
-        """The common request, parsed by FAST_REQ: False hands it to httptools unchanged."""
-        block = m.group(3)
-        low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
-        if FAST_OTHER.search(low) is not None:
-            return False  # a header the gateway rewrites or strips: the general path
-        host = authz = None
-        i = low.find(b"\nhost:")
-        if i >= 0:
-            if low.find(b"\nhost:", i + 6) >= 0:
-                return False
-            host = block[i + 5:block.index(b"\r", i)].strip(b" \t")
-        i = low.find(b"\nauthorization:")
-        if i >= 0:
-            if low.find(b"\nauthorization:", i + 15) >= 0:
-                return False
-            authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
+    def _fast_request(self, scan: tuple):
+        """The common request, parsed by _scan_request / _match_request (method, url, header
+        block, Host, Authorization): its header block is forwarded verbatim."""
         r: Req = Req(_monotonic())
         r.headers = None
-        r.mbytes = mb = m.group(1)
-        r.method = FAST_METHODS[mb]
-        r.url = m.group(2)
-        r.host = host
-        r.authz = authz
-        r.fwd = block
+        r.mbytes = mb = scan[0]
+        r.method = "GET" if mb is B_GET else FAST_METHODS[mb]
+        r.url = scan[1]
+        r.fwd = scan[2]
+        r.host = scan[3]
+        r.authz = scan[4]
         r.keep_alive = True
         r.headers_done = True
         r.complete = True
-        r.rid = self.gw.next_request_id()
+        r.rid = _request_id(self.gw)
         r.client_ip = self.peer
         self.read_deadline = 0.0
         self.active = r
@@ -580,7 +811,7 @@ class ClientConn:
                 r.authz = None
         r.fwd = b"".join(pieces)
         if r.rid is None:
-            r.rid = gw.next_request_id()
+            r.rid = _request_id(gw)
         r.headers = None
         r.headers_done = True
         r.client_ip = self._client_ip(r)
@@ -783,7 +1014,7 @@ class ClientConn:
                                f"could not connect to {r.route.service}" + (" in time" if timeout else ""))
         if r is not self.active or self.closed:
             self._unbind(r)
-            gw.release(conn)
+            _release(gw, conn)
             return
         self._send(r, conn)
 
@@ -946,7 +1177,7 @@ class ClientConn:
         conn.req = None
         r.conn = None
         if reusable and r.complete:
-            gw.release(conn)
+            _release(gw, conn)
         else:
             conn.close()
         self._finish(r)
@@ -975,7 +1206,7 @@ class ClientConn:
         conn.req = None
         r.conn = None
         if conn.parser.should_keep_alive() and r.complete:
-            self.gw.release(conn)
+            _release(self.gw, conn)
         else:
             conn.close()
         self._finish(r)
@@ -1028,18 +1259,40 @@ class ClientConn:
     @cython.ccall
     def _record(self, r: Req, upstream: str):
         gw = self.gw
-        dur = time.monotonic() - r.start
+        dur: cython.double = _monotonic() - r.start
         route = r.route
-        metrics.observe(route.label if route is not None else "-", r.status, upstream, dur)
+        label = route.label if route is not None else "-"
+        # metrics.Local.observe, inlined: request count by (route, status), latency histogram
+        counts = _LOCAL.requests
+        key = (label, r.status)
+        counts[key] = counts.get(key, 0) + 1
+        latency = _LOCAL.latency
+        key = (label, upstream)
+        h: list = latency.get(key)
+        if h is None:
+            h = latency[key] = [0] * (N_BUCKETS + 1) + [0.0]
+        i: cython.Py_ssize_t = 0
+        while i < N_BUCKETS and dur > BUCKETS[i]:
+            i += 1
+        h[i] += 1
+        h[N_BUCKETS + 1] += dur
         if gw.access_log:
             path = r.path
             if not path or '"' in path or "\\" in path:
                 path = json.dumps(r.path or r.url.decode("latin-1")[:200])[1:-1]
             ident = r.ident
-            gw.log_buf.append(ACCESS_LINE % (
-                time.time(), r.method, path, route.label_json if route is not None else '"-"', r.status, upstream,
-                dur * 1000, r.rid.decode() if r.rid else "-", ident.sub_json if ident is not None else "null",
-                r.client_ip or self.peer, r.tries))
+            user = ident.sub_json if ident is not None else "null"
+            route_json = route.label_json if route is not None else '"-"'
+            rid = r.rid.decode() if r.rid else "-"
+            client = r.client_ip or self.peer
+            # one JSON line (ACCESS_FIELDS); ts to the ms, duration to 10 us, from integers (cheaper
+            # than float formatting)
+            ts: cython.longlong = cython.cast(cython.longlong, _time() * 1000.0 + 0.5)
+            d: cython.longlong = cython.cast(cython.longlong, dur * 100000.0 + 0.5)
+            gw.log_buf.append(
+                f'{{"ts":{ts // 1000}.{ts % 1000:03d},"method":"{r.method}","path":"{path}","route":{route_json},'
+                f'"status":{r.status},"upstream":"{upstream}","duration_ms":{d // 100}.{d % 100:02d},'
+                f'"request_id":"{rid}","user":{user},"client":"{client}","tries":{r.tries}}}\n')
 
     @cython.ccall
     def _unauthorized(self, r: Req, detail: str):

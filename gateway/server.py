@@ -139,16 +139,6 @@ class Gateway:
             return True
         return False
 
-    def release(self, conn) -> None:
-        rep = conn.replica
-        if conn.closed or rep.removed or self.draining or len(rep.idle) >= self.settings.pool_size:
-            conn.close()
-        else:
-            conn.client = None
-            conn.req = None
-            conn.idle_since = time.monotonic()
-            rep.idle.append(conn)
-
     def cluster_of(self, replica) -> Cluster:
         c = self.clusters.get(replica.service)
         if c is None:  # removed by a reload while the request was in flight
