@@ -165,10 +165,8 @@ def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
     """user.unfollowed: the followee's posts leave the follower's timeline. A big followee whose
     count just fell below the demotion threshold is demoted (after commit, in its own task)."""
     count, is_big = _followers_count_shift(author_id=followee_id, delta=-1)
-    if is_big and count == demote_below() - 1:  # the unfollow that crossed it: one task per crossing
-        from timelines import tasks
-
-        transaction.on_commit(lambda: tasks.author_demote.delay(followee_id))
+    if is_big and count < demote_below():
+        transaction.on_commit(lambda: _demotion_request(author_id=followee_id))
     BigAuthorFollow.objects.filter(user_id=follower_id, author_id=followee_id).delete()
     entries = TimelineEntry.objects.filter(user_id=follower_id, author_id=followee_id)
     post_ids = list(entries.values_list("post_id", flat=True))
@@ -197,6 +195,19 @@ def demote_below() -> int:
     between the two is neither promoted nor demoted again (each costs a walk of every follower)."""
     configured = settings.FANOUT_DEMOTE_FOLLOWERS
     return configured if configured is not None else settings.FANOUT_MAX_FOLLOWERS * 4 // 5
+
+
+DEMOTION_REQUEST_SECONDS = 600
+
+
+def _demotion_request(*, author_id: int) -> None:
+    """Queue feed.author_demote once per DEMOTION_REQUEST_SECONDS per author (a Redis SET NX), not
+    on every unfollow below the threshold: a demotion walks every follower. The task re-checks
+    everything itself, so a second request (after the key expired) is at worst a repeated walk."""
+    from timelines import tasks
+
+    if store.client().set(f"demote:{author_id}", "1", nx=True, ex=DEMOTION_REQUEST_SECONDS):
+        tasks.author_demote.delay(author_id)
 
 
 def author_demote(*, author_id: int, deliver=None) -> int:

@@ -359,7 +359,7 @@ def test_big_author_demoted_below_the_lower_threshold_backfills_first_and_reader
     assert BigAuthorFollow.objects.filter(author_id=star.id).count() == 3
     reads_are_whole()
 
-    assert len(unfollow(fans[2])) == 1  # 2 < 3: the crossing queues the demotion
+    assert len(unfollow(fans[2])) == 1  # 2 < 3: below the lower threshold, the demotion is requested
     steps = []
 
     def deliver_checking_reads(*, author_id, post_ids, user_ids):
@@ -427,3 +427,21 @@ def test_demotion_threshold_defaults_to_80_percent_and_must_sit_below_the_promot
         result = subprocess.run([sys.executable, "manage.py", "check"], cwd=feed_dir, capture_output=True, text=True,
                                 env={**os.environ, "FANOUT_MAX_FOLLOWERS": "100000", "FANOUT_DEMOTE_FOLLOWERS": value})
         assert result.returncode != 0 and "FANOUT_DEMOTE_FOLLOWERS must be" in result.stderr, result.stderr[-500:]
+
+
+@override_settings(FANOUT_MAX_FOLLOWERS=2, FANOUT_DEMOTE_FOLLOWERS=2)
+def test_unfollows_below_the_demotion_threshold_request_one_demotion(person, django_capture_on_commit_callbacks):
+    from celery import current_app
+
+    star = person("star")
+    fans = [person("fan") for _ in range(3)]
+    for fan in fans:
+        follow(fan, star)  # 3 > 2: big
+    broker = current_app.connection_for_write().default_channel.client  # the broker's Redis (the `feed` list)
+    queued_before = broker.llen("feed")
+    for fan in fans[1:]:
+        fan.unfollow(star)
+        with django_capture_on_commit_callbacks(execute=True):
+            services.unfollow_apply(follower_id=fan.id, followee_id=star.id)  # 1, then 0: both below 2
+    assert broker.llen("feed") == queued_before + 1  # one feed.author_demote, not one per unfollow
+    assert store.client().ttl(f"demote:{star.id}") > 0
