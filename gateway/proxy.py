@@ -207,7 +207,7 @@ def _scan_request(data: bytes):
             k += 1
         if k + 1 >= n or p[k + 1] != 10:
             return None
-        name = data[s:c].lower()
+        name = p[s:c].lower()
         if name == b"host" or name == b"authorization":
             v0 = c + 1
             v1 = k
@@ -218,15 +218,15 @@ def _scan_request(data: bytes):
             if name == b"host":
                 if host is not None:
                     return None
-                host = data[v0:v1]
+                host = p[v0:v1]
             else:
                 if authz is not None:
                     return None
-                authz = data[v0:v1]
+                authz = p[v0:v1]
         elif name in SPECIAL or name.startswith(b"x-internal-"):
             return None  # a header the gateway rewrites or strips: the general path
         k += 2
-    return (B_GET if u0 == 4 else B_HEAD), data[u0:u1], data[b0:n - 2], host, authz
+    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz
 
 
 @cython.ccall
@@ -275,7 +275,7 @@ def _scan_response(data: bytes, end: cython.Py_ssize_t):
             ne = c
             while ne > s and (p[ne - 1] == 32 or p[ne - 1] == 9):
                 ne -= 1
-            kind = RESP_KIND.get(data[s:ne].lower(), 0)
+            kind = RESP_KIND.get(p[s:ne].lower(), 0)
             if kind:
                 if kind == 2:  # Content-Length: exactly one, no blank before the colon, digits
                     if clen >= 0 or ne != c:
@@ -296,11 +296,11 @@ def _scan_response(data: bytes, end: cython.Py_ssize_t):
                 else:
                     if kind == 3:
                         return None  # Transfer-Encoding: the parser handles it
-                    if kind == 4 and b"close" in data[c:e].lower():
+                    if kind == 4 and b"close" in p[c:e].lower():
                         return None  # the parser decides whether the connection is reusable
                     if out is None:
                         out = []
-                    out.append(data[keep_from:k])  # drop CRLF + this line
+                    out.append(p[keep_from:k])  # drop CRLF + this line
                     keep_from = e
         k = e
     if clen < 0:
@@ -308,7 +308,7 @@ def _scan_response(data: bytes, end: cython.Py_ssize_t):
     if out is None:
         head = data[:end]
     else:
-        out.append(data[keep_from:end])
+        out.append(p[keep_from:end])
         head = b"".join(out)
     return status, head, clen
 
@@ -594,6 +594,7 @@ class ClientConn:
     wbuf = cython.declare(list, visibility="public")
     peer = cython.declare(str, visibility="public")
     peer_b = cython.declare(bytes, visibility="public")
+    fwd_tail = cython.declare(bytes, visibility="public")
     peer_trusted = cython.declare(cython.bint, visibility="public")
     hdr_bytes = cython.declare(cython.Py_ssize_t, visibility="public")
 
@@ -613,6 +614,7 @@ class ClientConn:
         self.wbuf = []
         self.peer = "-"
         self.peer_b = b"-"
+        self.fwd_tail = b"\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\n"
         self.peer_trusted = False
         self.hdr_bytes = 0
 
@@ -624,6 +626,7 @@ class ClientConn:
         if peer:
             self.peer = peer[0]
             self.peer_b = self.peer.encode()
+            self.fwd_tail = b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: http\r\n"
             self.peer_trusted = gw.is_trusted(self.peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -977,7 +980,9 @@ class ClientConn:
         cluster = gw.clusters.get(r.route.service)
         if cluster is None or not cluster.replicas:
             return self._error(r, 503, f"no replicas available for service {r.route.service}")
-        rep = cluster.pick(r.tried)
+        live: list = cluster.live
+        # one replica in rotation, nothing tried yet: what Cluster.pick returns, without the call
+        rep = live[0] if len(live) == 1 and not r.tried else cluster.pick(r.tried)
         if rep is None:
             return self._error(r, 502 if r.tries else 503, f"no replica of {r.route.service} could serve the request")
         r.replica = rep
@@ -988,7 +993,8 @@ class ClientConn:
         r.tries += 1
         rep.outstanding += 1
         r.counted = True
-        idle = rep.idle
+        idle: list = rep.idle
+        conn: UpstreamConn
         while idle:
             conn = idle.pop()
             if not conn.closed and not conn.transport.is_closing():
@@ -1041,11 +1047,14 @@ class ClientConn:
 
     @cython.ccall
     def _build_head(self, r: Req) -> bytes:
-        peer = self.peer.encode()
-        xff = r.xff_in + b", " + peer if self.peer_trusted and r.xff_in else peer
-        proto = r.proto_in if (self.peer_trusted and r.proto_in in (b"http", b"https")) else b"http"
-        parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd,
-                 b"X-Request-ID: ", r.rid, b"\r\nX-Forwarded-For: ", xff, b"\r\nX-Forwarded-Proto: ", proto, b"\r\n"]
+        if self.peer_trusted and (r.xff_in or r.proto_in):
+            peer = self.peer_b
+            xff = r.xff_in + b", " + peer if r.xff_in else peer
+            proto = r.proto_in if r.proto_in in (b"http", b"https") else b"http"
+            tail = b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto + b"\r\n"
+        else:
+            tail = self.fwd_tail  # the common case, the same for every request on this connection
+        parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd, b"X-Request-ID: ", r.rid, tail]
         if r.ident is not None:
             parts.append(r.ident.headers)
         if r.body_len or r.clen >= 0:
@@ -1143,22 +1152,24 @@ class ClientConn:
             self._finish(r)
 
     @cython.ccall
-    def upstream_whole(self, conn: UpstreamConn, status: int, head: bytes, body: bytes, reusable: bool):
+    def upstream_whole(self, conn: UpstreamConn, status: cython.int, head: bytes, body: bytes,
+                       reusable: cython.bint):
         """A whole response in one read (UpstreamConn's fast path): one write to the client."""
         r: Req = conn.req
         if r is not self.active:
             conn.close()
             return
         gw = self.gw
-        cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
+        rep = r.replica
         if status >= 500:
-            cluster.failure(r.replica, "5xx")
+            cluster = gw.clusters.get(r.route.service) or gw.cluster_of(rep)
+            cluster.failure(rep, "5xx")
             if status in (502, 503, 504) and r.method in IDEMPOTENT and self._may_retry(r, cluster):
                 conn.close()
                 self._unbind(r)
                 return self._retry(r, cluster, f"status_{status}")
-        else:
-            cluster.success(r.replica)
+        elif rep.failures or rep.eject_count:  # Cluster.success has nothing to reset otherwise
+            (gw.clusters.get(r.route.service) or gw.cluster_of(rep)).success(rep)
         r.status = status
         r.resp_mode = RESP_RAW
         r.resp_started = True
