@@ -112,10 +112,32 @@ def _match_request(data: bytes):
     return m.group(1), m.group(2), block, host, authz
 
 
-@cython.cfunc
-def _request_id(gw) -> bytes:
-    # Gateway.next_request_id without the call: 14 random hex digits per process + a 10-digit counter
-    return b"%s%010x" % (gw._rid_prefix, next(gw._rid_counter) & 0xFFFFFFFFFF)
+_rid_seq = cython.declare(cython.ulonglong, 0)
+_HEX = b"0123456789abcdef"
+
+
+@cython.ccall
+def request_id(gw) -> bytes:
+    """X-Request-ID: the gateway's 14 random hex digits + a 10-hex-digit per-process counter
+    (unique, and no syscall per request). Compiled, written into a C buffer."""
+    global _rid_seq
+    _rid_seq += 1
+    if not cython.compiled:
+        return b"%s%010x" % (gw._rid_prefix, _rid_seq & 0xFFFFFFFFFF)
+    prefix: bytes = gw._rid_prefix
+    if len(prefix) != 14:
+        return b"%s%010x" % (prefix, _rid_seq & 0xFFFFFFFFFF)
+    buf = cython.declare(cython.char[24])
+    src: cython.p_char = prefix
+    hx: cython.p_char = _HEX
+    i: cython.int
+    for i in range(14):
+        buf[i] = src[i]
+    v: cython.ulonglong = _rid_seq
+    for i in range(23, 13, -1):
+        buf[i] = hx[v & 15]
+        v >>= 4
+    return buf[:24]
 
 
 @cython.cfunc
@@ -139,6 +161,62 @@ def _release(gw, conn: UpstreamConn):
 # same either way. Plain Python runs the regex versions (a loop per byte would be slower there).
 RESP_KIND = {name: 1 for name in STRIP_RESP}
 RESP_KIND.update({b"content-length": 2, b"transfer-encoding": 3, b"connection": 4})
+REQ_KIND = {name: 1 for name in SPECIAL}  # 1: the general path handles it
+REQ_KIND.update({b"host": 2, b"authorization": 3})
+
+
+def _by_length(kinds: dict) -> dict:
+    out: dict = {}
+    for name, kind in kinds.items():
+        out.setdefault(len(name), []).append((name, kind))
+    return out
+
+
+RESP_BY_LEN = _by_length(RESP_KIND)
+REQ_BY_LEN = _by_length(REQ_KIND)
+
+
+@cython.cfunc
+def _name_kind(p: cython.p_uchar, s: cython.Py_ssize_t, n: cython.Py_ssize_t, by_len: dict) -> cython.int:
+    """Kind of the header name p[s:s+n] (ASCII case-insensitive) in a _by_length table, 0 if none;
+    compared in place, without a lowercased copy."""
+    cands = by_len.get(n)
+    if cands is None:
+        return 0
+    name: bytes
+    q: cython.p_uchar
+    i: cython.Py_ssize_t
+    c: cython.uchar
+    for name, kind in cands:
+        q = name
+        i = 0
+        while i < n:
+            c = p[s + i]
+            if 65 <= c <= 90:
+                c += 32
+            if c != q[i]:
+                break
+            i += 1
+        if i == n:
+            return kind
+    return 0
+
+
+@cython.cfunc
+def _is_internal(p: cython.p_uchar, s: cython.Py_ssize_t, n: cython.Py_ssize_t) -> cython.bint:
+    """p[s:s+n] starts with "x-internal-", case-insensitively."""
+    q: cython.p_uchar = b"x-internal-"
+    i: cython.Py_ssize_t
+    c: cython.uchar
+    if n < 11:
+        return False
+    for i in range(11):
+        c = p[s + i]
+        if 65 <= c <= 90:
+            c += 32
+        if c != q[i]:
+            return False
+    return True
 
 
 @cython.cfunc
@@ -186,6 +264,7 @@ def _scan_request(data: bytes):
     v0: cython.Py_ssize_t
     v1: cython.Py_ssize_t
     ch: cython.uchar
+    kind: cython.int
     while True:
         if k + 1 < n and p[k] == 13 and p[k + 1] == 10:
             if k + 2 != n:
@@ -207,15 +286,15 @@ def _scan_request(data: bytes):
             k += 1
         if k + 1 >= n or p[k + 1] != 10:
             return None
-        name = p[s:c].lower()
-        if name == b"host" or name == b"authorization":
+        kind = _name_kind(p, s, c - s, REQ_BY_LEN)
+        if kind >= 2:
             v0 = c + 1
             v1 = k
             while v0 < v1 and (p[v0] == 32 or p[v0] == 9):
                 v0 += 1
             while v1 > v0 and (p[v1 - 1] == 32 or p[v1 - 1] == 9):
                 v1 -= 1
-            if name == b"host":
+            if kind == 2:
                 if host is not None:
                     return None
                 host = p[v0:v1]
@@ -223,7 +302,7 @@ def _scan_request(data: bytes):
                 if authz is not None:
                     return None
                 authz = p[v0:v1]
-        elif name in SPECIAL or name.startswith(b"x-internal-"):
+        elif kind == 1 or _is_internal(p, s, c - s):
             return None  # a header the gateway rewrites or strips: the general path
         k += 2
     return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz
@@ -275,7 +354,7 @@ def _scan_response(data: bytes, end: cython.Py_ssize_t):
             ne = c
             while ne > s and (p[ne - 1] == 32 or p[ne - 1] == 9):
                 ne -= 1
-            kind = RESP_KIND.get(p[s:ne].lower(), 0)
+            kind = _name_kind(p, s, ne - s, RESP_BY_LEN)
             if kind:
                 if kind == 2:  # Content-Length: exactly one, no blank before the colon, digits
                     if clen >= 0 or ne != c:
@@ -731,7 +810,7 @@ class ClientConn:
         r.keep_alive = True
         r.headers_done = True
         r.complete = True
-        r.rid = _request_id(self.gw)
+        r.rid = request_id(self.gw)
         r.client_ip = self.peer
         self.read_deadline = 0.0
         self.active = r
@@ -814,7 +893,7 @@ class ClientConn:
                 r.authz = None
         r.fwd = b"".join(pieces)
         if r.rid is None:
-            r.rid = _request_id(gw)
+            r.rid = request_id(gw)
         r.headers = None
         r.headers_done = True
         r.client_ip = self._client_ip(r)
@@ -917,7 +996,12 @@ class ClientConn:
                 token = authz[7:].strip().decode("ascii")
             except UnicodeDecodeError:
                 return self._unauthorized(r, "malformed token")
-            status, value = gw.verifier.check(token)
+            verifier = gw.verifier
+            ident = verifier.cache.get(token)
+            if ident is not None and ident.exp + verifier.leeway > _time():
+                status, value = auth.OK, ident  # Verifier.check's cache hit, without the call
+            else:
+                status, value = verifier.check(token)
             if status == auth.FETCH:
                 fut = gw.verifier.refresh()
                 fut.add_done_callback(functools.partial(self._after_refetch, r, token))
@@ -1326,7 +1410,7 @@ class ClientConn:
         if not keep:
             self.must_close = True
         if r.rid is None:
-            r.rid = self.gw.next_request_id()
+            r.rid = request_id(self.gw)
         self.flush()
         self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
                                                head=r.method == "HEAD", extra_headers=extra))
@@ -1343,7 +1427,7 @@ class ClientConn:
             r = r or Req(time.monotonic())
             if not r.headers_done:
                 # not yet seen by _start: account it here
-                r.rid = r.rid or self.gw.next_request_id()
+                r.rid = r.rid or request_id(self.gw)
                 if r.client_ip is None:
                     r.client_ip = self.peer
             self.active = r

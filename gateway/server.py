@@ -5,7 +5,6 @@ DNS, JWKS)."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import os
 import re
@@ -37,8 +36,7 @@ class Gateway:
         self.retry_tokens = settings.retry_min
         self.log_buf: list[str] = []
         self.rl_prefix = settings.ratelimit_prefix.encode()
-        self._rid_prefix = os.urandom(7).hex().encode()
-        self._rid_counter = itertools.count(1)
+        self._rid_prefix = os.urandom(7).hex().encode()  # request ids: proxy.request_id
         self._next_idle_sweep = 0.0
         self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
@@ -148,8 +146,7 @@ class Gateway:
         return c
 
     def next_request_id(self) -> bytes:
-        # 14 random hex digits per process + a 10-digit counter: unique, and no syscall per request
-        return b"%s%010x" % (self._rid_prefix, next(self._rid_counter) & 0xFFFFFFFFFF)
+        return proxy.request_id(self)  # 14 random hex digits per process + a 10-digit counter
 
     def log_line(self, line: str) -> None:
         self.log_buf.append(line)
