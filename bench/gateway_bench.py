@@ -97,8 +97,26 @@ def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
         lat[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock_err = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"),
+    total = re.search(r"(\d+) requests in", out)
+    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "requests": int(total.group(1)) if total else 0,
             "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
+
+
+def group_cpu(pgid: int) -> float:
+    """CPU seconds (user + system) used so far by the processes of a process group (our nginx
+    master + worker, the gateway, the bare proxy: each started in its own session)."""
+    ticks = 0
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ... utime(11) stime(12)
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def mint_token() -> tuple[str, str]:
@@ -239,7 +257,7 @@ def measure(args) -> tuple[int, str]:
         # (b) nginx as the keep-alive proxy
         ngx_port = free_port()
         servers = "\n".join(f"server {u};" for u in upstreams)
-        procs.append(start_nginx(tmp, "proxy", f"""
+        ngx_proc = start_nginx(tmp, "proxy", f"""
             listen 127.0.0.1:{ngx_port} backlog=4096;
             location / {{
               proxy_pass http://backend;
@@ -247,7 +265,8 @@ def measure(args) -> tuple[int, str]:
               proxy_set_header Connection "";
               proxy_set_header Host $host;
               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}"))
+            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}")
+        procs.append(ngx_proc)
         wait_port(ngx_port, procs[-1])
 
         # (a) one gateway process
@@ -283,15 +302,23 @@ routes:
         # Alternate the targets for several rounds and keep the median of each: on a shared machine
         # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
         targets = (("nginx", ngx_port), ("gateway", gw_port)) + ((("bare", bare_port),) if args.bare else ())
+        # CPU time per request of each proxy (its process group's CPU seconds over the requests wrk
+        # completed): unlike req/s it hardly moves with what else runs on the machine
+        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "bare": procs[-1].pid if args.bare else 0}
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
             run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, "2s")  # warm-up
         for i in range(args.rounds):
             for name, port in targets if i % 2 == 0 else tuple(reversed(targets)):
-                runs[name].append(run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, args.duration))
+                cpu0 = group_cpu(pgids[name])
+                run = run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, args.duration)
+                run["cpu_us"] = (group_cpu(pgids[name]) - cpu0) / max(1, run["requests"]) * 1e6
+                runs[name].append(run)
         results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
         for name, rs in runs.items():
-            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}")
+            cpu_rounds = ", ".join(format(r["cpu_us"], ".1f") for r in rs)
+            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}; CPU us/request: {cpu_rounds}")
+        cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
 
         g, n = results["gateway"], results["nginx"]
         import urllib.error
@@ -305,11 +332,11 @@ routes:
         print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
               f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
         print(f"median of {args.rounds} alternating rounds")
-        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'non-2xx':>8}  socket errors")
+        print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'non-2xx':>8}  socket errors")
         for name in runs:
             r = results[name]
-            print(f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {r['non2xx']:>8}  "
-                  f"{r['socket_errors'] or '-'}")
+            print(f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {cpu[name]:>10.1f} "
+                  f"{r['non2xx']:>8}  {r['socket_errors'] or '-'}")
         ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
         goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.5"
@@ -326,6 +353,8 @@ routes:
                    f"req/s p50 {n['p50'] or 0:.2f} p99 {n['p99'] or 0:.2f} ms; ratio gateway/nginx {ratio:.2f} "
                    f"(goal {goal}); p99 delta {p99_delta:+.2f} ms")
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
+        print(f"CPU per request, nginx/gateway: {cpu['nginx'] / cpu['gateway']:.2f} (the capacity ratio when each "
+              "proxy has a core of its own and is the bottleneck)")
         if args.bare:
             print(f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
                   f"gateway/bare: {g['rps'] / results['bare']['rps']:.2f}")
