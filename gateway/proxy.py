@@ -1072,8 +1072,11 @@ class ClientConn:
         r.replica = rep
         r.tried += (rep,)
         if not r.tries:  # retry budget: each request earns GATEWAY_RETRY_BUDGET of a retry
-            t = gw.retry_tokens + gw.retry_per_request
-            gw.retry_tokens = t if t < gw.retry_cap else gw.retry_cap
+            t = gw.retry_tokens
+            cap = gw.retry_cap
+            if t != cap:  # at the cap (the usual state) there is nothing to add
+                t += gw.retry_per_request
+                gw.retry_tokens = t if t < cap else cap
         r.tries += 1
         rep.outstanding += 1
         r.counted = True
@@ -1382,8 +1385,9 @@ class ClientConn:
             client = r.client_ip or self.peer
             # one JSON line (ACCESS_FIELDS); ts to the ms, duration to 10 us, from integers (cheaper
             # than float formatting)
-            ts: cython.longlong = cython.cast(cython.longlong, _time() * 1000.0 + 0.5)
-            d: cython.longlong = cython.cast(cython.longlong, dur * 100000.0 + 0.5)
+            ts_ms: cython.double = _time() * 1000.0 + 0.5
+            ts: cython.longlong = int(ts_ms)
+            d: cython.longlong = int(dur * 100000.0 + 0.5)
             gw.log_buf.append(
                 f'{{"ts":{ts // 1000}.{ts % 1000:03d},"method":"{r.method}","path":"{path}","route":{route_json},'
                 f'"status":{r.status},"upstream":"{upstream}","duration_ms":{d // 100}.{d % 100:02d},'

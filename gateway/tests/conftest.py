@@ -112,7 +112,8 @@ class Gateway:
         if routes is not None:
             self.routes_file.write_text(routes)
         self.env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "JWKS", "JWT_", "REDIS_URL"))},
+            **{k: v for k, v in os.environ.items()
+               if not k.startswith(("GATEWAY_", "JWKS", "JWT_", "REDIS_URL")) or k == "GATEWAY_PURE_PYTHON"},
             "GATEWAY_PORT": str(self.port), "GATEWAY_ADMIN_PORT": str(self.admin_port),
             "GATEWAY_DRAIN_DELAY": "0.2", "GATEWAY_HEALTH_INTERVAL": "1", "PYTHONUNBUFFERED": "1",
             **({"GATEWAY_ROUTES": str(self.routes_file)} if routes is not None else {}),

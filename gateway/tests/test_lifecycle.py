@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import os
 import signal
 import socket
 import threading
@@ -129,6 +130,23 @@ def test_dns_discovery_follows_a_name_that_gains_and_loses_addresses(tmp_path, p
     hosts.write_text("# the name is gone: keep the last known addresses\n")
     time.sleep(0.6)
     assert served(10) == {"127.0.0.3"}
+
+
+def test_data_path_mode_is_reported(tmp_path, procs):
+    """make (so CI) compiles proxy.py; the running mode is logged and exported. GATEWAY_PURE_PYTHON=1
+    runs the whole suite on the plain-Python source instead."""
+    import gateway
+
+    pure = os.environ.get("GATEWAY_PURE_PYTHON") == "1"
+    if not pure and not gateway.PROXY_MODE.startswith("compiled"):
+        pytest.skip(f"data path not compiled here: {gateway.PROXY_MODE}")
+    up = Upstream("r1", free_port()).start()
+    procs.append(up)
+    g = Gateway(tmp_path, {}, _routes(f'"{up.addr}"')).start()
+    procs.append(g)
+    assert g.request("GET", "/a/x").status == 200
+    assert g.metric("gateway_proxy_compiled") == (0 if pure else 1)
+    assert ("data path plain Python (GATEWAY_PURE_PYTHON=1)" if pure else "data path compiled (Cython)") in g.log_text()
 
 
 def test_admin_endpoints_and_metrics(tmp_path, procs):
