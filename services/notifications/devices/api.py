@@ -1,14 +1,17 @@
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from devices import services
 from devices.models import Device
-from shared.fields import StrictCharField
+from shared.fields import IdField, StrictCharField
+from shared.openapi import BODY, path_parameter, problems
 from shared.problems import Problem
 
-TOKEN = RegexValidator(r"^[A-Za-z0-9_:.\-]+$", "Letters, digits and _ : . - only.")
+TOKEN_PATTERN = r"^[A-Za-z0-9_:.\-]+$"
+TOKEN = RegexValidator(TOKEN_PATTERN, "Letters, digits and _ : . - only.")
 
 
 class DeviceCreateApi(APIView):
@@ -16,12 +19,21 @@ class DeviceCreateApi(APIView):
         platform = serializers.ChoiceField(choices=Device.Platform.values)
         token = StrictCharField(min_length=1, max_length=4096, validators=[TOKEN])
 
+        class Meta:
+            ref_name = "DeviceRegister"
+
     class OutputSerializer(serializers.Serializer):
-        id = serializers.CharField()
-        platform = serializers.CharField()
+        id = IdField()
+        platform = serializers.ChoiceField(choices=Device.Platform.values)
         token = serializers.CharField()
         created_at = serializers.DateTimeField()
 
+        class Meta:
+            ref_name = "Device"
+
+    @extend_schema(operation_id="devices_register", tags=["devices"], request=InputSerializer,
+                   responses={201: OutputSerializer, 200: OutputSerializer, **problems(*BODY, 401)},
+                   description="201 for a new device token, 200 when this user had already registered it.")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -31,6 +43,9 @@ class DeviceCreateApi(APIView):
 
 
 class DeviceDeleteApi(APIView):
+    @extend_schema(operation_id="devices_delete", tags=["devices"], parameters=[
+        path_parameter("token", pattern=TOKEN_PATTERN, max_length=4096, description="The device's push token.")],
+        responses={204: None, **problems(401, 404)})
     def delete(self, request, token: str):
         if len(token) > 4096:
             raise Problem(404, "not-found", "No such device for this user.", title="Not found")

@@ -1,3 +1,4 @@
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -7,25 +8,33 @@ from notifications import selectors, services
 from notifications.actors import actor_profiles
 from notifications.unread import unread_count
 from shared.fields import IdField, StrictBooleanField
+from shared.openapi import BODY, CURSOR_PARAMETERS, ID_PATTERN, page_of, problems
 from shared.pagination import page_request, page_response
 
 
 class ActorSerializer(serializers.Serializer):
-    id = serializers.CharField()
+    id = IdField()
     username = serializers.CharField()
     display_name = serializers.CharField()
     avatar_url = serializers.CharField()
 
 
-class NotificationListApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        id = serializers.CharField()
-        kind = serializers.CharField()
-        actor = ActorSerializer()
-        post_id = serializers.CharField(allow_null=True)
-        created_at = serializers.DateTimeField()
-        read = serializers.BooleanField()
+class NotificationSerializer(serializers.Serializer):
+    id = IdField()
+    kind = serializers.ChoiceField(choices=["follow", "like", "mention"])
+    actor = ActorSerializer()
+    post_id = IdField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    read = serializers.BooleanField()
 
+
+class NotificationListApi(APIView):
+    OutputSerializer = NotificationSerializer
+
+    @extend_schema(operation_id="notifications_list", tags=["notifications"], parameters=[
+        OpenApiParameter("unread", {"type": "string", "enum": ["true", "false"]}, OpenApiParameter.QUERY,
+                         description="`true`: only unread notifications."), *CURSOR_PARAMETERS],
+        responses={200: page_of(NotificationSerializer), **problems(400, 401)})
     def get(self, request):
         raw_unread = request.query_params.get("unread")
         if raw_unread not in (None, "true", "false"):
@@ -47,14 +56,29 @@ class NotificationListApi(APIView):
 
 
 class UnreadCountApi(APIView):
+    @extend_schema(operation_id="notifications_unread_count", tags=["notifications"], responses={
+        200: inline_serializer("UnreadCount", fields={"count": serializers.IntegerField(min_value=0)}), **problems(401)})
     def get(self, request):
         return Response({"count": unread_count(user_id=request.user.id)})
+
+
+# either ids or all: true, nothing else: a oneOf the serializer below cannot express by itself
+MARK_READ_BODY = {"oneOf": [
+    {"type": "object", "additionalProperties": False, "required": ["ids"], "properties": {"ids": {
+        "type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string", "pattern": ID_PATTERN},
+        "description": "Ids of the caller's notifications to mark read (others' ids are ignored)."}}},
+    {"type": "object", "additionalProperties": False, "required": ["all"], "properties": {"all": {
+        "type": "boolean", "enum": [True], "description": "Mark every notification read."}}},
+]}
 
 
 class MarkReadApi(APIView):
     class InputSerializer(serializers.Serializer):
         ids = serializers.ListField(child=IdField(), min_length=1, max_length=1000, required=False)
-        all = StrictBooleanField(required=False)
+        all = StrictBooleanField(required=False, help_text="Only `true`: mark every notification read.")
+
+        class Meta:
+            ref_name = "MarkRead"
 
         def validate(self, attrs):
             unknown = sorted(set(self.initial_data) - {"ids", "all"}) if isinstance(self.initial_data, dict) else []
@@ -66,6 +90,10 @@ class MarkReadApi(APIView):
                 raise ValidationError({"all": ["Only true is accepted."]})
             return attrs
 
+    @extend_schema(operation_id="notifications_mark_read", tags=["notifications"],
+                   request={"application/json": MARK_READ_BODY},
+                   responses={204: None, **problems(*BODY, 401)},
+                   description="Give either `ids` (up to 1,000 of the caller's notifications) or `all: true`.")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

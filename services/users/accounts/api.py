@@ -1,4 +1,5 @@
 from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.response import Response
@@ -6,14 +7,15 @@ from rest_framework.views import APIView
 
 from accounts import keys, selectors, services
 from accounts.throttles import AccountDeleteThrottle, LoginAccountThrottle, LoginIpThrottle, RegisterIpThrottle
-from shared.fields import StrictCharField
+from shared.fields import IdField, StrictCharField
 from shared.idempotency import idempotent
+from shared.openapi import BODY, IDEMPOTENCY_KEY, problems
 
 USERNAME = RegexValidator(r"^[A-Za-z0-9_]{3,30}$", "3–30 characters: letters, digits and underscores.")
 
 
 class ProfileSummarySerializer(serializers.Serializer):
-    id = serializers.CharField()
+    id = IdField()
     username = serializers.CharField()
     display_name = serializers.CharField()
     avatar_url = serializers.CharField()
@@ -28,6 +30,17 @@ class PublicProfileSerializer(ProfileSummarySerializer):
 
 class OwnProfileSerializer(PublicProfileSerializer):
     email = serializers.CharField()
+
+
+class TokenPairSerializer(serializers.Serializer):
+    access = serializers.CharField(help_text="Access token (JWT) for `Authorization: Bearer`.")
+    refresh = serializers.CharField(help_text="Opaque, single-use refresh token.")
+    token_type = serializers.ChoiceField(choices=["Bearer"])
+    expires_in = serializers.IntegerField(help_text="Seconds until the access token expires.")
+
+
+class AuthSerializer(TokenPairSerializer):
+    user = OwnProfileSerializer()
 
 
 def _auth_body(user, pair) -> dict:
@@ -46,6 +59,11 @@ class RegisterApi(APIView):
         password = StrictCharField(max_length=128, trim_whitespace=False)
         display_name = StrictCharField(max_length=50, required=False, allow_blank=True)
 
+        class Meta:
+            ref_name = "Register"
+
+    @extend_schema(operation_id="auth_register", tags=["auth"], request=InputSerializer,
+                   responses={201: AuthSerializer, **problems(*BODY, 429)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -63,11 +81,16 @@ class LoginApi(APIView):
         email = StrictCharField(max_length=254, required=False)
         password = StrictCharField(max_length=128, trim_whitespace=False)
 
+        class Meta:
+            ref_name = "Login"
+
         def validate(self, attrs):
             if not attrs.get("username") and not attrs.get("email"):
                 raise ValidationError({"username": ["Give a username or an email."]})
             return attrs
 
+    @extend_schema(operation_id="auth_login", tags=["auth"], request=InputSerializer,
+                   responses={200: AuthSerializer, **problems(*BODY, 401, 429)})
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -84,6 +107,9 @@ class RefreshApi(APIView):
     authentication_classes: list = []
     permission_classes: list = []
 
+    @extend_schema(operation_id="auth_refresh", tags=["auth"], request=RefreshInputSerializer,
+                   responses={200: TokenPairSerializer, **problems(*BODY, 401)},
+                   description="Rotates the refresh token; a reused one is 401 and revokes its whole family.")
     def post(self, request):
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -93,6 +119,8 @@ class RefreshApi(APIView):
 
 
 class LogoutApi(APIView):
+    @extend_schema(operation_id="auth_logout", tags=["auth"], request=RefreshInputSerializer,
+                   responses={204: None, **problems(*BODY, 401)})
     def post(self, request):
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -106,22 +134,32 @@ class MeApi(APIView):
     class DeleteSerializer(serializers.Serializer):
         password = StrictCharField(max_length=128, trim_whitespace=False)
 
+        class Meta:
+            ref_name = "AccountDelete"
+
     class UpdateSerializer(serializers.Serializer):
         display_name = StrictCharField(max_length=50, required=False, allow_blank=True)
         bio = StrictCharField(max_length=300, required=False, allow_blank=True)
         avatar_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+
+        class Meta:
+            ref_name = "ProfileUpdate"
 
         def validate(self, attrs):
             if "username" in self.initial_data:
                 raise ValidationError({"username": ["The username cannot be changed."]})
             return attrs
 
+    @extend_schema(operation_id="users_me_get", tags=["users"], responses={200: OwnProfileSerializer, **problems(401, 404)})
     def get(self, request):
         user = selectors.user_by_id(user_id=request.user.id)
         if user is None:
             raise NotFound("This account no longer exists.")
         return Response(OwnProfileSerializer(user).data)
 
+    @extend_schema(operation_id="users_me_update", tags=["users"], request=UpdateSerializer,
+                   parameters=[IDEMPOTENCY_KEY],
+                   responses={200: OwnProfileSerializer, **problems(*BODY, 401, 404, 409, 422)})
     @idempotent(scope="users.me.update")
     def patch(self, request):
         data = self.UpdateSerializer(data=request.data)
@@ -129,6 +167,9 @@ class MeApi(APIView):
         user = services.user_update(user_id=request.user.id, **data.validated_data)
         return Response(OwnProfileSerializer(user).data)
 
+    @extend_schema(operation_id="users_me_delete", tags=["users"], request=DeleteSerializer,
+                   responses={204: None, **problems(*BODY, 401, 403, 404, 429)},
+                   description="Deletes the account; asks for the password again (403 `wrong-password` when wrong).")
     def delete(self, request):
         data = self.DeleteSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -140,6 +181,9 @@ class JwksApi(APIView):
     authentication_classes: list = []
     permission_classes: list = []
 
+    @extend_schema(operation_id="jwks", tags=["auth"], responses={200: inline_serializer("Jwks", fields={
+        "keys": serializers.ListField(child=serializers.DictField(), help_text="Public JWKs (OKP/Ed25519)."),
+    })})
     def get(self, request):
         response = Response(keys.jwks())
         response["Cache-Control"] = "public, max-age=300"

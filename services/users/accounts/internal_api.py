@@ -1,14 +1,24 @@
+import re
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
 from accounts import selectors
 from accounts.api import ProfileSummarySerializer
 from shared.internal import InternalApiView, parse_id_list
+from shared.openapi import problems
+
+NAME = re.compile(r"[A-Za-z0-9_]{1,30}", re.ASCII)
+SUMMARIES = inline_serializer("ProfileSummaryList", fields={"results": ProfileSummarySerializer(many=True)})
 
 
 class UsersBatchApi(InternalApiView):
     """GET /internal/v1/users?ids=1,2,3 → the profiles that exist, in one query."""
 
+    @extend_schema(operation_id="internal_users_batch", tags=["internal"], parameters=[OpenApiParameter(
+        "ids", {"type": "string", "pattern": r"^[0-9]{1,19}(,[0-9]{1,19}){0,99}$"}, OpenApiParameter.QUERY, required=True,
+        description="1 to 100 comma-separated user ids.")], responses={200: SUMMARIES, **problems(400, 401, 403)})
     def get(self, request):
         ids = parse_id_list(request.query_params.get("ids"))
         rows = selectors.summaries_by_ids(ids=ids)
@@ -18,9 +28,13 @@ class UsersBatchApi(InternalApiView):
 class UsersByUsernameApi(InternalApiView):
     """GET /internal/v1/users/by-username?usernames=a,b → profiles of the names that exist (mentions)."""
 
+    @extend_schema(operation_id="internal_users_by_username", tags=["internal"], parameters=[OpenApiParameter(
+        "usernames", {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,30}(,[A-Za-z0-9_]{1,30}){0,99}$"},
+        OpenApiParameter.QUERY, required=True, description="1 to 100 comma-separated usernames.")],
+        responses={200: SUMMARIES, **problems(400, 401, 403)})
     def get(self, request):
         names = [n for n in (request.query_params.get("usernames") or "").split(",") if n]
-        if not names or len(names) > 100 or any(len(n) > 30 for n in names):
+        if not names or len(names) > 100 or not all(NAME.fullmatch(n) for n in names):
             raise ValidationError({"usernames": ["Give 1 to 100 comma-separated usernames."]})
         rows = selectors.summaries_by_usernames(usernames=names)
         return Response({"results": ProfileSummarySerializer(rows, many=True).data})

@@ -1,5 +1,7 @@
 """Login and registration throttles: per client IP and per account name tried, in Redis."""
 
+import hashlib
+
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
@@ -26,7 +28,9 @@ class LoginAccountThrottle(_SettingsRateThrottle):
         login = data.get("username") or data.get("email") or data.get("login")
         if not isinstance(login, str) or not login:
             return None
-        return self.cache_format % {"scope": self.scope, "ident": login.strip().lower()[:254]}
+        # hashed: the name tried is arbitrary client text (spaces, control characters, 254+ bytes), not a cache key
+        ident = hashlib.sha256(login.strip().lower()[:254].encode()).hexdigest()
+        return self.cache_format % {"scope": self.scope, "ident": ident}
 
 
 class AccountDeleteThrottle(_SettingsRateThrottle):

@@ -1,23 +1,50 @@
+import re
+
 from accounts import selectors as account_selectors
 from accounts.api import ProfileSummarySerializer, PublicProfileSerializer
-from rest_framework import status
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from follows import selectors, services
 from shared.idempotency import idempotent
+from shared.openapi import CURSOR_PARAMETERS, IDEMPOTENCY_KEY, USERNAME_PATH, USERNAME_PATTERN, page_of, problems
 from shared.pagination import page_request, page_response
 from shared.problems import Problem
 
+USERNAME_RE = re.compile(USERNAME_PATTERN.strip("^$"), re.ASCII)
+
+
+def _no_such_user(username: str) -> Problem:
+    return Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
+
+
+def _valid_name(username: str) -> str:
+    """A path segment that cannot be a username names no user: 404 before any cache key or query is
+    built from it (a NUL byte is refused by Postgres; spaces and 250+ bytes by cache-key validation)."""
+    if not USERNAME_RE.fullmatch(username):
+        raise _no_such_user(username)
+    return username
+
 
 def _user_or_404(username: str) -> dict:
-    profile = account_selectors.profile_by_username(username=username)
+    profile = account_selectors.profile_by_username(username=_valid_name(username))
     if profile is None:
-        raise Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
+        raise _no_such_user(username)
     return profile
 
 
+class UserProfileSerializer(PublicProfileSerializer):
+    is_following = serializers.BooleanField(help_text="Whether the caller follows this user.")
+
+
+FOLLOW_RESULT = inline_serializer("FollowResult", fields={"following": serializers.BooleanField()})
+
+
 class UserDetailApi(APIView):
+    @extend_schema(operation_id="users_get", tags=["users"], parameters=[USERNAME_PATH],
+                   responses={200: UserProfileSerializer, **problems(401, 404)})
     def get(self, request, username: str):
         profile = _user_or_404(username)
         body = PublicProfileSerializer(profile).data
@@ -27,14 +54,19 @@ class UserDetailApi(APIView):
 
 
 class FollowApi(APIView):
+    @extend_schema(operation_id="users_follow", tags=["follows"], request=None, parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
+                   responses={201: FOLLOW_RESULT, 200: FOLLOW_RESULT, **problems(400, 401, 404, 409, 422)},
+                   description="Idempotent: 201 when the follow is new, 200 when it already existed.")
     @idempotent(scope="users.follow")
     def post(self, request, username: str):
-        created = services.follow_create(follower_id=request.user.id, followee_username=username)
+        created = services.follow_create(follower_id=request.user.id, followee_username=_valid_name(username))
         return Response({"following": True}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @extend_schema(operation_id="users_unfollow", tags=["follows"], parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(400, 401, 404, 409, 422)})
     @idempotent(scope="users.unfollow")
     def delete(self, request, username: str):
-        services.follow_delete(follower_id=request.user.id, followee_username=username)
+        services.follow_delete(follower_id=request.user.id, followee_username=_valid_name(username))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -54,12 +86,16 @@ def _profile_list(request, username: str, *, selector, prefix: str, salt: str) -
 
 
 class FollowersApi(APIView):
+    @extend_schema(operation_id="users_followers", tags=["follows"], parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
+                   responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)})
     def get(self, request, username: str):
         return _profile_list(request, username, selector=selectors.followers_page, prefix="follower",
                              salt="followers")
 
 
 class FollowingApi(APIView):
+    @extend_schema(operation_id="users_following", tags=["follows"], parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
+                   responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)})
     def get(self, request, username: str):
         return _profile_list(request, username, selector=selectors.following_page, prefix="followee",
                              salt="following")

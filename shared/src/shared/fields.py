@@ -32,7 +32,8 @@ class IdField(serializers.Field):
         if isinstance(data, bool) or not isinstance(data, (str, int)):
             self.fail("invalid")
         text = str(data)
-        if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) >= 2**63 or int(text) == 0:
+        # canonical decimal only ("007" is not an id): what the API writes, and what its schema documents
+        if not text.isascii() or not text.isdigit() or len(text) > 19 or int(text) >= 2**63 or text[0] == "0":
             self.fail("invalid")
         return int(text)
 
