@@ -1,17 +1,23 @@
 """Feed benchmark (not a test; prints figures): home-timeline reads at 1× and 10× data, the
 monolith's pull-model SQL on the same data, and fan-out time for a post by a 100k-follower author.
 
-    python bench/feed_bench.py                       # 100k users / 1M posts, then 10×
+    python bench/feed_bench.py                       # 100k users / 1M posts and 1M / 10M, alternating rounds
     python bench/feed_bench.py --users 10000 --posts 100000 --factors 1,10   # a quicker run
     python bench/feed_bench.py --fanout-only --fanout-runs 3                  # fan-out mode: 100k followers
 
-Fan-out mode skips the read benchmarks; it posts as the 100k-follower author --fanout-runs times
-(the median is the figure) and prints, per post, the end-to-end time and its phases from the feed worker's `fanout-phase`
-log lines (follower page fetch, queue wait, Postgres insert, Redis write).
-
-Each scale gets its own embedded Postgres + Redis, data from bench/feed_datagen.py, the users
+Every scale gets its own embedded Postgres + Redis, data from bench/feed_datagen.py, the users
 and feed services under gunicorn (gthread, as in production), a feed Celery worker, and the
-pull-model app. Load: wrk with a Lua script rotating the access tokens of READERS users.
+pull-model app, and **all scales stay up at once** (RAM permitting: 1M / 10M takes ~15 GB with its
+generator). Once every scale's data is loaded and settled (no autovacuum, no AOF rewrite) and
+warmed the same way, wrk runs every target (feed and pull at each scale) for --seconds in
+--rounds alternating rounds (reversed order every other round, as bench/gateway_bench.py), so a
+neighbour's burst on this shared machine lands on every scale alike; the medians per target and
+their ratios are reported with `uptime` per round. Load: wrk with a Lua script rotating the
+access tokens of READERS users.
+
+Fan-out mode skips the read benchmarks; it posts as the 100k-follower author --fanout-runs times
+(the median is the figure) and prints, per post, the end-to-end time and its phases from the feed
+worker's `fanout-phase` log lines (follower page fetch, queue wait, Postgres insert, Redis write).
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,10 +182,15 @@ def warm(scale: Scale, args) -> None:
     """The same warm-up for every scale: every reader's first page once through the feed (profile
     cache, post cache, Postgres buffers of the indexes it touches) and the pull app, then a short
     wrk run of each."""
-    with httpx.Client(timeout=30) as client:
-        for reader, token in zip(scale.readers, scale.tokens, strict=True):
+    started = time.monotonic()
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client, \
+            ThreadPoolExecutor(max_workers=16) as pool:
+        def both(reader: int, token: str) -> None:
             client.get(scale.feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
             client.get(f"{scale.pull_url}/?limit=20&user={reader}").raise_for_status()
+
+        list(pool.map(both, scale.readers, scale.tokens))
+    print(f"  {scale.factor}×: every reader's page read once in {time.monotonic() - started:.0f} s", flush=True)
     for name, url, lua in targets_of(scale):
         wrk.run(name, url, lua=lua, seconds=args.warmup, connections=args.connections)
 

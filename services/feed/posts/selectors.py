@@ -35,7 +35,7 @@ def author_posts_page(*, author_id: int, before_id: int | None, limit: int) -> l
 def recent_post_ids_by_authors(*, author_ids: list[int], before_id: int | None, limit: int) -> list[tuple[int, int]]:
     """(post id, author id) of the newest posts of these authors, newest first (follow backfill,
     demotion backfill: one author). The feed read's big-author merge is
-    timelines.selectors.big_followees_recent_ids (one LATERAL query)."""
+    timelines.selectors.big_authors_recent_ids (LATERAL, bounded per author)."""
     if not author_ids:
         return []
     rows = Post.objects.filter(author_id__in=author_ids)

@@ -19,25 +19,32 @@ def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int
     return list(rows.order_by("-post_id").values_list("post_id", flat=True)[:count])
 
 
-# The big-author merge in one statement: the reader's big followees (primary key prefix of
-# timelines_bigauthorfollow), and for each of them, LATERAL, only its newest `count` posts below
-# the cursor (a backward range scan of post_author_id_idx that stops after `count` rows), merged
-# and cut to `count`. The cost is (big followees) × (page size) index entries, whatever the size of
-# posts_post or how many posts a big author has written; a reader with no big followee pays one
-# primary-key probe. (author_id IN (…) ORDER BY id DESC instead reads *every* post of those
-# authors and sorts them: it grows with their history.)
+_BIG_SQL = f"SELECT author_id FROM {BigAuthorFollow._meta.db_table} WHERE user_id = %s"
+
+# The big-author merge: for each big followee, LATERAL, only its newest `count` posts below the
+# cursor (a backward range scan of post_author_id_idx that stops after `count` rows), merged and
+# cut to `count`. It reads (big followees × page size) index entries at most, whatever the size of
+# posts_post or how long the authors' histories are. (`author_id IN (…) ORDER BY id DESC LIMIT n`
+# reads *every* post of those authors and sorts them: it grows with their history.)
 _BIG_MERGE_SQL = (
-    f"SELECT p.id FROM {BigAuthorFollow._meta.db_table} b CROSS JOIN LATERAL ("
+    f"SELECT p.id FROM unnest(%s::bigint[]) AS b(author_id) CROSS JOIN LATERAL ("
     f"SELECT id FROM {Post._meta.db_table} WHERE author_id = b.author_id AND id < %s ORDER BY id DESC LIMIT %s) p "
-    "WHERE b.user_id = %s ORDER BY p.id DESC LIMIT %s")
+    "ORDER BY p.id DESC LIMIT %s")
 _NO_CURSOR = 2**63 - 1
 
 
-def big_followees_recent_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
-    """Newest post ids (below before_id) of the big authors this reader follows: one query, run on
-    every feed read. Raw SQL on the hot path: see posts.selectors.liked_post_ids."""
+def big_followees(*, user_id: int) -> list[int]:
+    """The big authors this reader follows (primary key prefix). Raw SQL on the hot path: see
+    posts.selectors.liked_post_ids."""
     with connection.cursor() as cursor:
-        cursor.execute(_BIG_MERGE_SQL, [before_id if before_id is not None else _NO_CURSOR, count, user_id, count])
+        cursor.execute(_BIG_SQL, [user_id])
+        return [row[0] for row in cursor.fetchall()]
+
+
+def big_authors_recent_ids(*, author_ids: list[int], before_id: int | None, count: int) -> list[int]:
+    """Newest post ids (below before_id) of these big authors, newest first: one bounded query."""
+    with connection.cursor() as cursor:
+        cursor.execute(_BIG_MERGE_SQL, [author_ids, before_id if before_id is not None else _NO_CURSOR, count, count])
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -53,8 +60,10 @@ def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> lis
         built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
     if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
         ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
-    merged = big_followees_recent_ids(user_id=user_id, before_id=before_id, count=count)
-    if merged:  # a post both fanned out and merged (an author being demoted) appears once
+    big = big_followees(user_id=user_id)  # one primary-key probe; most readers follow no big author
+    if big:
+        merged = big_authors_recent_ids(author_ids=big, before_id=before_id, count=count)
+        # a post both in the timeline and merged (an author being demoted) appears once
         ids = sorted(set(ids).union(merged), reverse=True)[:count]
     return ids
 
