@@ -1,16 +1,65 @@
 from authors.client import users_client
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from posts import selectors, services
-from shared.fields import StrictCharField
+from shared.fields import IdField, StrictCharField
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
 from shared.idempotency import idempotent
+from shared.openapi import (
+    BODY,
+    CURSOR_PARAMETERS,
+    IDEMPOTENCY_KEY,
+    USERNAME_PATTERN,
+    id_path,
+    page_of,
+    problems,
+    trimmed_text,
+)
 from shared.pagination import PageRequest, page_request, page_response
 from shared.problems import Problem
 
 MAX_ID = 2**63 - 1
+POST_ID = id_path("post_id", "post")
+
+
+# Schema only: the author embedded in a post (authors.selectors)
+class AuthorSerializer(serializers.Serializer):
+    id = IdField()
+    username = serializers.CharField(help_text="Empty for a placeholder.")
+    display_name = serializers.CharField()
+    avatar_url = serializers.CharField()
+    placeholder = serializers.BooleanField(help_text="True when the users service could not be reached.")
+
+
+# Schema only: a post as posts.selectors.posts_render writes it
+class PostSerializer(serializers.Serializer):
+    id = IdField()
+    author = AuthorSerializer()
+    body = serializers.CharField()
+    mentions = serializers.ListField(child=serializers.CharField(), help_text="Usernames mentioned with @.")
+    like_count = serializers.IntegerField(min_value=0)
+    liked_by_me = serializers.BooleanField()
+    created_at = serializers.DateTimeField()
+
+
+@extend_schema_field(trimmed_text(1, services.MAX_BODY))
+class PostBodyField(StrictCharField):
+    pass  # schema only: what post_create accepts, 1 to MAX_BODY characters once trimmed
+
+
+# Schema only: the body of POST /api/v1/posts (InputSerializer checks its type, post_create its length)
+class PostCreateSerializer(serializers.Serializer):
+    body = PostBodyField(help_text="1–500 characters once trimmed; `@username` mentions notify those users.")
+
+    class Meta:
+        ref_name = "PostCreate"
+
+
+LIKE_RESULT = inline_serializer("LikeResult", fields={"liked": serializers.BooleanField(),
+                                                      "like_count": serializers.IntegerField(min_value=0)})
 
 
 def parse_post_id(raw: str) -> int:
@@ -36,6 +85,8 @@ class PostListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         body = StrictCharField(max_length=None, allow_blank=True, trim_whitespace=False)
 
+    @extend_schema(operation_id="posts_create", tags=["posts"], request=PostCreateSerializer, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: PostSerializer, **problems(*BODY, 401, 409, 422, 503)})
     @idempotent(scope="posts.create")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -44,6 +95,10 @@ class PostListCreateApi(APIView):
         row = selectors.post_by_id(post_id=post.id)
         return Response(_render_one(row, request.user.id), status=status.HTTP_201_CREATED)
 
+    @extend_schema(operation_id="posts_by_author", tags=["timelines"], parameters=[
+        OpenApiParameter("author", {"type": "string", "pattern": USERNAME_PATTERN}, OpenApiParameter.QUERY,
+                         required=True, description="Username whose posts to list, newest first."), *CURSOR_PARAMETERS],
+        responses={200: page_of(PostSerializer), **problems(400, 401, 404, 503)})
     def get(self, request):
         """User timeline: GET /api/v1/posts?author={username}."""
         username = request.query_params.get("author", "")
@@ -69,23 +124,32 @@ class PostListCreateApi(APIView):
 
 
 class PostDetailApi(APIView):
+    @extend_schema(operation_id="posts_get", tags=["posts"], parameters=[POST_ID],
+                   responses={200: PostSerializer, **problems(401, 404)})
     def get(self, request, post_id: str):
         row = selectors.post_by_id(post_id=parse_post_id(post_id))
         if row is None:
             raise Problem(404, "not-found", "No such post.", title="Not found")
         return Response(_render_one(row, request.user.id))
 
+    @extend_schema(operation_id="posts_delete", tags=["posts"], parameters=[POST_ID],
+                   responses={204: None, **problems(401, 403, 404)})
     def delete(self, request, post_id: str):
         services.post_delete(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PostLikeApi(APIView):
+    @extend_schema(operation_id="posts_like", tags=["likes"], request=None, parameters=[POST_ID],
+                   responses={201: LIKE_RESULT, 200: LIKE_RESULT, **problems(401, 404)},
+                   description="Idempotent: 201 when the like is new, 200 when it already existed.")
     def post(self, request, post_id: str):
         created, count = services.like_create(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response({"liked": True, "like_count": count},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
+    @extend_schema(operation_id="posts_unlike", tags=["likes"], parameters=[POST_ID],
+                   responses={204: None, **problems(401, 404)})
     def delete(self, request, post_id: str):
         services.like_delete(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response(status=status.HTTP_204_NO_CONTENT)
