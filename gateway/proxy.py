@@ -113,7 +113,6 @@ def _match_request(data: bytes):
 
 
 _rid_seq = cython.declare(cython.ulonglong, 0)
-_HEX = b"0123456789abcdef"
 
 
 @cython.ccall
@@ -129,7 +128,7 @@ def request_id(gw) -> bytes:
         return b"%s%010x" % (prefix, _rid_seq & 0xFFFFFFFFFF)
     buf = cython.declare(cython.char[24])
     src: cython.p_char = prefix
-    hx: cython.p_char = _HEX
+    hx: cython.p_char = b"0123456789abcdef"
     i: cython.int
     for i in range(14):
         buf[i] = src[i]
