@@ -46,3 +46,9 @@ bench-users: $(STAMP) $(EXT)
 
 clean:
 	rm -rf .run
+
+# schemathesis over every service's OpenAPI schema with more examples than `make test` uses
+# (FUZZ_EXAMPLES per operation, default 300; docs/api-schema.md)
+.PHONY: fuzz
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python dev/testrun.py users notifications feed -- -k test_api_conforms --timeout=3600
