@@ -112,11 +112,34 @@ def _match_request(data: bytes):
     return m.group(1), m.group(2), block, host, authz
 
 
+@cython.cclass
+class GatewayBase:
+    """The per-process state the data path reads on every request, as C fields when compiled
+    (server.Gateway subclasses it and sets them; everything else stays in its __dict__)."""
+
+    settings = cython.declare(object, visibility="public")
+    route_cache = cython.declare(dict, visibility="public")  # (method, path) -> Route | False
+    clusters = cython.declare(dict, visibility="public")
+    draining = cython.declare(cython.bint, visibility="public")
+    access_log = cython.declare(cython.bint, visibility="public")
+    log_buf = cython.declare(list, visibility="public")
+    retry_tokens = cython.declare(cython.double, visibility="public")
+    retry_cap = cython.declare(cython.double, visibility="public")
+    retry_per_request = cython.declare(cython.double, visibility="public")
+    pool_size = cython.declare(cython.Py_ssize_t, visibility="public")  # settings.pool_size
+    keepalive_timeout = cython.declare(cython.double, visibility="public")  # settings.keepalive_timeout
+    verifier = cython.declare(object, visibility="public")
+    limiter = cython.declare(object, visibility="public")
+    _rid_prefix = cython.declare(bytes, visibility="public")
+
+
 _rid_seq = cython.declare(cython.ulonglong, 0)
+_log_ts = cython.declare(cython.longlong, -1)  # access log: the last millisecond formatted ...
+_log_ts_str = cython.declare(str, "")  # ... and its text
 
 
 @cython.ccall
-def request_id(gw) -> bytes:
+def request_id(gw: GatewayBase) -> bytes:
     """X-Request-ID: the gateway's 14 random hex digits + a 10-hex-digit per-process counter
     (unique, and no syscall per request). Compiled, written into a C buffer."""
     global _rid_seq
@@ -140,11 +163,11 @@ def request_id(gw) -> bytes:
 
 
 @cython.cfunc
-def _release(gw, conn: UpstreamConn):
+def _release(gw: GatewayBase, conn: UpstreamConn):
     """A finished exchange's upstream connection back to its replica's pool (or closed)."""
     rep = conn.replica
     idle: list = rep.idle
-    if conn.closed or rep.removed or gw.draining or len(idle) >= gw.settings.pool_size:
+    if conn.closed or rep.removed or gw.draining or len(idle) >= gw.pool_size:
         conn.close()
     else:
         conn.client = None
@@ -393,6 +416,7 @@ def _scan_response(data: bytes, end: cython.Py_ssize_t):
 
 
 @cython.final
+@cython.freelist(64)  # compiled: freed Req structs are reused, no malloc/free per request
 @cython.cclass
 class Req:
     """State of one request: a C struct when compiled (fields declared below, public so that
@@ -469,7 +493,7 @@ class UpstreamConn:
     by duck typing (an extension type cannot subclass asyncio.Protocol; loops only call methods)."""
 
     replica = cython.declare(object, visibility="public")
-    gw = cython.declare(object, visibility="public")
+    gw = cython.declare(GatewayBase, visibility="public")
     transport = cython.declare(object, visibility="public")
     parser = cython.declare(object, visibility="public")
     client = cython.declare(object, visibility="public")  # the ClientConn being answered
@@ -657,7 +681,7 @@ class ClientConn:
     """One client connection; requests are answered in order (pipelining is queued). An asyncio
     protocol by duck typing, like UpstreamConn."""
 
-    gw = cython.declare(object, visibility="public")
+    gw = cython.declare(GatewayBase, visibility="public")
     transport = cython.declare(object, visibility="public")
     parser = cython.declare(object, visibility="public")
     req = cython.declare(Req, visibility="public")  # being parsed
@@ -699,7 +723,7 @@ class ClientConn:
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport):
         self.transport = transport
-        gw = self.gw
+        gw: GatewayBase = self.gw
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer = peer[0]
@@ -876,7 +900,7 @@ class ClientConn:
     def on_headers_complete(self):
         r: Req = self.req
         p = self.parser
-        gw = self.gw
+        gw: GatewayBase = self.gw
         r.mbytes = p.get_method()
         r.method = r.mbytes.decode("ascii", "replace")
         r.http11 = p.get_http_version() == "1.1"
@@ -931,7 +955,7 @@ class ClientConn:
         if r.discard:
             r.body = None
         if self.active is None and not self.queue:
-            self.read_deadline = time.monotonic() + self.gw.settings.keepalive_timeout
+            self.read_deadline = time.monotonic() + self.gw.keepalive_timeout
         else:
             self.read_deadline = 0.0
             if self.active is not None and self.queue:
@@ -954,7 +978,7 @@ class ClientConn:
 
     @cython.ccall
     def _start(self, r: Req):
-        gw = self.gw
+        gw: GatewayBase = self.gw
         url = r.url
         if not url.startswith(b"/"):
             return self._error(r, 400, "request target must be an absolute path")
@@ -1021,7 +1045,7 @@ class ClientConn:
 
     @cython.ccall
     def _limit(self, r: Req):
-        gw = self.gw
+        gw: GatewayBase = self.gw
         rl = r.route.ratelimit
         if rl is None or gw.limiter is None:
             return self._dispatch(r)
@@ -1059,7 +1083,7 @@ class ClientConn:
 
     @cython.ccall
     def _dispatch(self, r: Req):
-        gw = self.gw
+        gw: GatewayBase = self.gw
         cluster = gw.clusters.get(r.route.service)
         if cluster is None or not cluster.replicas:
             return self._error(r, 503, f"no replicas available for service {r.route.service}")
@@ -1089,7 +1113,7 @@ class ClientConn:
         gw.loop.create_task(self._connect(r, rep, cluster))
 
     async def _connect(self, r: Req, rep, cluster):
-        gw = self.gw
+        gw: GatewayBase = self.gw
         try:
             _, conn = await asyncio.wait_for(
                 gw.loop.create_connection(functools.partial(UpstreamConn, rep, gw), rep.host, rep.port),
@@ -1196,7 +1220,7 @@ class ClientConn:
         r: Req = conn.req
         if r is not self.active:
             return
-        gw = self.gw
+        gw: GatewayBase = self.gw
         cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
         if status >= 500:
             cluster.failure(r.replica, "5xx")
@@ -1245,7 +1269,7 @@ class ClientConn:
         if r is not self.active:
             conn.close()
             return
-        gw = self.gw
+        gw: GatewayBase = self.gw
         rep = r.replica
         if status >= 500:
             cluster = gw.clusters.get(r.route.service) or gw.cluster_of(rep)
@@ -1325,7 +1349,7 @@ class ClientConn:
             self.closed = True
             self.transport.abort()  # truncated answer: the client must see a broken response
             return
-        gw = self.gw
+        gw: GatewayBase = self.gw
         cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
         self._unbind(r)
         cluster.failure(r.replica, "reset")
@@ -1351,11 +1375,11 @@ class ClientConn:
         if self.queue:
             self._next()
         elif self.req is None:
-            self.read_deadline = time.monotonic() + self.gw.settings.keepalive_timeout
+            self.read_deadline = time.monotonic() + self.gw.keepalive_timeout
 
     @cython.ccall
     def _record(self, r: Req, upstream: str):
-        gw = self.gw
+        gw: GatewayBase = self.gw
         dur: cython.double = _monotonic() - r.start
         route = r.route
         label = route.label if route is not None else "-"
@@ -1384,11 +1408,15 @@ class ClientConn:
             client = r.client_ip or self.peer
             # one JSON line (ACCESS_FIELDS); ts to the ms, duration to 10 us, from integers (cheaper
             # than float formatting)
+            global _log_ts, _log_ts_str
             ts_ms: cython.double = _time() * 1000.0 + 0.5
             ts: cython.longlong = int(ts_ms)
+            if ts != _log_ts:  # many requests share a millisecond: format it once
+                _log_ts = ts
+                _log_ts_str = f"{ts // 1000}.{ts % 1000:03d}"
             d: cython.longlong = int(dur * 100000.0 + 0.5)
             gw.log_buf.append(
-                f'{{"ts":{ts // 1000}.{ts % 1000:03d},"method":"{r.method}","path":"{path}","route":{route_json},'
+                f'{{"ts":{_log_ts_str},"method":"{r.method}","path":"{path}","route":{route_json},'
                 f'"status":{r.status},"upstream":"{upstream}","duration_ms":{d // 100}.{d % 100:02d},'
                 f'"request_id":"{rid}","user":{user},"client":"{client}","tries":{r.tries}}}\n')
 
@@ -1475,7 +1503,7 @@ class ClientConn:
             r: Req = self.active
             if r is None:
                 return
-            gw = self.gw
+            gw: GatewayBase = self.gw
             if r.replica is not None:
                 cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
                 cluster.failure(r.replica, "timeout")

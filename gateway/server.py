@@ -16,7 +16,7 @@ import time
 import uvloop
 
 from . import PROXY_MODE, admin, auth, config, httpclient, metrics, proxy
-from .proxy import ClientConn
+from .proxy import ClientConn, GatewayBase
 from .ratelimit import RedisLimiter
 from .upstream import Cluster
 
@@ -24,7 +24,10 @@ log = logging.getLogger("gateway")
 TICK = 0.1
 
 
-class Gateway:
+class Gateway(GatewayBase):
+    """The per-process state. What the data path reads per request is declared on GatewayBase
+    (C fields when proxy.py is compiled)."""
+
     def __init__(self, settings: config.Settings, loop):
         self.loop = loop
         self.settings = settings
@@ -53,7 +56,9 @@ class Gateway:
         """Install a (re)loaded configuration. In-flight requests keep the objects they hold."""
         self.settings = s
         self.routes = list(s.routes)
-        self.route_cache: dict = {}  # (method, path) -> Route | False (404); see ClientConn._start
+        self.route_cache = {}  # (method, path) -> Route | False (404); see ClientConn._start
+        self.pool_size = s.pool_size
+        self.keepalive_timeout = s.keepalive_timeout
         self.blocked = s.blocked
         self.blocked_re = re.compile("^(?:" + "|".join(re.escape(b) for b in s.blocked) + ")(?:[/?]|$)")
         self.access_log = s.access_log
