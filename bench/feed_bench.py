@@ -187,12 +187,15 @@ def warm(scale: Scale, args) -> None:
             ThreadPoolExecutor(max_workers=16) as pool:
         def both(reader: int, token: str) -> None:
             client.get(scale.feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
-            client.get(f"{scale.pull_url}/?limit=20&user={reader}").raise_for_status()
+            pulled = client.get(f"{scale.pull_url}/?limit=20&user={reader}")
+            if pulled.status_code not in (200, 503):  # 503: over the pull app's statement timeout
+                pulled.raise_for_status()
 
         list(pool.map(both, scale.readers, scale.tokens))
     print(f"  {scale.factor}×: every reader's page read once in {time.monotonic() - started:.0f} s", flush=True)
     for name, url, lua in targets_of(scale):
         wrk.run(name, url, lua=lua, seconds=args.warmup, connections=args.connections)
+        quiesce([scale])
 
 
 def targets_of(scale: Scale) -> list[tuple[str, str, str]]:
@@ -209,6 +212,27 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def quiesce(scales: list[Scale], timeout: float = 60) -> float:
+    """Wait until no scale's Postgres runs a query older than 100 ms (a slow pull query the load
+    generator abandoned at its timeout), so one target's leftovers do not land in the next
+    target's round. Returns the seconds waited."""
+    started = time.monotonic()
+    for scale in scales:
+        conn = psycopg2.connect(scale.admin_url)
+        conn.autocommit = True
+        try:
+            while time.monotonic() - started < timeout:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+                                "AND backend_type = 'client backend' AND now() - query_start > interval '100 ms'")
+                    if not cur.fetchone()[0]:
+                        break
+                time.sleep(0.2)
+        finally:
+            conn.close()
+    return time.monotonic() - started
+
+
 def measure(scales: list[Scale], args) -> dict[str, list[wrk.Result]]:
     """Alternating rounds (as bench/gateway_bench.py): every round runs every target once, in the
     reverse order every other round, so a neighbour's burst lands on all scales alike."""
@@ -218,9 +242,11 @@ def measure(scales: list[Scale], args) -> dict[str, list[wrk.Result]]:
     for i in range(args.rounds):
         order = targets if i % 2 == 0 else list(reversed(targets))
         for name, url, lua in order:
+            waited = quiesce(scales)
             result = wrk.run(name, url, lua=lua, seconds=args.seconds, connections=args.connections)
             runs[name].append(result)
-            print(f"  round {i + 1}: {result.row()}", flush=True)
+            print(f"  round {i + 1}: {result.row()}" + (f" (after {waited:.1f} s of quiescing)" if waited > 1 else ""),
+                  flush=True)
         print(f"  round {i + 1} done; {uptime()}", flush=True)
     return runs
 

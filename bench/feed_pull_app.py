@@ -10,6 +10,7 @@ import threading
 from urllib.parse import parse_qs
 
 import psycopg2
+import psycopg2.errors
 
 _local = threading.local()
 QUERY = """
@@ -22,10 +23,17 @@ ORDER BY p.id DESC LIMIT %(limit)s
 """
 
 
+# A query must not outlive the request the load generator gave up on (wrk --timeout 5 s): at 10M
+# posts some readers' pull query runs for seconds, and abandoned ones kept the database busy into the
+# next benchmark round. Cancelled queries answer 503 (wrk counts them as errors).
+STATEMENT_TIMEOUT_MS = int(os.environ.get("PULL_STATEMENT_TIMEOUT_MS", "5000"))
+
+
 def _conn():
     conn = getattr(_local, "conn", None)
     if conn is None:
-        conn = _local.conn = psycopg2.connect(os.environ["PULL_DATABASE_URL"])
+        conn = _local.conn = psycopg2.connect(os.environ["PULL_DATABASE_URL"],
+                                              options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
         conn.autocommit = True
     return conn
 
@@ -33,9 +41,13 @@ def _conn():
 def application(environ, start_response):
     query = parse_qs(environ.get("QUERY_STRING", ""))
     user, limit = int(query["user"][0]), int(query.get("limit", ["20"])[0])
-    with _conn().cursor() as cur:
-        cur.execute(QUERY, {"user": user, "limit": limit})
-        rows = cur.fetchall()
+    try:
+        with _conn().cursor() as cur:
+            cur.execute(QUERY, {"user": user, "limit": limit})
+            rows = cur.fetchall()
+    except psycopg2.errors.QueryCanceled:
+        start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", "9")])
+        return [b"timed out"]
     body = json.dumps({"results": [{
         "id": str(r[0]), "author": {"id": str(r[1]), "username": r[5], "display_name": r[6], "avatar_url": r[7]},
         "body": r[2], "like_count": r[3], "liked_by_me": r[8], "created_at": r[4].isoformat()} for r in rows]}).encode()

@@ -266,7 +266,8 @@ def demotion_backfill(*, author_id: int, post_ids: list[int], user_ids: list[int
         if author_is_big(author_id=author_id):
             return []
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id FROM {Post._meta.db_table} WHERE id = ANY(%s) AND author_id = %s FOR SHARE",
+            cursor.execute(f"SELECT id FROM {Post._meta.db_table} WHERE id = ANY(%s) AND author_id = %s "
+                           "ORDER BY id DESC FOR SHARE",
                            [list(post_ids), author_id])
             live = [row[0] for row in cursor.fetchall()]
             if live:

@@ -235,6 +235,21 @@ def test_feed_query_budget_with_big_followees_is_one_more_query(person):
     with QueryCounter() as warm:
         assert feed_ids(fan, limit=5) == posted[::-1][:5]
     assert len(warm) == 3, [q["sql"] for q in warm]  # big followees, their merged posts (one query), liked_by_me
+    seen, cursor = [], None
+    while True:  # paging through the merge below each cursor: every post once, in order
+        body = fan.api.get("/api/v1/feed", {"limit": 5, **({"cursor": cursor} if cursor else {})}).json()
+        seen += [int(p["id"]) for p in body["results"]]
+        cursor = body["next_cursor"]
+        if not cursor:
+            break
+    assert seen == posted[::-1]
+    for star in stars[1:]:
+        fan.unfollow(star)
+        services.unfollow_apply(follower_id=fan.id, followee_id=star.id)
+    assert feed_ids(fan, limit=3) == posted[9::-3][:3]  # stars[0] is left: the single-author query
+    body = fan.api.get("/api/v1/feed", {"limit": 3}).json()
+    assert [int(p["id"]) for p in fan.api.get("/api/v1/feed", {"limit": 3, "cursor": body["next_cursor"]}).json()[
+        "results"]] == [posted[0]]
 
 
 def test_cached_posts_keep_like_counts_and_liked_by_me_exact_and_deleted_posts_out(
@@ -315,6 +330,11 @@ def test_explain_big_author_merge_is_a_bounded_scan_per_big_author():
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Index Scan Backward using post_author_id_idx" in plan or "Index Only Scan using post_author_id_idx" in plan, plan
     assert plan.count("Limit") == 2, plan  # the outer page and the per-author cut
+    with connection.cursor() as cursor:
+        cursor.execute("EXPLAIN " + selectors._ONE_BIG_SQL, [1, 10**18, 21])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Scan Backward using post_author_id_idx" in plan or "Index Only Scan using post_author_id_idx" in plan, plan
+    assert "Sort" not in plan, plan
 
 
 def test_home_timeline_ids_selector_merges_without_duplicates(person):
