@@ -34,15 +34,23 @@ def main() -> int:
 
     os.chdir(ROOT)
     exts = [Extension(f"gateway.{name}", [f"gateway/{name}.py"], extra_compile_args=["-O2"]) for name in MODULES]
+    hashes = {name: source_hash(name) for name in MODULES}  # what is compiled, read before compiling
     with tempfile.TemporaryDirectory(prefix="gateway-build-") as tmp:
+        lib = Path(tmp) / "lib"
         setup(
             name="gateway-ext",
             ext_modules=cythonize(exts, language_level=3, quiet=True, build_dir=tmp,
                                   compiler_directives={"binding": False, "embedsignature": False}),
-            script_args=["-q", "build_ext", "--inplace", "--build-temp", tmp, "--build-lib", tmp],
+            script_args=["-q", "build_ext", "--build-temp", tmp, "--build-lib", str(lib)],
         )
+        # os.replace, not a copy over the old file: a running gateway keeps its mapping of the
+        # old extension (overwriting a loaded .so in place can crash it); readers never see half
+        for built in (lib / "gateway").iterdir():
+            os.replace(built, HERE / built.name)
     for name in MODULES:
-        (HERE / f"{name}.build").write_text(source_hash(name) + "\n")
+        tmp_stamp = HERE / f".{name}.build.tmp"
+        tmp_stamp.write_text(hashes[name] + "\n")
+        os.replace(tmp_stamp, HERE / f"{name}.build")
     print(f"gateway: compiled {', '.join(MODULES)} with Cython", file=sys.stderr)
     return 0
 
