@@ -7,7 +7,8 @@ from rest_framework.views import APIView
 from devices import services
 from devices.models import Device
 from shared.fields import IdField, StrictCharField
-from shared.openapi import BODY, path_parameter, problems
+from shared.idempotency import idempotent
+from shared.openapi import BODY, IDEMPOTENCY_KEY, path_parameter, problems
 from shared.problems import Problem
 
 TOKEN_PATTERN = r"^[A-Za-z0-9_:.\-]+$"
@@ -31,9 +32,10 @@ class DeviceCreateApi(APIView):
         class Meta:
             ref_name = "Device"
 
-    @extend_schema(operation_id="devices_register", tags=["devices"], request=InputSerializer,
-                   responses={201: OutputSerializer, 200: OutputSerializer, **problems(*BODY, 401)},
+    @extend_schema(operation_id="devices_register", tags=["devices"], request=InputSerializer, parameters=[IDEMPOTENCY_KEY],
+                   responses={201: OutputSerializer, 200: OutputSerializer, **problems(*BODY, 401, 409, 422)},
                    description="201 for a new device token, 200 when this user had already registered it.")
+    @idempotent(scope="devices.register")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -44,8 +46,9 @@ class DeviceCreateApi(APIView):
 
 class DeviceDeleteApi(APIView):
     @extend_schema(operation_id="devices_delete", tags=["devices"], parameters=[
-        path_parameter("token", pattern=TOKEN_PATTERN, max_length=4096, description="The device's push token.")],
-        responses={204: None, **problems(401, 404)})
+        path_parameter("token", pattern=TOKEN_PATTERN, max_length=4096, description="The device's push token."),
+        IDEMPOTENCY_KEY], responses={204: None, **problems(400, 401, 404, 409, 422)})
+    @idempotent(scope="devices.delete")
     def delete(self, request, token: str):
         if len(token) > 4096:
             raise Problem(404, "not-found", "No such device for this user.", title="Not found")

@@ -8,7 +8,8 @@ from notifications import selectors, services
 from notifications.actors import actor_profiles
 from notifications.unread import unread_count
 from shared.fields import IdField, StrictBooleanField
-from shared.openapi import BODY, CURSOR_PARAMETERS, ID_PATTERN, page_of, problems
+from shared.idempotency import idempotent
+from shared.openapi import BODY, CURSOR_PARAMETERS, ID_PATTERN, IDEMPOTENCY_KEY, page_of, problems
 from shared.pagination import page_request, page_response
 
 
@@ -91,9 +92,10 @@ class MarkReadApi(APIView):
             return attrs
 
     @extend_schema(operation_id="notifications_mark_read", tags=["notifications"],
-                   request={"application/json": MARK_READ_BODY},
-                   responses={204: None, **problems(*BODY, 401)},
+                   request={"application/json": MARK_READ_BODY}, parameters=[IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(*BODY, 401, 409, 422)},
                    description="Give either `ids` (up to 1,000 of the caller's notifications) or `all: true`.")
+    @idempotent(scope="notifications.read")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -119,8 +119,9 @@ class RefreshApi(APIView):
 
 
 class LogoutApi(APIView):
-    @extend_schema(operation_id="auth_logout", tags=["auth"], request=RefreshInputSerializer,
-                   responses={204: None, **problems(*BODY, 401)})
+    @extend_schema(operation_id="auth_logout", tags=["auth"], request=RefreshInputSerializer, parameters=[IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(*BODY, 401, 409, 422)})
+    @idempotent(scope="auth.logout")
     def post(self, request):
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -167,9 +168,10 @@ class MeApi(APIView):
         user = services.user_update(user_id=request.user.id, **data.validated_data)
         return Response(OwnProfileSerializer(user).data)
 
-    @extend_schema(operation_id="users_me_delete", tags=["users"], request=DeleteSerializer,
-                   responses={204: None, **problems(*BODY, 401, 403, 404, 429)},
+    @extend_schema(operation_id="users_me_delete", tags=["users"], request=DeleteSerializer, parameters=[IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(*BODY, 401, 403, 404, 409, 422, 429)},
                    description="Deletes the account; asks for the password again (403 `wrong-password` when wrong).")
+    @idempotent(scope="users.me.delete")
     def delete(self, request):
         data = self.DeleteSerializer(data=request.data)
         data.is_valid(raise_exception=True)

@@ -36,3 +36,24 @@ def test_bad_device_is_a_problem_and_writes_nothing(register, client_for, body, 
     problem = assert_problem(response, 400, "validation-error")
     assert list(problem["errors"]) == [field]
     assert Device.objects.count() == 0
+
+
+def test_writes_accept_an_idempotency_key(register, client_for):
+    """API.md: writes accept Idempotency-Key; a replay returns the first response, another body is 422."""
+    client = client_for(register("alice"))
+    key = {"HTTP_IDEMPOTENCY_KEY": "device-1"}
+    first = client.post("/api/v1/devices", {"platform": "ios", "token": "tok:1"}, format="json", **key)
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first
+    replay = client.post("/api/v1/devices", {"platform": "ios", "token": "tok:1"}, format="json", **key)
+    assert (replay.status_code, replay["Idempotent-Replayed"], replay.json()) == (201, "true", first.json())
+    assert_problem(client.post("/api/v1/devices", {"platform": "ios", "token": "tok:2"}, format="json", **key),
+                   422, "idempotency-key-reused")
+    assert list(Device.objects.values_list("token", flat=True)) == ["tok:1"]
+
+    gone = {"HTTP_IDEMPOTENCY_KEY": "device-1-delete"}
+    assert client.delete("/api/v1/devices/tok:1", **gone).status_code == 204
+    again = client.delete("/api/v1/devices/tok:1", **gone)  # the retry of a delete that went through
+    assert (again.status_code, again["Idempotent-Replayed"]) == (204, "true")
+    assert_problem(client.delete("/api/v1/devices/tok:1"), 404, "not-found")  # without the key: it is gone
+    assert Device.objects.count() == 0
+    assert_problem(client.delete("/api/v1/devices/tok:1", HTTP_IDEMPOTENCY_KEY="\x7f"), 400, "validation-error")

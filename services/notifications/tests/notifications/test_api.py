@@ -134,3 +134,16 @@ def test_notifications_are_stored_in_monthly_partitions(deliver):
     with connection.cursor() as cursor:
         cursor.execute("SELECT tableoid::regclass::text FROM notification")
         assert cursor.fetchall() == [(partition_name(timezone.now().date().replace(day=1)),)]
+
+
+def test_mark_read_accepts_an_idempotency_key(alice_and_fans, client_for):
+    alice, _ = alice_and_fans
+    client = client_for(alice)
+    newest = Notification.objects.filter(recipient_id=alice.id).order_by("-id").first()
+    body, key = {"ids": [str(newest.id)]}, {"HTTP_IDEMPOTENCY_KEY": "read-1"}
+    assert client.post("/api/v1/notifications/read", body, format="json", **key).status_code == 204
+    replay = client.post("/api/v1/notifications/read", body, format="json", **key)
+    assert (replay.status_code, replay["Idempotent-Replayed"]) == (204, "true")
+    assert_problem(client.post("/api/v1/notifications/read", {"all": True}, format="json", **key),
+                   422, "idempotency-key-reused")
+    assert Notification.objects.filter(recipient_id=alice.id, read_at__isnull=True).count() == 2

@@ -182,3 +182,13 @@ def test_logout_cannot_revoke_someone_elses_token(make_user, client_for, api_cli
 
 def test_logout_requires_auth(api_client):
     assert_problem(api_client.post("/api/v1/auth/logout", {"refresh": "x"}, format="json"), 401, "not-authenticated")
+
+
+def test_logout_accepts_an_idempotency_key(api_client, make_user, client_for):
+    user, pair = make_user("fred")
+    client, key = client_for(user), {"HTTP_IDEMPOTENCY_KEY": "logout-1"}
+    assert client.post("/api/v1/auth/logout", {"refresh": pair.refresh}, format="json", **key).status_code == 204
+    replay = client.post("/api/v1/auth/logout", {"refresh": pair.refresh}, format="json", **key)
+    assert (replay.status_code, replay["Idempotent-Replayed"]) == (204, "true")
+    assert_problem(client.post("/api/v1/auth/logout", {"refresh": "other"}, format="json", **key), 422, "idempotency-key-reused")
+    assert_problem(api_client.post("/api/v1/auth/refresh", {"refresh": pair.refresh}, format="json"), 401, "invalid-token")

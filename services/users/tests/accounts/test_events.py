@@ -154,3 +154,13 @@ def test_publish_validates_against_the_catalogue(type_, data, match):
     with pytest.raises(EventSchemaError, match=match), transaction.atomic():
         publish(type_, data)
     assert events() == []
+
+
+def test_delete_me_with_an_idempotency_key_replays_the_204(alice, client_for):
+    client = client_for(alice)
+    body, key = {"password": PASSWORD}, {"HTTP_IDEMPOTENCY_KEY": "bye-1"}
+    assert client.delete("/api/v1/users/me", body, format="json", **key).status_code == 204
+    OutboxEvent.objects.all().delete()
+    replay = client.delete("/api/v1/users/me", body, format="json", **key)  # a retry after a lost answer
+    assert (replay.status_code, replay["Idempotent-Replayed"]) == (204, "true")
+    assert not User.objects.filter(id=alice.id).exists() and events() == []
