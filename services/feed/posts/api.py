@@ -132,24 +132,27 @@ class PostDetailApi(APIView):
             raise Problem(404, "not-found", "No such post.", title="Not found")
         return Response(_render_one(row, request.user.id))
 
-    @extend_schema(operation_id="posts_delete", tags=["posts"], parameters=[POST_ID],
-                   responses={204: None, **problems(401, 403, 404)})
+    @extend_schema(operation_id="posts_delete", tags=["posts"], parameters=[POST_ID, IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(400, 401, 403, 404, 409, 422)})
+    @idempotent(scope="posts.delete")
     def delete(self, request, post_id: str):
         services.post_delete(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
 class PostLikeApi(APIView):
-    @extend_schema(operation_id="posts_like", tags=["likes"], request=None, parameters=[POST_ID],
-                   responses={201: LIKE_RESULT, 200: LIKE_RESULT, **problems(401, 404)},
+    @extend_schema(operation_id="posts_like", tags=["likes"], request=None, parameters=[POST_ID, IDEMPOTENCY_KEY],
+                   responses={201: LIKE_RESULT, 200: LIKE_RESULT, **problems(400, 401, 404, 409, 422)},
                    description="Idempotent: 201 when the like is new, 200 when it already existed.")
+    @idempotent(scope="posts.like")
     def post(self, request, post_id: str):
         created, count = services.like_create(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response({"liked": True, "like_count": count},
                         status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(operation_id="posts_unlike", tags=["likes"], parameters=[POST_ID],
-                   responses={204: None, **problems(401, 404)})
+    @extend_schema(operation_id="posts_unlike", tags=["likes"], parameters=[POST_ID, IDEMPOTENCY_KEY],
+                   responses={204: None, **problems(400, 401, 404, 409, 422)})
+    @idempotent(scope="posts.unlike")
     def delete(self, request, post_id: str):
         services.like_delete(post_id=parse_post_id(post_id), user_id=request.user.id)
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -234,3 +234,25 @@ def test_post_create_query_budget(person):
     with QueryCounter() as queries:
         create(alice, "counted")
     assert len(queries) <= 6, [q["sql"] for q in queries]
+
+
+def test_like_unlike_and_delete_accept_an_idempotency_key(person):
+    alice, bob = person("alice"), person("bob")
+    post_id = create(alice, "keyed writes").json()["id"]
+    like = bob.api.post(f"/api/v1/posts/{post_id}/like", HTTP_IDEMPOTENCY_KEY="like-1")
+    replay = bob.api.post(f"/api/v1/posts/{post_id}/like", HTTP_IDEMPOTENCY_KEY="like-1")
+    assert (like.status_code, replay.status_code, replay["Idempotent-Replayed"]) == (201, 201, "true")
+    assert replay.json() == like.json() == {"liked": True, "like_count": 1}
+    unlike = {"HTTP_IDEMPOTENCY_KEY": "unlike-1"}
+    assert bob.api.delete(f"/api/v1/posts/{post_id}/like", **unlike).status_code == 204
+    assert bob.api.delete(f"/api/v1/posts/{post_id}/like", **unlike)["Idempotent-Replayed"] == "true"
+    assert Like.objects.count() == 0 and Post.objects.get().like_count == 0
+    gone = {"HTTP_IDEMPOTENCY_KEY": "delete-1"}
+    assert alice.api.delete(f"/api/v1/posts/{post_id}", **gone).status_code == 204
+    again = alice.api.delete(f"/api/v1/posts/{post_id}", **gone)  # a retry of a delete that went through
+    assert (again.status_code, again["Idempotent-Replayed"]) == (204, "true")
+    assert_problem(alice.api.delete(f"/api/v1/posts/{post_id}"), 404, "not-found")
+    other_id = create(alice, "another post").json()["id"]  # the same key for another post is another request
+    assert_problem(bob.api.post(f"/api/v1/posts/{other_id}/like", HTTP_IDEMPOTENCY_KEY="like-1"), 422,
+                   "idempotency-key-reused")
+    assert Like.objects.count() == 0
