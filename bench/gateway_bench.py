@@ -208,6 +208,7 @@ def users_service(args):
             response.raise_for_status()
             args.upstream = [u.removeprefix("http://") for u in ctx.service_urls("users")]
             args.path = "/api/v1/users/me"
+            args.health_path = "/health/ready"
             args.header = [*args.header, f"Authorization: Bearer {response.json()['access']}"]
             args.auth = True
             os.environ["JWKS_URL"] = f"{base}/.well-known/jwks.json"
@@ -287,7 +288,10 @@ routes:
             procs.append(redis.proc)
             gw_env["REDIS_URL"] = redis.url
         env = {**os.environ, **gw_env, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
-               "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1", "GATEWAY_HEALTH_PATH": args.path}
+               "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1",
+               # a real service is health-checked as in production, on its readiness endpoint (the measured
+               # path needs a token: checking it would fail and leave the pool in panic mode)
+               "GATEWAY_HEALTH_PATH": getattr(args, "health_path", None) or args.path}
         with open(tmp / "gateway.err", "wb") as err:
             gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
                                   stdout=subprocess.DEVNULL, stderr=err)
