@@ -6,7 +6,6 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from shared import auth
-from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
+from shared.testing import ServiceProcess, django_db_setup  # noqa: F401  (django_db_setup: run migrations on the bootstrapped database)
 
 ROOT = Path(__file__).resolve().parents[3]
 USERS_DIR = ROOT / "services" / "users"
@@ -25,45 +24,17 @@ RUN_ID = uuid.uuid4().hex[:6]
 _seq = itertools.count(1)
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def users_env(port: int) -> dict:
+def users_env() -> dict:
     base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
     return {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "REDIS_URL": f"{base}/14",
-            "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
+            "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
             "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users",
             "DJANGO_SETTINGS_MODULE": "users_service.settings"}
 
 
-class UsersProcess:
+def UsersProcess() -> ServiceProcess:
     """A real users service (gunicorn) on a free port."""
-
-    def __init__(self):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "users_service.wsgi"],
-            cwd=USERS_DIR, env=users_env(self.port), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(300):
-            try:
-                if httpx.get(self.url + "/health/live", timeout=0.5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if self.proc.poll() is not None:
-                raise RuntimeError("users service exited on start")
-            time.sleep(0.05)
-        raise RuntimeError("users service did not start")
-
-    def stop(self):
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+    return ServiceProcess(USERS_DIR, "users", users_env())
 
 
 def point_feed_at(url: str) -> None:
@@ -80,7 +51,7 @@ def point_feed_at(url: str) -> None:
 @pytest.fixture(scope="session")
 def users_service():
     subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=USERS_DIR,
-                   env=users_env(0), check=True)
+                   env=users_env(), check=True)
     process = UsersProcess()
     point_feed_at(process.url)
     yield process

@@ -9,30 +9,23 @@ import httpx
 import pytest
 
 from shared.events import Event, envelope_to
-from shared.testing import django_db_setup  # noqa: F401  (run migrations on the bootstrapped database)
+from shared.testing import ServiceProcess, django_db_setup  # noqa: F401  (django_db_setup: run migrations on the bootstrapped database)
 
 ROOT = Path(__file__).resolve().parents[3]
-sys.path.insert(0, str(ROOT / "dev"))
-import infra  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def users_url():
     """The real users service (gunicorn), as notifications meets it in production."""
-    port = infra.free_port()
     env = {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "DJANGO_SETTINGS_MODULE": "users_service.settings",
-           "BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": "1", "THROTTLE_REGISTER_IP": "100000/min",
-           "SERVICE_NAME": "users"}
+           "GUNICORN_WORKERS": "1", "THROTTLE_REGISTER_IP": "100000/min"}
     cwd = ROOT / "services" / "users"
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
-    proc = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "users_service.wsgi"],
-                            cwd=cwd, env=env, start_new_session=True)
+    users = ServiceProcess(cwd, "users", env, quiet=False)
     try:
-        infra.wait_for_port(port, proc=proc)
-        yield f"http://127.0.0.1:{port}"
+        yield users.url
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        users.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -60,3 +60,45 @@ def assert_problem(response, status: int, slug: str) -> dict:
     assert body["type"].endswith("/" + slug), body
     assert body["title"] and isinstance(body["detail"], str)
     return body
+
+
+class ServiceProcess:
+    """Another service, for real: its gunicorn (production config) on a free port, reached over HTTP
+    by the suite under test. `service` is the name (users → services/users, users_service.wsgi);
+    `env` is its environment (database, Redis, throttles); BIND, SERVICE_NAME and the settings
+    module are set here. Ready when /health/live answers 200; `stop()` ends it."""
+
+    def __init__(self, service_dir, service: str, env: dict, *, quiet: bool = True):
+        import socket
+        import subprocess
+        import sys
+        import time
+
+        import httpx
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        out = subprocess.DEVNULL if quiet else None
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
+            cwd=service_dir, stdout=out, stderr=out, start_new_session=True,
+            env={**env, "BIND": f"127.0.0.1:{port}", "SERVICE_NAME": service,
+                 "DJANGO_SETTINGS_MODULE": f"{service}_service.settings"})
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/health/live", timeout=0.5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{service} service exited on start with {self.proc.returncode}")
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{service} service did not start within 30 s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)

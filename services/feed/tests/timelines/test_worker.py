@@ -53,7 +53,7 @@ def workers(users_service):
                                "--loglevel", "WARNING"], cwd=FEED_DIR, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     relay = subprocess.Popen([sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"], cwd=USERS_DIR,
-                             env={**users_env(0), "CELERY_BROKER_URL": settings.REDIS_URL},
+                             env={**users_env(), "CELERY_BROKER_URL": settings.REDIS_URL},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = {"worker": worker, "users_relay": relay}
     yield procs
