@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # the compiled data path (Cython, gateway/build_ext.py); rebuilt whenever proxy.py changes
 EXT := gateway/proxy.build
 
-.PHONY: run test test-fast lint typecheck bench bench-users clean
+.PHONY: venv run test lint typecheck fuzz bench bench-users clean
 
 $(STAMP): requirements/*.txt shared/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -49,6 +49,5 @@ clean:
 
 # schemathesis over every service's OpenAPI schema with more examples than `make test` uses
 # (FUZZ_EXAMPLES per operation, default 300; docs/api-schema.md)
-.PHONY: fuzz
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python dev/testrun.py users notifications feed -- -k test_api_conforms --timeout=3600
