@@ -9,8 +9,9 @@
 
 --users-service starts embedded Postgres + Redis (dev/infra.py), two gunicorn replicas of the
 users service (dev/stack.py, as `make run`), registers a user and measures GET /api/v1/users/me
-with its token, through the gateway (token verified at the edge) and through nginx configured as
-the same keep-alive proxy over the same two replicas.
+with its token, through the gateway (token verified at the edge, max_outstanding 8 per replica as
+in gateway/routes.yaml) and through nginx configured as the same keep-alive proxy over the same two
+replicas; and, to show what the concurrency limit does, through a second gateway without it.
 
 (a) one gateway process (python -m gateway, access log on, stdout to /dev/null) and
 (b) one nginx worker configured as a keep-alive reverse proxy, both in front of the same
@@ -168,6 +169,9 @@ def main() -> int:
     ap.add_argument("--ratelimit", action="store_true",
                     help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
                          "REDIS_URL or starts an embedded redis-server (dev/infra.py)")
+    ap.add_argument("--max-outstanding", type=int, default=None, metavar="N",
+                    help="the gateway's requests in flight per replica (routes.yaml max_outstanding); default 0 "
+                         "(no limit) on the trivial upstream, 8 with --users-service (as gateway/routes.yaml)")
     ap.add_argument("--users-service", action="store_true",
                     help="in front of the real users service (2 replicas, embedded Postgres/Redis): GET /api/v1/users/me")
     ap.add_argument("--both", action="store_true",
@@ -211,6 +215,9 @@ def users_service(args):
             args.health_path = "/health/ready"
             args.header = [*args.header, f"Authorization: Bearer {response.json()['access']}"]
             args.auth = True
+            if args.max_outstanding is None:
+                args.max_outstanding = 8  # gateway/routes.yaml: the replicas' GUNICORN_WORKERS x GUNICORN_THREADS
+                args.compare_unlimited = True
             os.environ["JWKS_URL"] = f"{base}/.well-known/jwks.json"
             yield
         finally:
@@ -270,16 +277,7 @@ def measure(args) -> tuple[int, str]:
         procs.append(ngx_proc)
         wait_port(ngx_port, procs[-1])
 
-        # (a) one gateway process
-        gw_port, admin_port = free_port(), free_port()
-        routes = tmp / "routes.yaml"
-        rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit else "off"
-        routes.write_text(f"""
-upstreams:
-  bench: {{replicas: [{', '.join(repr(u) for u in upstreams)}]}}
-routes:
-  - {{prefix: /, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: {rl}}}
-""")
+        # (a) one gateway process (and, with --users-service, one more without the concurrency limit)
         if args.ratelimit and not os.environ.get("REDIS_URL"):
             sys.path.insert(0, str(ROOT / "dev"))
             import infra
@@ -287,16 +285,36 @@ routes:
             redis = infra.start_redis(tmp / "redis", free_port())
             procs.append(redis.proc)
             gw_env["REDIS_URL"] = redis.url
-        env = {**os.environ, **gw_env, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(gw_port),
-               "GATEWAY_ADMIN_PORT": str(admin_port), "GATEWAY_WORKERS": "1",
-               # a real service is health-checked as in production, on its readiness endpoint (the measured
-               # path needs a token: checking it would fail and leave the pool in panic mode)
-               "GATEWAY_HEALTH_PATH": getattr(args, "health_path", None) or args.path}
-        with open(tmp / "gateway.err", "wb") as err:
-            gw = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=err)
-        procs.append(gw)
-        wait_port(gw_port, gw)
+        max_outstanding = args.max_outstanding or 0
+
+        def start_gateway(name: str, limit: int) -> tuple[subprocess.Popen, int, int]:
+            port, admin = free_port(), free_port()
+            routes = tmp / f"routes-{name}.yaml"
+            rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit \
+                else "off"
+            routes.write_text(f"""
+upstreams:
+  bench: {{replicas: [{', '.join(repr(u) for u in upstreams)}], max_outstanding: {limit}}}
+routes:
+  - {{prefix: /, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: {rl}}}
+""")
+            env = {**os.environ, **gw_env, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(port),
+                   "GATEWAY_ADMIN_PORT": str(admin), "GATEWAY_WORKERS": "1",
+                   # a real service is health-checked as in production, on its readiness endpoint (the
+                   # measured path needs a token: checking it would fail and leave the pool in panic mode)
+                   "GATEWAY_HEALTH_PATH": getattr(args, "health_path", None) or args.path}
+            with open(tmp / f"{name}.err", "wb") as err:
+                proc = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
+                                        stdout=subprocess.DEVNULL, stderr=err)
+            procs.append(proc)
+            wait_port(port, proc)
+            return proc, port, admin
+
+        gw, gw_port, admin_port = start_gateway("gateway", max_outstanding)
+        extra_targets: tuple = ()
+        if getattr(args, "compare_unlimited", False) and max_outstanding:
+            nolimit, nolimit_port, _ = start_gateway("gw-nolim", 0)
+            extra_targets = (("gw-nolim", nolimit_port),)
 
         if args.bare:
             bare_port = free_port()
@@ -305,10 +323,12 @@ routes:
             wait_port(bare_port, procs[-1])
         # Alternate the targets for several rounds and keep the median of each: on a shared machine
         # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
-        targets = (("nginx", ngx_port), ("gateway", gw_port)) + ((("bare", bare_port),) if args.bare else ())
+        targets = ((("nginx", ngx_port), ("gateway", gw_port)) + extra_targets
+                   + ((("bare", bare_port),) if args.bare else ()))
         # CPU time per request of each proxy (its process group's CPU seconds over the requests wrk
         # completed): unlike req/s it hardly moves with what else runs on the machine
-        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "bare": procs[-1].pid if args.bare else 0}
+        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "bare": procs[-1].pid if args.bare else 0,
+                 **({"gw-nolim": nolimit.pid} if extra_targets else {})}
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
             run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, "2s")  # warm-up
@@ -332,7 +352,9 @@ routes:
             statuses = re.findall(r'^gateway_requests_total\{route="[^"]*",status="(\d+)"\} ([\d.e+]+)$',
                                   resp.read().decode(), re.M)
         features = [f for f, on in (("auth", args.auth), ("ratelimit", args.ratelimit)) if on]
-        print(f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on")
+        print(f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on; "
+              f"max_outstanding {max_outstanding or 'none'} per replica"
+              + ("; gw-nolim: the same gateway without the limit" if extra_targets else ""))
         print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
               f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
         print(f"median of {args.rounds} alternating rounds")

@@ -39,6 +39,15 @@ class RateLimit:
     user: Bucket | None
 
 
+@dataclass(frozen=True)
+class Limits:
+    """Admission control for one upstream service (docs/gateway.md, "Concurrency limit and queue")."""
+
+    max_outstanding: int  # requests in flight per replica; 0 = no limit
+    queue_timeout: float  # seconds a request may wait for a free replica (503 after)
+    max_queue: int  # requests waiting per service (503 at once beyond)
+
+
 @dataclass
 class Route:
     prefix: str
@@ -80,6 +89,7 @@ class Settings:
     admin_port: int
     workers: int
     upstreams: dict[str, list[str]]
+    limits: dict[str, Limits]  # per upstream service (every name in upstreams)
     routes: list[Route]
     blocked: tuple[str, ...]
     trusted_proxies: list
@@ -180,6 +190,18 @@ def check_address(addr: str, where: str) -> None:
         raise ConfigError(f"{where}: bad upstream address {addr!r} (host:port or dns:name:port)")
 
 
+def _limits(spec: dict, base: Limits, where: str) -> Limits:
+    try:
+        lim = Limits(max_outstanding=int(spec.get("max_outstanding", base.max_outstanding)),
+                     queue_timeout=float(spec.get("queue_timeout", base.queue_timeout)),
+                     max_queue=int(spec.get("max_queue", base.max_queue)))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: max_outstanding and max_queue must be integers, queue_timeout a number") from None
+    if lim.max_outstanding < 0 or lim.max_queue < 0 or lim.queue_timeout <= 0:
+        raise ConfigError(f"{where}: max_outstanding and max_queue must be >= 0, queue_timeout > 0")
+    return lim
+
+
 def load(env: dict | None = None) -> Settings:
     env = dict(os.environ if env is None else env)
     routes_file = env.get("GATEWAY_ROUTES") or str(DEFAULT_ROUTES)
@@ -195,12 +217,22 @@ def load(env: dict | None = None) -> Settings:
     default_timeout = float(defaults.get("timeout", 10))
     default_rl = defaults.get("ratelimit")
 
+    # concurrency limit and queue: the file's defaults, then the environment, then per upstream
+    base = _limits(defaults, Limits(0, 5.0, 1000), f"{routes_file}: defaults")
+    base = Limits(max_outstanding=_int(env, "GATEWAY_MAX_OUTSTANDING", base.max_outstanding),
+                  queue_timeout=_float(env, "GATEWAY_QUEUE_TIMEOUT", base.queue_timeout),
+                  max_queue=_int(env, "GATEWAY_MAX_QUEUE", base.max_queue))
+    base = _limits({}, base, "GATEWAY_MAX_OUTSTANDING / GATEWAY_QUEUE_TIMEOUT / GATEWAY_MAX_QUEUE")
     upstreams: dict[str, list[str]] = {}
+    limits: dict[str, Limits] = {}
     for name, spec in (doc.get("upstreams") or {}).items():
         replicas = spec.get("replicas", []) if isinstance(spec, dict) else spec
         upstreams[str(name)] = [str(a) for a in (replicas or [])]
+        limits[str(name)] = _limits(spec if isinstance(spec, dict) else {}, base, f"{routes_file}: upstreams.{name}")
     if env.get("GATEWAY_UPSTREAMS"):
         upstreams.update(parse_upstreams_env(env["GATEWAY_UPSTREAMS"]))
+    for name in upstreams:
+        limits.setdefault(name, base)
     for name, addrs in upstreams.items():
         for a in addrs:
             check_address(a, f"upstream {name}")
@@ -252,6 +284,7 @@ def load(env: dict | None = None) -> Settings:
         admin_port=_int(env, "GATEWAY_ADMIN_PORT", 8001),
         workers=max(1, _int(env, "GATEWAY_WORKERS", 1)),
         upstreams=upstreams,
+        limits=limits,
         routes=routes,
         blocked=blocked,
         trusted_proxies=trusted,

@@ -24,6 +24,15 @@ EJECTIONS = Counter("gateway_upstream_ejections_total", "Replicas ejected by out
                     ["service", "replica"])
 HEALTHY = Gauge("gateway_upstream_replica_up", "1 if the replica is in rotation (healthy and not ejected)",
                 ["service", "replica"], multiprocess_mode="max")
+QUEUED = Counter("gateway_upstream_queued_total",
+                 "Requests that waited because every replica was at max_outstanding", ["service"])
+QUEUE_REJECTED = Counter("gateway_upstream_queue_rejections_total",
+                         "Requests answered 503 because no replica freed a slot (reason: full, timeout)",
+                         ["service", "reason"])
+OUTSTANDING = Gauge("gateway_upstream_outstanding", "Requests in flight to the replica",
+                    ["service", "replica"], multiprocess_mode="livesum")
+QUEUE_DEPTH = Gauge("gateway_upstream_queue_depth", "Requests waiting for a free replica",
+                    ["service"], multiprocess_mode="livesum")
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["service", "replica", "kind"])
 RATELIMITED = Counter("gateway_ratelimit_rejections_total", "Requests rejected with 429", ["route", "scope"])
 RATELIMIT_FAILOPEN = Counter("gateway_ratelimit_failopen_total", "Requests let through because Redis failed")

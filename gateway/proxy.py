@@ -443,6 +443,8 @@ class Req:
     discard = cython.declare(cython.bint, visibility="public")
     sent = cython.declare(cython.bint, visibility="public")
     counted = cython.declare(cython.bint, visibility="public")
+    queued = cython.declare(cython.bint, visibility="public")  # waiting for a replica below max_outstanding
+    queue_deadline = cython.declare(cython.double, visibility="public")
     host = cython.declare(object, visibility="public")
     rid = cython.declare(bytes, visibility="public")
     authz = cython.declare(object, visibility="public")
@@ -479,10 +481,10 @@ if not cython.compiled:  # plain Python: the same None / 0 / False defaults, as 
     for _name in ("body", "route", "ident", "replica", "conn", "head", "host", "rid", "authz", "xff_in",
                   "proto_in", "client_ip", "hop"):
         setattr(Req, _name, None)
-    for _name in ("body_len", "tries", "resp_mode", "status"):
+    for _name in ("body_len", "tries", "resp_mode", "status", "queue_deadline"):
         setattr(Req, _name, 0)
     for _name in ("chunked", "complete", "headers_done", "resp_started", "discard", "sent", "counted", "expect",
-                  "keep_alive"):
+                  "keep_alive", "queued"):
         setattr(Req, _name, False)
 
 
@@ -753,6 +755,8 @@ class ClientConn:
             if conn is not None:
                 conn.abort()  # response not finished: the connection cannot be reused
                 r.conn = None
+            if r.queued:
+                self._unqueue(r)
             self._unbind(r)
             if r.status == 0:
                 r.status = 499  # client went away before the answer (logged, nginx convention)
@@ -1092,6 +1096,11 @@ class ClientConn:
         rep = live[0] if len(live) == 1 and not r.tried else cluster.pick(r.tried)
         if rep is None:
             return self._error(r, 502 if r.tries else 503, f"no replica of {r.route.service} could serve the request")
+        limit: cython.Py_ssize_t = cluster.max_outstanding
+        if limit and rep.outstanding >= limit:
+            rep = cluster.pick_free(r.tried)
+            if rep is None:  # every replica is at its limit: wait for the first free slot
+                return self._wait(r, cluster)
         r.replica = rep
         r.tried += (rep,)
         if not r.tries:  # retry budget: each request earns GATEWAY_RETRY_BUDGET of a retry
@@ -1112,6 +1121,27 @@ class ClientConn:
         self.up_deadline = 0.0
         gw.loop.create_task(self._connect(r, rep, cluster))
 
+    @cython.ccall
+    def _wait(self, r: Req, cluster):
+        if r.queue_deadline == 0.0:  # first time (a request can go back to the end: Cluster.wake)
+            if len(cluster.waiting) >= cluster.max_queue:
+                metrics.QUEUE_REJECTED.labels(cluster.name, "full").inc()
+                return self._error(r, 503, f"every replica of {r.route.service} is busy and {cluster.max_queue} "
+                                   "requests are already waiting", extra=b"Retry-After: 1\r\n")
+            r.queue_deadline = time.monotonic() + cluster.queue_timeout
+            cluster.m_queued.inc()
+        r.queued = True
+        cluster.waiting.append(self)
+        self.up_deadline = r.queue_deadline
+
+    @cython.ccall
+    def _unqueue(self, r: Req):
+        r.queued = False
+        gw: GatewayBase = self.gw
+        cluster = gw.clusters.get(r.route.service)
+        if cluster is not None:
+            cluster.unqueue(self)
+
     async def _connect(self, r: Req, rep, cluster):
         gw: GatewayBase = self.gw
         try:
@@ -1129,8 +1159,11 @@ class ClientConn:
             return self._error(r, 504 if timeout else 502,
                                f"could not connect to {r.route.service}" + (" in time" if timeout else ""))
         if r is not self.active or self.closed:
+            # the client went away while connecting: close, do not pool a connection that never
+            # carried a request (gunicorn's gthread worker holds a thread on a new connection
+            # until its first request arrives, up to 5 s)
             self._unbind(r)
-            _release(gw, conn)
+            conn.close()
             return
         self._send(r, conn)
 
@@ -1212,7 +1245,11 @@ class ClientConn:
     def _unbind(self, r: Req):
         if r.counted:
             r.counted = False
-            r.replica.outstanding -= 1
+            rep = r.replica
+            rep.outstanding -= 1
+            cluster = rep.cluster
+            if cluster is not None and cluster.waiting:  # a slot freed: the oldest waiting request takes it
+                cluster.wake()
 
     # -- upstream events ---------------------------------------------------------------------------
     @cython.ccall
@@ -1429,6 +1466,8 @@ class ClientConn:
 
     def _error(self, r: Req, status: int, detail: str, *, extra: bytes = b"", close: bool = False):
         """Answer the active request with a problem+json (nothing was sent to the client yet)."""
+        if r.queued:
+            self._unqueue(r)
         if r.conn is not None:
             r.conn.abort()
             r.conn = None
@@ -1504,6 +1543,10 @@ class ClientConn:
             if r is None:
                 return
             gw: GatewayBase = self.gw
+            if r.queued:
+                metrics.QUEUE_REJECTED.labels(r.route.service, "timeout").inc()
+                return self._error(r, 503, f"every replica of {r.route.service} stayed busy for the queue "
+                                   "timeout", extra=b"Retry-After: 1\r\n")
             if r.replica is not None:
                 cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
                 cluster.failure(r.replica, "timeout")

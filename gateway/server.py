@@ -75,7 +75,7 @@ class Gateway(GatewayBase):
                         self.bucket_args[b] = [repr(b.rate).encode(), str(b.burst).encode()]
         for name, specs in s.upstreams.items():
             if name in self.clusters:
-                self.clusters[name].settings = s
+                self.clusters[name].apply_limits(s)
                 if self.clusters[name].specs != specs:
                     self.clusters[name].configure(specs)
             else:

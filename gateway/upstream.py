@@ -8,6 +8,11 @@
   health checks can be wrong, a guess beats a certain 503.
 - Active health checks: GET /health/ready on each replica every GATEWAY_HEALTH_INTERVAL s;
   a non-200 takes it out of rotation until a check passes.
+- Concurrency limit (`max_outstanding` per replica, per upstream in the route table): a request
+  that finds every replica at its limit waits in the service's FIFO queue and goes to the first
+  replica that frees a slot; 503 after `queue_timeout` s or when `max_queue` are already waiting.
+  The replicas then work on what they can run at once, and the rest waits in arrival order
+  here instead of in one replica's accept/thread queue (HAProxy's maxconn + queue).
 - Passive outlier ejection: GATEWAY_EJECT_AFTER consecutive failures (connect errors, resets,
   5xx) eject a replica for GATEWAY_EJECT_BASE * 2^n s (n = times ejected recently, capped at
   GATEWAY_EJECT_MAX), never the last replica in rotation.
@@ -15,6 +20,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import random
 import socket
@@ -28,6 +34,7 @@ log = logging.getLogger("gateway.upstream")
 class Replica:
     __slots__ = (
         "addr",
+        "cluster",
         "eject_count",
         "ejected_until",
         "failures",
@@ -43,7 +50,8 @@ class Replica:
         "service",
     )
 
-    def __init__(self, service: str, host: str, port: int):
+    def __init__(self, service: str, host: str, port: int, cluster: Cluster | None = None):
+        self.cluster = cluster  # whose queue a freed slot serves (proxy.ClientConn._unbind)
         self.service = service
         self.host = host
         self.port = port
@@ -96,7 +104,18 @@ class Cluster:
         self.static: list[tuple[str, int]] = []
         self.dns: list[tuple[str, int]] = []
         self.resolved: dict[tuple[str, int], list[str]] = {}
+        self.waiting: collections.deque = collections.deque()  # ClientConns whose request waits for a slot
+        self.m_queued = metrics.QUEUED.labels(name)
+        self.m_depth = metrics.QUEUE_DEPTH.labels(name)
+        self.apply_limits(settings)
         self.configure(specs)
+
+    def apply_limits(self, settings) -> None:
+        self.settings = settings
+        lim = settings.limits.get(self.name)
+        self.max_outstanding = lim.max_outstanding if lim else 0
+        self.queue_timeout = lim.queue_timeout if lim else 5.0
+        self.max_queue = lim.max_queue if lim else 1000
 
     def configure(self, specs: list[str]) -> None:
         self.specs = list(specs)
@@ -121,7 +140,7 @@ class Cluster:
             addr = f"{host}:{port}"
             if addr in new_by_addr:
                 continue
-            rep = self.by_addr.get(addr) or Replica(self.name, host, port)
+            rep = self.by_addr.get(addr) or Replica(self.name, host, port, self)
             new_by_addr[addr] = rep
         for addr, rep in self.by_addr.items():
             if addr not in new_by_addr:
@@ -177,6 +196,36 @@ class Cluster:
             if a in tried:
                 return self._any_untried(tried)
         return a if a.outstanding <= b.outstanding else b
+
+    def pick_free(self, tried) -> Replica | None:
+        """The least-loaded replica below max_outstanding and not in `tried`; None when all are full."""
+        cap = self.max_outstanding
+        best = None
+        for r in self.live or self.replicas:
+            if r.outstanding < cap and (not tried or r not in tried) and (best is None or r.outstanding < best.outstanding):
+                best = r
+        return best
+
+    def wake(self) -> None:
+        """A slot freed (or replicas changed): dispatch waiting requests, oldest first, while a
+        replica has room. A request whose free replica it already tried goes back to the end."""
+        w = self.waiting
+        for _ in range(len(w)):
+            if not w or (self.max_outstanding and self.pick_free(()) is None):
+                return
+            client = w.popleft()
+            r = client.active
+            if r is None or client.closed or not r.queued:
+                continue
+            r.queued = False
+            client.up_deadline = 0.0
+            client._dispatch(r)
+
+    def unqueue(self, client) -> None:
+        try:
+            self.waiting.remove(client)
+        except ValueError:
+            pass
 
     def _any_untried(self, tried) -> Replica | None:
         best = None
@@ -261,9 +310,20 @@ class Cluster:
         for r in self.replicas:
             if not r.in_rotation and r.healthy and r.ejected_until <= now:
                 self.refresh_live(now)
-                return
+                break
+        if self.waiting:  # a limit raised by a reload, a replica added or back in rotation
+            self.wake()
+        self.m_depth.set(len(self.waiting))
+        for r in self.replicas:
+            metrics.OUTSTANDING.labels(self.name, r.addr).set(r.outstanding)
 
     def close(self) -> None:
         for r in self.replicas:
             r.removed = True
             r.close_idle()
+        for client in list(self.waiting):
+            r = client.active
+            if r is not None and r.queued and not client.closed:
+                client._error(r, 503, f"service {self.name} was removed from the configuration")
+        self.waiting.clear()
+        self.m_depth.set(0)

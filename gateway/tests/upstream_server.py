@@ -8,11 +8,14 @@ Every path echoes the request as JSON, except:
   ...?sleep=SECONDS            -> answers after sleeping
   ...?status=CODE[&only=NAME]  -> answers with that status (only on replica NAME if given)
   ...?chunked=N                -> N chunks of "chunk-i\n", chunked transfer encoding
+  /_stats                      -> {"served": n, "inflight": n, "peak": n}: requests answered, being
+                                  answered now, and the most answered at once (health checks excluded)
 """
 
 import json
 import os
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
@@ -20,6 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 HOST, _, PORT = sys.argv[1].rpartition(":")
 HOST, PORT, NAME = HOST or "127.0.0.1", int(PORT), sys.argv[2]
 JWKS_FILE = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
+
+
+STATS = {"served": 0, "inflight": 0, "peak": 0}
+STATS_LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -31,6 +38,22 @@ class Handler(BaseHTTPRequestHandler):
 
     def _answer(self):
         parts = urlsplit(self.path)
+        if parts.path == "/_stats":
+            with STATS_LOCK:
+                return self._send(200, dict(STATS))
+        if parts.path.startswith("/health/"):
+            return self._serve(parts)
+        with STATS_LOCK:
+            STATS["inflight"] += 1
+            STATS["peak"] = max(STATS["peak"], STATS["inflight"])
+        try:
+            return self._serve(parts)
+        finally:
+            with STATS_LOCK:
+                STATS["inflight"] -= 1
+                STATS["served"] += 1
+
+    def _serve(self, parts):
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
