@@ -341,7 +341,9 @@ routes:
         results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
         for name, rs in runs.items():
             cpu_rounds = ", ".join(format(r["cpu_us"], ".1f") for r in rs)
-            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}; CPU us/request: {cpu_rounds}")
+            p99_rounds = ", ".join(format(r["p99"] or 0, ".0f") for r in rs)
+            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}; p99 ms: {p99_rounds}; "
+                  f"CPU us/request: {cpu_rounds}")
         cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
 
         g, n = results["gateway"], results["nginx"]
