@@ -97,6 +97,15 @@ def test_gateway_discovers_replicas_by_dns():
     assert env["GATEWAY_UPSTREAMS"] == "users=dns:users:8000;feed=dns:feed:8000;notifications=dns:notifications:8000"
 
 
+def test_gateway_limit_matches_what_a_replica_runs_at_once():
+    """routes.yaml's max_outstanding is the services' gunicorn concurrency (workers x threads) in
+    compose and Kubernetes: a smaller limit idles threads, a larger one queues inside a replica."""
+    limit = yaml.safe_load((ROOT / "gateway" / "routes.yaml").read_text())["defaults"]["max_outstanding"]
+    config = next(d for d in k8s_docs() if d["kind"] == "ConfigMap" and "GUNICORN_THREADS" in d.get("data", {}))
+    for env in (compose()["x-service-env"], config["data"]):
+        assert int(env["GUNICORN_WORKERS"]) * int(env["GUNICORN_THREADS"]) == limit
+
+
 # --- Kubernetes ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("doc", k8s_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
