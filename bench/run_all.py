@@ -12,11 +12,11 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = {  # name → script; each starts what it measures and stops it
-    "users": "users_bench.py",
-    "gateway": "gateway_bench.py",
-    "feed": "feed_bench.py",
-    "events": "events_bench.py",
+BENCHMARKS = {  # name → script and arguments; each starts what it measures and stops it
+    "users": ["users_bench.py"],
+    "gateway": ["gateway_bench.py", "--both"],  # trivial upstream and the real users service: both ratios
+    "feed": ["feed_bench.py"],
+    "events": ["events_bench.py"],
 }
 
 
@@ -24,12 +24,13 @@ def main(argv: list[str]) -> int:
     selected = argv or list(BENCHMARKS)
     failed = []
     for name in selected:
-        script = HERE / BENCHMARKS[name]
+        script, *args = BENCHMARKS[name]
+        script = HERE / script
         if not script.exists():
             print(f"--- {name}: {script.name} not present, skipped")
             continue
         print(f"\n=== benchmark: {name} ===", flush=True)
-        if subprocess.call([sys.executable, str(script)]) != 0:
+        if subprocess.call([sys.executable, str(script), *args]) != 0:
             failed.append(name)
     if failed:
         print(f"\nbenchmarks that did not complete: {failed}")
