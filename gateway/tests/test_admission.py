@@ -46,6 +46,24 @@ def _stats(up: Upstream) -> dict:
         conn.close()
 
 
+def _until(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _occupy(g: Gateway, ups: list[Upstream], paths: list[str]) -> list[threading.Thread]:
+    """Slow requests in the background, returned once the replicas are working on all of them."""
+    threads = [threading.Thread(target=g.request, args=("GET", p), kwargs={"timeout": 30}) for p in paths]
+    for t in threads:
+        t.start()
+    assert _until(lambda: sum(_stats(u)["inflight"] for u in ups) == len(paths))
+    return threads
+
+
 def _concurrently(g: Gateway, paths: list[str]) -> list:
     results: list = [None] * len(paths)
     barrier = threading.Barrier(len(paths))
@@ -70,16 +88,7 @@ def test_requests_beyond_the_limit_wait_for_a_free_replica(tmp_path, procs):
     # each replica answered one request at a time; the other four waited in the gateway
     assert [_stats(u)["peak"] for u in ups] == [1, 1]
     assert g.metric("gateway_upstream_queued_total", service="svc") >= 4
-    assert _wait_depth_zero(g)
-
-
-def _wait_depth_zero(g: Gateway) -> bool:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if g.metric("gateway_upstream_queue_depth", service="svc") == 0:
-            return True
-        time.sleep(0.1)
-    return False
+    assert _until(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 0)
 
 
 def test_no_limit_by_default_sends_everything_at_once(tmp_path, procs):
@@ -92,13 +101,7 @@ def test_no_limit_by_default_sends_everything_at_once(tmp_path, procs):
 
 def test_queue_timeout_is_503_and_the_request_never_reaches_a_replica(tmp_path, procs):
     g, ups = _setup(tmp_path, procs, 2, extra=", max_outstanding: 1, queue_timeout: 0.3")
-    busy = [threading.Thread(target=g.request, args=("GET", f"/a/busy{i}?sleep=3"), kwargs={"timeout": 30})
-            for i in range(2)]
-    for t in busy:
-        t.start()
-    deadline = time.monotonic() + 5
-    while sum(_stats(u)["inflight"] for u in ups) < 2 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    busy = _occupy(g, ups, ["/a/busy1?sleep=3", "/a/busy2?sleep=3"])
     r = g.request("GET", "/a/waits")
     assert r.status == 503
     assert r.headers["content-type"] == "application/problem+json"
@@ -114,31 +117,23 @@ def test_queue_timeout_is_503_and_the_request_never_reaches_a_replica(tmp_path, 
 
 def test_full_queue_is_503_at_once(tmp_path, procs):
     g, ups = _setup(tmp_path, procs, 1, extra=", max_outstanding: 1, max_queue: 0")
-    busy = threading.Thread(target=g.request, args=("GET", "/a/busy?sleep=2"), kwargs={"timeout": 30})
-    busy.start()
-    deadline = time.monotonic() + 5
-    while _stats(ups[0])["inflight"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    busy = _occupy(g, ups, ["/a/busy?sleep=2"])
     r = g.request("GET", "/a/refused")
     assert r.status == 503
     assert r.headers["retry-after"] == "1"
     assert "0 requests are already waiting" in r.json()["detail"]
-    busy.join()
+    busy[0].join()
     assert g.metric("gateway_upstream_queue_rejections_total", service="svc", reason="full") == 1
     assert _stats(ups[0])["served"] == 1
 
 
 def test_a_waiting_client_that_hangs_up_is_dropped_from_the_queue(tmp_path, procs):
     g, ups = _setup(tmp_path, procs, 1, extra=", max_outstanding: 1")
-    busy = threading.Thread(target=g.request, args=("GET", "/a/busy?sleep=1.5"), kwargs={"timeout": 30})
-    busy.start()
-    deadline = time.monotonic() + 5
-    while _stats(ups[0])["inflight"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    busy = _occupy(g, ups, ["/a/busy?sleep=1.5"])
     with socket.create_connection(("127.0.0.1", g.port)) as s:
         s.sendall(b"GET /a/gone HTTP/1.1\r\nHost: x\r\nX-Request-ID: gone-1\r\n\r\n")
         time.sleep(0.3)
-    busy.join()
+    busy[0].join()
     assert g.request("GET", "/a/next").status == 200
     assert _stats(ups[0])["served"] == 2  # busy and next; the abandoned request was not sent
     gone = [e for e in g.access_log() if e["request_id"] == "gone-1"]
@@ -156,13 +151,10 @@ def test_reload_raising_the_limit_serves_waiting_requests(tmp_path, procs):
 
     first = threading.Thread(target=get, args=("/a/first?sleep=4",))
     first.start()
-    deadline = time.monotonic() + 5
-    while _stats(ups[0])["inflight"] < 1 and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert _until(lambda: _stats(ups[0])["inflight"] == 1)
     second = threading.Thread(target=get, args=("/a/second",))
     second.start()
-    while g.metric("gateway_upstream_queue_depth", service="svc") < 1 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    assert _until(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 1)
     g.routes_file.write_text(g.routes_file.read_text().replace("max_outstanding: 1", "max_outstanding: 2"))
     g.signal(signal.SIGHUP)
     second.join()
