@@ -445,6 +445,7 @@ class Req:
     counted = cython.declare(cython.bint, visibility="public")
     queued = cython.declare(cython.bint, visibility="public")  # waiting for a replica below max_outstanding
     queue_deadline = cython.declare(cython.double, visibility="public")
+    held = cython.declare(cython.bint, visibility="public")  # response head buffered, not yet sent
     host = cython.declare(object, visibility="public")
     rid = cython.declare(bytes, visibility="public")
     authz = cython.declare(object, visibility="public")
@@ -484,7 +485,7 @@ if not cython.compiled:  # plain Python: the same None / 0 / False defaults, as 
     for _name in ("body_len", "tries", "resp_mode", "status", "queue_deadline"):
         setattr(Req, _name, 0)
     for _name in ("chunked", "complete", "headers_done", "resp_started", "discard", "sent", "counted", "expect",
-                  "keep_alive", "queued"):
+                  "keep_alive", "queued", "held"):
         setattr(Req, _name, False)
 
 
@@ -589,7 +590,8 @@ class UpstreamConn:
             self.hbuf = self.hbuf + data if self.hbuf else data
         try:
             self.parser.feed_data(data)
-            if client.wbuf:
+            held = self.req
+            if client.wbuf and (held is None or not held.held):
                 client.flush()  # head and body of a response go out in one write
         except httptools.HttpParserError as exc:
             client = self.client
@@ -1291,6 +1293,10 @@ class ClientConn:
             out.append(b"\r\n")
         self.wbuf.append(b"".join(out))
         r.resp_started = True
+        # A head that came without any of its body stays here until the body starts: if the
+        # replica dies in between, nothing has reached the client and an idempotent request
+        # can still be retried (upstream_lost).
+        r.held = (r.resp_mode == RESP_RAW or r.resp_mode == RESP_CHUNKED) and r.method in IDEMPOTENT
         self.up_deadline = time.monotonic() + r.route.timeout
         if r.method == "HEAD":
             # llhttp would wait for a body after a HEAD response: finish here, do not reuse
@@ -1341,10 +1347,20 @@ class ClientConn:
         self._finish(r)
 
     @cython.ccall
+    def _drop_held(self, r: Req):
+        """Forget a buffered response head that never reached the client."""
+        self.wbuf = []
+        r.held = False
+        r.resp_started = False
+        r.status = 0
+        r.resp_mode = 0
+
+    @cython.ccall
     def upstream_body(self, data: bytes):
         r: Req = self.active
         if r is None or not r.resp_started:
             return
+        r.held = False
         mode = r.resp_mode
         if mode == RESP_CHUNKED:
             self.wbuf.extend((b"%x\r\n" % len(data), data, b"\r\n"))
@@ -1357,6 +1373,7 @@ class ClientConn:
         r: Req = conn.req
         if r is not self.active or not r.resp_started:
             return
+        r.held = False
         if r.resp_mode == RESP_CHUNKED:
             self.wbuf.append(b"0\r\n\r\n")
         self.flush()
@@ -1376,6 +1393,8 @@ class ClientConn:
         if r is None or r is not self.active:
             return
         r.conn = None
+        if r.held:  # only the head arrived and it is still buffered: as if nothing came back
+            self._drop_held(r)
         if r.resp_started:
             if r.resp_mode == RESP_CLOSE:  # close-delimited body: EOF is the end
                 return self._finish(r)
@@ -1550,6 +1569,8 @@ class ClientConn:
             if r.replica is not None:
                 cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
                 cluster.failure(r.replica, "timeout")
+            if r.held:
+                self._drop_held(r)
             if r.resp_started:
                 if r.conn is not None:
                     r.conn.abort()

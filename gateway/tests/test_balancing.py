@@ -89,10 +89,12 @@ def test_requests_spread_over_replicas(tmp_path, procs):
     assert set(served) == {"r1", "r2", "r3"}
 
 
-def test_zero_failed_gets_while_a_replica_is_killed_under_load(tmp_path, procs):
+@pytest.mark.parametrize("limit", ["0", "2"], ids=["no-limit", "max-outstanding-2"])
+def test_zero_failed_gets_while_a_replica_is_killed_under_load(tmp_path, procs, limit):
+    # with a limit of 2 per replica, 6 clients keep requests waiting in the gateway's queue too
     ups = _replicas(2, procs)
-    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.5")
-    with Load(g.port) as load:
+    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.5", GATEWAY_MAX_OUTSTANDING=limit)
+    with Load(g.port, threads=6) as load:
         time.sleep(1.0)
         killed_at = time.monotonic()
         ups[1].kill()  # SIGKILL: in-flight requests and pooled connections die with it
@@ -102,6 +104,19 @@ def test_zero_failed_gets_while_a_replica_is_killed_under_load(tmp_path, procs):
     after = [r for r in load.results if r[0] > killed_at + 0.5]
     assert {r[2] for r in before} == {"r1", "r2"}
     assert len(after) > 20 and {r[2] for r in after} == {"r1"}
+
+
+def test_replica_dying_between_head_and_body_is_retried_without_a_broken_answer(tmp_path, procs):
+    """The head of a response is held until its body starts: a replica that dies in between has
+    sent the client nothing, so a GET is retried on another replica instead of cut short."""
+    ups = _replicas(2, procs)
+    g = _gateway(tmp_path, procs, ups)
+    answers = []
+    while ups[1].proc.poll() is None and len(answers) < 50:
+        answers.append(g.request("GET", "/a/x?die_after_head=r2"))
+    assert ups[1].proc.poll() is not None  # r2 got one of them and died after its head
+    assert {(r.status, r.upstream) for r in answers} == {(200, "r1")}
+    assert g.metric("gateway_upstream_retries_total", service="svc", reason="reset") == 1
 
 
 def test_idempotent_requests_retried_on_503_but_posts_are_not(tmp_path, procs):

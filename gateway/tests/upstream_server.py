@@ -8,6 +8,7 @@ Every path echoes the request as JSON, except:
   ...?sleep=SECONDS            -> answers after sleeping
   ...?status=CODE[&only=NAME]  -> answers with that status (only on replica NAME if given)
   ...?chunked=N                -> N chunks of "chunk-i\n", chunked transfer encoding
+  ...?die_after_head=NAME      -> replica NAME sends a response head (Content-Length 100) and exits
   /_stats                      -> {"served": n, "inflight": n, "peak": n}: requests answered, being
                                   answered now, and the most answered at once (health checks excluded)
 """
@@ -66,6 +67,13 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, None, raw=data)
         if "sleep" in q:
             time.sleep(float(q["sleep"]))
+        if q.get("die_after_head") == NAME:
+            self.send_response(200)
+            self.send_header("Content-Length", "100")
+            self.end_headers()
+            self.wfile.flush()
+            time.sleep(0.2)  # the head is read and parsed on the other side before the process dies
+            os._exit(1)
         if "chunked" in q:
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")
