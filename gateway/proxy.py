@@ -81,6 +81,7 @@ ACCESS_FIELDS = ("ts", "method", "path", "route", "status", "upstream", "duratio
                  "tries")
 BUCKETS: tuple = metrics.BUCKETS  # latency histogram bounds (s); the last bucket is +Inf
 N_BUCKETS: cython.Py_ssize_t = len(metrics.BUCKETS)
+DRAIN_IDLE_GRACE = 0.3  # seconds an idle connection may still send a request after a SIGTERM's drain starts
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
 MAX_HEADER_BYTES = 32 * 1024
@@ -1584,9 +1585,14 @@ class ClientConn:
                 self._error(r, 504, f"{r.route.service} did not answer within {r.route.timeout:g}s", close=False)
 
     def drain(self):
-        """SIGTERM: idle connections close now, busy ones after their current answer."""
+        """SIGTERM: busy connections close after their current answer. An idle keep-alive
+        connection closes after DRAIN_IDLE_GRACE s without a request: a client between two
+        requests may be sending the next one right now, and closing under it would lose that
+        request; read in time, it is answered (with Connection: close, as while draining)."""
         if self.active is None and self.req is None and not self.queue:
-            self._close()
+            deadline = time.monotonic() + DRAIN_IDLE_GRACE
+            if not self.read_deadline or deadline < self.read_deadline:
+                self.read_deadline = deadline
         else:
             self.must_close = True
 
