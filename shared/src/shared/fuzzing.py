@@ -67,6 +67,13 @@ def generate_schema() -> dict:
             return json.load(generated)
 
 
+def served_paths(client) -> set[str]:
+    """The paths of the schema the service serves at /api/schema/ (asserts that it answers 200)."""
+    response = client.get("/api/schema/?format=json")
+    assert response.status_code == 200
+    return set(response.json()["paths"])
+
+
 def operations(schema: dict) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in schema["paths"].items() for method in item if method in METHODS}
 
