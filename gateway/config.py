@@ -48,6 +48,9 @@ class Limits:
     max_queue: int  # requests waiting per service (503 at once beyond)
 
 
+DEFAULT_LIMITS = Limits(max_outstanding=0, queue_timeout=5.0, max_queue=1000)
+
+
 @dataclass
 class Route:
     prefix: str
@@ -218,7 +221,7 @@ def load(env: dict | None = None) -> Settings:
     default_rl = defaults.get("ratelimit")
 
     # concurrency limit and queue: the file's defaults, then the environment, then per upstream
-    base = _limits(defaults, Limits(0, 5.0, 1000), f"{routes_file}: defaults")
+    base = _limits(defaults, DEFAULT_LIMITS, f"{routes_file}: defaults")
     base = Limits(max_outstanding=_int(env, "GATEWAY_MAX_OUTSTANDING", base.max_outstanding),
                   queue_timeout=_float(env, "GATEWAY_QUEUE_TIMEOUT", base.queue_timeout),
                   max_queue=_int(env, "GATEWAY_MAX_QUEUE", base.max_queue))

@@ -26,7 +26,7 @@ import random
 import socket
 import time
 
-from . import httpclient, metrics
+from . import config, httpclient, metrics
 
 log = logging.getLogger("gateway.upstream")
 
@@ -112,10 +112,10 @@ class Cluster:
 
     def apply_limits(self, settings) -> None:
         self.settings = settings
-        lim = settings.limits.get(self.name)
-        self.max_outstanding = lim.max_outstanding if lim else 0
-        self.queue_timeout = lim.queue_timeout if lim else 5.0
-        self.max_queue = lim.max_queue if lim else 1000
+        lim = settings.limits.get(self.name, config.DEFAULT_LIMITS)  # no entry: a cluster kept for in-flight requests
+        self.max_outstanding = lim.max_outstanding
+        self.queue_timeout = lim.queue_timeout
+        self.max_queue = lim.max_queue
 
     def configure(self, specs: list[str]) -> None:
         self.specs = list(specs)
