@@ -1,5 +1,6 @@
 # Two commands matter: `make run` and `make test`. Everything else is a helper.
-PY ?= python3.11
+# the interpreter that creates .venv: python3.11, else python3 (dev/preflight.py checks its version)
+PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -8,14 +9,29 @@ EXT := gateway/proxy.build
 
 .PHONY: venv run test lint typecheck fuzz bench bench-users clean
 
+# First run: one line per slow step (a later run with nothing changed prints none of them).
 $(STAMP): requirements/*.txt shared/pyproject.toml
-	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -r requirements/dev.txt
+	@command -v $(PY) >/dev/null || { echo "make: no Python found ($(PY)): install Python 3.11 (Debian/Ubuntu: apt-get install python3.11 python3.11-venv) or name it: make run PY=/path/to/python3.11" >&2; exit 1; }
+	@if test -x $(BIN)/python; then \
+		echo "==> requirements changed: updating .venv (usually under a minute)"; \
+	else \
+		$(PY) dev/preflight.py python || exit 1; \
+		echo "==> creating the virtualenv .venv with $(PY) (a few seconds)"; \
+		rm -rf $(VENV); $(PY) -m venv $(VENV) || exit 1; \
+		echo "==> installing the pinned dependencies into .venv from PyPI (first run only: about 2 minutes, 500 MB)"; \
+	fi
+	@$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	@$(BIN)/pip install -q --disable-pip-version-check -r requirements/dev.txt
 	@touch $(STAMP)
 
 $(EXT): $(STAMP) gateway/proxy.py gateway/build_ext.py
-	$(BIN)/python gateway/build_ext.py
+	@if [ "$$GATEWAY_PURE_PYTHON" = 1 ]; then \
+		echo "==> GATEWAY_PURE_PYTHON=1: the gateway runs uncompiled (no Cython build)"; \
+	else \
+		$(BIN)/python dev/preflight.py compiler || exit 1; \
+		echo "==> compiling the gateway's data path with Cython (about 30 s; again only when gateway/proxy.py changes)"; \
+		$(BIN)/python gateway/build_ext.py; \
+	fi
 
 venv: $(STAMP) $(EXT)
 
@@ -44,7 +60,8 @@ bench: $(STAMP) $(EXT)  ## benchmarks (print figures; need wrk/nginx: apt-get in
 bench-users: $(STAMP) $(EXT)
 	$(BIN)/python bench/users_bench.py
 
-clean:
+clean:  ## the embedded servers' data, logs and keys (.run/, and the runtime directory used as root)
+	@test -x $(BIN)/python && $(BIN)/python dev/infra.py clean || $(PY) dev/infra.py clean
 	rm -rf .run
 
 # schemathesis over every service's OpenAPI schema with more examples than `make test` uses

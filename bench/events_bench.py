@@ -196,7 +196,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="social-events-bench-") as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)
-        with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log) as (admin_url, redis_url):
+        with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log, ephemeral=True) as (admin_url, redis_url):
             urls = bootstrap(admin_url, DATABASE, {s: f"{s}-dev-password" for s in stack.SERVICES})
             ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
                                 run_dir=run_dir, replicas=1, port_offset=PORT_OFFSET,

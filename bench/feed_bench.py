@@ -114,7 +114,7 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
     from shared.db_bootstrap import bootstrap
 
     infra_log = stack_.enter_context(open(run_dir / "infra.log", "w"))  # noqa: SIM115 - closed by the ExitStack
-    admin_url, redis_url = stack_.enter_context(infra.embedded(run_dir, log=infra_log))
+    admin_url, redis_url = stack_.enter_context(infra.embedded(run_dir, log=infra_log, ephemeral=True))
     urls = bootstrap(admin_url, "social_bench", {n: f"{n}-bench" for n in stack.SERVICES})
     ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
                         run_dir=run_dir, replicas=1, port_offset=60 + 2000 * index,

@@ -43,11 +43,11 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     with open(log_dir / "infra.log", "a") as infra_log, \
-            infra.embedded(run_dir, pg_port=15432, redis_port=16379, log=infra_log) as (admin_url, redis_url):
+            infra.embedded(run_dir, pg_port=15432, redis_port=16379, log=infra_log, announce=True) as (admin_url, redis_url):
         urls = bootstrap(admin_url, DATABASE, {name: f"{name}-dev-password" for name in stack.SERVICES})
         ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
                             run_dir=run_dir, replicas=args.replicas)
-        print("migrating…", flush=True)
+        print("==> applying migrations (first run: about 20 s; later runs: nothing to apply)", flush=True)
         stack.prepare(ctx)
         supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=not args.quiet, log_dir=log_dir)
         try:
@@ -68,4 +68,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except infra.InfraError as exc:
+        print(f"make run: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -272,7 +272,7 @@ def temporary_system(prefix: str, *, services: list[str], port_offset: int, repl
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)  # the unprivileged postgres user must reach its data dir
-        with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log) as (admin_url, redis_url):
+        with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log, ephemeral=True) as (admin_url, redis_url):
             urls = bootstrap(admin_url, "social_bench", {name: f"{name}-bench" for name in SERVICES})
             ctx = Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
                           run_dir=run_dir, replicas=replicas, port_offset=port_offset, extra_env=extra_env or {})

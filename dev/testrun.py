@@ -71,7 +71,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="social-test-") as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)  # the unprivileged postgres user must reach its data dir
-        with open(run_dir / "infra.log", "w") as infra_log, infra.embedded(run_dir, log=infra_log) as (admin_url, redis_url):
+        with open(run_dir / "infra.log", "w") as infra_log, \
+                infra.embedded(run_dir, log=infra_log, ephemeral=True) as (admin_url, redis_url):
             urls = bootstrap(admin_url, DATABASE, service_passwords())
             key_file = run_dir / "keys" / "test.pem"
             base_env = {
@@ -105,4 +106,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except infra.InfraError as exc:
+        print(f"make test: {exc}", file=sys.stderr)
+        sys.exit(1)
