@@ -41,9 +41,14 @@ run: $(STAMP) $(EXT)  ## start everything locally (Ctrl-C stops it all)
 test: $(STAMP) $(EXT)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
-lint: $(STAMP)  ## ruff over the tree, then mypy
+lint: $(STAMP)  ## ruff over the tree, mypy, and no model change without its migration
 	$(BIN)/ruff check .
 	$(MAKE) --no-print-directory typecheck
+	@for svc in users feed notifications; do \
+		(cd services/$$svc && DJANGO_DEV=1 PYTHONWARNINGS=ignore::RuntimeWarning \
+			../../$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null) \
+			|| { echo "make lint: $$svc has model changes without a migration (manage.py makemigrations)"; exit 1; }; \
+	done
 
 # mypy once per Django project: the django-stubs plugin loads one settings module per run
 typecheck: $(STAMP)

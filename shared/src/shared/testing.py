@@ -51,6 +51,24 @@ class QueryCounter(CaptureQueriesContext):
         super().__init__(connection)
 
 
+def lint_migrations(**options):
+    """django-migration-linter over this service's own migrations and the platform's (`shared`
+    apps), not Django's or third parties'. Initial migrations only create tables, so they are
+    skipped. Returns the linter: `has_errors` is true when a migration would break the code still
+    running during a rolling deploy (a dropped or renamed column, a NOT NULL column without a
+    default, …) and is not marked as the contract step with `IgnoreMigration()`
+    (docs/releasing.md)."""
+    from django.apps import apps
+    from django_migration_linter import MigrationLinter
+
+    own = [config.label for config in apps.get_app_configs()
+           if not config.name.startswith(("django.", "rest_framework", "drf_spectacular"))]
+    options = {"include_apps": own, "ignore_initial_migrations": True, "no_cache": True, **options}
+    linter = MigrationLinter(**options)
+    linter.lint_all_migrations()
+    return linter
+
+
 def assert_problem(response, status: int, slug: str) -> dict:
     """The response is an RFC 9457 problem of this status and type; returns the body."""
     assert response.status_code == status, (response.status_code, response.content[:500])
