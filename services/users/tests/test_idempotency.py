@@ -1,4 +1,4 @@
-"""Idempotency-Key on users' authenticated writes (API.md: a replay returns the first response)."""
+"""Idempotency-Key on users' authenticated writes (docs/api.md: a replay returns the first response)."""
 
 import pytest
 from follows.models import Follow

@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import schemathesis
@@ -36,6 +38,8 @@ from schemathesis import checks
 
 DEFAULT_EXAMPLES = 8
 METHODS = ("get", "put", "post", "patch", "delete")
+# the public API's description, in the repository (the `shared` package is installed editable there)
+API_DOC = Path(__file__).resolve().parents[3] / "docs" / "api.md"
 
 
 def examples() -> int:
@@ -78,12 +82,37 @@ def operations(schema: dict) -> set[tuple[str, str]]:
     return {(method.upper(), path) for path, item in schema["paths"].items() for method in item if method in METHODS}
 
 
+def path_shape(path: str) -> str:
+    """A path without its query and with every parameter unnamed: `/posts/{id}` and `/posts/{post_id}` agree."""
+    return re.sub(r"\{[^}]*\}", "{}", path.split("?", 1)[0])
+
+
+def documented_routes(service: str) -> list[tuple[str, str]]:
+    """(METHOD, path) of every row of docs/api.md's endpoint table that `service` serves."""
+    rows = []
+    for line in API_DOC.read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) >= 3 and cells[0] == service and cells[1] in {m.upper() for m in METHODS}:
+            rows.append((cells[1], cells[2].split("?", 1)[0]))
+    assert rows, f"docs/api.md documents no route of {service}"
+    return rows
+
+
+def assert_matches_api_doc(schema: dict, service: str) -> None:
+    """The service's public operations (all but /internal/) are exactly docs/api.md's rows for it."""
+    documented = {(method, path_shape(path)) for method, path in documented_routes(service)}
+    public = {(method, path_shape(path)) for method, path in operations(schema) if not path.startswith("/internal/")}
+    assert documented == public, (f"only in docs/api.md: {sorted(documented - public)}; "
+                                  f"only in the schema: {sorted(public - documented)}")
+
+
 def assert_routes(schema: dict, expected: Iterable[tuple[str, str]]) -> None:
-    """Every (METHOD, path) in `expected` is documented, each with responses for success and errors."""
-    documented = operations(schema)
-    missing = sorted(set(expected) - documented)
+    """Every (METHOD, path) in `expected` is documented, each with responses for success and errors.
+    Paths match whatever their parameters are named (path_shape)."""
+    by_shape = {(method, path_shape(path)): (method, path) for method, path in operations(schema)}
+    missing = sorted(route for route in expected if (route[0], path_shape(route[1])) not in by_shape)
     assert not missing, f"routes missing from the schema: {missing}"
-    for method, path in expected:
+    for method, path in (by_shape[route[0], path_shape(route[1])] for route in expected):
         operation = schema["paths"][path][method.lower()]
         codes = set(operation["responses"])
         assert any(code.startswith("2") for code in codes), (method, path, codes)

@@ -39,7 +39,7 @@ def test_bad_device_is_a_problem_and_writes_nothing(register, client_for, body, 
 
 
 def test_writes_accept_an_idempotency_key(register, client_for):
-    """API.md: writes accept Idempotency-Key; a replay returns the first response, another body is 422."""
+    """docs/api.md: writes accept Idempotency-Key; a replay returns the first response, another body is 422."""
     client = client_for(register("alice"))
     key = {"HTTP_IDEMPOTENCY_KEY": "device-1"}
     first = client.post("/api/v1/devices", {"platform": "ios", "token": "tok:1"}, format="json", **key)
