@@ -4,10 +4,6 @@
 database and Redis, as a user registered with the real users service (real access token; authors
 and mentions resolved through it): no 5xx, and every status code, content type and body as
 documented. Each operation's examples run inside one test transaction, rolled back.
-
-In `zz_openapi/` so it runs after the timelines tests: some of those assert EXPLAIN plans and a
-scan order that shift once feed's tables are auto-analyzed, and the fuzz examples' rolled-back
-inserts count towards the autoanalyze threshold.
 """
 
 import pytest
