@@ -191,6 +191,8 @@ def clean_runtime_dir() -> None:
 
 def _ensure_port_free(port: int, what: str, env_var: str) -> None:
     with socket.socket() as s:
+        # as the servers themselves bind: connections of a stopped server in TIME_WAIT don't count
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError as exc:

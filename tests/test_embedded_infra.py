@@ -182,3 +182,19 @@ def test_preflight_passes_on_this_machine():
         result = subprocess.run([sys.executable, str(ROOT / "dev" / "preflight.py"), check],
                                 capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
+
+
+def test_a_server_restarts_on_its_port_while_its_old_connections_wait_out_time_wait(tmp_path):
+    import redis
+
+    port = infra.free_port()
+    server = infra.start_redis(tmp_path / "redis", port)
+    client = redis.Redis(port=port)
+    assert client.ping()
+    server.stop()  # the server closes first: its side of the connection is now in TIME_WAIT
+    client.close()
+    again = infra.start_redis(tmp_path / "redis", port)
+    try:
+        assert redis.Redis(port=port).ping()
+    finally:
+        again.stop()
