@@ -57,7 +57,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["shared.auth.AccessTokenAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["shared.auth.IsEndUser"],
-            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_PARSER_CLASSES": ["shared.parsers.JSONParser"],
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
             "EXCEPTION_HANDLER": "shared.problems.exception_handler",
             "UNAUTHENTICATED_USER": None,

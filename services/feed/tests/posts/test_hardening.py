@@ -1,0 +1,16 @@
+"""Hostile input from a security probe (issue 13): it gets a 400 problem and writes nothing."""
+
+import pytest
+from posts.models import Like, Post
+
+from shared.testing import assert_problem
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.mark.parametrize("body", ["[" * 1000, '{"body":' * 1000, "[" * 60_000])
+def test_deeply_nested_json_is_a_400_problem(person, body):
+    alice = person("alice")
+    response = alice.api.post("/api/v1/posts", data=body, content_type="application/json")
+    assert_problem(response, 400, "malformed-request")
+    assert Post.objects.count() == 0 and Like.objects.count() == 0
