@@ -15,3 +15,12 @@ def test_deeply_nested_json_is_a_400_problem(register, client_for, path, body):
     response = client_for(register("alice")).post(path, data=body, content_type="application/json")
     assert_problem(response, 400, "malformed-request")
     assert Device.objects.count() == 0 and Notification.objects.count() == 0
+
+
+def test_every_response_is_nosniff(register, client_for):
+    from rest_framework.test import APIClient
+
+    client = client_for(register("alice"))
+    for response in (client.get("/api/v1/notifications"), client.get("/api/v1/notifications/unread-count"),
+                     APIClient().get("/api/v1/notifications"), APIClient().get("/no/such/url")):
+        assert response["X-Content-Type-Options"] == "nosniff"

@@ -49,6 +49,7 @@ def _auth_body(user, pair) -> dict:
 
 
 class RegisterApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes = [RegisterIpThrottle]
@@ -72,6 +73,7 @@ class RegisterApi(APIView):
 
 
 class LoginApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes = [LoginIpThrottle, LoginAccountThrottle]
@@ -104,6 +106,7 @@ class RefreshInputSerializer(serializers.Serializer):
 
 
 class RefreshApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
 
@@ -130,6 +133,7 @@ class LogoutApi(APIView):
 
 
 class MeApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     throttle_classes = [AccountDeleteThrottle]  # counts DELETE only
 
     class DeleteSerializer(serializers.Serializer):

@@ -37,3 +37,25 @@ def test_json_nested_within_the_limit_still_parses(api_client):
     body = '{"username": ' + "[" * 31 + "]" * 31 + ', "password": "x"}'
     response = api_client.post("/api/v1/auth/login", data=body, content_type="application/json")
     assert_problem(response, 400, "validation-error")
+
+
+def test_responses_with_tokens_or_email_are_not_stored_and_every_response_is_nosniff(api_client, client_for):
+    from tests.conftest import PASSWORD
+
+    registered = api_client.post("/api/v1/auth/register", {"username": "carol", "email": "carol@example.com",
+                                                           "password": PASSWORD}, format="json")
+    logged_in = api_client.post("/api/v1/auth/login", {"username": "carol", "password": PASSWORD}, format="json")
+    refreshed = api_client.post("/api/v1/auth/refresh", {"refresh": logged_in.json()["refresh"]}, format="json")
+    carol = client_for(User.objects.get(username="carol"))
+    me = carol.get("/api/v1/users/me")
+    updated = carol.patch("/api/v1/users/me", {"bio": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    replayed = carol.patch("/api/v1/users/me", {"bio": "hi"}, format="json", HTTP_IDEMPOTENCY_KEY="k-1")
+    failed_login = api_client.post("/api/v1/auth/login", {"username": "carol", "password": "wrong"}, format="json")
+    for response in (registered, logged_in, refreshed, me, updated, replayed, failed_login):
+        assert response.status_code < 500
+        assert response["Cache-Control"] == "no-store", response.status_code
+        assert response["X-Content-Type-Options"] == "nosniff"
+    for response in (carol.get("/api/v1/users/carol"), api_client.get("/no/such/url"),
+                     api_client.get("/.well-known/jwks.json")):
+        assert response["X-Content-Type-Options"] == "nosniff"
+        assert "no-store" not in response.get("Cache-Control", "")

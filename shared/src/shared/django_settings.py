@@ -29,6 +29,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", "*" if dev else "localhost"),
         "INSTALLED_APPS": ["rest_framework", "drf_spectacular", *apps],
         "MIDDLEWARE": [
+            "shared.security.SecurityHeadersMiddleware",
             "shared.requestid.RequestIdMiddleware",
             "shared.observability.MetricsMiddleware",
             "shared.problems.BodySizeLimitMiddleware",

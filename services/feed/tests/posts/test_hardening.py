@@ -14,3 +14,10 @@ def test_deeply_nested_json_is_a_400_problem(person, body):
     response = alice.api.post("/api/v1/posts", data=body, content_type="application/json")
     assert_problem(response, 400, "malformed-request")
     assert Post.objects.count() == 0 and Like.objects.count() == 0
+
+
+def test_every_response_is_nosniff(person, api_client):
+    alice = person("alice")
+    for response in (alice.api.get("/api/v1/feed"), alice.api.post("/api/v1/posts", {"body": "hi"}, format="json"),
+                     api_client.get("/api/v1/feed"), api_client.get("/no/such/url")):
+        assert response["X-Content-Type-Options"] == "nosniff"
