@@ -7,7 +7,7 @@ import logging
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from prometheus_client import Counter
@@ -21,21 +21,28 @@ PUSHES = Counter("push_deliveries_total", "Notifications by push outcome", ["out
 BATCH = 1000
 
 
+def _token_lock_key(token: str) -> int:
+    return int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "big", signed=True)
+
+
 @transaction.atomic
 def device_register(*, user_id: int, platform: str, token: str) -> tuple[Device, bool]:
-    """Register a device token for the user; (device, created). Re-registering updates the platform."""
+    """Register a device token for the user; (device, created). A push token belongs to the
+    account that registered it last: registering it moves it away from any other account (a phone
+    that changed hands must not receive the previous owner's pushes). Re-registering updates the
+    platform. Serialized per token by a transaction-scoped advisory lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_token_lock_key(token)])
+    moved, _ = Device.objects.filter(token=token).exclude(user_id=user_id).delete()
+    if moved:
+        logger.info("push token moved to another account", extra={"user_id": user_id})
     existing = Device.objects.filter(user_id=user_id, token=token).first()
     if existing is not None:
         if existing.platform != platform:
             existing.platform = platform
             existing.save(update_fields=["platform"])
         return existing, False
-    try:
-        with transaction.atomic():
-            return Device.objects.create(user_id=user_id, platform=platform, token=token,
-                                         created_at=timezone.now()), True
-    except IntegrityError:  # a concurrent registration of the same token won
-        return Device.objects.get(user_id=user_id, token=token), False
+    return Device.objects.create(user_id=user_id, platform=platform, token=token, created_at=timezone.now()), True
 
 
 @transaction.atomic
