@@ -16,6 +16,7 @@ from posts.models import Like, Post
 from shared import ids
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
 from shared.problems import Problem
+from shared.text import is_invisible
 
 MAX_BODY = 500
 MAX_MENTIONS = 100
@@ -50,6 +51,9 @@ def post_create(*, author_id: int, body: str) -> Post:
     if not 1 <= len(body) <= MAX_BODY:
         raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
                       errors={"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
+    if is_invisible(body):  # zero-width spaces, fillers, bare combining marks: a post nobody can see
+        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
+                      errors={"body": ["Must contain visible characters."]})
     mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]  # HTTP before the transaction
     with transaction.atomic():
         post = Post.objects.create(

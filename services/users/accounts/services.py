@@ -24,6 +24,7 @@ from accounts.keys import active_key
 from accounts.models import RefreshToken, User
 from shared.events import publish
 from shared.problems import Problem
+from shared.text import skeleton
 from shared.tokens import ALGORITHM, TOKEN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -71,11 +72,22 @@ def token_pair_issue(*, user: User, family: uuid.UUID | None = None) -> TokenPai
                      expires_in=settings.ACCESS_TOKEN_TTL)
 
 
+def _display_name_check(*, display_name: str, own_username: str) -> None:
+    """A display name may not read as another user's username (compared NFKC-casefolded, so
+    full-width or differently-cased letters do not get around it)."""
+    seen_as = skeleton(display_name.strip()).lstrip("@")
+    if not seen_as or seen_as == own_username.lower():
+        return
+    if selectors.user_by_username(username=seen_as) is not None:
+        raise ValidationError({"display_name": ["This is another user's username."]})
+
+
 @transaction.atomic
 def user_register(*, username: str, email: str, password: str, display_name: str = "") -> tuple[User, TokenPair]:
     user = User(username=username, email=email.strip(), display_name=display_name or username)
     if selectors.user_by_username(username=username) is not None:
         raise ValidationError({"username": ["This username is taken."]})
+    _display_name_check(display_name=user.display_name, own_username=username)
     if selectors.user_by_email(email=user.email) is not None:
         raise ValidationError({"email": ["An account with this email exists."]})
     try:
@@ -145,6 +157,8 @@ def user_update(*, user_id: int, **fields) -> User:
     user = User.objects.select_for_update().filter(id=user_id).first()
     if user is None:
         raise NotFound("This account no longer exists.")
+    if fields.get("display_name"):
+        _display_name_check(display_name=fields["display_name"], own_username=user.username)
     for name, value in fields.items():
         setattr(user, name, value)
     user.updated_at = timezone.now()

@@ -5,6 +5,7 @@ from accounts.models import RefreshToken, User
 from follows.models import Follow
 
 from shared.testing import assert_problem
+from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.django_db
 
@@ -40,8 +41,6 @@ def test_json_nested_within_the_limit_still_parses(api_client):
 
 
 def test_responses_with_tokens_or_email_are_not_stored_and_every_response_is_nosniff(api_client, client_for):
-    from tests.conftest import PASSWORD
-
     registered = api_client.post("/api/v1/auth/register", {"username": "carol", "email": "carol@example.com",
                                                            "password": PASSWORD}, format="json")
     logged_in = api_client.post("/api/v1/auth/login", {"username": "carol", "password": PASSWORD}, format="json")
@@ -59,3 +58,47 @@ def test_responses_with_tokens_or_email_are_not_stored_and_every_response_is_nos
                      api_client.get("/.well-known/jwks.json")):
         assert response["X-Content-Type-Options"] == "nosniff"
         assert "no-store" not in response.get("Cache-Control", "")
+
+
+@pytest.mark.parametrize("display_name", [
+    "evil\u202egnp.exe",          # right-to-left override
+    "a\u2066b\u2069",             # bidi isolate
+    "al\u200bice",                # zero-width space
+    "\u200d",                     # a lone zero-width joiner
+    "bell\x07", "tab\there", "nul\x00",  # control characters
+    "\u3164",                     # Hangul filler: looks empty
+    "line\u2028break",
+])
+def test_display_name_with_control_or_invisible_characters_is_refused(alice, client_for, api_client, display_name):
+    response = client_for(alice).patch("/api/v1/users/me", {"display_name": display_name}, format="json")
+    assert list(assert_problem(response, 400, "validation-error")["errors"]) == ["display_name"]
+    registered = api_client.post("/api/v1/auth/register", {"username": "carol", "email": "carol@example.com",
+                                                            "password": PASSWORD, "display_name": display_name},
+                                 format="json")
+    assert list(assert_problem(registered, 400, "validation-error")["errors"]) == ["display_name"]
+    alice.refresh_from_db()
+    assert alice.display_name == "alice" and not User.objects.filter(username="carol").exists()
+
+
+def test_display_name_is_stored_nfc_and_emoji_sequences_are_kept(alice, client_for):
+    decomposed = "Cafe\u0301"  # e + combining acute accent
+    response = client_for(alice).patch("/api/v1/users/me", {"display_name": decomposed}, format="json")
+    assert response.status_code == 200 and response.json()["display_name"] == "Caf\u00e9"
+    family = "\U0001F468\u200d\U0001F469\u200d\U0001F467 Alice"
+    assert client_for(alice).patch("/api/v1/users/me", {"display_name": family}, format="json").json()[
+        "display_name"] == family
+
+
+@pytest.mark.parametrize("display_name", ["bob", "BOB", "@bob", "\uff42\uff4f\uff42"])  # last: full-width "bob"
+def test_display_name_may_not_be_another_users_username(alice, bob, client_for, api_client, display_name):
+    response = client_for(alice).patch("/api/v1/users/me", {"display_name": display_name}, format="json")
+    assert assert_problem(response, 400, "validation-error")["errors"] == {
+        "display_name": ["This is another user's username."]}
+    registered = api_client.post("/api/v1/auth/register", {"username": "carol", "email": "carol@example.com",
+                                                            "password": PASSWORD, "display_name": display_name},
+                                 format="json")
+    assert_problem(registered, 400, "validation-error")
+    alice.refresh_from_db()
+    assert alice.display_name == "alice" and not User.objects.filter(username="carol").exists()
+    # one's own username, in any case, is fine
+    assert client_for(alice).patch("/api/v1/users/me", {"display_name": "ALICE"}, format="json").status_code == 200
