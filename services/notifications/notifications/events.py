@@ -8,6 +8,7 @@ from devices import services as device_services
 from notifications import services
 from notifications.actors import actor_cache_forget_on_commit, actor_cache_put_on_commit
 from notifications.models import Notification
+from shared import revocation
 from shared.events import Event, handler
 from shared.users_client import UserSummary
 
@@ -51,6 +52,7 @@ def on_user_updated(event: Event) -> None:
 @handler("user.deleted")
 def on_user_deleted(event: Event) -> None:
     user_id = int(event.data["user_id"])
+    revocation.revoke_user(user_id)  # again, in case the users service could not write it
     services.notifications_delete_for_user(user_id=user_id)
     device_services.devices_delete_for_user(user_id=user_id)
     actor_cache_forget_on_commit(user_id)

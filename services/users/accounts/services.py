@@ -22,6 +22,7 @@ from rest_framework.exceptions import AuthenticationFailed, NotFound, Validation
 from accounts import selectors
 from accounts.keys import active_key
 from accounts.models import RefreshToken, User
+from shared import revocation
 from shared.events import publish
 from shared.problems import Problem
 from shared.text import skeleton
@@ -46,7 +47,8 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def access_token_issue(*, user: User) -> str:
+def access_token_issue(*, user: User, sid: uuid.UUID | None = None) -> str:
+    """An access token; `sid` names its login session (the refresh family) for session revocation."""
     key = active_key()
     now = int(timezone.now().timestamp())
     claims = {
@@ -54,20 +56,23 @@ def access_token_issue(*, user: User) -> str:
         "username": user.username, "iat": now, "exp": now + settings.ACCESS_TOKEN_TTL,
         "jti": uuid.uuid4().hex,
     }
+    if sid is not None:
+        claims["sid"] = str(sid)
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
 
 
-def _refresh_token_create(*, user_id: int, family: uuid.UUID | None = None) -> str:
+def _refresh_token_create(*, user_id: int, family: uuid.UUID) -> str:
     token = secrets.token_urlsafe(32)
     RefreshToken.objects.create(
-        user_id=user_id, family=family or uuid.uuid4(), token_hash=_hash(token),
+        user_id=user_id, family=family, token_hash=_hash(token),
         expires_at=timezone.now() + timedelta(seconds=settings.REFRESH_TOKEN_TTL),
     )
     return token
 
 
 def token_pair_issue(*, user: User, family: uuid.UUID | None = None) -> TokenPair:
-    return TokenPair(access=access_token_issue(user=user),
+    family = family or uuid.uuid4()
+    return TokenPair(access=access_token_issue(user=user, sid=family),
                      refresh=_refresh_token_create(user_id=user.id, family=family),
                      expires_in=settings.ACCESS_TOKEN_TTL)
 
@@ -120,7 +125,9 @@ def user_login(*, login: str, password: str) -> tuple[User, TokenPair]:
 
 
 def _family_revoke(family: uuid.UUID) -> None:
+    """Revoke a login session: its refresh tokens, and (after commit) its access tokens."""
     RefreshToken.objects.filter(family=family, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    transaction.on_commit(lambda: revocation.revoke_session(str(family)))
 
 
 def token_refresh(*, refresh: str) -> TokenPair:
@@ -209,4 +216,5 @@ def user_delete(*, user_id: int, password: str) -> None:
     RefreshToken.objects.filter(user_id=user_id).delete()
     user.delete()
     publish("user.deleted", {"user_id": str(user_id)})
+    transaction.on_commit(lambda: revocation.revoke_user(user_id))  # consumers of user.deleted write it too
     profiles_forget_on_commit(user.username, *names)

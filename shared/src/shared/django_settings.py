@@ -46,6 +46,8 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "APPEND_SLASH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 64 * 1024),
         "REDIS_URL": redis_url,
+        # the revocation set of access tokens (shared.revocation): one Redis for every service and the gateway
+        "REVOCATION_REDIS_URL": env_str("REVOCATION_REDIS_URL", "") or redis_url,
         "CACHES": {
             "default": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
