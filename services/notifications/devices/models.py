@@ -37,6 +37,7 @@ class Delivery(models.Model):
         SENT = "sent"
         NO_DEVICE = "no_device"
         FAILED = "failed"  # gave up after PUSH_MAX_ATTEMPTS (or a permanent provider error)
+        CAPPED = "capped"  # not pushed: the recipient had PUSH_MAX_PER_HOUR pushes this hour (still listed)
 
     user_id = models.BigIntegerField()
     notification_id = models.BigIntegerField()

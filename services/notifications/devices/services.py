@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
@@ -71,6 +72,28 @@ def deliveries_create(*, notifications) -> None:
     transaction.on_commit(lambda: push_schedule(user_ids=user_ids))
 
 
+def deliveries_forget(*, notification_ids: list[int]) -> None:
+    """Pending pushes of notifications that were replaced (a grouped like) go with them."""
+    Delivery.objects.filter(notification_id__in=notification_ids, status=Delivery.Status.PENDING).delete()
+
+
+def push_allowance_take(user_id: int) -> bool:
+    """One push to the user counted against PUSH_MAX_PER_HOUR (a Redis counter per clock hour);
+    False once the cap is reached. Fails open: without Redis, pushes are not capped."""
+    from notifications.unread import _redis
+
+    key = f"push:sent:{user_id}:{int(time.time() // 3600)}"
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 3700)
+        count = int(pipe.execute()[0])
+    except Exception as exc:
+        logger.warning("push cap unavailable; pushing", extra={"error": str(exc)})
+        return True
+    return count <= settings.PUSH_MAX_PER_HOUR
+
+
 def push_schedule(*, user_ids: list[int]) -> None:
     """One flush per user per coalescing window (a Redis SET NX marks it scheduled). If Redis or
     the broker is down, the periodic sweep finds the pending deliveries instead."""
@@ -92,9 +115,16 @@ def _message_text(deliveries: list[Delivery]) -> tuple[str, str]:
 
     if len(deliveries) > 1:
         return "Social", f"You have {len(deliveries)} new notifications"
+    from notifications.models import Notification
+
     only = deliveries[0]
     name = actor_profiles(ids=[only.actor_id])[only.actor_id]["username"] or "Someone"
     verb = {"follow": "started following you", "like": "liked your post", "mention": "mentioned you"}[only.kind]
+    count = Notification.objects.filter(id=only.notification_id).values_list("actor_count", flat=True).first() or 1
+    if count == 2:
+        name = f"{name} and 1 other"
+    elif count > 2:
+        name = f"{name} and {count - 1} others"
     return "Social", f"{name} {verb}"
 
 
@@ -113,6 +143,10 @@ def push_flush(*, user_id: int) -> int:
         if not devices:
             Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.NO_DEVICE, sent_at=now)
             PUSHES.labels("no_device").inc(len(ids))
+            return 0
+        if due[0].attempts == 0 and not push_allowance_take(user_id):  # a retry was counted the first time
+            Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.CAPPED, sent_at=now)
+            PUSHES.labels("capped").inc(len(ids))
             return 0
         title, body = _message_text(due)
         notification_ids = [str(d.notification_id) for d in due]

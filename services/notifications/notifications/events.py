@@ -15,17 +15,15 @@ from shared.users_client import UserSummary
 
 @handler("user.followed")
 def on_user_followed(event: Event) -> None:
-    services.notifications_create(kind=Notification.Kind.FOLLOW, actor_id=int(event.data["follower_id"]),
-                                  recipient_ids=[int(event.data["followee_id"])], event_id=event.id,
-                                  created_at=event.occurred_at)
+    services.follow_notify(follower_id=int(event.data["follower_id"]), followee_id=int(event.data["followee_id"]),
+                           event_id=event.id, created_at=event.occurred_at)
 
 
 @handler("post.liked")
 def on_post_liked(event: Event) -> None:
-    # liking your own post notifies nobody: notifications_create never notifies the actor
-    services.notifications_create(kind=Notification.Kind.LIKE, actor_id=int(event.data["liker_id"]),
-                                  recipient_ids=[int(event.data["author_id"])], post_id=int(event.data["post_id"]),
-                                  event_id=event.id, created_at=event.occurred_at)
+    # liking your own post notifies nobody; likes of one post are grouped
+    services.like_notify(liker_id=int(event.data["liker_id"]), author_id=int(event.data["author_id"]),
+                         post_id=int(event.data["post_id"]), event_id=event.id, created_at=event.occurred_at)
 
 
 @handler("post.created")

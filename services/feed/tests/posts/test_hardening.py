@@ -69,3 +69,30 @@ def test_user_deleted_event_writes_the_revocation_too(person):
     dispatch({"id": str(uuid.uuid4()), "type": "user.deleted", "version": 1, "occurred_at": "2025-01-01T00:00:00Z",
               "producer": "users", "data": {"user_id": str(alice.id)}, "request_id": ""})
     assert_problem(alice.api.get("/api/v1/feed"), 401, "invalid-token")
+
+
+def test_mentions_are_rate_limited_per_author(person, settings):
+    settings.MENTIONS_PER_HOUR = 3
+    alice, bob, carol, dave = person("alice"), person("bob"), person("carol"), person("dave")
+    first = alice.api.post("/api/v1/posts", {"body": f"hi @{bob.username} @{carol.username}"}, format="json")
+    assert first.status_code == 201 and len(first.json()["mentions"]) == 2
+    over = alice.api.post("/api/v1/posts", {"body": f"and @{dave.username} @{bob.username}"}, format="json")
+    problem = assert_problem(over, 429, "mention-rate-limited")
+    assert "nothing was posted" in problem["detail"] and 1 <= int(over["Retry-After"]) <= 3601
+    assert Post.objects.count() == 1
+    # what is left of the budget, and posts without mentions, still go through; others are not affected
+    assert alice.api.post("/api/v1/posts", {"body": f"@{dave.username}"}, format="json").status_code == 201
+    assert alice.api.post("/api/v1/posts", {"body": "no mentions"}, format="json").status_code == 201
+    assert_problem(alice.api.post("/api/v1/posts", {"body": f"@{bob.username}"}, format="json"), 429,
+                   "mention-rate-limited")
+    assert bob.api.post("/api/v1/posts", {"body": f"@{alice.username}"}, format="json").status_code == 201
+
+
+def test_only_the_first_mentions_of_a_post_notify(person, settings):
+    settings.MENTIONS_PER_POST = 2
+    alice, others = person("alice"), [person(f"m{i}") for i in range(3)]
+    body = " ".join(f"@{o.username}" for o in others)
+    response = alice.api.post("/api/v1/posts", {"body": body}, format="json")
+    assert response.status_code == 201
+    assert response.json()["mentions"] == [others[0].username, others[1].username]
+    assert Post.objects.get().mentioned_user_ids == [others[0].id, others[1].id]
