@@ -86,7 +86,7 @@ class PostListCreateApi(APIView):
         body = StrictCharField(max_length=None, allow_blank=True, trim_whitespace=False)
 
     @extend_schema(operation_id="posts_create", tags=["posts"], request=PostCreateSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={201: PostSerializer, **problems(*BODY, 401, 409, 422, 503)})
+                   responses={201: PostSerializer, **problems(*BODY, 401, 409, 422, 429, 503)})
     @idempotent(scope="posts.create")
     def post(self, request):
         data = self.InputSerializer(data=request.data)

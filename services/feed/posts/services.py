@@ -3,9 +3,13 @@ schedules timeline work only after commit."""
 
 from __future__ import annotations
 
+import logging
 import re
+import time
 
+import redis
 from authors.client import users_client
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
@@ -16,7 +20,9 @@ from posts.models import Like, Post
 from shared import ids
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
 from shared.problems import Problem
+from shared.text import is_invisible
 
+logger = logging.getLogger(__name__)
 MAX_BODY = 500
 MAX_MENTIONS = 100
 # @name not preceded by a word character (so e-mail addresses are not mentions)
@@ -24,11 +30,39 @@ MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{3,30})(?![A-Za-z0-9_])")
 
 
 def mention_candidates(body: str) -> list[str]:
-    """Distinct @names in order of first appearance, case-insensitively, at most 100."""
+    """Distinct @names in order of first appearance, case-insensitively, at most MAX_MENTIONS."""
     seen: dict[str, str] = {}
     for name in MENTION.findall(body):
         seen.setdefault(name.lower(), name)
     return list(seen.values())[:MAX_MENTIONS]
+
+
+def mention_allowance_take(*, author_id: int, count: int) -> None:
+    """Count `count` mentioned users against the author's MENTIONS_PER_HOUR (a Redis counter per
+    clock hour); 429 `mention-rate-limited` (and the count given back) when it would go over.
+    Fails open: without Redis, mentions are not limited."""
+    if not count:
+        return
+    now = time.time()
+    key = f"mentions:{author_id}:{int(now // 3600)}"
+    try:
+        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+        pipe = client.pipeline(transaction=False)
+        pipe.incrby(key, count)
+        pipe.expire(key, 3700)
+        total = int(pipe.execute()[0])
+        if total > settings.MENTIONS_PER_HOUR:
+            client.decrby(key, count)
+        else:
+            return
+    except redis.RedisError as exc:
+        logger.warning("mention limit unavailable; allowing", extra={"error": str(exc)})
+        return
+    limited = Problem(429, "mention-rate-limited",
+                      f"At most {settings.MENTIONS_PER_HOUR} mentions an hour; nothing was posted. "
+                      "Post without mentions, or retry later.", title="Too many mentions")
+    limited.wait = int(3600 - now % 3600)  # shared.problems turns it into Retry-After
+    raise limited
 
 
 def _mentions_resolve(body: str) -> list[tuple[int, str]]:
@@ -50,7 +84,12 @@ def post_create(*, author_id: int, body: str) -> Post:
     if not 1 <= len(body) <= MAX_BODY:
         raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
                       errors={"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
+    if is_invisible(body):  # zero-width spaces, fillers, bare combining marks: a post nobody can see
+        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
+                      errors={"body": ["Must contain visible characters."]})
     mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]  # HTTP before the transaction
+    mentioned = mentioned[:settings.MENTIONS_PER_POST]  # the rest stay plain text: no link, no notification
+    mention_allowance_take(author_id=author_id, count=len(mentioned))
     with transaction.atomic():
         post = Post.objects.create(
             id=ids.next_id(namespace="posts"), author_id=author_id, body=body,

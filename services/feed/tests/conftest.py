@@ -29,7 +29,9 @@ def users_env() -> dict:
     return {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "REDIS_URL": f"{base}/14",
             "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
             "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users",
-            "DJANGO_SETTINGS_MODULE": "users_service.settings"}
+            "DJANGO_SETTINGS_MODULE": "users_service.settings",
+            # the revocation set is one Redis for every service: users writes where feed checks
+            "REVOCATION_REDIS_URL": os.environ["REDIS_URL"]}
 
 
 def UsersProcess() -> ServiceProcess:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 
+from shared import revocation
 from shared.events import Event, handler
 from timelines import services
 
@@ -64,5 +65,6 @@ def on_user_deleted(event: Event) -> None:
     from authors.selectors import author_cache_forget
 
     user_id = int(event.data["user_id"])
+    revocation.revoke_user(user_id)  # again, in case the users service could not write it
     services.user_purge(user_id=user_id)
     author_cache_forget(user_id=user_id)

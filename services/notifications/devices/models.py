@@ -1,3 +1,4 @@
+from django.contrib.postgres.indexes import HashIndex
 from django.db import models
 from django.db.models import Q
 
@@ -19,6 +20,9 @@ class Device(models.Model):
             # a token once per user; also serves "this user's devices" (leading column)
             models.UniqueConstraint(fields=["user_id", "token"], name="device_user_token_uniq"),
         ]
+        # "who holds this token": a registration moves the token to the registering account.
+        # Hash, not btree: a token may be up to 4096 characters, beyond a btree entry's limit.
+        indexes = [HashIndex(fields=["token"], name="device_token_hash_idx")]
 
     def __str__(self) -> str:
         return f"{self.platform} device of {self.user_id}"
@@ -33,6 +37,7 @@ class Delivery(models.Model):
         SENT = "sent"
         NO_DEVICE = "no_device"
         FAILED = "failed"  # gave up after PUSH_MAX_ATTEMPTS (or a permanent provider error)
+        CAPPED = "capped"  # not pushed: the recipient had PUSH_MAX_PER_HOUR pushes this hour (still listed)
 
     user_id = models.BigIntegerField()
     notification_id = models.BigIntegerField()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from prometheus_client import Counter
@@ -21,21 +22,28 @@ PUSHES = Counter("push_deliveries_total", "Notifications by push outcome", ["out
 BATCH = 1000
 
 
+def _token_lock_key(token: str) -> int:
+    return int.from_bytes(hashlib.sha256(token.encode()).digest()[:8], "big", signed=True)
+
+
 @transaction.atomic
 def device_register(*, user_id: int, platform: str, token: str) -> tuple[Device, bool]:
-    """Register a device token for the user; (device, created). Re-registering updates the platform."""
+    """Register a device token for the user; (device, created). A push token belongs to the
+    account that registered it last: registering it moves it away from any other account (a phone
+    that changed hands must not receive the previous owner's pushes). Re-registering updates the
+    platform. Serialized per token by a transaction-scoped advisory lock."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_token_lock_key(token)])
+    moved, _ = Device.objects.filter(token=token).exclude(user_id=user_id).delete()
+    if moved:
+        logger.info("push token moved to another account", extra={"user_id": user_id})
     existing = Device.objects.filter(user_id=user_id, token=token).first()
     if existing is not None:
         if existing.platform != platform:
             existing.platform = platform
             existing.save(update_fields=["platform"])
         return existing, False
-    try:
-        with transaction.atomic():
-            return Device.objects.create(user_id=user_id, platform=platform, token=token,
-                                         created_at=timezone.now()), True
-    except IntegrityError:  # a concurrent registration of the same token won
-        return Device.objects.get(user_id=user_id, token=token), False
+    return Device.objects.create(user_id=user_id, platform=platform, token=token, created_at=timezone.now()), True
 
 
 @transaction.atomic
@@ -64,6 +72,28 @@ def deliveries_create(*, notifications) -> None:
     transaction.on_commit(lambda: push_schedule(user_ids=user_ids))
 
 
+def deliveries_forget(*, notification_ids: list[int]) -> None:
+    """Pending pushes of notifications that were replaced (a grouped like) go with them."""
+    Delivery.objects.filter(notification_id__in=notification_ids, status=Delivery.Status.PENDING).delete()
+
+
+def push_allowance_take(user_id: int) -> bool:
+    """One push to the user counted against PUSH_MAX_PER_HOUR (a Redis counter per clock hour);
+    False once the cap is reached. Fails open: without Redis, pushes are not capped."""
+    from notifications.unread import _redis
+
+    key = f"push:sent:{user_id}:{int(time.time() // 3600)}"
+    try:
+        pipe = _redis().pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 3700)
+        count = int(pipe.execute()[0])
+    except Exception as exc:
+        logger.warning("push cap unavailable; pushing", extra={"error": str(exc)})
+        return True
+    return count <= settings.PUSH_MAX_PER_HOUR
+
+
 def push_schedule(*, user_ids: list[int]) -> None:
     """One flush per user per coalescing window (a Redis SET NX marks it scheduled). If Redis or
     the broker is down, the periodic sweep finds the pending deliveries instead."""
@@ -85,9 +115,16 @@ def _message_text(deliveries: list[Delivery]) -> tuple[str, str]:
 
     if len(deliveries) > 1:
         return "Social", f"You have {len(deliveries)} new notifications"
+    from notifications.models import Notification
+
     only = deliveries[0]
     name = actor_profiles(ids=[only.actor_id])[only.actor_id]["username"] or "Someone"
     verb = {"follow": "started following you", "like": "liked your post", "mention": "mentioned you"}[only.kind]
+    count = Notification.objects.filter(id=only.notification_id).values_list("actor_count", flat=True).first() or 1
+    if count == 2:
+        name = f"{name} and 1 other"
+    elif count > 2:
+        name = f"{name} and {count - 1} others"
     return "Social", f"{name} {verb}"
 
 
@@ -106,6 +143,10 @@ def push_flush(*, user_id: int) -> int:
         if not devices:
             Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.NO_DEVICE, sent_at=now)
             PUSHES.labels("no_device").inc(len(ids))
+            return 0
+        if due[0].attempts == 0 and not push_allowance_take(user_id):  # a retry was counted the first time
+            Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.CAPPED, sent_at=now)
+            PUSHES.labels("capped").inc(len(ids))
             return 0
         title, body = _message_text(due)
         notification_ids = [str(d.notification_id) for d in due]

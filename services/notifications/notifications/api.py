@@ -24,6 +24,9 @@ class NotificationSerializer(serializers.Serializer):
     id = IdField()
     kind = serializers.ChoiceField(choices=["follow", "like", "mention"])
     actor = ActorSerializer()
+    actor_count = serializers.IntegerField(min_value=1, help_text=(
+        "How many people this notification stands for: likes of one post are grouped while unread "
+        "(`actor` is the latest of them: \"alice and 3 others liked your post\" has actor_count 4)."))
     post_id = IdField(allow_null=True)
     created_at = serializers.DateTimeField()
     read = serializers.BooleanField()
@@ -49,7 +52,7 @@ class NotificationListApi(APIView):
         def serialize(items):
             actors = actor_profiles(ids=[r["actor_id"] for r in items])  # one batch call for the page
             return self.OutputSerializer([
-                {"id": r["id"], "kind": r["kind"], "actor": actors[r["actor_id"]],
+                {"id": r["id"], "kind": r["kind"], "actor": actors[r["actor_id"]], "actor_count": r["actor_count"],
                  "post_id": None if r["post_id"] is None else str(r["post_id"]), "created_at": r["created_at"],
                  "read": r["read_at"] is not None} for r in items], many=True).data
 

@@ -1,3 +1,4 @@
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
 
@@ -19,6 +20,10 @@ class Notification(models.Model):
     event_id = models.UUIDField()
     created_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True)
+    # grouping (notifications.services): distinct people this notification stands for ("alice and 3
+    # others liked your post"), and the most recent of them, newest first (at most GROUP_IDS_KEPT)
+    actor_count = models.IntegerField(default=1)
+    actor_ids = ArrayField(models.BigIntegerField(), default=list)
 
     class Meta:
         managed = False  # partitioned: the DDL is hand-written in migrations (Django cannot express it)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from notifications.models import Notification
 
-LIST_FIELDS = ("id", "kind", "actor_id", "post_id", "created_at", "read_at")
+LIST_FIELDS = ("id", "kind", "actor_id", "actor_count", "post_id", "created_at", "read_at")
 
 
 def notifications_page(*, recipient_id: int, unread_only: bool, before_id: int | None, limit: int) -> list[dict]:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from devices import services as device_services
-from django.db import transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import Subquery
 from django.utils import timezone
 
@@ -15,6 +17,7 @@ from notifications.models import Notification
 from notifications.unread import unread_changed
 
 BATCH = 1000
+GROUP_IDS_KEPT = 200  # likers remembered per grouped notification, to tell a repeat from a new one
 
 
 @transaction.atomic
@@ -23,11 +26,63 @@ def notifications_create(*, kind: str, actor_id: int, recipient_ids: Iterable[in
     """One notification per recipient (never to the actor), queued for push delivery."""
     recipients = sorted({r for r in recipient_ids if r != actor_id})
     rows = [Notification(recipient_id=r, kind=kind, actor_id=actor_id, post_id=post_id, event_id=event_id,
-                         created_at=created_at) for r in recipients]
+                         created_at=created_at, actor_ids=[actor_id]) for r in recipients]
     created = Notification.objects.bulk_create(rows, batch_size=BATCH)
     device_services.deliveries_create(notifications=created)
     unread_changed(*recipients)
     return created
+
+
+def _lock(*parts: object) -> None:
+    """Serialize the grouping decisions about one (recipient, subject) across worker processes."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()[:8]
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(digest, "big", signed=True)])
+
+
+@transaction.atomic
+def follow_notify(*, follower_id: int, followee_id: int, event_id: uuid.UUID, created_at: datetime) -> bool:
+    """At most one follow notification per follower per NOTIFY_GROUP_WINDOW: follow/unfollow flips
+    notify (and push) once. True when a notification was made."""
+    if follower_id == followee_id:
+        return False
+    _lock("follow", followee_id, follower_id)
+    since = created_at - timedelta(seconds=settings.NOTIFY_GROUP_WINDOW)
+    if Notification.objects.filter(recipient_id=followee_id, actor_id=follower_id, kind=Notification.Kind.FOLLOW,
+                                   created_at__gte=since).exists():
+        return False
+    return bool(notifications_create(kind=Notification.Kind.FOLLOW, actor_id=follower_id, recipient_ids=[followee_id],
+                                     event_id=event_id, created_at=created_at))
+
+
+@transaction.atomic
+def like_notify(*, liker_id: int, author_id: int, post_id: int, event_id: uuid.UUID, created_at: datetime) -> bool:
+    """Likes of one post are one notification while it is unread: a new liker replaces it with
+    one that counts them all ("alice and 3 others liked your post"), newest first in the list and
+    pushed once more (subject to the push cap); a liker already counted (like/unlike flips)
+    notifies nothing within NOTIFY_GROUP_WINDOW. True when a notification was made."""
+    if liker_id == author_id:
+        return False
+    _lock("like", author_id, post_id)
+    since = created_at - timedelta(seconds=settings.NOTIFY_GROUP_WINDOW)
+    recent = list(Notification.objects.filter(recipient_id=author_id, post_id=post_id, kind=Notification.Kind.LIKE,
+                                              created_at__gte=since).order_by("-id")
+                  .values("id", "actor_id", "actor_ids", "actor_count", "read_at")[:20])
+    if any(liker_id == r["actor_id"] or liker_id in r["actor_ids"] for r in recent):
+        return False
+    head = next((r for r in recent if r["read_at"] is None), None)
+    count, ids = 1, [liker_id]
+    if head is not None:
+        count = head["actor_count"] + 1
+        ids = [liker_id, *head["actor_ids"]][:GROUP_IDS_KEPT]
+        Notification.objects.filter(recipient_id=author_id, id=head["id"]).delete()
+        device_services.deliveries_forget(notification_ids=[head["id"]])
+    row = Notification.objects.create(recipient_id=author_id, kind=Notification.Kind.LIKE, actor_id=liker_id,
+                                      post_id=post_id, event_id=event_id, created_at=created_at,
+                                      actor_count=count, actor_ids=ids)
+    device_services.deliveries_create(notifications=[row])
+    unread_changed(author_id)
+    return True
 
 
 @transaction.atomic

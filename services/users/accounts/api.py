@@ -10,8 +10,26 @@ from accounts.throttles import AccountDeleteThrottle, LoginAccountThrottle, Logi
 from shared.fields import IdField, StrictCharField
 from shared.idempotency import idempotent
 from shared.openapi import BODY, IDEMPOTENCY_KEY, problems
+from shared.text import display_text_problem, is_invisible, nfc
 
 USERNAME = RegexValidator(r"^[A-Za-z0-9_]{3,30}$", "3–30 characters: letters, digits and underscores.")
+
+
+class DisplayNameField(StrictCharField):
+    """Normalised to NFC; control, formatting (bidi overrides, zero-width) and invisible characters
+    are refused (shared.text). Another user's username is refused by the service."""
+
+    def __init__(self, **kwargs):
+        super().__init__(max_length=50, required=False, allow_blank=True, **kwargs)
+
+    def to_internal_value(self, data):
+        value = nfc(super().to_internal_value(data))
+        problem = display_text_problem(value)
+        if problem:
+            raise ValidationError(problem)
+        if value and is_invisible(value):
+            raise ValidationError("Must contain visible characters.")
+        return value
 
 
 class ProfileSummarySerializer(serializers.Serializer):
@@ -49,6 +67,7 @@ def _auth_body(user, pair) -> dict:
 
 
 class RegisterApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes = [RegisterIpThrottle]
@@ -57,7 +76,7 @@ class RegisterApi(APIView):
         username = StrictCharField(max_length=30, validators=[USERNAME])
         email = serializers.EmailField(max_length=254)
         password = StrictCharField(max_length=128, trim_whitespace=False)
-        display_name = StrictCharField(max_length=50, required=False, allow_blank=True)
+        display_name = DisplayNameField()
 
         class Meta:
             ref_name = "Register"
@@ -72,6 +91,7 @@ class RegisterApi(APIView):
 
 
 class LoginApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
     throttle_classes = [LoginIpThrottle, LoginAccountThrottle]
@@ -104,6 +124,7 @@ class RefreshInputSerializer(serializers.Serializer):
 
 
 class RefreshApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     authentication_classes: list = []
     permission_classes: list = []
 
@@ -130,6 +151,7 @@ class LogoutApi(APIView):
 
 
 class MeApi(APIView):
+    no_store = True  # tokens or email in the response (shared.security)
     throttle_classes = [AccountDeleteThrottle]  # counts DELETE only
 
     class DeleteSerializer(serializers.Serializer):
@@ -139,7 +161,7 @@ class MeApi(APIView):
             ref_name = "AccountDelete"
 
     class UpdateSerializer(serializers.Serializer):
-        display_name = StrictCharField(max_length=50, required=False, allow_blank=True)
+        display_name = DisplayNameField()
         bio = StrictCharField(max_length=300, required=False, allow_blank=True)
         avatar_url = serializers.URLField(max_length=500, required=False, allow_blank=True)
 

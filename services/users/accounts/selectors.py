@@ -27,6 +27,13 @@ def user_by_login(*, login: str) -> User | None:
     return user_by_email(email=login) if "@" in login else user_by_username(username=login)
 
 
+def user_id_by_login(*, login: str) -> int | None:
+    """The id of the account a login name (username or email, any case) resolves to."""
+    users = User.objects.alias(email_ci=Lower("email")) if "@" in login else User.objects.alias(username_ci=Lower("username"))
+    lookup = {"email_ci": login.lower()} if "@" in login else {"username_ci": login.lower()}
+    return users.filter(**lookup).values_list("id", flat=True).first()
+
+
 def _profile_key(username: str) -> str:
     return f"profile:v1:{username.lower()}"
 

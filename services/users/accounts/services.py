@@ -22,8 +22,10 @@ from rest_framework.exceptions import AuthenticationFailed, NotFound, Validation
 from accounts import selectors
 from accounts.keys import active_key
 from accounts.models import RefreshToken, User
+from shared import revocation
 from shared.events import publish
 from shared.problems import Problem
+from shared.text import skeleton
 from shared.tokens import ALGORITHM, TOKEN_TYPE
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,8 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def access_token_issue(*, user: User) -> str:
+def access_token_issue(*, user: User, sid: uuid.UUID | None = None) -> str:
+    """An access token; `sid` names its login session (the refresh family) for session revocation."""
     key = active_key()
     now = int(timezone.now().timestamp())
     claims = {
@@ -53,22 +56,35 @@ def access_token_issue(*, user: User) -> str:
         "username": user.username, "iat": now, "exp": now + settings.ACCESS_TOKEN_TTL,
         "jti": uuid.uuid4().hex,
     }
+    if sid is not None:
+        claims["sid"] = str(sid)
     return jwt.encode(claims, key.private_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": TOKEN_TYPE})
 
 
-def _refresh_token_create(*, user_id: int, family: uuid.UUID | None = None) -> str:
+def _refresh_token_create(*, user_id: int, family: uuid.UUID) -> str:
     token = secrets.token_urlsafe(32)
     RefreshToken.objects.create(
-        user_id=user_id, family=family or uuid.uuid4(), token_hash=_hash(token),
+        user_id=user_id, family=family, token_hash=_hash(token),
         expires_at=timezone.now() + timedelta(seconds=settings.REFRESH_TOKEN_TTL),
     )
     return token
 
 
 def token_pair_issue(*, user: User, family: uuid.UUID | None = None) -> TokenPair:
-    return TokenPair(access=access_token_issue(user=user),
+    family = family or uuid.uuid4()
+    return TokenPair(access=access_token_issue(user=user, sid=family),
                      refresh=_refresh_token_create(user_id=user.id, family=family),
                      expires_in=settings.ACCESS_TOKEN_TTL)
+
+
+def _display_name_check(*, display_name: str, own_username: str) -> None:
+    """A display name may not read as another user's username (compared NFKC-casefolded, so
+    full-width or differently-cased letters do not get around it)."""
+    seen_as = skeleton(display_name.strip()).lstrip("@")
+    if not seen_as or seen_as == own_username.lower():
+        return
+    if selectors.user_by_username(username=seen_as) is not None:
+        raise ValidationError({"display_name": ["This is another user's username."]})
 
 
 @transaction.atomic
@@ -76,6 +92,7 @@ def user_register(*, username: str, email: str, password: str, display_name: str
     user = User(username=username, email=email.strip(), display_name=display_name or username)
     if selectors.user_by_username(username=username) is not None:
         raise ValidationError({"username": ["This username is taken."]})
+    _display_name_check(display_name=user.display_name, own_username=username)
     if selectors.user_by_email(email=user.email) is not None:
         raise ValidationError({"email": ["An account with this email exists."]})
     try:
@@ -108,7 +125,9 @@ def user_login(*, login: str, password: str) -> tuple[User, TokenPair]:
 
 
 def _family_revoke(family: uuid.UUID) -> None:
+    """Revoke a login session: its refresh tokens, and (after commit) its access tokens."""
     RefreshToken.objects.filter(family=family, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    transaction.on_commit(lambda: revocation.revoke_session(str(family)))
 
 
 def token_refresh(*, refresh: str) -> TokenPair:
@@ -145,6 +164,8 @@ def user_update(*, user_id: int, **fields) -> User:
     user = User.objects.select_for_update().filter(id=user_id).first()
     if user is None:
         raise NotFound("This account no longer exists.")
+    if fields.get("display_name"):
+        _display_name_check(display_name=fields["display_name"], own_username=user.username)
     for name, value in fields.items():
         setattr(user, name, value)
     user.updated_at = timezone.now()
@@ -195,4 +216,5 @@ def user_delete(*, user_id: int, password: str) -> None:
     RefreshToken.objects.filter(user_id=user_id).delete()
     user.delete()
     publish("user.deleted", {"user_id": str(user_id)})
+    transaction.on_commit(lambda: revocation.revoke_user(user_id))  # consumers of user.deleted write it too
     profiles_forget_on_commit(user.username, *names)

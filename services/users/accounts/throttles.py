@@ -1,9 +1,11 @@
-"""Login and registration throttles: per client IP and per account name tried, in Redis."""
+"""Login and registration throttles: per client IP and per account, in Redis."""
 
 import hashlib
 
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
+
+from accounts import selectors
 
 
 class _SettingsRateThrottle(SimpleRateThrottle):
@@ -19,17 +21,22 @@ class LoginIpThrottle(_SettingsRateThrottle):
 
 
 class LoginAccountThrottle(_SettingsRateThrottle):
-    """Slows password guessing against one account however many IPs the guesses come from."""
+    """Slows password guessing against one account however many IPs the guesses come from. Keyed
+    by the account the name resolves to, so its username and its email (any case) share one
+    bucket; a name that matches no account is keyed by the name itself (as strictly limited, so
+    the limit says nothing about whether an account exists)."""
 
     scope = "login_account"
 
     def get_cache_key(self, request, view):
         data = request.data if isinstance(request.data, dict) else {}
         login = data.get("username") or data.get("email") or data.get("login")
-        if not isinstance(login, str) or not login:
+        if not isinstance(login, str) or not login.strip():
             return None
-        # hashed: the name tried is arbitrary client text (spaces, control characters, 254+ bytes), not a cache key
-        ident = hashlib.sha256(login.strip().lower()[:254].encode()).hexdigest()
+        name = login.strip()[:254]
+        user_id = selectors.user_id_by_login(login=name)
+        # an unknown name is hashed: it is arbitrary client text (spaces, control characters), not a cache key
+        ident = f"user-{user_id}" if user_id is not None else "name-" + hashlib.sha256(name.lower().encode()).hexdigest()
         return self.cache_format % {"scope": self.scope, "ident": ident}
 
 

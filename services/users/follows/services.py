@@ -8,6 +8,7 @@ from accounts.models import User
 from accounts.services import profiles_forget_on_commit
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from rest_framework.exceptions import AuthenticationFailed
 
 from follows.models import Follow
 from shared.events import publish
@@ -28,9 +29,17 @@ def _followee(username: str) -> User:
     return followee
 
 
+def _follower_lock(follower_id: int) -> None:
+    """The caller's own row, locked against a concurrent deletion of the account. A token can
+    outlive its account (revocation set unreachable): refuse cleanly instead of an IntegrityError."""
+    if not User.objects.select_for_update(no_key=True).filter(id=follower_id).exists():
+        raise AuthenticationFailed("This account no longer exists.")
+
+
 @transaction.atomic
 def follow_create(*, follower_id: int, followee_username: str) -> bool:
     """Follow; True when a new edge was made, False when it already existed (idempotent)."""
+    _follower_lock(follower_id)
     followee = _followee(followee_username)
     if followee.id == follower_id:
         raise Problem(422, "cannot-follow-self", "You cannot follow yourself.")
@@ -47,6 +56,7 @@ def follow_create(*, follower_id: int, followee_username: str) -> bool:
 
 @transaction.atomic
 def follow_delete(*, follower_id: int, followee_username: str) -> bool:
+    _follower_lock(follower_id)
     followee = _followee(followee_username)
     deleted, _ = Follow.objects.filter(follower_id=follower_id, followee_id=followee.id).delete()
     if deleted:

@@ -42,8 +42,8 @@ def test_profile_budget(star_with_fans, client_for, django_assert_max_num_querie
 @pytest.mark.parametrize(("method", "path", "budget"), [
     ("get", "/api/v1/users/me", 1),
     ("patch", "/api/v1/users/me", 4),  # savepoint, row lock, update, release
-    ("post", "/api/v1/users/fan1/follow", 7),
-    ("delete", "/api/v1/users/fan1/follow", 8),  # + the outbox row (user.unfollowed)
+    ("post", "/api/v1/users/fan1/follow", 8),  # includes the caller's row lock (a deleted account cannot follow)
+    ("delete", "/api/v1/users/fan1/follow", 9),  # + the outbox row (user.unfollowed), the caller's row lock
 ])
 def test_endpoint_budgets(star_with_fans, client_for, django_assert_max_num_queries, method, path, budget):
     star = star_with_fans[0]
@@ -54,7 +54,7 @@ def test_endpoint_budgets(star_with_fans, client_for, django_assert_max_num_quer
 def test_auth_budgets(make_user, django_assert_max_num_queries):
     _, pair = make_user("dana")
     client = APIClient()
-    with django_assert_max_num_queries(4):  # user lookup, savepoint, refresh token insert, release
+    with django_assert_max_num_queries(5):  # account id (per-account throttle), user lookup, savepoint, insert, release
         assert client.post("/api/v1/auth/login", {"username": "dana", "password": PASSWORD},
                            format="json").status_code == 200
     with django_assert_max_num_queries(5):  # savepoint, lock, spend, insert, release

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 from rest_framework import authentication, exceptions, permissions
 
+from shared import revocation
 from shared.tokens import InvalidToken, JWKSKeys, KeySource, verify_access_token
 
 SERVICE_TOKEN_TYPE = "svc+jwt"
@@ -73,6 +74,8 @@ class AccessTokenAuthentication(authentication.BaseAuthentication):
                                          audience=settings.JWT_AUDIENCE)
         except InvalidToken as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
+        if revocation.is_revoked(user_id=claims.user_id, sid=claims.sid):
+            raise exceptions.AuthenticationFailed("token revoked")
         return AuthenticatedUser(id=claims.user_id, username=claims.username), claims
 
     def authenticate_header(self, request):

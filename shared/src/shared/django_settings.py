@@ -29,6 +29,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", "*" if dev else "localhost"),
         "INSTALLED_APPS": ["rest_framework", "drf_spectacular", *apps],
         "MIDDLEWARE": [
+            "shared.security.SecurityHeadersMiddleware",
             "shared.requestid.RequestIdMiddleware",
             "shared.observability.MetricsMiddleware",
             "shared.problems.BodySizeLimitMiddleware",
@@ -45,6 +46,8 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "APPEND_SLASH": False,
         "DATA_UPLOAD_MAX_MEMORY_SIZE": env_int("MAX_BODY_BYTES", 64 * 1024),
         "REDIS_URL": redis_url,
+        # the revocation set of access tokens (shared.revocation): one Redis for every service and the gateway
+        "REVOCATION_REDIS_URL": env_str("REVOCATION_REDIS_URL", "") or redis_url,
         "CACHES": {
             "default": {
                 "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -57,7 +60,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "REST_FRAMEWORK": {
             "DEFAULT_AUTHENTICATION_CLASSES": ["shared.auth.AccessTokenAuthentication"],
             "DEFAULT_PERMISSION_CLASSES": ["shared.auth.IsEndUser"],
-            "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+            "DEFAULT_PARSER_CLASSES": ["shared.parsers.JSONParser"],
             "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
             "EXCEPTION_HANDLER": "shared.problems.exception_handler",
             "UNAUTHENTICATED_USER": None,

@@ -2,8 +2,9 @@
 
 Access tokens are JWS signed with Ed25519 (`alg: EdDSA`, pinned: any other alg, `none`
 included, is rejected before a key is looked at), `typ: at+jwt` (RFC 9068), with `kid`, `iss`,
-`aud`, `sub` (user id), `username`, `exp`, `iat` and `jti`. Keys come from the users service's
-JWKS over httpx, cached, and refetched on an unknown `kid` at most once per REFETCH_INTERVAL
+`aud`, `sub` (user id), `username`, `exp`, `iat`, `jti` and `sid` (the login session: its
+refresh-token family, the key of session revocation in shared.revocation). Keys come from the
+users service's JWKS over httpx, cached, and refetched on an unknown `kid` at most once per REFETCH_INTERVAL
 so a flood of forged kids cannot turn into a flood of JWKS requests.
 """
 
@@ -37,6 +38,7 @@ class AccessClaims:
     username: str
     jti: str
     exp: int
+    sid: str | None = None  # the login session (refresh-token family); absent in older tokens
 
 
 def public_jwk(public_key, kid: str) -> dict:
@@ -122,7 +124,8 @@ def verify_access_token(token: str, keys: KeySource, *, issuer: str, audience: s
     except jwt.PyJWTError:
         raise InvalidToken("invalid token") from None
     try:
+        sid = claims.get("sid")
         return AccessClaims(user_id=int(claims["sub"]), username=str(claims.get("username", "")),
-                            jti=str(claims["jti"]), exp=int(claims["exp"]))
+                            jti=str(claims["jti"]), exp=int(claims["exp"]), sid=str(sid) if sid else None)
     except (TypeError, ValueError):
         raise InvalidToken("invalid token subject") from None

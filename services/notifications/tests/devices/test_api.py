@@ -14,13 +14,25 @@ def test_register_is_idempotent_per_user_and_delete_removes(register, client_for
     assert {k: first.json()[k] for k in ("platform", "token")} == {"platform": "ios", "token": "abc:123"}
     again = client.post("/api/v1/devices", {"platform": "ios", "token": "abc:123"}, format="json")
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
-    # the same token for another user is that user's device
-    assert client_for(bob).post("/api/v1/devices", {"platform": "ios", "token": "abc:123"}, format="json").status_code == 201
-    assert sorted(Device.objects.values_list("user_id", "token")) == sorted([(alice.id, "abc:123"), (bob.id, "abc:123")])
+    assert client_for(bob).post("/api/v1/devices", {"platform": "ios", "token": "def:456"}, format="json").status_code == 201
     assert client.delete("/api/v1/devices/abc:123").status_code == 204
     assert list(Device.objects.values_list("user_id", flat=True)) == [bob.id]
     assert_problem(client.delete("/api/v1/devices/abc:123"), 404, "not-found")
     assert list(Device.objects.values_list("user_id", flat=True)) == [bob.id]
+
+
+def test_a_push_token_belongs_to_the_account_that_registered_it_last(register, client_for):
+    alice, bob = register("alice"), register("bob")
+    assert client_for(alice).post("/api/v1/devices", {"platform": "ios", "token": "phone:1"}, format="json").status_code == 201
+    assert client_for(alice).post("/api/v1/devices", {"platform": "ios", "token": "phone:2"}, format="json").status_code == 201
+    # the phone changes hands: bob registers its token; alice's pushes must no longer reach it
+    moved = client_for(bob).post("/api/v1/devices", {"platform": "android", "token": "phone:1"}, format="json")
+    assert moved.status_code == 201 and moved.json()["platform"] == "android"
+    assert sorted(Device.objects.values_list("user_id", "token")) == sorted([(alice.id, "phone:2"), (bob.id, "phone:1")])
+    assert_problem(client_for(alice).delete("/api/v1/devices/phone:1"), 404, "not-found")
+    # and back again
+    assert client_for(alice).post("/api/v1/devices", {"platform": "ios", "token": "phone:1"}, format="json").status_code == 201
+    assert sorted(Device.objects.values_list("user_id", "token")) == sorted([(alice.id, "phone:1"), (alice.id, "phone:2")])
 
 
 @pytest.mark.parametrize("body, field", [

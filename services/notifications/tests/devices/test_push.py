@@ -62,8 +62,8 @@ def _device(user_id, token="tok-1", platform="android"):
 def test_a_burst_is_one_signed_push_per_device(receiver, deliver):
     _device(22)
     _device(22, token="tok-2", platform="ios")
-    for liker in ("11", "12", "13"):
-        deliver("post.liked", {"post_id": "7", "author_id": "22", "liker_id": liker}, producer="feed")
+    for liker, post in (("11", "7"), ("12", "8"), ("13", "9")):  # three posts: likes of one post are grouped
+        deliver("post.liked", {"post_id": post, "author_id": "22", "liker_id": liker}, producer="feed")
     assert services.push_flush(user_id=22) == 3
     assert len(receiver.requests) == 2
     ids = [str(i) for i in Notification.objects.order_by("id").values_list("id", flat=True)]
@@ -130,3 +130,24 @@ def test_no_device_is_recorded(deliver):
     deliver("user.followed", {"follower_id": "11", "followee_id": "22"})
     assert services.push_flush(user_id=22) == 0
     assert list(Delivery.objects.values_list("status", flat=True)) == ["no_device"]
+
+
+def test_likes_of_one_post_are_one_push_naming_the_latest_and_the_others(receiver, deliver, register):
+    likers = [register(f"l{i}") for i in range(4)]
+    _device(22)
+    for liker in likers:
+        deliver("post.liked", {"post_id": "7", "author_id": "22", "liker_id": str(liker.id)}, producer="feed")
+    assert services.push_flush(user_id=22) == 1
+    (_, body), = receiver.requests
+    assert json.loads(body)["body"] == f"{likers[-1].username} and 3 others liked your post"
+
+
+def test_pushes_per_recipient_are_capped(receiver, deliver, settings):
+    settings.PUSH_MAX_PER_HOUR = 2
+    _device(22)
+    for follower in ("11", "12", "13"):
+        deliver("user.followed", {"follower_id": follower, "followee_id": "22"})
+        services.push_flush(user_id=22)
+    assert len(receiver.requests) == 2
+    assert sorted(Delivery.objects.values_list("status", flat=True)) == ["capped", "sent", "sent"]
+    assert Notification.objects.filter(recipient_id=22).count() == 3  # still listed, just not pushed

@@ -192,3 +192,20 @@ def test_logout_accepts_an_idempotency_key(api_client, make_user, client_for):
     assert (replay.status_code, replay["Idempotent-Replayed"]) == (204, "true")
     assert_problem(client.post("/api/v1/auth/logout", {"refresh": "other"}, format="json", **key), 422, "idempotency-key-reused")
     assert_problem(api_client.post("/api/v1/auth/refresh", {"refresh": pair.refresh}, format="json"), 401, "invalid-token")
+
+
+def test_login_throttle_per_account_counts_username_and_email_as_one_account(api_client, alice, settings):
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "login_account": "3/min"}
+    for i, login in enumerate(["alice", "alice@example.com", "ALICE@Example.com"]):
+        APIClient(REMOTE_ADDR=f"10.0.1.{i}").post("/api/v1/auth/login", {"username": login, "password": "bad-guess-x"},
+                                                  format="json")
+    for login in ({"username": "Alice"}, {"email": "alice@example.com"}):
+        response = APIClient(REMOTE_ADDR="10.0.1.9").post("/api/v1/auth/login", {**login, "password": PASSWORD},
+                                                          format="json")
+        assert_problem(response, 429, "rate-limited")
+    # a name that matches no account has its own bucket, just as strict
+    for _ in range(3):
+        assert api_client.post("/api/v1/auth/login", {"username": "nobody", "password": "x-x-x-x-x"},
+                               format="json").status_code == 401
+    assert_problem(api_client.post("/api/v1/auth/login", {"username": "NOBODY", "password": "x-x-x-x-x"},
+                                   format="json"), 429, "rate-limited")

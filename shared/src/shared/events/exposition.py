@@ -1,4 +1,5 @@
-"""`/metrics` for event processes: Celery workers and relays (`METRICS_PORT`; unset or 0: none).
+"""`/metrics` for event processes: Celery workers and relays (`METRICS_PORT`; unset or 0: none),
+on `METRICS_ADDR` (default 127.0.0.1).
 
 Celery workers are prefork: handlers run in child processes, so a worker uses prometheus-client's
 multiprocess mode. Each child writes its samples to files in `PROMETHEUS_MULTIPROC_DIR` and the
@@ -18,11 +19,16 @@ from pathlib import Path
 
 logger = logging.getLogger("shared.events")
 _OWNED = "_EVENTS_METRICS_DIR_OWNED"
+DEFAULT_METRICS_ADDR = "127.0.0.1"
 
 
 def metrics_port() -> int:
     value = os.environ.get("METRICS_PORT", "").strip()
     return int(value) if value else 0
+
+
+def metrics_addr() -> str:
+    return os.environ.get("METRICS_ADDR", "").strip() or DEFAULT_METRICS_ADDR
 
 
 def prepare_multiprocess_dir(name: str) -> str | None:
@@ -51,7 +57,8 @@ def multiprocess_active() -> bool:
 
 def start_metrics_server(port: int | None = None) -> int:
     """Serve /metrics on `port` (default METRICS_PORT) from a daemon thread; returns the port (0: none).
-    Binds METRICS_ADDR (default 0.0.0.0, so a scraper in another container reaches it)."""
+    Binds METRICS_ADDR: default 127.0.0.1 (loopback only: the endpoint has no authentication);
+    a container sets 0.0.0.0 (or its pod address) so that a scraper on its network reaches it."""
     from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
     port = metrics_port() if port is None else port
@@ -64,8 +71,9 @@ def start_metrics_server(port: int | None = None) -> int:
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: "
                        "/metrics shows this process only")
-    start_http_server(port, addr=os.environ.get("METRICS_ADDR", "0.0.0.0"), registry=registry)
-    logger.info("metrics served", extra={"metrics_port": port, "multiprocess": registry is not REGISTRY})
+    start_http_server(port, addr=metrics_addr(), registry=registry)
+    logger.info("metrics served", extra={"metrics_addr": metrics_addr(), "metrics_port": port,
+                                         "multiprocess": registry is not REGISTRY})
     return port
 
 
