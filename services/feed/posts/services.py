@@ -50,7 +50,8 @@ def post_create(*, author_id: int, body: str) -> Post:
     if not 1 <= len(body) <= MAX_BODY:
         raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
                       errors={"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
-    mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]  # HTTP before the transaction
+    # HTTP before the write's transaction (inside the Idempotency-Key's when the request has one)
+    mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]
     with transaction.atomic():
         post = Post.objects.create(
             id=ids.next_id(namespace="posts"), author_id=author_id, body=body,

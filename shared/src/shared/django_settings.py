@@ -27,7 +27,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "SECRET_KEY": secret,
         "DEBUG": False,  # never: tracebacks are not an API; dev mode changes nothing here
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", "*" if dev else "localhost"),
-        "INSTALLED_APPS": ["rest_framework", "drf_spectacular", *apps],
+        "INSTALLED_APPS": ["rest_framework", "drf_spectacular", "shared.platform", *apps],
         "MIDDLEWARE": [
             "shared.requestid.RequestIdMiddleware",
             "shared.observability.MetricsMiddleware",

@@ -66,9 +66,10 @@ class ServiceProcess:
     """Another service, for real: its gunicorn (production config) on a free port, reached over HTTP
     by the suite under test. `service` is the name (users → services/users, users_service.wsgi);
     `env` is its environment (database, Redis, throttles); BIND, SERVICE_NAME and the settings
-    module are set here. Ready when /health/live answers 200; `stop()` ends it."""
+    module (`settings_module`, default the service's own) are set here. Ready when /health/live
+    answers 200; `stop()` ends it."""
 
-    def __init__(self, service_dir, service: str, env: dict, *, quiet: bool = True):
+    def __init__(self, service_dir, service: str, env: dict, *, quiet: bool = True, settings_module: str | None = None):
         import socket
         import subprocess
         import sys
@@ -85,7 +86,7 @@ class ServiceProcess:
             [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
             cwd=service_dir, stdout=out, stderr=out, start_new_session=True,
             env={**env, "BIND": f"127.0.0.1:{port}", "SERVICE_NAME": service,
-                 "DJANGO_SETTINGS_MODULE": f"{service}_service.settings"})
+                 "DJANGO_SETTINGS_MODULE": settings_module or f"{service}_service.settings"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -102,3 +103,4 @@ class ServiceProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
