@@ -104,3 +104,20 @@ class ServiceProcess:
         self.proc.terminate()
         self.proc.wait(timeout=30)
 
+
+def dev_signing_key(service: str):
+    """`service`'s dev key (shared.service_keys.write_dev_keys), from the directory of the key set
+    this process verifies with: lets a test present the credential another service would."""
+    from pathlib import Path
+
+    from shared.service_keys import SigningKey, dev_key_path, load_private_key
+
+    directory = Path(settings.SERVICE_PUBLIC_KEYS).parent
+    return SigningKey(kid=f"{service}-dev", private_key=load_private_key(dev_key_path(directory, service)))
+
+
+def service_token(caller: str, target: str, **kw) -> str:
+    """A real credential from `caller` (its dev key) to `target`."""
+    from shared.auth import ServiceCredential
+
+    return ServiceCredential(caller=caller, target=target, key=dev_signing_key(caller), **kw)()
