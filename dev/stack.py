@@ -85,7 +85,8 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
         "REDIS_URL": ctx.redis_url,
         "JWT_SIGNING_KEYS": f"dev={ctx.run_dir / 'keys' / 'users-dev.pem'}",
         "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json",
-        "SERVICE_TOKEN_SECRET": "dev-service-secret-not-for-production-0123456789",
+        "SERVICE_SIGNING_KEYS": f"{service}-dev={ctx.run_dir / 'keys' / f'service-{service}.pem'}",
+        "SERVICE_PUBLIC_KEYS": str(ctx.run_dir / "keys" / "service-keys.json"),
         "DJANGO_SECRET_KEY": "dev-secret-key-not-for-production-" + "x" * 20,
         "PYTHONUNBUFFERED": "1",
         **{f"{name.upper()}_URL": ctx.service_urls(name)[0] for name in SERVICES},
@@ -160,8 +161,10 @@ def plan(ctx: Context) -> list[Proc]:
 def prepare(ctx: Context, services: list[str] | None = None) -> None:
     """Keys and migrations (each service migrates as its own role, into its own schema)."""
     from shared.keygen import generate_key_file
+    from shared.service_keys import write_dev_keys
 
     generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
+    write_dev_keys(ctx.run_dir / "keys", SERVICES)  # one service-credential key per service + the key set
     for service in services or available_services():
         subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
                        cwd=ROOT / "services" / service, env=service_env(ctx, service))

@@ -78,11 +78,14 @@ def main(argv: list[str]) -> int:
             base_env = {
                 **os.environ, "DJANGO_DEV": "1", "ADMIN_DATABASE_URL": admin_url, "REDIS_URL_BASE": redis_url,
                 "JWT_SIGNING_KEYS": f"test={key_file}", "PYTHONDONTWRITEBYTECODE": "1",
+                "SERVICE_PUBLIC_KEYS": str(run_dir / "keys" / "service-keys.json"),
                 **{f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()},
             }
             from shared.keygen import generate_key_file
+            from shared.service_keys import dev_key_path, write_dev_keys
 
             generate_key_file(key_file)
+            write_dev_keys(run_dir / "keys", SERVICES)  # one service-credential key per service + the key set
             for index, name in enumerate(selected):
                 directory, target = available[name]
                 env = dict(base_env)
@@ -90,6 +93,7 @@ def main(argv: list[str]) -> int:
                 env["REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{index + 1}"
                 if name in urls:
                     env["DATABASE_URL"] = urls[name]
+                    env["SERVICE_SIGNING_KEYS"] = f"{name}-dev={dev_key_path(run_dir / 'keys', name)}"
                 junit = run_dir / f"{name}.xml"
                 print(f"\n=== {name} ===", flush=True)
                 started = time.monotonic()

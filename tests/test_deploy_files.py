@@ -158,3 +158,55 @@ def test_every_event_process_exposes_metrics():
             env = {e["name"]: e.get("value") for e in container["env"]}
             assert int(env["METRICS_PORT"]) == int(pod["metadata"]["annotations"]["prometheus.io/port"])
             assert {"name": "metrics", "containerPort": int(env["METRICS_PORT"])} in container["ports"]
+
+
+# --- service credentials: one Ed25519 key per service (shared.service_keys) ------------------
+
+def test_compose_gives_each_service_its_own_credential_key():
+    spec = compose()
+    services = spec["services"]
+    files = {name: secret["file"] for name, secret in spec["secrets"].items()}
+    keyset_path = "/etc/social/service-keys.json"
+    for svc in SERVICES:
+        assert files[f"{svc}_service_key"].endswith(f"service-{svc}.pem")
+        for proc in (svc, f"{svc}-worker"):  # the processes that call or are called
+            env = services[proc]["environment"]
+            kid, _, path = env["SERVICE_SIGNING_KEYS"].partition("=")
+            assert kid.startswith(f"{svc}-") and path == f"/run/secrets/{svc}_service_key", proc
+            assert env["SERVICE_PUBLIC_KEYS"] == keyset_path
+            assert {"source": "service_keys", "target": keyset_path} in services[proc]["configs"]
+        for name, proc in services.items():  # nobody else can read this service's key
+            if f"{svc}_service_key" in proc.get("secrets", []):
+                assert name.split("-")[0] == svc, (name, svc)
+    assert len(set(files.values())) == len(files)
+    assert "SERVICE_TOKEN_SECRET" not in (ROOT / "docker-compose.yml").read_text()
+
+
+def _mounts(deployment: dict) -> dict[str, str]:
+    """volume source (Secret or ConfigMap name) → mount path, for the pod's one container."""
+    pod = deployment["spec"]["template"]["spec"]
+    sources = {v["name"]: (v.get("secret", {}).get("secretName") or v.get("configMap", {}).get("name"))
+               for v in pod.get("volumes", [])}
+    (container,) = pod["containers"]
+    return {sources[m["name"]]: m["mountPath"] for m in container.get("volumeMounts", [])}
+
+
+def test_k8s_gives_each_service_its_own_credential_key():
+    secrets, configmaps, deployments = by_kind("Secret"), by_kind("ConfigMap"), by_kind("Deployment")
+    keyset = yaml.safe_load(configmaps["service-public-keys"]["data"]["service-keys.json"])
+    assert set(keyset) == set(SERVICES)
+    keyset_path = configmaps["social-config"]["data"]["SERVICE_PUBLIC_KEYS"]
+    for svc in SERVICES:
+        key_files = secrets[f"{svc}-service-key"]["stringData"]
+        kid, _, path = secrets[f"{svc}-secrets"]["stringData"]["SERVICE_SIGNING_KEYS"].partition("=")
+        assert kid.startswith(f"{svc}-")
+        for name in (svc, f"{svc}-worker"):
+            mounts = _mounts(deployments[name])
+            directory, _, filename = path.rpartition("/")
+            assert mounts[f"{svc}-service-key"] == directory and filename in key_files, name
+            assert keyset_path == mounts["service-public-keys"] + "/service-keys.json", name
+        for name, deployment in deployments.items():
+            if f"{svc}-service-key" in _mounts(deployment):
+                assert name in (svc, f"{svc}-worker"), (name, svc)
+    text = "".join(p.read_text() for p in (ROOT / "deploy" / "k8s").glob("*.yaml"))
+    assert "SERVICE_TOKEN_SECRET" not in text

@@ -72,8 +72,7 @@ def users_client() -> UsersClient:
                 _client = UsersClient(
                     settings.USERS_URL, service_name="feed", target="users",
                     read_timeout=settings.USERS_TIMEOUT, deadline=settings.USERS_DEADLINE,
-                    credential=ServiceCredential(caller="feed", target="users",
-                                                 secret=settings.SERVICE_TOKEN_SECRET),
+                    credential=ServiceCredential(caller="feed", target="users"),
                 )
     return _client
 

@@ -87,7 +87,8 @@ def post_create(*, author_id: int, body: str) -> Post:
     if is_invisible(body):  # zero-width spaces, fillers, bare combining marks: a post nobody can see
         raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
                       errors={"body": ["Must contain visible characters."]})
-    mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]  # HTTP before the transaction
+    # HTTP before the write's transaction (inside the Idempotency-Key's when the request has one)
+    mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]
     mentioned = mentioned[:settings.MENTIONS_PER_POST]  # the rest stay plain text: no link, no notification
     mention_allowance_take(author_id=author_id, count=len(mentioned))
     with transaction.atomic():

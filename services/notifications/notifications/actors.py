@@ -19,7 +19,7 @@ logger = logging.getLogger(__name__)
 
 @lru_cache(maxsize=1)
 def users_client() -> UsersClient:
-    return UsersClient(settings.USERS_URL, service_name="notifications", secret=settings.SERVICE_TOKEN_SECRET)
+    return UsersClient(settings.USERS_URL, service_name="notifications")
 
 
 def _key(user_id: int) -> str:

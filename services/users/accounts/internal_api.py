@@ -16,6 +16,8 @@ SUMMARIES = inline_serializer("ProfileSummaryList", fields={"results": ProfileSu
 class UsersBatchApi(InternalApiView):
     """GET /internal/v1/users?ids=1,2,3 → the profiles that exist, in one query."""
 
+    allowed_callers = frozenset({"feed", "notifications"})
+
     @extend_schema(operation_id="internal_users_batch", tags=["internal"], parameters=[OpenApiParameter(
         "ids", {"type": "string", "pattern": r"^[0-9]{1,19}(,[0-9]{1,19}){0,99}$"}, OpenApiParameter.QUERY, required=True,
         description="1 to 100 comma-separated user ids.")], responses={200: SUMMARIES, **problems(400, 401, 403)})
@@ -27,6 +29,8 @@ class UsersBatchApi(InternalApiView):
 
 class UsersByUsernameApi(InternalApiView):
     """GET /internal/v1/users/by-username?usernames=a,b → profiles of the names that exist (mentions)."""
+
+    allowed_callers = frozenset({"feed"})
 
     @extend_schema(operation_id="internal_users_by_username", tags=["internal"], parameters=[OpenApiParameter(
         "usernames", {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,30}(,[A-Za-z0-9_]{1,30}){0,99}$"},

@@ -16,6 +16,8 @@ class FollowerIdsApi(InternalApiView):
     """GET /internal/v1/users/{id}/follower-ids?after=&limit= → {"ids": [...], "next_after": id | null}.
     Keyset over follower_id so a fan-out can walk millions of followers page by page."""
 
+    allowed_callers = frozenset({"feed"})
+
     @extend_schema(
         operation_id="internal_follower_ids", tags=["internal"],
         parameters=[

@@ -44,12 +44,12 @@ def bob(make_user):
 
 
 @pytest.fixture
-def service_client(settings):
+def service_client():
     """A client presenting a real service credential, as feed or notifications would."""
-    from shared.auth import ServiceCredential
+    from shared.testing import service_token
 
     client = APIClient()
-    token = ServiceCredential(caller="feed", target="users", secret=settings.SERVICE_TOKEN_SECRET)()
+    token = service_token("feed", "users")
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
     return client
 

@@ -38,3 +38,22 @@ def test_bad_key_is_400(alice, bob, client_for):
     response = client_for(alice).post("/api/v1/users/bob/follow", HTTP_IDEMPOTENCY_KEY="x" * 300)
     assert_problem(response, 400, "validation-error")
     assert Follow.objects.count() == 0
+
+
+def test_expired_keys_are_pruned_and_an_expired_key_is_free_again(alice, bob, client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from shared.idempotency import prune_idempotency_keys
+    from shared.platform.models import IdempotencyKey
+
+    client = client_for(alice)
+    assert client.post("/api/v1/users/bob/follow", HTTP_IDEMPOTENCY_KEY="old").status_code == 201
+    assert client.delete("/api/v1/users/bob/follow", HTTP_IDEMPOTENCY_KEY="kept").status_code == 204
+    IdempotencyKey.objects.filter(key__startswith="users.follow:").update(expires_at=timezone.now() - timedelta(seconds=1))
+    again = client.post("/api/v1/users/bob/follow", HTTP_IDEMPOTENCY_KEY="old")  # expired: runs again, not a replay
+    assert again.status_code == 201 and "Idempotent-Replayed" not in again
+    assert Follow.objects.count() == 1
+    assert prune_idempotency_keys(now=timezone.now() + timedelta(days=1, seconds=1)) == 2
+    assert not IdempotencyKey.objects.exists()

@@ -1,11 +1,15 @@
+import time
+
 import jwt
 import pytest
 from accounts import services as account_services
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from follows import services as follow_services
 from rest_framework.test import APIClient
 
 from shared.auth import ServiceCredential
-from shared.testing import assert_problem
+from shared.service_keys import SigningKey
+from shared.testing import assert_problem, dev_signing_key, service_token
 
 pytestmark = pytest.mark.django_db
 
@@ -48,20 +52,56 @@ def test_end_user_token_cannot_call_internal(alice):
     assert_problem(client.get(f"/internal/v1/users?ids={alice.id}"), 401, "invalid-token")
 
 
-@pytest.mark.parametrize("case", ["none", "wrong_secret", "wrong_audience", "expired", "wrong_typ"])
-def test_bad_service_credentials(alice, settings, case):
+@pytest.mark.parametrize("case", ["none", "unknown_key", "wrong_audience", "expired", "wrong_typ", "hs256"])
+def test_bad_service_credentials(alice, case):
     client = APIClient()
-    secret = settings.SERVICE_TOKEN_SECRET
-    if case == "wrong_secret":
-        token = ServiceCredential(caller="feed", target="users", secret="a-wrong-secret-that-is-long-enough-for-hs256")()
+    if case == "unknown_key":
+        token = ServiceCredential(caller="feed", target="users", key=SigningKey("feed-dev", Ed25519PrivateKey.generate()))()
     elif case == "wrong_audience":
-        token = ServiceCredential(caller="feed", target="notifications", secret=secret)()
+        token = service_token("feed", "notifications")
     elif case == "expired":
-        token = ServiceCredential(caller="feed", target="users", secret=secret, clock=lambda: 1_000_000)()
+        token = service_token("feed", "users", clock=lambda: 1_000_000)
     elif case == "wrong_typ":
-        token = jwt.encode({"iss": "feed", "aud": "users", "exp": 4_000_000_000}, secret, algorithm="HS256")
+        key = dev_signing_key("feed")
+        token = jwt.encode({"iss": "feed", "aud": "users", "iat": int(time.time()), "exp": int(time.time()) + 60},
+                           key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+    elif case == "hs256":  # the old shared-secret credential is not accepted any more
+        token = jwt.encode({"iss": "feed", "aud": "users", "exp": 4_000_000_000}, "a-shared-secret-of-32-bytes-or-more",
+                           algorithm="HS256", headers={"typ": "svc+jwt", "kid": "feed-dev"})
     if case != "none":
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    response = client.get(f"/internal/v1/users?ids={alice.id}")
-    assert response.status_code == 401
-    assert response["Content-Type"] == "application/problem+json"
+    assert_problem(client.get(f"/internal/v1/users?ids={alice.id}"), 401, "invalid-token" if case != "none" else
+                   "not-authenticated")
+
+
+def test_a_service_cannot_sign_as_another(alice):
+    """notifications' own key, a token that says it is feed: refused (the key is not feed's)."""
+    client = APIClient()
+    forged = ServiceCredential(caller="feed", target="users", key=dev_signing_key("notifications"))()
+    assert jwt.decode(forged, options={"verify_signature": False})["iss"] == "feed"
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
+    assert_problem(client.get(f"/internal/v1/users/by-username?usernames={alice.username}"), 401, "invalid-token")
+    # and notifications' key under feed's kid name is still notifications' key
+    renamed = ServiceCredential(caller="feed", target="users",
+                                key=SigningKey("feed-dev", dev_signing_key("notifications").private_key))()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {renamed}")
+    assert_problem(client.get(f"/internal/v1/users/by-username?usernames={alice.username}"), 401, "invalid-token")
+
+
+@pytest.mark.parametrize(("caller", "path", "status"), [
+    ("feed", "/internal/v1/users?ids={id}", 200),
+    ("notifications", "/internal/v1/users?ids={id}", 200),
+    ("feed", "/internal/v1/users/by-username?usernames=alice", 200),
+    ("notifications", "/internal/v1/users/by-username?usernames=alice", 403),
+    ("feed", "/internal/v1/users/{id}/follower-ids", 200),
+    ("notifications", "/internal/v1/users/{id}/follower-ids", 403),
+    ("users", "/internal/v1/users?ids={id}", 403),
+])
+def test_each_internal_route_admits_only_its_callers(alice, caller, path, status):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {service_token(caller, 'users')}")
+    response = client.get(path.format(id=alice.id))
+    if status == 403:
+        assert_problem(response, 403, "forbidden")
+    else:
+        assert response.status_code == status, response.content

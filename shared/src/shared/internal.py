@@ -5,14 +5,16 @@ from __future__ import annotations
 from rest_framework.exceptions import ValidationError
 from rest_framework.views import APIView
 
-from shared.auth import IsInternalService, ServiceTokenAuthentication
+from shared.auth import CallerAllowed, IsInternalService, ServiceTokenAuthentication
 
 
 class InternalApiView(APIView):
-    """Base for `/internal/...` endpoints: service credential required, end-user tokens refused."""
+    """Base for `/internal/...` endpoints: service credential required, end-user tokens refused,
+    and only the services named in `allowed_callers` admitted (403 for any other; none by default)."""
 
     authentication_classes = [ServiceTokenAuthentication]
-    permission_classes = [IsInternalService]
+    permission_classes = [IsInternalService, CallerAllowed]
+    allowed_callers: frozenset[str] = frozenset()
 
 
 def parse_id_list(raw: str | None, *, name: str = "ids", max_items: int = 100) -> list[int]:

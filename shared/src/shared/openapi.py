@@ -1,7 +1,7 @@
 """OpenAPI (drf-spectacular) building blocks every service declares its views with.
 
 - the two authenticators as security schemes: `bearerAuth` (end-user access token, a JWT) and
-  `serviceToken` (the 60-second service credential on /internal/ endpoints);
+  `serviceToken` (the 60-second per-service credential on /internal/ endpoints);
 - one `Problem` component (RFC 9457, `application/problem+json`) for every error response, so all
   services document errors the same way: `problems(400, 401, 404)`;
 - cursor pagination: `CURSOR_PARAMETERS` and `page_of(Serializer)` for `{results, next_cursor}`;
@@ -107,7 +107,8 @@ class ServiceTokenScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):
         return {"type": "http", "scheme": "bearer", "bearerFormat": "svc+jwt",
-                "description": "Service credential (HS256 JWT, iss = calling service, aud = this service, 60 s). "
+                "description": "Service credential (EdDSA JWT signed with the calling service's own key, "
+                               "iss = calling service, aud = this service, 60 s). "
                                "Internal endpoints only; never routed by the gateway."}
 
 

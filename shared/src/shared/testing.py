@@ -101,9 +101,10 @@ class ServiceProcess:
     """Another service, for real: its gunicorn (production config) on a free port, reached over HTTP
     by the suite under test. `service` is the name (users → services/users, users_service.wsgi);
     `env` is its environment (database, Redis, throttles); BIND, SERVICE_NAME and the settings
-    module are set here. Ready when /health/live answers 200; `stop()` ends it."""
+    module (`settings_module`, default the service's own) are set here. Ready when /health/live
+    answers 200; `stop()` ends it."""
 
-    def __init__(self, service_dir, service: str, env: dict, *, quiet: bool = True):
+    def __init__(self, service_dir, service: str, env: dict, *, quiet: bool = True, settings_module: str | None = None):
         import socket
         import subprocess
         import sys
@@ -120,7 +121,7 @@ class ServiceProcess:
             [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
             cwd=service_dir, stdout=out, stderr=out, start_new_session=True,
             env={**env, "BIND": f"127.0.0.1:{port}", "SERVICE_NAME": service,
-                 "DJANGO_SETTINGS_MODULE": f"{service}_service.settings"})
+                 "DJANGO_SETTINGS_MODULE": settings_module or f"{service}_service.settings"})
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -137,3 +138,21 @@ class ServiceProcess:
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=30)
+
+
+def dev_signing_key(service: str):
+    """`service`'s dev key (shared.service_keys.write_dev_keys), from the directory of the key set
+    this process verifies with: lets a test present the credential another service would."""
+    from pathlib import Path
+
+    from shared.service_keys import SigningKey, dev_key_path, load_private_key
+
+    directory = Path(settings.SERVICE_PUBLIC_KEYS).parent
+    return SigningKey(kid=f"{service}-dev", private_key=load_private_key(dev_key_path(directory, service)))
+
+
+def service_token(caller: str, target: str, **kw) -> str:
+    """A real credential from `caller` (its dev key) to `target`."""
+    from shared.auth import ServiceCredential
+
+    return ServiceCredential(caller=caller, target=target, key=dev_signing_key(caller), **kw)()

@@ -19,9 +19,9 @@ class UserSummary(TypedDict):
 
 
 class UsersClient(ServiceClient):
-    def __init__(self, base_url: str, *, service_name: str, secret: str, **kw):
+    def __init__(self, base_url: str, *, service_name: str, **kw):
         super().__init__(base_url, service_name=service_name, target="users",
-                         credential=ServiceCredential(caller=service_name, target="users", secret=secret), **kw)
+                         credential=ServiceCredential(caller=service_name, target="users"), **kw)
 
     def summaries(self, ids: Iterable[int]) -> dict[int, UserSummary]:
         """Profiles of the users that exist, by id (missing ids are deleted users)."""

@@ -19,7 +19,7 @@ from pact_files import assert_committed
 from shared.http import DownstreamHTTPError
 
 DIGITS = r"^\d+$"
-# The service credential: an HS256 JWT (header.claims.signature); the example is not a valid token
+# The service credential: a signed JWT (header.claims.signature); the example is not a valid token
 SERVICE_TOKEN = match.regex("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6InN2Yytqd3QifQ.eyJpc3MiOiJmZWVkIn0.c2lnbmF0dXJl",
                             regex=r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
 JSON = "application/json"

@@ -23,7 +23,7 @@ from django.db import connection, connections
 from follows import services as follow_services
 from pact import Verifier
 
-from shared.auth import ServiceCredential
+from shared.testing import service_token
 
 PACT_DIR = Path(__file__).resolve().parents[4] / "contracts" / "pacts"
 PACTS = sorted(PACT_DIR.glob("*-users.json"))
@@ -167,12 +167,12 @@ def test_pacts_are_committed():
 
 @pytest.mark.django_db(transaction=True)  # the states are committed, so the users process sees them
 @pytest.mark.parametrize("pact_file", PACTS, ids=lambda path: path.stem)
-def test_users_honours_consumer_pact(pact_file, users_url, settings, tmp_path):
+def test_users_honours_consumer_pact(pact_file, users_url, tmp_path):
     pact = json.loads(pact_file.read_text())
     accepted, refused = _split(pact, tmp_path)
     states = ProviderStates()
     if accepted:
-        token = ServiceCredential(caller=pact["consumer"]["name"], target="users", secret=settings.SERVICE_TOKEN_SECRET)()
+        token = service_token(pact["consumer"]["name"], "users")
         _verify(users_url, accepted, states, token)
     if refused:
         _verify(users_url, refused, states, None)

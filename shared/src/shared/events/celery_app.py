@@ -101,6 +101,9 @@ def celery_config(service: str) -> dict:
         "beat_schedule": {
             "events-prune": {"task": "events.prune", "schedule": timedelta(minutes=env_int("EVENTS_PRUNE_MINUTES", 60)),
                              "options": {"queue": service}},
+            "idempotency-prune": {"task": "platform.idempotency_prune",
+                                  "schedule": timedelta(minutes=env_int("IDEMPOTENCY_PRUNE_MINUTES", 60)),
+                                  "options": {"queue": service}},
         },
     }
 
@@ -171,6 +174,12 @@ def _register_event_tasks(app: Celery) -> None:
         from shared.events.prune import prune_events
 
         return prune_events()
+
+    @app.task(name="platform.idempotency_prune")
+    def idempotency_prune():
+        from shared.idempotency import prune_idempotency_keys
+
+        return prune_idempotency_keys()
 
 
 def dead_letter(*, task: str, payload, error: str, attempts: int, event_id=None, type_: str = "") -> None:
