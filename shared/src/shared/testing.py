@@ -68,20 +68,32 @@ class QueryCounter(CaptureQueriesContext):
         super().__init__(connection)
 
 
+REVIEWED_ATTRIBUTE = "reviewed_for_rolling_deploy"
+
+
 def lint_migrations(**options):
     """django-migration-linter over this service's own migrations and the platform's (`shared`
     apps), not Django's or third parties'. Initial migrations only create tables, so they are
     skipped. Returns the linter: `has_errors` is true when a migration would break the code still
     running during a rolling deploy (a dropped or renamed column, a NOT NULL column without a
-    default, …) and is not marked as the contract step with `IgnoreMigration()`
-    (docs/releasing.md)."""
+    default, …), unless its Migration class says why it may, in `reviewed_for_rolling_deploy = "…"`:
+    the contract step of an expand/contract change, or raw SQL checked by hand (docs/releasing.md).
+    A plain class attribute, so migrations need no linter at run time."""
     from django.apps import apps
     from django_migration_linter import MigrationLinter
+
+    class Linter(MigrationLinter):
+        def should_ignore_migration(self, app_label, migration_name, operations=(), is_initial=False):
+            migration = self.migration_loader.disk_migrations.get((app_label, migration_name))
+            reason = getattr(migration, REVIEWED_ATTRIBUTE, "")
+            assert reason is None or isinstance(reason, str), f"{app_label}.{migration_name}: say why, as text"
+            return bool(reason and reason.strip()) or super().should_ignore_migration(
+                app_label, migration_name, operations, is_initial)
 
     own = [config.label for config in apps.get_app_configs()
            if not config.name.startswith(("django.", "rest_framework", "drf_spectacular"))]
     options = {"include_apps": own, "ignore_initial_migrations": True, "no_cache": True, **options}
-    linter = MigrationLinter(**options)
+    linter = Linter(**options)
     linter.lint_all_migrations()
     return linter
 
