@@ -29,4 +29,5 @@ BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts 
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
 BIG_AUTHOR_RECENT = env_int("BIG_AUTHOR_RECENT", 200)  # recent posts per big author merged at read
 POST_CACHE_SECONDS = env_int("POST_CACHE_SECONDS", 60)  # rendered post rows in Redis; bounds like_count staleness
+SNOWFLAKE_NAMESPACES = ["posts"]  # id leases taken when a gunicorn worker starts (shared.ids.lease_early)
 
