@@ -15,13 +15,18 @@ Freshness rules:
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.db import connection
+from redis import Redis
 from timelines import store
 
 from posts.models import Post
+from shared import redis_clients
+
+log = logging.getLogger("feed.posts")
 
 TOMBSTONE = b"-"
 _SQL = (f"SELECT id, author_id, body, mentions, like_count, created_at FROM {Post._meta.db_table} "
@@ -37,13 +42,20 @@ def iso(value) -> str:
 
 
 def rows_by_ids(ids: Sequence[int]) -> dict[int, dict]:
-    """{id: row} for the ids that exist: cache first (one MGET), one primary-key query for the misses."""
+    """{id: row} for the ids that exist: cache first (one MGET), one primary-key query for the misses.
+    Without Redis every id is a miss (and nothing is filled)."""
     if not ids:
         return {}
-    redis = store.client()
+    client = store.client()
+    redis: Redis | None = client
     found: dict[int, dict] = {}
     missing: list[int] = []
-    for post_id, raw in zip(ids, redis.mget([_key(i) for i in ids]), strict=True):
+    try:
+        cached = client.mget([_key(i) for i in ids])
+    except redis_clients.UNAVAILABLE as exc:
+        log.warning("post cache unavailable, reading posts from the database: %s", exc)
+        cached, redis = [None] * len(ids), None
+    for post_id, raw in zip(ids, cached, strict=True):
         if raw is None:
             missing.append(post_id)
         elif raw != TOMBSTONE:
@@ -53,12 +65,12 @@ def rows_by_ids(ids: Sequence[int]) -> dict[int, dict]:
             cursor.execute(_SQL, [missing])
             fetched = [{"id": r[0], "author_id": r[1], "body": r[2], "mentions": r[3], "like_count": r[4],
                         "created_at": iso(r[5])} for r in cursor.fetchall()]
-        if fetched:
+        if fetched and redis is not None:
             pipe = redis.pipeline(transaction=False)
             for row in fetched:
                 pipe.set(_key(row["id"]), json.dumps(row, separators=(",", ":")), nx=True,
                          ex=settings.POST_CACHE_SECONDS)
-            pipe.execute()
+            redis_clients.best_effort("post cache fill", pipe.execute)
         found.update((row["id"], row) for row in fetched)
     return found
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 from posts import cache as post_cache
 from posts import events
 from posts.models import Like, Post
-from shared import ids
+from shared import ids, redis_clients
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
 from shared.problems import Problem
 from shared.text import is_invisible
@@ -46,7 +46,7 @@ def mention_allowance_take(*, author_id: int, count: int) -> None:
     now = time.time()
     key = f"mentions:{author_id}:{int(now // 3600)}"
     try:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+        client = redis_clients.client()
         pipe = client.pipeline(transaction=False)
         pipe.incrby(key, count)
         pipe.expire(key, 3700)
@@ -116,7 +116,8 @@ def post_delete(*, post_id: int, user_id: int) -> None:
     Like.objects.filter(post_id=post.id).delete()
     Post.objects.filter(id=post.id).delete()
     events.post_deleted(post_id=post.id, author_id=post.author_id)
-    transaction.on_commit(lambda: post_cache.bury([post.id]))  # and again by the post.deleted handler
+    # and again by the post.deleted handler (which retries until Redis takes it)
+    transaction.on_commit(lambda: redis_clients.best_effort("post cache bury", post_cache.bury, [post.id]))
 
 
 def _post_missing() -> Problem:
@@ -144,7 +145,7 @@ def like_create(*, post_id: int, user_id: int) -> tuple[bool, int]:
         raise _post_missing()
     if created:
         events.post_liked(post_id=post_id, author_id=row["author_id"], liker_id=user_id)
-        transaction.on_commit(lambda: post_cache.forget([post_id]))
+        transaction.on_commit(lambda: redis_clients.best_effort("post cache forget", post_cache.forget, [post_id]))
     return created, row["like_count"]
 
 
@@ -154,6 +155,6 @@ def like_delete(*, post_id: int, user_id: int) -> None:
     deleted, _ = Like.objects.filter(post_id=post_id, user_id=user_id).delete()
     if deleted:
         Post.objects.filter(id=post_id).update(like_count=F("like_count") - 1)
-        transaction.on_commit(lambda: post_cache.forget([post_id]))
+        transaction.on_commit(lambda: redis_clients.best_effort("post cache forget", post_cache.forget, [post_id]))
     elif not Post.objects.filter(id=post_id).exists():
         raise _post_missing()

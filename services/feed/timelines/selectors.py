@@ -3,13 +3,18 @@ posts merged in (hybrid), then posts, likes and authors in a fixed number of que
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.db import connection
 from posts import selectors as post_selectors
 from posts.models import Post
 
+from shared import redis_clients
 from timelines import store
 from timelines.models import BigAuthorFollow, TimelineEntry
+
+log = logging.getLogger("feed.timelines")
 
 
 def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
@@ -60,11 +65,16 @@ def timeline_rebuild(*, user_id: int) -> None:
 
 
 def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
-    """Up to `count` post ids for the reader, newest first, below the keyset position."""
-    built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
-    if not built:
-        timeline_rebuild(user_id=user_id)
+    """Up to `count` post ids for the reader, newest first, below the keyset position. Without
+    Redis the page comes from the durable timelines table (same order, same cursor)."""
+    try:
         built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+        if not built:
+            timeline_rebuild(user_id=user_id)
+            built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+    except redis_clients.UNAVAILABLE as exc:
+        log.warning("timeline cache unavailable, reading the durable timeline: %s", exc)
+        ids, full = _durable_ids(user_id=user_id, before_id=before_id, count=count), False
     if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
         ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
     big = big_followees(user_id=user_id)  # one primary-key probe; most readers follow no big author

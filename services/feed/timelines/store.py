@@ -6,19 +6,25 @@ same magnitude is id order. Every set holds a sentinel member "0" at score 0 tha
 built from Postgres: fan-out only writes into sets that exist (a Lua script checks), so a set is
 either complete (built, then kept up to date) or absent (cold or evicted: rebuilt on read from
 the timelines table). Reads ask for scores above 0, so the sentinel is never returned.
+
+Clients come from shared.redis_clients (bounded timeouts, fork-safe); every function raises
+`redis.ConnectionError`/`TimeoutError` when Redis is away and the callers decide: the read falls
+back to the timelines table (timelines.selectors), a handler's transaction rolls back and the
+event is retried.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 
 import redis
 from django.conf import settings
+from redis.commands.core import Script
+
+from shared import redis_clients
 
 SENTINEL = "0"
 KEYS_PER_CALL = 1000
-_local = threading.local()
 
 # KEYS: timelines; ARGV: cap, then score/member pairs. Adds to the sets that exist, trims to cap
 # (ZCARD first: a set under the cap needs no trim; ~12% less server time per key, measured).
@@ -36,13 +42,19 @@ return written
 """
 
 
-def client() -> redis.Redis:
-    conn = getattr(_local, "conn", None)
-    if conn is None or getattr(_local, "url", None) != settings.REDIS_URL:
-        conn = _local.conn = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=1)
-        _local.url = settings.REDIS_URL
-        _local.add_script = conn.register_script(_ADD_IF_BUILT)
-    return conn
+_scripts: dict[int, Script] = {}
+
+
+def client(*, bulk: bool = False) -> redis.Redis:
+    """The request-path client (short reply timeout); `bulk` for the fan-out's pipelines (workers)."""
+    return redis_clients.client(bulk=bulk)
+
+
+def _add_script(conn: redis.Redis) -> Script:
+    script = _scripts.get(id(conn))
+    if script is None:
+        script = _scripts[id(conn)] = conn.register_script(_ADD_IF_BUILT)
+    return script
 
 
 def key(user_id: int) -> str:
@@ -55,14 +67,15 @@ def score(post_id: int) -> int:
 
 def add(*, user_ids: Sequence[int], post_ids: Sequence[int]) -> int:
     """Put posts into the built timelines of these users; returns how many timelines were written."""
-    client()
+    conn = client(bulk=True)
     args: list = [settings.TIMELINE_CAP]
     for post_id in post_ids:
         args += [score(post_id), str(post_id)]
-    pipe = client().pipeline(transaction=False)  # every chunk's script call in one round trip
+    pipe = conn.pipeline(transaction=False)  # every chunk's script call in one round trip
+    add_script = _add_script(conn)
     for start in range(0, len(user_ids), KEYS_PER_CALL):
         keys = [key(u) for u in user_ids[start:start + KEYS_PER_CALL]]
-        _local.add_script(keys=keys, args=args, client=pipe)
+        add_script(keys=keys, args=args, client=pipe)
     return sum(pipe.execute())
 
 
@@ -70,7 +83,7 @@ def remove(*, user_ids: Iterable[int], post_ids: Sequence[int]) -> None:
     members = [str(p) for p in post_ids]
     if not members:
         return
-    pipe = client().pipeline(transaction=False)
+    pipe = client(bulk=True).pipeline(transaction=False)
     for count, user_id in enumerate(user_ids, 1):
         pipe.zrem(key(user_id), *members)
         if count % KEYS_PER_CALL == 0:

@@ -15,6 +15,7 @@ from prometheus_client import Counter
 
 from devices.models import Delivery, Device
 from devices.providers import PushError, PushMessage, provider
+from shared import redis_clients
 from shared.problems import Problem
 
 logger = logging.getLogger("devices.push")
@@ -97,14 +98,12 @@ def push_allowance_take(user_id: int) -> bool:
 def push_schedule(*, user_ids: list[int]) -> None:
     """One flush per user per coalescing window (a Redis SET NX marks it scheduled). If Redis or
     the broker is down, the periodic sweep finds the pending deliveries instead."""
-    from notifications.unread import _redis
-
     from devices.tasks import push_flush
 
     window = settings.PUSH_COALESCE_SECONDS
     for user_id in user_ids:
         try:
-            if _redis().set(f"push:scheduled:{user_id}", 1, nx=True, px=max(1, int(window * 1000))):
+            if redis_clients.client().set(f"push:scheduled:{user_id}", 1, nx=True, px=max(1, int(window * 1000))):
                 push_flush.apply_async(args=(user_id,), countdown=window)
         except Exception as exc:
             logger.warning("push schedule failed; the sweep will deliver", extra={"error": str(exc)})

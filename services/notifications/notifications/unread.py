@@ -10,7 +10,6 @@ If Redis is unreachable the count comes from the database (an index-only scan).
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
 from typing import cast
 
 import redis
@@ -18,13 +17,9 @@ from django.conf import settings
 from django.db import transaction
 
 from notifications.models import Notification
+from shared.redis_clients import client as _redis
 
 logger = logging.getLogger(__name__)
-
-
-@lru_cache(maxsize=1)
-def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
 
 
 def _keys(user_id: int) -> tuple[str, str]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django.core.management.utils import get_random_secret_key
 
+from shared import redis_clients
 from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_str
 from shared.jsonlog import logging_config
 
@@ -49,11 +50,12 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "REVOCATION_REDIS_URL": env_str("REVOCATION_REDIS_URL", "") or redis_url,
         "CACHES": {
             "default": {
-                "BACKEND": "django.core.cache.backends.redis.RedisCache",
+                # Django's Redis cache with shared.redis_clients' timeouts, failing open (a miss) when Redis is away
+                "BACKEND": "shared.redis_clients.RedisCache",
                 "LOCATION": redis_url,
                 "KEY_PREFIX": service,
                 "TIMEOUT": 300,
-                "OPTIONS": {"socket_timeout": 0.5, "socket_connect_timeout": 0.5},
+                "OPTIONS": redis_clients.connection_options(),
             }
         },
         "REST_FRAMEWORK": {

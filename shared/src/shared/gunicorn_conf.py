@@ -19,7 +19,10 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 
 
 def post_worker_init(worker):
+    from shared import ids
     from shared.health import start_draining
+
+    ids.lease_early()  # settings.SNOWFLAKE_NAMESPACES: ids keep coming through a later Redis outage
 
     previous = signal.getsignal(signal.SIGTERM)
 

@@ -1,15 +1,19 @@
-"""`/health/live` (the process answers; checks nothing else) and `/health/ready` (DB and Redis
-reachable with short timeouts; fails as soon as the process starts draining)."""
+"""`/health/live` (the process answers; checks nothing else) and `/health/ready`.
+
+Readiness fails (503) when the database cannot be reached or the process is draining. Redis is
+checked and reported (`"redis": "ConnectionError: …"`, status `degraded`) but does not fail it: a
+replica serves without Redis (reads from Postgres, caches bypassed, docs/faults.md), and Redis is
+shared by every replica, so failing readiness for it would take all of them out of rotation at once."""
 
 from __future__ import annotations
 
 import threading
 
-import redis
-from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import path
+
+from shared import redis_clients
 
 _draining = threading.Event()
 
@@ -32,16 +36,9 @@ def _check_db() -> str | None:
         return f"{type(exc).__name__}: {exc}".strip()[:200]
 
 
-_redis_clients: dict[str, redis.Redis] = {}
-
-
 def _check_redis() -> str | None:
-    url = settings.REDIS_URL
-    client = _redis_clients.get(url)
-    if client is None:
-        client = _redis_clients[url] = redis.Redis.from_url(url, socket_timeout=0.5, socket_connect_timeout=0.5)
     try:
-        client.ping()
+        redis_clients.client().ping()
         return None
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"[:200]
@@ -55,8 +52,9 @@ def ready(request):
     checks = {"database": _check_db(), "redis": _check_redis()}
     if is_draining():
         checks["draining"] = "shutting down"
-    failed = {name: error for name, error in checks.items() if error}
-    body = {"status": "unavailable" if failed else "ok", "checks": {k: v or "ok" for k, v in checks.items()}}
+    failed = [name for name in ("database", "draining") if checks.get(name)]
+    status = "unavailable" if failed else "degraded" if checks["redis"] else "ok"
+    body = {"status": status, "checks": {k: v or "ok" for k, v in checks.items()}}
     return JsonResponse(body, status=503 if failed else 200)
 
 

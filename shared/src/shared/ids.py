@@ -11,14 +11,26 @@ renewed while it generates ids), so replicas started from one image never share 
 number. A process re-leases after fork (gunicorn/celery preforking) because the generator is
 keyed by pid. If the clock steps back, generation waits for it to catch up rather than reuse
 a timestamp.
+
+Without Redis: a process that holds a lease keeps generating ids while the lease is valid
+(LEASE_SECONDS from its last renewal; renewal is tried every LEASE_SECONDS / 3 and a failure is
+only logged), so a Redis outage of up to ~6 minutes does not stop writes. A process that has no
+valid lease cannot get one and `next_id` raises `redis.ConnectionError` (answered as 503 with
+Retry-After by shared.problems). Gunicorn workers lease at start (`lease_early`, for the
+namespaces in settings.SNOWFLAKE_NAMESPACES), so a worker started before an outage has one.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
 from datetime import UTC, datetime
+
+import redis
+
+from shared import redis_clients
 
 EPOCH_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 WORKER_BITS = 10
@@ -26,6 +38,13 @@ SEQUENCE_BITS = 12
 MAX_WORKER = (1 << WORKER_BITS) - 1
 MAX_SEQUENCE = (1 << SEQUENCE_BITS) - 1
 LEASE_SECONDS = 600
+RENEW_MARGIN_SECONDS = 30  # stop using a lease this long before it would expire unrenewed
+log = logging.getLogger("shared.ids")
+# extend the lease only if it is still ours (it may have expired and been taken meanwhile)
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+return redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) and 1 or 0
+"""
 
 
 def _now_ms() -> int:
@@ -73,9 +92,7 @@ class RedisWorkerLease:
     """Leases a free worker number from Redis and keeps it while ids are being generated."""
 
     def __init__(self, redis_url: str, *, namespace: str):
-        import redis
-
-        self._redis = redis.Redis.from_url(redis_url, socket_timeout=1, socket_connect_timeout=1)
+        self._redis = redis_clients.client(redis_url)
         self._namespace = namespace
         self._token = f"{os.getpid()}-{os.urandom(6).hex()}"
         self.worker_id = self._acquire()
@@ -92,10 +109,24 @@ class RedisWorkerLease:
                 return worker
         raise RuntimeError("no free snowflake worker id: more than 1024 live id generators")
 
-    def renew_if_due(self) -> None:
-        if time.monotonic() - self._renewed_at > LEASE_SECONDS / 3:
-            self._redis.set(self._key(self.worker_id), self._token, ex=LEASE_SECONDS)
-            self._renewed_at = time.monotonic()
+    def renew_if_due(self) -> bool:
+        """Renew when a third of the lease has passed. False when the lease can no longer be used:
+        renewal failed until the lease (almost) expired, or another process holds the number now."""
+        age = time.monotonic() - self._renewed_at
+        if age <= LEASE_SECONDS / 3:
+            return True
+        try:
+            ours = self._redis.eval(_RENEW, 1, self._key(self.worker_id), self._token, LEASE_SECONDS)
+        except redis_clients.UNAVAILABLE as exc:
+            usable = age < LEASE_SECONDS - RENEW_MARGIN_SECONDS
+            log.warning("snowflake lease renewal failed; %s", "still valid" if usable else "expired",
+                        extra={"worker": self.worker_id, "error": str(exc)[:200]})
+            return usable
+        if not ours:
+            log.warning("snowflake lease lost to another process", extra={"worker": self.worker_id})
+            return False
+        self._renewed_at = time.monotonic()
+        return True
 
 
 _state: dict[str, tuple[int, SnowflakeGenerator, RedisWorkerLease | None]] = {}
@@ -103,12 +134,14 @@ _state_lock = threading.Lock()
 
 
 def next_id(*, namespace: str = "default", redis_url: str | None = None) -> int:
-    """The next id for this process (worker number from SNOWFLAKE_WORKER_ID or a Redis lease)."""
+    """The next id for this process (worker number from SNOWFLAKE_WORKER_ID or a Redis lease).
+    Raises redis.ConnectionError/TimeoutError when a lease is needed and Redis cannot be reached."""
     current = _state.get(namespace)
-    if current is None or current[0] != os.getpid():
+    if current is None or current[0] != os.getpid() or (current[2] is not None and not current[2].renew_if_due()):
         with _state_lock:
             current = _state.get(namespace)
-            if current is None or current[0] != os.getpid():
+            if current is None or current[0] != os.getpid() or (current[2] is not None
+                                                                  and not current[2].renew_if_due()):
                 pinned = os.environ.get("SNOWFLAKE_WORKER_ID")
                 if pinned:
                     lease, worker = None, int(pinned)
@@ -121,7 +154,19 @@ def next_id(*, namespace: str = "default", redis_url: str | None = None) -> int:
                     worker = lease.worker_id
                 current = (os.getpid(), SnowflakeGenerator(worker), lease)
                 _state[namespace] = current
-    _, generator, lease = current
-    if lease is not None:
-        lease.renew_if_due()
-    return generator.next_id()
+    return current[1].next_id()
+
+
+def lease_early(namespaces: list[str] | None = None) -> None:
+    """Take this process's leases now (gunicorn post_worker_init) rather than at its first id, so a
+    worker started while Redis is up can write through a later outage. Failure is only logged."""
+    if namespaces is None:
+        from django.conf import settings
+
+        namespaces = list(getattr(settings, "SNOWFLAKE_NAMESPACES", []))
+    for namespace in namespaces:
+        try:
+            next_id(namespace=namespace)
+        except redis.RedisError as exc:
+            log.warning("snowflake lease not taken at start; retried at the first id",
+                        extra={"namespace": namespace, "error": str(exc)[:200]})

@@ -20,6 +20,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
+from shared import redis_clients
+
 CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://docs.social.example/problems/"
 log = logging.getLogger("shared.problems")
@@ -87,6 +89,13 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.PermissionDenied()
     elif isinstance(exc, RequestDataTooBig):
         exc = Problem(413, "payload-too-large", "The request body is too large.", title="Payload too large")
+    elif redis_clients.is_unavailable(exc):
+        # what needs Redis cannot be done while it is away (reads and Postgres-backed writes degrade
+        # instead, docs/faults.md): a 503 the client may retry, never a 500
+        log.warning("redis unavailable: %s", exc)
+        exc = Problem(503, "dependency-unavailable", "A backing service is unavailable right now. Retry shortly.",
+                      title="Service unavailable")
+        exc.wait = redis_clients.RETRY_AFTER_SECONDS  # type: ignore[attr-defined]
     if not isinstance(exc, exceptions.APIException):
         return None  # unhandled: Django's handler500 answers, and the error is logged with its traceback
 

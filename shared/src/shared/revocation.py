@@ -26,12 +26,13 @@ counted; `user.deleted` consumers write the user marker again when they handle t
 from __future__ import annotations
 
 import logging
-import threading
 import time
 
 import redis
 from django.conf import settings
 from prometheus_client import Counter
+
+from shared import redis_clients
 
 logger = logging.getLogger("shared.revocation")
 USER_KEY = "auth:revoked:user:{}"
@@ -44,20 +45,11 @@ CHECK_ERRORS = Counter("auth_revocation_check_errors_total",
 WRITE_ERRORS = Counter("auth_revocation_write_errors_total", "Revocation markers that could not be written")
 REFUSED = Counter("auth_revoked_tokens_total", "Access tokens refused as revoked", ["scope"])
 
-_clients: dict[str, redis.Redis] = {}
-_lock = threading.Lock()
 _skip_until = 0.0
 
 
 def _client() -> redis.Redis:
-    url = getattr(settings, "REVOCATION_REDIS_URL", None) or settings.REDIS_URL
-    client = _clients.get(url)
-    if client is None:
-        with _lock:
-            client = _clients.get(url)
-            if client is None:
-                client = _clients[url] = redis.Redis.from_url(url, socket_timeout=0.25, socket_connect_timeout=0.25)
-    return client
+    return redis_clients.client(getattr(settings, "REVOCATION_REDIS_URL", None) or settings.REDIS_URL)
 
 
 def ttl_seconds() -> int:

@@ -21,32 +21,24 @@ The key carries the producer so that each relay scans only the ids its own outbo
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
+
+from shared import redis_clients
 
 logger = logging.getLogger("shared.events")
-
-_clients: dict[tuple[int, str], redis.Redis] = {}
 
 
 def pending_key(consumer: str, producer: str) -> str:
     return f"events:pending:{consumer}:{producer}"
 
 
-def client(url: str) -> redis.Redis:
-    """One client per process and URL (re-created after a fork: prefork children must not share sockets)."""
-    key = (os.getpid(), url)
-    found = _clients.get(key)
-    if found is None:
-        # fail fast (no retries, short timeouts): a worker must not sit out its task time limit on a
-        # Redis that is down; a failed update only costs a harmless redelivery later
-        found = _clients[key] = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1,
-                                                     retry=Retry(NoBackoff(), 0))
-    return found
+def client(url: str, *, bulk: bool = False) -> redis.Redis:
+    """The broker Redis (shared.redis_clients: short timeouts, fork-safe): a worker must not sit out
+    its task time limit on a Redis that is down; a failed update only costs a harmless redelivery
+    later. `bulk` for the pipelines of a whole batch (relay, pruning)."""
+    return redis_clients.client(url, bulk=bulk)
 
 
 def settle(url: str, *, consumer: str, producer: str, event_id: str) -> bool:

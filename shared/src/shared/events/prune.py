@@ -37,7 +37,7 @@ def _delete_batches(table: str, key: str, column: str, before) -> int:
 def _delete_acknowledged_outbox(before, redis_url: str, service: str) -> int:
     """Sent rows older than `before` that no consumer still has pending, in batches by seq."""
     table = OutboxEvent._meta.db_table
-    client = ledger.client(redis_url)
+    client = ledger.client(redis_url, bulk=True)
     total, after = 0, 0
     while True:
         with connection.cursor() as cursor:

@@ -56,7 +56,7 @@ class Relay:
                                  for c in spec.consumers})
 
     def _ledger(self):
-        return ledger.client(self.app.conf.broker_url)
+        return ledger.client(self.app.conf.broker_url, bulk=True)
 
     def _envelope(self, row: OutboxEvent) -> dict:
         return envelope_to(Event(id=row.event_id, type=row.type, version=row.version, occurred_at=row.occurred_at,
