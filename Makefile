@@ -4,8 +4,10 @@ PY ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/nul
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# the compiled data path (Cython, gateway/build_ext.py); rebuilt whenever proxy.py changes
-EXT := gateway/proxy.build
+# the compiled data path (Cython, gateway/build_ext.py); rebuilt whenever one of its sources changes
+EXT := gateway/ext.build
+# gateway.COMPILED_MODULES (.py and .pxd) and gateway/__init__.py, which lists them
+EXT_SRC := gateway/__init__.py $(foreach m,wire metrics auth upstream proxy,gateway/$(m).py) $(wildcard gateway/*.pxd)
 
 .PHONY: venv run test lint typecheck fuzz bench bench-users clean
 
@@ -24,12 +26,12 @@ $(STAMP): requirements/*.txt shared/pyproject.toml
 	@$(BIN)/pip install -q --disable-pip-version-check -r requirements/dev.txt
 	@touch $(STAMP)
 
-$(EXT): $(STAMP) gateway/proxy.py gateway/build_ext.py
+$(EXT): $(STAMP) $(EXT_SRC) gateway/build_ext.py
 	@if [ "$$GATEWAY_PURE_PYTHON" = 1 ]; then \
 		echo "==> GATEWAY_PURE_PYTHON=1: the gateway runs uncompiled (no Cython build)"; \
 	else \
 		$(BIN)/python dev/preflight.py compiler || exit 1; \
-		echo "==> compiling the gateway's data path with Cython (about 30 s; again only when gateway/proxy.py changes)"; \
+		echo "==> compiling the gateway's data path with Cython (about a minute; again only when one of its sources changes)"; \
 		$(BIN)/python gateway/build_ext.py; \
 	fi
 
@@ -54,6 +56,8 @@ lint: $(STAMP)  ## ruff over the tree, mypy, and no model change without its mig
 typecheck: $(STAMP)
 	cd shared && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=../services/users \
 		../$(BIN)/mypy --config-file ../mypy.ini src/shared
+	DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=services/users \
+		$(BIN)/mypy --config-file mypy.ini gateway
 	for svc in users feed notifications; do \
 		(cd services/$$svc && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=$${svc}_service.settings \
 			../../$(BIN)/mypy --config-file ../../mypy.ini .) || exit 1; \

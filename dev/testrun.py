@@ -6,7 +6,12 @@ the system tests follow. Prints one closing line summing every run.
 
     python dev/testrun.py              # everything
     python dev/testrun.py users shared # only these suites
+    python dev/testrun.py gateway gateway-pure  # the gateway, compiled and as plain Python
     python dev/testrun.py users -- -k follow   # pass pytest arguments
+
+The gateway suite runs twice: `gateway` against the compiled data path (built by `make`) and
+`gateway-pure` against the same sources as plain Python (GATEWAY_PURE_PYTHON=1), the code a
+contributor runs right after editing them (docs/gateway.md#compiled-data-path-cython).
 """
 
 from __future__ import annotations
@@ -32,6 +37,10 @@ def service_passwords() -> dict[str, str]:
     return {name: f"{name}-dev-password" for name in SERVICES}
 
 
+# suite → extra environment of its pytest run
+SUITE_ENV: dict[str, dict[str, str]] = {"gateway-pure": {"GATEWAY_PURE_PYTHON": "1"}}
+
+
 def suites() -> dict[str, tuple[Path, list[str]]]:
     """name → (working directory, pytest target). Only suites that exist in the tree run."""
     found: dict[str, tuple[Path, list[str]]] = {}
@@ -39,7 +48,8 @@ def suites() -> dict[str, tuple[Path, list[str]]]:
         directory = ROOT / "services" / name
         if (directory / "pytest.ini").exists():
             found[name] = (directory, [])
-    for name, path in [("shared", "shared/tests"), ("gateway", "gateway/tests"), ("system", "tests")]:
+    for name, path in [("shared", "shared/tests"), ("gateway", "gateway/tests"), ("gateway-pure", "gateway/tests"),
+                       ("system", "tests")]:
         if (ROOT / path).is_dir() and any((ROOT / path).rglob("test_*.py")):
             found[name] = (ROOT, [path])
     return found
@@ -88,7 +98,7 @@ def main(argv: list[str]) -> int:
             write_dev_keys(run_dir / "keys", SERVICES)  # one service-credential key per service + the key set
             for index, name in enumerate(selected):
                 directory, target = available[name]
-                env = dict(base_env)
+                env = {**base_env, **SUITE_ENV.get(name, {})}
                 # each suite its own Redis database, so flushing between tests touches nothing else
                 env["REDIS_URL"] = redis_url.rsplit("/", 1)[0] + f"/{index + 1}"
                 if name in urls:

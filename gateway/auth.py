@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from typing import Any
 from urllib.parse import quote
 
 import jwt
@@ -54,7 +55,7 @@ class Verifier:
         self.audience = audience
         self.leeway = leeway
         self._fetch_doc = fetch
-        self.keys: dict[str, object] = {}
+        self.keys: dict[str, Any] = {}
         self.cache: dict[str, Identity] = {}
         self.bad: dict[str, str] = {}
         self.loaded_at: float | None = None

@@ -1,19 +1,19 @@
 #!/usr/bin/env python3
-"""Compile the gateway's data path (gateway/proxy.py) with Cython, in place.
+"""Compile the gateway's data path (gateway.COMPILED_MODULES: wire.py, proxy.py) with Cython, in place.
 
     python gateway/build_ext.py          # run by `make` (venv step) and by gateway/Dockerfile
 
-proxy.py is written in Cython's pure-Python mode: the same file runs as plain Python, and compiled
-its classes become extension types (docs/gateway.md#hot-path). The build writes
-gateway/proxy.<abi>.so next to the source and gateway/proxy.build with the SHA-256 of the source
-it was built from: gateway/__init__.py loads the extension only when that hash matches the
-current proxy.py, so an edited source is never shadowed by a stale build (it runs as plain Python,
-with a warning, until the next build). Outputs are ignored by git.
+The modules are written in Cython's pure-Python mode (C declarations of wire.py in wire.pxd): the
+same files run as plain Python, and compiled their classes become extension types
+(docs/gateway.md#compiled-data-path-cython). The build writes gateway/<module>.<abi>.so next to
+the sources and gateway/ext.build with gateway.sources_hash() of the sources it was built from:
+gateway/__init__.py loads the extensions only when that hash matches the current sources, so an
+edited source is never shadowed by a stale build (everything runs as plain Python, with a
+warning, until the next build). Outputs are ignored by git.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import tempfile
@@ -21,11 +21,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-MODULES = ["proxy"]
+sys.path.insert(0, str(ROOT))
+from gateway import BUILD_STAMP, COMPILED_MODULES, sources_hash  # noqa: E402
 
-
-def source_hash(name: str) -> str:
-    return hashlib.sha256((HERE / f"{name}.py").read_bytes()).hexdigest()
+MODULES = list(COMPILED_MODULES)
 
 
 def main() -> int:
@@ -34,7 +33,7 @@ def main() -> int:
 
     os.chdir(ROOT)
     exts = [Extension(f"gateway.{name}", [f"gateway/{name}.py"], extra_compile_args=["-O2"]) for name in MODULES]
-    hashes = {name: source_hash(name) for name in MODULES}  # what is compiled, read before compiling
+    built_from = sources_hash()  # what is compiled, read before compiling
     with tempfile.TemporaryDirectory(prefix="gateway-build-") as tmp:
         lib = Path(tmp) / "lib"
         setup(
@@ -47,10 +46,9 @@ def main() -> int:
         # old extension (overwriting a loaded .so in place can crash it); readers never see half
         for built in (lib / "gateway").iterdir():
             os.replace(built, HERE / built.name)
-    for name in MODULES:
-        tmp_stamp = HERE / f".{name}.build.tmp"
-        tmp_stamp.write_text(hashes[name] + "\n")
-        os.replace(tmp_stamp, HERE / f"{name}.build")
+    tmp_stamp = HERE / ".ext.build.tmp"
+    tmp_stamp.write_text(built_from + "\n")
+    os.replace(tmp_stamp, BUILD_STAMP)
     print(f"gateway: compiled {', '.join(MODULES)} with Cython", file=sys.stderr)
     return 0
 

@@ -278,7 +278,8 @@ def load(env: dict | None = None) -> Settings:
                 raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: bad CIDR {cidr!r}") from None
 
     jwks_url = env.get("JWKS_URL") or None
-    jwks = doc.get("jwks") if isinstance(doc.get("jwks"), dict) else {}
+    jwks_doc = doc.get("jwks")
+    jwks: dict = jwks_doc if isinstance(jwks_doc, dict) else {}
     redis_url = env.get("REDIS_URL") or None
     return Settings(
         host=env.get("GATEWAY_HOST") or "127.0.0.1",

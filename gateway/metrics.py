@@ -1,18 +1,20 @@
 """Prometheus metrics. With several workers, prometheus_client's multiprocess mode aggregates
 them (PROMETHEUS_MULTIPROC_DIR is set by the master before any worker imports this module).
 
-Hot path: label children are looked up once and cached in plain dicts.
+Hot path: per-request counts go to `local` (Local: plain dicts, folded into Prometheus on every
+tick). Compiled with the data path (gateway.COMPILED_MODULES; C declarations in metrics.pxd).
 """
 
 from __future__ import annotations
 
 import os
-from bisect import bisect_left
 
+import cython
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
 MULTIPROC = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+N_BUCKETS = len(BUCKETS)  # the histogram's last bucket is +Inf
 
 REQUESTS = Counter("gateway_requests_total", "Requests answered, by route and status", ["route", "status"])
 LATENCY = Histogram("gateway_request_duration_seconds", "Time from request start to response end",
@@ -46,28 +48,32 @@ PROXY_COMPILED = Gauge("gateway_proxy_compiled", "1 if the data path runs compil
                        multiprocess_mode="min")
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
 
-class Local:
+class Local:  # compiled: an extension type (metrics.pxd), whose observe() proxy.py calls in C
     """Per-process counts taken on the hot path with plain dict/list arithmetic and folded into
     the Prometheus metrics on every tick (0.1 s). prometheus_client's own inc()/observe() take a
     lock and loop over buckets per call: too dear at tens of thousands of requests per second.
     Folding histogram counts uses the child's bucket values directly (prometheus_client pinned)."""
 
-    def __init__(self):
-        self.requests: dict = {}
-        self.latency: dict = {}
-        self.bounds = [*BUCKETS, float("inf")]
+    def __init__(self) -> None:
+        self.requests: dict = {}  # (route, status) -> count
+        self.latency: dict = {}  # (route, upstream) -> [count per bucket of BUCKETS..., +Inf, sum of seconds]
 
-    def observe(self, route: str, status: int, upstream: str, seconds: float) -> None:
+    def observe(self, route: str, status: cython.int, upstream: str, seconds: cython.double):
         key = (route, status)
-        self.requests[key] = self.requests.get(key, 0) + 1
+        requests: dict = self.requests
+        requests[key] = requests.get(key, 0) + 1
         key = (route, upstream)
-        h = self.latency.get(key)
+        latency: dict = self.latency
+        h: list | None = latency.get(key)
         if h is None:
-            h = self.latency[key] = [0] * len(self.bounds) + [0.0]
-        h[bisect_left(self.bounds, seconds)] += 1
-        h[-1] += seconds
+            h = latency[key] = [0] * (N_BUCKETS + 1) + [0.0]
+        i: cython.Py_ssize_t = 0
+        while i < N_BUCKETS and seconds > BUCKETS[i]:  # the first bucket whose bound is >= seconds
+            i += 1
+        h[i] += 1
+        h[N_BUCKETS + 1] += seconds
 
-    def flush(self) -> None:
+    def flush(self):
         if self.requests:
             requests, self.requests = self.requests, {}
             for (route, status), n in requests.items():

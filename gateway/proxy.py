@@ -6,10 +6,12 @@ task, no coroutine and no dict is created per request on the common path (one sm
 request holds its state). Timeouts are enforced by one periodic sweep per process instead of a
 timer per request.
 
-Compiled with Cython (pure-Python mode: `python gateway/build_ext.py`, run by `make`): the three
-classes become extension types (C struct fields, direct C calls between methods), the module
-still runs unchanged as plain Python when it is not compiled (`COMPILED` says which one runs;
-GATEWAY_PURE_PYTHON=1 forces the source). docs/gateway.md#hot-path has the measurements.
+Compiled with Cython together with wire.py, metrics.py, auth.py and upstream.py (pure-Python
+mode: `python gateway/build_ext.py`, run by `make`): the classes become extension types (C struct
+fields, direct C calls between methods, C calls into what is cimported from wire and metrics);
+the same code runs as plain Python when it is not compiled (`COMPILED` says which one runs;
+GATEWAY_PURE_PYTHON=1 forces the sources). Layout and rules: docs/gateway.md#code-layout;
+measurements: docs/gateway.md#compiled-data-path-cython.
 
 Request flow: parse -> route -> body limit -> auth (cached token) -> rate limit (one EVALSHA)
 -> pick replica (P2C) -> pooled connection -> stream request -> stream response.
@@ -30,57 +32,37 @@ from urllib.parse import unquote
 
 import cython
 import httptools
+from cython.cimports.gateway.metrics import Local
+from cython.cimports.gateway.wire import RequestIds, scan_request, scan_response
 
 from . import auth, metrics, problems
+from .upstream import Cluster
+from .wire import (
+    B_GET,
+    CLEN_RE,
+    H_AUTHZ,
+    H_CLEN,
+    H_CONN,
+    H_DROP,
+    H_EXPECT,
+    H_HOST,
+    H_RID,
+    H_TE,
+    H_XFF,
+    H_XFP,
+    RESP_STRIP_RE,
+    SPECIAL,
+)
 
 log = logging.getLogger("gateway.proxy")
 COMPILED: bool = cython.compiled
 _monotonic = time.monotonic
 _time = time.time
-_LOCAL = metrics.local
+_LOCAL = cython.declare(Local, metrics.local)  # per-process request counts and latencies
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
-# Client-sent identity/internal headers the services (or logs) might trust: never forwarded.
-IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-authenticated-user",
-                      b"x-service-token", b"x-real-ip", b"forwarded"})
-# Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
-REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
-STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
-H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN = range(10)
-SPECIAL = {name: H_DROP for name in STRIP_REQ}
-SPECIAL.update({b"authorization": H_AUTHZ, b"host": H_HOST, b"content-length": H_CLEN,
-                b"transfer-encoding": H_TE, b"x-request-id": H_RID, b"x-forwarded-for": H_XFF,
-                b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN})
-STRIP_RESP = HOP_BY_HOP | {b"x-request-id"}
-# Upstream response heads are rewritten with one regex pass instead of a callback per header
-# (the upstreams are our own services; the request side keeps httptools' per-header view).
-RESP_STRIP_RE = re.compile(
-    rb"\r\n(?:" + b"|".join(re.escape(h) for h in sorted(STRIP_RESP)) + rb")[ \t]*:[^\r\n]*", re.I)
-CLEN_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
-# Fast path for the common request (docs/gateway.md#hot-path): a complete GET/HEAD head in one
-# read, HTTP/1.1, strictly well-formed, whose only special headers are Host and Authorization.
-# It is parsed with one regex match and its header block forwarded verbatim; anything else
-# (bodies, pipelining, other versions, any header the gateway rewrites or strips, anything a
-# strict grammar does not accept) goes through httptools as before.
-_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
-FAST_REQ = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n((?:" + _TOKEN +
-                      rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
-# on the lowercased header block with a "\n" in front: any header the fast path does not handle
-FAST_OTHER = re.compile(
-    rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(SPECIAL) - {b"host", b"authorization"})) +
-    rb"):|x-internal-)")
-FAST_METHODS = {b"GET": "GET", b"HEAD": "HEAD"}
-B_GET = b"GET"
-B_HEAD = b"HEAD"
-# Fast path for the common response: HTTP/1.1, a Content-Length, no Transfer-Encoding, head and
-# whole body in one read. Parsed without httptools (its state stays "between messages").
-RESP_CONN_CLOSE = re.compile(rb"\r\nconnection[ \t]*:[^\r\n]*\bclose\b", re.I)
 # the access log: one JSON line per request with these fields (ClientConn._record)
 ACCESS_FIELDS = ("ts", "method", "path", "route", "status", "upstream", "duration_ms", "request_id", "user", "client",
                  "tries")
-BUCKETS: tuple = metrics.BUCKETS  # latency histogram bounds (s); the last bucket is +Inf
-N_BUCKETS: cython.Py_ssize_t = len(metrics.BUCKETS)
 DRAIN_IDLE_GRACE = 0.3  # seconds an idle connection may still send a request after a SIGTERM's drain starts
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -89,78 +71,88 @@ MAX_URL = 8 * 1024
 
 RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
 
-def _match_request(data: bytes):
-    """The request fast path's parse in plain Python: (method, url, header block, host, authz)
-    or None when the request needs the general path (httptools)."""
-    m = FAST_REQ.fullmatch(data)
-    if m is None:
-        return None
-    block = m.group(3)
-    low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
-    if FAST_OTHER.search(low) is not None:
-        return None  # a header the gateway rewrites or strips: the general path
-    host = authz = None
-    i = low.find(b"\nhost:")
-    if i >= 0:
-        if low.find(b"\nhost:", i + 6) >= 0:
-            return None
-        host = block[i + 5:block.index(b"\r", i)].strip(b" \t")
-    i = low.find(b"\nauthorization:")
-    if i >= 0:
-        if low.find(b"\nauthorization:", i + 15) >= 0:
-            return None
-        authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
-    return m.group(1), m.group(2), block, host, authz
-
-
 @cython.cclass
 class GatewayBase:
-    """The per-process state the data path reads on every request, as C fields when compiled
-    (server.Gateway subclasses it and sets them; everything else stays in its __dict__)."""
+    """The per-process state of the data path, declared in one place: every field the data path
+    reads, and the lookups it makes on it (C fields and C-compiled methods when compiled).
+    server.Gateway subclasses it, fills the fields from the configuration (apply()) and adds the
+    background work; it adds no state the data path reads."""
 
-    settings = cython.declare(object, visibility="public")
+    loop = cython.declare(object, visibility="public")  # the worker's event loop
+    settings = cython.declare(object, visibility="public")  # config.Settings in force
+    conns = cython.declare(set, visibility="public")  # open ClientConns
+    routes = cython.declare(list, visibility="public")  # config.Route, in match order
     route_cache = cython.declare(dict, visibility="public")  # (method, path) -> Route | False
-    clusters = cython.declare(dict, visibility="public")
+    blocked_re = cython.declare(object, visibility="public")  # paths never routed (404)
+    clusters = cython.declare(dict, visibility="public")  # service -> upstream.Cluster
+    orphans = cython.declare(dict, visibility="public")  # clusters removed by a reload, for requests in flight
     draining = cython.declare(cython.bint, visibility="public")
     access_log = cython.declare(cython.bint, visibility="public")
-    log_buf = cython.declare(list, visibility="public")
+    log_buf = cython.declare(list, visibility="public")  # access-log lines not yet written
+    max_tries = cython.declare(cython.int, visibility="public")
     retry_tokens = cython.declare(cython.double, visibility="public")
     retry_cap = cython.declare(cython.double, visibility="public")
     retry_per_request = cython.declare(cython.double, visibility="public")
     pool_size = cython.declare(cython.Py_ssize_t, visibility="public")  # settings.pool_size
     keepalive_timeout = cython.declare(cython.double, visibility="public")  # settings.keepalive_timeout
-    verifier = cython.declare(object, visibility="public")
-    limiter = cython.declare(object, visibility="public")
-    _rid_prefix = cython.declare(bytes, visibility="public")
+    max_body_any = cython.declare(object, visibility="public")  # the largest body any route accepts
+    trusted = cython.declare(object, visibility="public")  # trusted proxy networks (X-Forwarded-For)
+    trusted_cache = cython.declare(dict, visibility="public")  # ip -> trusted?
+    verifier = cython.declare(object, visibility="public")  # auth.Verifier
+    limiter = cython.declare(object, visibility="public")  # ratelimit.RedisLimiter | None
+    rl_prefix = cython.declare(bytes, visibility="public")  # rate-limit keys' prefix
+    bucket_args = cython.declare(dict, visibility="public")  # config.Bucket -> EVALSHA arguments
+    rids = cython.declare(RequestIds, visibility="public")  # X-Request-ID values
+
+    def match(self, path: str, method: str):
+        """The route for a path: the first in the table whose prefix and methods match."""
+        for r in self.routes:
+            p = r.prefix
+            if not path.startswith(p):
+                continue
+            if r.methods is not None and method not in r.methods:
+                continue
+            if r.exact:
+                if len(path) == len(p):
+                    return r
+                continue
+            if len(path) == len(p) or p[-1] == "/" or path[len(p)] == "/":
+                return r
+        return None
+
+    def is_trusted(self, ip: str) -> bool:
+        v = self.trusted_cache.get(ip)
+        if v is None:
+            v = False
+            if self.trusted:
+                try:
+                    addr = ipaddress.ip_address(ip)
+                    v = any(addr in net for net in self.trusted)
+                except ValueError:
+                    v = False
+            if len(self.trusted_cache) > 10000:
+                self.trusted_cache.clear()
+            self.trusted_cache[ip] = v
+        return v
+
+    def retry_take(self) -> bool:
+        if self.retry_tokens >= 1.0:
+            self.retry_tokens -= 1.0
+            return True
+        return False
+
+    def cluster_of(self, replica):
+        """The replica's cluster, also after a reload removed it (requests still in flight)."""
+        c = self.clusters.get(replica.service)
+        if c is None:
+            c = self.orphans.get(replica.service)
+            if c is None:
+                c = self.orphans[replica.service] = Cluster(replica.service, [], self.settings)
+        return c
 
 
-_rid_seq = cython.declare(cython.ulonglong, 0)
 _log_ts = cython.declare(cython.longlong, -1)  # access log: the last millisecond formatted ...
 _log_ts_str = cython.declare(str, "")  # ... and its text
-
-
-@cython.ccall
-def request_id(gw: GatewayBase) -> bytes:
-    """X-Request-ID: the gateway's 14 random hex digits + a 10-hex-digit per-process counter
-    (unique, and no syscall per request). Compiled, written into a C buffer."""
-    global _rid_seq
-    _rid_seq += 1
-    if not cython.compiled:
-        return b"%s%010x" % (gw._rid_prefix, _rid_seq & 0xFFFFFFFFFF)
-    prefix: bytes = gw._rid_prefix
-    if len(prefix) != 14:
-        return b"%s%010x" % (prefix, _rid_seq & 0xFFFFFFFFFF)
-    buf = cython.declare(cython.char[24])
-    src: cython.p_char = prefix
-    hx: cython.p_char = b"0123456789abcdef"
-    i: cython.int
-    for i in range(14):
-        buf[i] = src[i]
-    v: cython.ulonglong = _rid_seq
-    for i in range(23, 13, -1):
-        buf[i] = hx[v & 15]
-        v >>= 4
-    return buf[:24]
 
 
 @cython.cfunc
@@ -175,245 +167,6 @@ def _release(gw: GatewayBase, conn: UpstreamConn):
         conn.req = None
         conn.idle_since = _monotonic()
         idle.append(conn)
-
-
-# -- compiled fast-path scanners ------------------------------------------------------------------
-# Compiled, the fast paths above are decided by these byte scanners (C loops over the buffer)
-# instead of regexes, lowercased copies and find() calls; they accept exactly what the regex
-# versions accept or less (anything unusual -> None -> the general path), so behaviour is the
-# same either way. Plain Python runs the regex versions (a loop per byte would be slower there).
-RESP_KIND = {name: 1 for name in STRIP_RESP}
-RESP_KIND.update({b"content-length": 2, b"transfer-encoding": 3, b"connection": 4})
-REQ_KIND = {name: 1 for name in SPECIAL}  # 1: the general path handles it
-REQ_KIND.update({b"host": 2, b"authorization": 3})
-
-
-def _by_length(kinds: dict) -> dict:
-    out: dict = {}
-    for name, kind in kinds.items():
-        out.setdefault(len(name), []).append((name, kind))
-    return out
-
-
-RESP_BY_LEN = _by_length(RESP_KIND)
-REQ_BY_LEN = _by_length(REQ_KIND)
-
-
-@cython.cfunc
-def _name_kind(p: cython.p_uchar, s: cython.Py_ssize_t, n: cython.Py_ssize_t, by_len: dict) -> cython.int:
-    """Kind of the header name p[s:s+n] (ASCII case-insensitive) in a _by_length table, 0 if none;
-    compared in place, without a lowercased copy."""
-    cands = by_len.get(n)
-    if cands is None:
-        return 0
-    name: bytes
-    q: cython.p_uchar
-    i: cython.Py_ssize_t
-    c: cython.uchar
-    for name, kind in cands:
-        q = name
-        i = 0
-        while i < n:
-            c = p[s + i]
-            if 65 <= c <= 90:
-                c += 32
-            if c != q[i]:
-                break
-            i += 1
-        if i == n:
-            return kind
-    return 0
-
-
-@cython.cfunc
-def _is_internal(p: cython.p_uchar, s: cython.Py_ssize_t, n: cython.Py_ssize_t) -> cython.bint:
-    """p[s:s+n] starts with "x-internal-", case-insensitively."""
-    q: cython.p_uchar = b"x-internal-"
-    i: cython.Py_ssize_t
-    c: cython.uchar
-    if n < 11:
-        return False
-    for i in range(11):
-        c = p[s + i]
-        if 65 <= c <= 90:
-            c += 32
-        if c != q[i]:
-            return False
-    return True
-
-
-@cython.cfunc
-@cython.inline
-def _is_tchar(c: cython.uchar) -> cython.bint:
-    # RFC 9110 token characters (what FAST_REQ's _TOKEN accepts)
-    if c >= 97:
-        return c <= 122 or c == 124 or c == 126  # a-z | ~
-    if c >= 65:
-        return c <= 90 or c == 94 or c == 95 or c == 96  # A-Z ^ _ `
-    if c >= 48:
-        return c <= 57  # 0-9
-    return c == 33 or (35 <= c <= 39) or c == 42 or c == 43 or c == 45 or c == 46  # ! #$%&' * + - .
-
-
-@cython.ccall
-def _scan_request(data: bytes):
-    """FAST_REQ + FAST_OTHER + the Host/Authorization lookups of ClientConn._fast_request, in one
-    pass: (method bytes, url, header block, host, authz) or None (not for the fast path)."""
-    n: cython.Py_ssize_t = len(data)
-    p: cython.p_uchar = data
-    k: cython.Py_ssize_t
-    if n >= 4 and p[0] == 71 and p[1] == 69 and p[2] == 84 and p[3] == 32:  # "GET "
-        k = 4
-    elif n >= 5 and p[0] == 72 and p[1] == 69 and p[2] == 65 and p[3] == 68 and p[4] == 32:  # "HEAD "
-        k = 5
-    else:
-        return None
-    u0: cython.Py_ssize_t = k
-    if k >= n or p[k] != 47:  # "/"
-        return None
-    while k < n and 0x21 <= p[k] <= 0x7e:
-        k += 1
-    u1: cython.Py_ssize_t = k
-    if n - k < 12 or p[k] != 32 or p[k + 1] != 72 or p[k + 2] != 84 or p[k + 3] != 84 or p[k + 4] != 80:
-        return None  # " HTTP"
-    if p[k + 5] != 47 or p[k + 6] != 49 or p[k + 7] != 46 or p[k + 8] != 49 or p[k + 9] != 13 or p[k + 10] != 10:
-        return None  # "/1.1\r\n"
-    k += 11
-    b0: cython.Py_ssize_t = k
-    host = None
-    authz = None
-    s: cython.Py_ssize_t
-    c: cython.Py_ssize_t
-    v0: cython.Py_ssize_t
-    v1: cython.Py_ssize_t
-    ch: cython.uchar
-    kind: cython.int
-    while True:
-        if k + 1 < n and p[k] == 13 and p[k + 1] == 10:
-            if k + 2 != n:
-                return None  # pipelined bytes after the head
-            break
-        s = k
-        while k < n and _is_tchar(p[k]):
-            k += 1
-        if k == s or k >= n or p[k] != 58:  # ":"
-            return None
-        c = k
-        k += 1
-        while k < n:
-            ch = p[k]
-            if ch == 13:
-                break
-            if (ch < 32 and ch != 9) or ch == 127:
-                return None
-            k += 1
-        if k + 1 >= n or p[k + 1] != 10:
-            return None
-        kind = _name_kind(p, s, c - s, REQ_BY_LEN)
-        if kind >= 2:
-            v0 = c + 1
-            v1 = k
-            while v0 < v1 and (p[v0] == 32 or p[v0] == 9):
-                v0 += 1
-            while v1 > v0 and (p[v1 - 1] == 32 or p[v1 - 1] == 9):
-                v1 -= 1
-            if kind == 2:
-                if host is not None:
-                    return None
-                host = p[v0:v1]
-            else:
-                if authz is not None:
-                    return None
-                authz = p[v0:v1]
-        elif kind == 1 or _is_internal(p, s, c - s):
-            return None  # a header the gateway rewrites or strips: the general path
-        k += 2
-    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz
-
-
-@cython.ccall
-def _scan_response(data: bytes, end: cython.Py_ssize_t):
-    """The checks of UpstreamConn's response fast path in one pass over a head whose end
-    (CRLF CRLF) is at `end`: (status, head without hop-by-hop headers, Content-Length) or None.
-    Anything unusual (a Connection header mentioning close, Transfer-Encoding, a bare CR or LF,
-    whitespace before a Content-Length colon, ...) -> None: the parser decides."""
-    p: cython.p_uchar = data
-    if end < 12 or p[0] != 72 or p[1] != 84 or p[2] != 84 or p[3] != 80 or p[4] != 47 or p[5] != 49:
-        return None  # "HTTP/1"
-    if p[6] != 46 or p[7] != 49 or p[8] != 32:
-        return None  # ".1 "
-    if not (48 <= p[9] <= 57 and 48 <= p[10] <= 57 and 48 <= p[11] <= 57):
-        return None
-    status: cython.int = (p[9] - 48) * 100 + (p[10] - 48) * 10 + (p[11] - 48)
-    if status < 200 or status == 204 or status == 304 or (p[12] != 32 and p[12] != 13):
-        return None
-    k: cython.Py_ssize_t = 12
-    while k < end and p[k] != 13:
-        if p[k] == 10:
-            return None
-        k += 1
-    clen: cython.longlong = -1
-    keep_from: cython.Py_ssize_t = 0
-    out = None
-    s: cython.Py_ssize_t
-    e: cython.Py_ssize_t
-    c: cython.Py_ssize_t
-    ne: cython.Py_ssize_t
-    j: cython.Py_ssize_t
-    kind: cython.int
-    while k < end:  # p[k] == 13: a header line starts at k + 2
-        if p[k + 1] != 10:
-            return None
-        s = k + 2
-        e = s
-        c = -1
-        while e < end and p[e] != 13:
-            if p[e] == 10:
-                return None
-            if c < 0 and p[e] == 58:
-                c = e
-            e += 1
-        if c > s:
-            ne = c
-            while ne > s and (p[ne - 1] == 32 or p[ne - 1] == 9):
-                ne -= 1
-            kind = _name_kind(p, s, ne - s, RESP_BY_LEN)
-            if kind:
-                if kind == 2:  # Content-Length: exactly one, no blank before the colon, digits
-                    if clen >= 0 or ne != c:
-                        return None
-                    j = c + 1
-                    while j < e and (p[j] == 32 or p[j] == 9):
-                        j += 1
-                    if j == e or e - j > 15:
-                        return None
-                    clen = 0
-                    while j < e and 48 <= p[j] <= 57:
-                        clen = clen * 10 + (p[j] - 48)
-                        j += 1
-                    while j < e and (p[j] == 32 or p[j] == 9):
-                        j += 1
-                    if j != e:
-                        return None
-                else:
-                    if kind == 3:
-                        return None  # Transfer-Encoding: the parser handles it
-                    if kind == 4 and b"close" in p[c:e].lower():
-                        return None  # the parser decides whether the connection is reusable
-                    if out is None:
-                        out = []
-                    out.append(p[keep_from:k])  # drop CRLF + this line
-                    keep_from = e
-        k = e
-    if clen < 0:
-        return None
-    if out is None:
-        head = data[:end]
-    else:
-        out.append(p[keep_from:end])
-        head = b"".join(out)
-    return status, head, clen
-
 
 
 @cython.final
@@ -465,29 +218,47 @@ class Req:
     start = cython.declare(cython.double, visibility="public")
 
     def __init__(self, now: float):
-        # compiled, every field starts as None / 0 / False; these are the other defaults,
+        # every field, in both modes (compiled, a new struct would start as None / 0 / False)
         self.start = now
         self.url = b""
+        self.body = None
+        self.body_len = 0
         self.clen = -1
+        self.chunked = False
+        self.complete = False
+        self.headers_done = False
+        self.route = None
+        self.ident = None
+        self.replica = None
+        self.conn = None
+        self.tries = 0
         self.tried = ()
+        self.resp_started = False
+        self.resp_mode = 0  # RESP_NONE
+        self.status = 0
         self.rl_hdr = b""
+        self.head = None
+        self.discard = False
+        self.sent = False
+        self.counted = False
+        self.queued = False
+        self.queue_deadline = 0.0
+        self.held = False
+        self.host = None
+        self.rid = None
+        self.authz = None
+        self.expect = False
+        self.xff_in = None
+        self.proto_in = None
         self.path = ""
         self.method = "-"
+        self.client_ip = None
+        self.hop = None
+        self.keep_alive = False
         self.http11 = True
         self.mbytes = b"GET"
         self.fwd = b""
         self.headers = []
-
-
-if not cython.compiled:  # plain Python: the same None / 0 / False defaults, as class attributes
-    for _name in ("body", "route", "ident", "replica", "conn", "head", "host", "rid", "authz", "xff_in",
-                  "proto_in", "client_ip", "hop"):
-        setattr(Req, _name, None)
-    for _name in ("body_len", "tries", "resp_mode", "status", "queue_deadline"):
-        setattr(Req, _name, 0)
-    for _name in ("chunked", "complete", "headers_done", "resp_started", "discard", "sent", "counted", "expect",
-                  "keep_alive", "queued", "held"):
-        setattr(Req, _name, False)
 
 
 @cython.final
@@ -550,43 +321,19 @@ class UpstreamConn:
             return
         req: Req
         end: cython.Py_ssize_t
-        if cython.compiled:
-            if self.want_head and not self.hbuf:
-                req = self.req
-                end = data.find(b"\r\n\r\n")
-                if end > 0 and req is not None and req.method != "HEAD":
-                    scan = _scan_response(data, end)
-                    if scan is not None and len(data) == end + 4 + scan[2]:
-                        try:
-                            client.upstream_whole(self, scan[0], scan[1], data[end + 4:], True)
-                        except Exception:
-                            log.exception("error handling upstream data")
-                            self.close()
-                            client.upstream_lost(self, "internal error")
-                        return
-        elif self.want_head and not self.hbuf and data[:9] == b"HTTP/1.1 ":
+        if self.want_head and not self.hbuf:
+            req = self.req
             end = data.find(b"\r\n\r\n")
-            code = data[9:12]
-            if end > 0 and code.isdigit() and code >= b"200" and data[12:13] in (b" ", b"\r"):
-                head = data[:end]
-                low = head.lower()
-                i = low.find(b"\r\ncontent-length:")
-                if (i > 0 and low.find(b"\r\ncontent-length:", i + 17) < 0
-                        and low.find(b"\r\ntransfer-encoding:") < 0 and code not in (b"204", b"304")):
-                    j = low.find(b"\r\n", i + 17)
-                    clen = low[i + 17:j if j > 0 else end].strip(b" \t")
-                    req = self.req
-                    if (clen.isdigit() and len(data) == end + 4 + int(clen) and req is not None
-                            and req.method != "HEAD"):
-                        reusable = b"close" not in low or RESP_CONN_CLOSE.search(head) is None
-                        try:
-                            client.upstream_whole(self, int(code), RESP_STRIP_RE.sub(b"", head),
-                                                  data[end + 4:], reusable)
-                        except Exception:
-                            log.exception("error handling upstream data")
-                            self.close()
-                            client.upstream_lost(self, "internal error")
-                        return
+            if end > 0 and req is not None and req.method != "HEAD":
+                scan = scan_response(data, end)  # None: not for the fast path, the parser decides
+                if scan is not None and len(data) == end + 4 + scan[2]:
+                    try:
+                        client.upstream_whole(self, scan[0], scan[1], data[end + 4:])
+                    except Exception:
+                        log.exception("error handling upstream data")
+                        self.close()
+                        client.upstream_lost(self, "internal error")
+                    return
         if self.want_head:
             self.hbuf = self.hbuf + data if self.hbuf else data
         try:
@@ -771,7 +518,7 @@ class ClientConn:
             return
         if (self.req is None and self.active is None and len(data) <= MAX_URL and data.endswith(b"\r\n\r\n")
                 and not self.queue):
-            scan = _scan_request(data) if cython.compiled else _match_request(data)
+            scan = scan_request(data)
             if scan is not None:
                 try:
                     self._fast_request(scan)
@@ -827,12 +574,12 @@ class ClientConn:
 
     @cython.ccall
     def _fast_request(self, scan: tuple):
-        """The common request, parsed by _scan_request / _match_request (method, url, header
-        block, Host, Authorization): its header block is forwarded verbatim."""
+        """The common request, parsed by wire.scan_request (method, url, header block, Host,
+        Authorization): its header block is forwarded verbatim."""
         r: Req = Req(_monotonic())
         r.headers = None
         r.mbytes = mb = scan[0]
-        r.method = "GET" if mb is B_GET else FAST_METHODS[mb]
+        r.method = "GET" if mb is B_GET else "HEAD"
         r.url = scan[1]
         r.fwd = scan[2]
         r.host = scan[3]
@@ -840,7 +587,7 @@ class ClientConn:
         r.keep_alive = True
         r.headers_done = True
         r.complete = True
-        r.rid = request_id(self.gw)
+        r.rid = self.gw.rids.next()
         r.client_ip = self.peer
         self.read_deadline = 0.0
         self.active = r
@@ -923,7 +670,7 @@ class ClientConn:
                 r.authz = None
         r.fwd = b"".join(pieces)
         if r.rid is None:
-            r.rid = request_id(gw)
+            r.rid = gw.rids.next()
         r.headers = None
         r.headers_done = True
         r.client_ip = self._client_ip(r)
@@ -1026,12 +773,7 @@ class ClientConn:
                 token = authz[7:].strip().decode("ascii")
             except UnicodeDecodeError:
                 return self._unauthorized(r, "malformed token")
-            verifier = gw.verifier
-            ident = verifier.cache.get(token)
-            if ident is not None and ident.exp + verifier.leeway > _time():
-                status, value = auth.OK, ident  # Verifier.check's cache hit, without the call
-            else:
-                status, value = verifier.check(token)
+            status, value = gw.verifier.check(token)
             if status == auth.FETCH:
                 fut = gw.verifier.refresh()
                 fut.add_done_callback(functools.partial(self._after_refetch, r, token))
@@ -1094,9 +836,7 @@ class ClientConn:
         cluster = gw.clusters.get(r.route.service)
         if cluster is None or not cluster.replicas:
             return self._error(r, 503, f"no replicas available for service {r.route.service}")
-        live: list = cluster.live
-        # one replica in rotation, nothing tried yet: what Cluster.pick returns, without the call
-        rep = live[0] if len(live) == 1 and not r.tried else cluster.pick(r.tried)
+        rep = cluster.pick(r.tried)
         if rep is None:
             return self._error(r, 502 if r.tries else 503, f"no replica of {r.route.service} could serve the request")
         limit: cython.Py_ssize_t = cluster.max_outstanding
@@ -1306,9 +1046,9 @@ class ClientConn:
             self._finish(r)
 
     @cython.ccall
-    def upstream_whole(self, conn: UpstreamConn, status: cython.int, head: bytes, body: bytes,
-                       reusable: cython.bint):
-        """A whole response in one read (UpstreamConn's fast path): one write to the client."""
+    def upstream_whole(self, conn: UpstreamConn, status: cython.int, head: bytes, body: bytes):
+        """A whole response in one read (UpstreamConn's fast path, wire.scan_response: never one
+        that says Connection: close): one write to the client."""
         r: Req = conn.req
         if r is not self.active:
             conn.close()
@@ -1322,7 +1062,7 @@ class ClientConn:
                 conn.close()
                 self._unbind(r)
                 return self._retry(r, cluster, f"status_{status}")
-        elif rep.failures or rep.eject_count:  # Cluster.success has nothing to reset otherwise
+        else:
             (gw.clusters.get(r.route.service) or gw.cluster_of(rep)).success(rep)
         r.status = status
         r.resp_mode = RESP_RAW
@@ -1341,7 +1081,7 @@ class ClientConn:
         conn.client = None
         conn.req = None
         r.conn = None
-        if reusable and r.complete:
+        if r.complete:
             _release(gw, conn)
         else:
             conn.close()
@@ -1440,20 +1180,7 @@ class ClientConn:
         dur: cython.double = _monotonic() - r.start
         route = r.route
         label = route.label if route is not None else "-"
-        # metrics.Local.observe, inlined: request count by (route, status), latency histogram
-        counts = _LOCAL.requests
-        key = (label, r.status)
-        counts[key] = counts.get(key, 0) + 1
-        latency = _LOCAL.latency
-        key = (label, upstream)
-        h: list = latency.get(key)
-        if h is None:
-            h = latency[key] = [0] * (N_BUCKETS + 1) + [0.0]
-        i: cython.Py_ssize_t = 0
-        while i < N_BUCKETS and dur > BUCKETS[i]:
-            i += 1
-        h[i] += 1
-        h[N_BUCKETS + 1] += dur
+        _LOCAL.observe(label, r.status, upstream, dur)  # request count, latency histogram
         if gw.access_log:
             path = r.path
             if not path or '"' in path or "\\" in path:
@@ -1500,7 +1227,7 @@ class ClientConn:
         if not keep:
             self.must_close = True
         if r.rid is None:
-            r.rid = request_id(self.gw)
+            r.rid = self.gw.rids.next()
         self.flush()
         self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
                                                head=r.method == "HEAD", extra_headers=extra))
@@ -1517,7 +1244,7 @@ class ClientConn:
             r = r or Req(time.monotonic())
             if not r.headers_done:
                 # not yet seen by _start: account it here
-                r.rid = r.rid or request_id(self.gw)
+                r.rid = r.rid or self.gw.rids.next()
                 if r.client_ip is None:
                     r.client_ip = self.peer
             self.active = r

@@ -16,6 +16,7 @@ import collections
 import hashlib
 import logging
 import time
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -80,7 +81,7 @@ class _RedisProtocol(asyncio.Protocol):
     def __init__(self, owner: RedisLimiter):
         self.owner = owner
         self.reader = hiredis.Reader()
-        self.transport = None
+        self.transport: Any = None
 
     def connection_made(self, transport):
         self.transport = transport

@@ -19,27 +19,28 @@ from . import PROXY_MODE, admin, auth, config, httpclient, metrics, proxy
 from .proxy import ClientConn, GatewayBase
 from .ratelimit import RedisLimiter
 from .upstream import Cluster
+from .wire import RequestIds
 
 log = logging.getLogger("gateway")
 TICK = 0.1
 
 
 class Gateway(GatewayBase):
-    """The per-process state. What the data path reads per request is declared on GatewayBase
-    (C fields when proxy.py is compiled)."""
+    """The per-process gateway: fills in the state GatewayBase declares (every field the data
+    path reads, C fields when compiled) from the configuration, and runs the background work."""
 
     def __init__(self, settings: config.Settings, loop):
         self.loop = loop
         self.settings = settings
-        self.conns: set = set()
+        self.conns = set()
         self.clusters: dict[str, Cluster] = {}
         self.draining = False
         self.stopping = asyncio.Event()
         self.max_tries = 3
         self.retry_tokens = settings.retry_min
-        self.log_buf: list[str] = []
+        self.log_buf = []
         self.rl_prefix = settings.ratelimit_prefix.encode()
-        self._rid_prefix = os.urandom(7).hex().encode()  # request ids: proxy.request_id
+        self.rids = RequestIds(os.urandom(7).hex().encode())  # X-Request-ID: 14 random hex digits + a counter
         self._next_idle_sweep = 0.0
         self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
                                       leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
@@ -48,7 +49,7 @@ class Gateway(GatewayBase):
                         if settings.redis_url else None)
         if self.limiter is None:
             log.warning("REDIS_URL not set: rate limiting is disabled")
-        self._orphans: dict[str, Cluster] = {}
+        self.orphans = {}
         self.apply(settings)
 
     # -- configuration ------------------------------------------------------------------------
@@ -66,7 +67,7 @@ class Gateway(GatewayBase):
         self.retry_cap = s.retry_min
         self.max_body_any = max([s.max_body] + [r.max_body for r in s.routes])
         self.trusted = s.trusted_proxies
-        self._trusted_cache: dict[str, bool] = {}
+        self.trusted_cache = {}
         self.bucket_args = {}
         for r in s.routes:
             if r.ratelimit is not None:
@@ -98,60 +99,6 @@ class Gateway(GatewayBase):
                  {k: v for k, v in s.upstreams.items()})
         self.loop.create_task(self._resolve_all())
         self.loop.create_task(self._check_all())
-
-    # -- hot-path helpers ----------------------------------------------------------------------
-    def match(self, path: str, method: str):
-        for r in self.routes:
-            p = r.prefix
-            if not path.startswith(p):
-                continue
-            if r.methods is not None and method not in r.methods:
-                continue
-            if r.exact:
-                if len(path) == len(p):
-                    return r
-                continue
-            if len(path) == len(p) or p[-1] == "/" or path[len(p)] == "/":
-                return r
-        return None
-
-    def is_trusted(self, ip: str) -> bool:
-        v = self._trusted_cache.get(ip)
-        if v is None:
-            v = False
-            if self.trusted:
-                import ipaddress
-                try:
-                    addr = ipaddress.ip_address(ip)
-                    v = any(addr in net for net in self.trusted)
-                except ValueError:
-                    v = False
-            if len(self._trusted_cache) > 10000:
-                self._trusted_cache.clear()
-            self._trusted_cache[ip] = v
-        return v
-
-    def retry_earn(self) -> None:
-        s = self.settings
-        t = self.retry_tokens + s.retry_budget
-        self.retry_tokens = t if t < s.retry_min else s.retry_min
-
-    def retry_take(self) -> bool:
-        if self.retry_tokens >= 1.0:
-            self.retry_tokens -= 1.0
-            return True
-        return False
-
-    def cluster_of(self, replica) -> Cluster:
-        c = self.clusters.get(replica.service)
-        if c is None:  # removed by a reload while the request was in flight
-            c = self._orphans.get(replica.service)
-            if c is None:
-                c = self._orphans[replica.service] = Cluster(replica.service, [], self.settings)
-        return c
-
-    def next_request_id(self) -> bytes:
-        return proxy.request_id(self)  # 14 random hex digits per process + a 10-digit counter
 
     def log_line(self, line: str) -> None:
         self.log_buf.append(line)
@@ -300,7 +247,7 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
              f"http://{settings.admin_host}:{settings.admin_port}" if serve_admin else "in master", os.getpid(),
              PROXY_MODE)
     if not proxy.COMPILED and os.environ.get("GATEWAY_PURE_PYTHON") != "1":
-        log.warning("data path runs as plain Python (%s): about 1.4x the CPU per request", PROXY_MODE)
+        log.warning("data path runs as plain Python (%s): several times the CPU per request", PROXY_MODE)
     try:
         loop.run_until_complete(done.wait())
     finally:

@@ -80,8 +80,8 @@ def parse_hosts_file(path: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     try:
         with open(path) as fh:
-            for line in fh:
-                line = line.split("#", 1)[0].split()
+            for text in fh:
+                line = text.split("#", 1)[0].split()
                 if len(line) < 2 or ":" in line[0]:  # IPv4 only, like the A-record lookup
                     continue
                 for name in line[1:]:

@@ -46,6 +46,19 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=No
     raise TimeoutError(f"nothing on {host}:{port}")
 
 
+def eventually(condition, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
+    """Poll `condition` until it returns something truthy (returned) or `timeout` s pass
+    (AssertionError): the gateway tests' one way to wait for something to happen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s (last value {value!r})")
+        time.sleep(interval)
+
+
 def _kill(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
@@ -71,6 +84,15 @@ class Upstream:
     def kill(self) -> None:
         if self.proc is not None:
             _kill(self.proc)
+
+    def stats(self) -> dict:
+        """The upstream's own counters (upstream_server.py: GET /_stats)."""
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=5)
+        try:
+            conn.request("GET", "/_stats")
+            return json.loads(conn.getresponse().read())
+        finally:
+            conn.close()
 
 
 class Keys:

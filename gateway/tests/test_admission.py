@@ -4,8 +4,6 @@ that cannot be placed gets a 503 problem+json instead of piling onto a busy repl
 
 from __future__ import annotations
 
-import http.client
-import json
 import re
 import signal
 import socket
@@ -16,7 +14,7 @@ import pytest
 
 from gateway import config
 
-from .conftest import Gateway, Upstream, free_port, problem
+from .conftest import Gateway, Upstream, eventually, free_port, problem
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -37,30 +35,12 @@ def _setup(tmp_path, procs, n, extra="", **env):
     return g, ups
 
 
-def _stats(up: Upstream) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", up.port, timeout=5)
-    try:
-        conn.request("GET", "/_stats")
-        return json.loads(conn.getresponse().read())
-    finally:
-        conn.close()
-
-
-def _until(condition, timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
-
-
 def _occupy(g: Gateway, ups: list[Upstream], paths: list[str]) -> list[threading.Thread]:
     """Slow requests in the background, returned once the replicas are working on all of them."""
     threads = [threading.Thread(target=g.request, args=("GET", p), kwargs={"timeout": 30}) for p in paths]
     for t in threads:
         t.start()
-    assert _until(lambda: sum(_stats(u)["inflight"] for u in ups) == len(paths))
+    eventually(lambda: sum(u.stats()["inflight"] for u in ups) == len(paths), 5, "replicas busy")
     return threads
 
 
@@ -86,16 +66,16 @@ def test_requests_beyond_the_limit_wait_for_a_free_replica(tmp_path, procs):
     assert [r.status for r in results] == [200] * 6
     assert sorted(r.upstream for r in results) == ["r1", "r1", "r1", "r2", "r2", "r2"]
     # each replica answered one request at a time; the other four waited in the gateway
-    assert [_stats(u)["peak"] for u in ups] == [1, 1]
+    assert [u.stats()["peak"] for u in ups] == [1, 1]
     assert g.metric("gateway_upstream_queued_total", service="svc") >= 4
-    assert _until(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 0)
+    eventually(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 0, 5, "queue empty")
 
 
 def test_no_limit_by_default_sends_everything_at_once(tmp_path, procs):
     g, ups = _setup(tmp_path, procs, 1)
     results = _concurrently(g, [f"/a/{i}?sleep=1" for i in range(4)])
     assert [r.status for r in results] == [200] * 4
-    assert _stats(ups[0])["peak"] == 4
+    assert ups[0].stats()["peak"] == 4
     assert g.metric("gateway_upstream_queued_total", service="svc") == 0
 
 
@@ -110,7 +90,7 @@ def test_queue_timeout_is_503_and_the_request_never_reaches_a_replica(tmp_path, 
                                "every replica of svc stayed busy for the queue timeout")
     for t in busy:
         t.join()
-    assert sum(_stats(u)["served"] for u in ups) == 2  # the timed-out request was never sent
+    assert sum(u.stats()["served"] for u in ups) == 2  # the timed-out request was never sent
     assert g.metric("gateway_upstream_queue_rejections_total", service="svc", reason="timeout") == 1
     assert g.request("GET", "/a/after").status == 200
 
@@ -124,7 +104,7 @@ def test_full_queue_is_503_at_once(tmp_path, procs):
     assert "0 requests are already waiting" in r.json()["detail"]
     busy[0].join()
     assert g.metric("gateway_upstream_queue_rejections_total", service="svc", reason="full") == 1
-    assert _stats(ups[0])["served"] == 1
+    assert ups[0].stats()["served"] == 1
 
 
 def test_a_waiting_client_that_hangs_up_is_dropped_from_the_queue(tmp_path, procs):
@@ -135,7 +115,7 @@ def test_a_waiting_client_that_hangs_up_is_dropped_from_the_queue(tmp_path, proc
         time.sleep(0.3)
     busy[0].join()
     assert g.request("GET", "/a/next").status == 200
-    assert _stats(ups[0])["served"] == 2  # busy and next; the abandoned request was not sent
+    assert ups[0].stats()["served"] == 2  # busy and next; the abandoned request was not sent
     gone = [e for e in g.access_log() if e["request_id"] == "gone-1"]
     assert [e["status"] for e in gone] == [499]
 
@@ -151,16 +131,16 @@ def test_reload_raising_the_limit_serves_waiting_requests(tmp_path, procs):
 
     first = threading.Thread(target=get, args=("/a/first?sleep=4",))
     first.start()
-    assert _until(lambda: _stats(ups[0])["inflight"] == 1)
+    eventually(lambda: ups[0].stats()["inflight"] == 1, 5, "first request upstream")
     second = threading.Thread(target=get, args=("/a/second",))
     second.start()
-    assert _until(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 1)
+    eventually(lambda: g.metric("gateway_upstream_queue_depth", service="svc") == 1, 5, "one request queued")
     g.routes_file.write_text(g.routes_file.read_text().replace("max_outstanding: 1", "max_outstanding: 2"))
     g.signal(signal.SIGHUP)
     second.join()
     first.join()
     assert done["/a/second"] < done["/a/first?sleep=4"]  # it did not wait for the slow one
-    assert _stats(ups[0])["peak"] == 2
+    assert ups[0].stats()["peak"] == 2
 
 
 def test_limits_come_from_defaults_environment_and_each_upstream(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from .conftest import Gateway, Upstream, free_port, problem
+from .conftest import Gateway, Upstream, eventually, free_port, problem
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -34,11 +34,9 @@ def gw(tmp_path_factory, keys, module_procs):
     }
     g = Gateway(tmp, env).start()
     module_procs.append(g)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:  # the JWKS is fetched asynchronously at start
-        if g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200:
-            break
-        time.sleep(0.1)
+    # the JWKS is fetched asynchronously at start
+    eventually(lambda: g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200, 10,
+               "JWKS loaded", interval=0.1)
     return g
 
 
@@ -128,10 +126,12 @@ def test_service_without_replicas_is_503(tmp_path, keys, procs):
     procs.append(g)
     r = g.request("GET", "/.well-known/jwks.json")
     assert r.status == 200
-    deadline = time.monotonic() + 10
-    while (r := g.request("GET", "/api/v1/feed", headers=auth(keys.token()))).status == 401:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+
+    def past_auth():
+        r = g.request("GET", "/api/v1/feed", headers=auth(keys.token()))
+        return r if r.status != 401 else None
+
+    r = eventually(past_auth, 10, "JWKS loaded", interval=0.1)
     assert r.status == 503
     assert r.json() == problem(503, "service-unavailable", "Service unavailable",
                                "no replicas available for service feed")
@@ -182,12 +182,8 @@ def test_request_id_passed_through_when_sane_else_generated(gw, keys):
 
 def test_access_log_line_per_request(gw, keys):
     gw.request("GET", "/api/v1/posts/5", headers={**auth(keys.token(sub="99")), "X-Request-ID": "log-check-1"})
-    deadline = time.monotonic() + 5
-    while True:
-        lines = [entry for entry in gw.access_log() if entry["request_id"] == "log-check-1"]
-        if lines or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+    lines = eventually(lambda: [entry for entry in gw.access_log() if entry["request_id"] == "log-check-1"], 5,
+                       "access log line", interval=0.1)
     assert len(lines) == 1
     entry = lines[0]
     assert (entry["method"], entry["path"], entry["route"], entry["status"], entry["user"]) == (

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from .conftest import Gateway, Upstream, free_port
+from .conftest import Gateway, Upstream, eventually, free_port
 from .test_balancing import Load
 
 pytestmark = pytest.mark.timeout(90)
@@ -43,12 +43,11 @@ def test_graceful_drain_loses_no_request(tmp_path, procs):
     threads = [threading.Thread(target=slow) for _ in range(5)]
     for t in threads:
         t.start()
-    time.sleep(0.3)  # all five are in flight upstream
+    eventually(lambda: up.stats()["inflight"] == 5, 10, "all five in flight upstream")
     assert g.admin("/health/ready").status == 200
     g.signal(signal.SIGTERM)
-    time.sleep(0.1)
-    ready = g.admin("/health/ready")
-    assert ready.status == 503 and ready.json()["status"] == "unavailable"  # readiness fails first
+    ready = eventually(lambda: (r := g.admin("/health/ready")).status == 503 and r, 5, "readiness failing")
+    assert ready.json()["status"] == "unavailable"  # readiness fails first
     during_delay = g.request("GET", "/a/x")  # still accepted during the drain delay
     assert during_delay.status == 200 and during_delay.headers["connection"] == "close"
     for t in threads:

@@ -1,23 +1,59 @@
-"""The compiled fast paths' byte scanners against the regex versions they replace (in process).
+"""The fast paths' byte scanners (gateway/wire.py) against the regex grammar they implement (in process).
 
-proxy._scan_request must accept exactly the requests proxy._match_request (FAST_REQ + FAST_OTHER +
-the Host/Authorization lookups) accepts, with the same parts; proxy._scan_response may refuse
-more than the old regex checks (the parser then decides) but whatever it accepts must match them:
+wire.scan_request must accept exactly the requests _match_request below (FAST_REQ + FAST_OTHER +
+the Host/Authorization lookups) accepts, with the same parts; wire.scan_response may refuse
+more than the regex checks (the parser then decides) but whatever it accepts must match them:
 status, head without hop-by-hop headers, Content-Length, and a reusable connection.
-Runs against whichever proxy is loaded (compiled, or plain Python with GATEWAY_PURE_PYTHON=1).
+Runs against whichever build is loaded (compiled, or plain Python with GATEWAY_PURE_PYTHON=1:
+the `gateway` and `gateway-pure` suites).
 """
 
 from __future__ import annotations
 
 import random
+import re
 
-from gateway import proxy
+from gateway import wire
 
 N = 20_000
 
+# The request fast path's grammar as regexes (how it was first written): a complete GET/HEAD head,
+# HTTP/1.1, token header names, no obs-fold, printable URL, no header the gateway strips or rewrites.
+_TOKEN = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+FAST_REQ = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n((?:" + _TOKEN +
+                      rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
+# on the lowercased header block with a "\n" in front: any header the fast path does not handle
+FAST_OTHER = re.compile(
+    rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(wire.SPECIAL) - {b"host", b"authorization"})) +
+    rb"):|x-internal-)")
+RESP_CONN_CLOSE = re.compile(rb"\r\nconnection[ \t]*:[^\r\n]*\bclose\b", re.I)
+
+
+def _match_request(data: bytes):
+    """(method, url, header block, host, authz) or None when the request needs the general path."""
+    m = FAST_REQ.fullmatch(data)
+    if m is None:
+        return None
+    block = m.group(3)
+    low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
+    if FAST_OTHER.search(low) is not None:
+        return None
+    host = authz = None
+    i = low.find(b"\nhost:")
+    if i >= 0:
+        if low.find(b"\nhost:", i + 6) >= 0:
+            return None
+        host = block[i + 5:block.index(b"\r", i)].strip(b" \t")
+    i = low.find(b"\nauthorization:")
+    if i >= 0:
+        if low.find(b"\nauthorization:", i + 15) >= 0:
+            return None
+        authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
+    return m.group(1), m.group(2), block, host, authz
+
 
 def _old_response_checks(data: bytes):
-    """UpstreamConn's response fast path as it was before the scanner (plain Python still uses it)."""
+    """The response fast path's checks as they were first written (lowercased head, find, regex)."""
     if data[:9] != b"HTTP/1.1 ":
         return None
     end = data.find(b"\r\n\r\n")
@@ -34,8 +70,8 @@ def _old_response_checks(data: bytes):
     clen = low[i + 17:j if j > 0 else end].strip(b" \t")
     if not clen.isdigit():
         return None
-    reusable = b"close" not in low or proxy.RESP_CONN_CLOSE.search(head) is None
-    return int(code), proxy.RESP_STRIP_RE.sub(b"", head), int(clen), reusable
+    reusable = b"close" not in low or RESP_CONN_CLOSE.search(head) is None
+    return int(code), wire.RESP_STRIP_RE.sub(b"", head), int(clen), reusable
 
 
 RESP_NAMES = [b"Server", b"Date", b"Content-Type", b"Content-Length", b"content-length", b"CONTENT-LENGTH",
@@ -83,8 +119,8 @@ def test_request_scanner_matches_the_regex_version():
     accepted = 0
     for _ in range(N):
         data = _request(rnd)
-        want = proxy._match_request(data)
-        assert proxy._scan_request(data) == want, data
+        want = _match_request(data)
+        assert wire.scan_request(data) == want, data
         accepted += want is not None
     assert accepted > N // 50  # the generator does produce fast-path requests
 
@@ -95,7 +131,7 @@ def test_response_scanner_accepts_nothing_the_old_checks_refuse():
     for _ in range(N):
         data = _response(rnd)
         end = data.find(b"\r\n\r\n")
-        got = proxy._scan_response(data, end) if end > 0 else None
+        got = wire.scan_response(data, end) if end > 0 else None
         if got is not None:
             old = _old_response_checks(data)
             assert old is not None and old[3] and (old[0], old[1], old[2]) == got, data
@@ -103,13 +139,23 @@ def test_response_scanner_accepts_nothing_the_old_checks_refuse():
     assert accepted > N // 50
 
 
+def test_request_ids_count_up_in_hex():
+    ids = wire.RequestIds(b"0123456789abcd")
+    seen = [ids.next() for _ in range(300)]
+    assert seen[0] == b"0123456789abcd0000000001"
+    assert seen[8:10] == [b"0123456789abcd0000000009", b"0123456789abcd000000000a"]
+    assert seen[14:16] == [b"0123456789abcd000000000f", b"0123456789abcd0000000010"]
+    assert seen[-1] == b"0123456789abcd000000012c"  # 300
+    assert len(set(seen)) == 300
+
+
 def test_common_heads_take_the_fast_paths():
     request = b"GET /api/v1/users/me?x=1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t\r\nAccept: */*\r\n\r\n"
-    assert proxy._scan_request(request) == (b"GET", b"/api/v1/users/me?x=1",
+    assert wire.scan_request(request) == (b"GET", b"/api/v1/users/me?x=1",
                                             b"Host: gw\r\nAuthorization: Bearer t\r\nAccept: */*\r\n", b"gw",
                                             b"Bearer t")
     response = (b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
                 b"X-Request-ID: spoofed\r\nContent-Type: application/json\r\n\r\n{}")
     end = response.find(b"\r\n\r\n")
-    assert proxy._scan_response(response, end) == (
+    assert wire.scan_response(response, end) == (
         200, b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nContent-Type: application/json", 2)
