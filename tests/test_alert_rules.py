@@ -125,3 +125,29 @@ def test_kubernetes_alerting_manifest_is_generated_from_the_files():
 
     assert (ROOT / "deploy" / "k8s" / "alerting.yaml").read_text() == k8s_alerting.render(), \
         "deploy/k8s/alerting.yaml is stale: run python dev/k8s_alerting.py"
+
+
+def test_dashboard_queries_parse_and_name_metrics_that_exist(promtool, tmp_path):
+    """Every query of the events/gateway dashboard is valid PromQL (promtool parses it as a recording
+    rule) and every metric it names is exported by this code, recorded by the rules, or one of the
+    exporters' (docs/operations.md)."""
+    import json
+
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "events-gateway.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 20
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e}
+                                                        for i, e in enumerate(exprs)]}]}
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    result = run(promtool, "check", "rules", tmp_path / "dashboard.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    sources = "".join(p.read_text() for p in [*(ROOT / "gateway").glob("*.py"), *(ROOT / "shared" / "src").rglob("*.py"),
+                                              *RULE_FILES, ROOT / "docs" / "operations.md"])
+    keywords = {"sum", "max", "by", "on", "rate", "increase", "histogram_quantile", "le", "up"}
+    for expr in exprs:
+        for name in re.findall(r"[a-z_:][a-z0-9_:]*(?=\s*[{\[)\s]|$)", re.sub(r'"[^"]*"', "", expr)):
+            if name in keywords or name in {"type", "producer", "consumer", "service", "replica", "reason", "kind",
+                                            "instance", "queue", "outcome", "process", "job", "task", "route"}:
+                continue
+            base = re.sub(r"_(bucket|total|count|sum)$", "", name)
+            assert base in sources or name in sources, (name, expr)
