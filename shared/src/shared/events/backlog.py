@@ -106,7 +106,7 @@ def pending_states(client, consumer: str, *, now: float | None = None) -> list[P
 
 
 def queue_state(client, queue: str, *, scan_limit: int | None = None) -> QueueState:
-    limit = env_int("EVENTS_QUEUE_SCAN_LIMIT", 5000) if scan_limit is None else scan_limit
+    limit = env_int("EVENTS_QUEUE_SCAN_LIMIT", 2000) if scan_limit is None else scan_limit
     keys = queue_keys(queue)
     pipe = client.pipeline(transaction=False)
     for key in keys:
