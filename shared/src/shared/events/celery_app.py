@@ -124,11 +124,19 @@ def make_celery(service: str) -> Celery:
 
 
 @worker_init.connect(weak=False)
-def _serve_worker_metrics(**_) -> None:
+def _serve_worker_metrics(sender=None, **_) -> None:
     """In the worker's parent process (before the pool forks): /metrics on METRICS_PORT, summing
-    the children's samples (multiprocess mode)."""
+    the children's samples (multiprocess mode), plus the service's backlog gauges read at scrape
+    time (shared.events.backlog: outbox, ack ledger, queue, dead letters)."""
+    from shared.events.backlog import BacklogCollector
+
+    app = getattr(sender, "app", None)
+    collectors: tuple[BacklogCollector, ...] = ()
+    if app is not None:
+        tasks = [name for name in app.tasks if not name.startswith("celery.")]
+        collectors = (BacklogCollector(app.main, app.conf.broker_url, tasks=tasks),)
     try:
-        start_metrics_server()
+        start_metrics_server(collectors=collectors)
     except OSError as exc:  # port taken: the worker still works, without its metrics endpoint
         logger.error("metrics server not started", extra={"error": str(exc)})
 

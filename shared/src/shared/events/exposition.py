@@ -55,10 +55,12 @@ def multiprocess_active() -> bool:
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR")) and values.ValueClass.__name__ != "MutexValue"
 
 
-def start_metrics_server(port: int | None = None) -> int:
+def start_metrics_server(port: int | None = None, *, collectors: tuple = ()) -> int:
     """Serve /metrics on `port` (default METRICS_PORT) from a daemon thread; returns the port (0: none).
     Binds METRICS_ADDR: default 127.0.0.1 (loopback only: the endpoint has no authentication);
-    a container sets 0.0.0.0 (or its pod address) so that a scraper on its network reaches it."""
+    a container sets 0.0.0.0 (or its pod address) so that a scraper on its network reaches it.
+    `collectors` (custom prometheus_client collectors, e.g. shared.events.backlog's gauges) join the
+    exposition."""
     from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
 
     port = metrics_port() if port is None else port
@@ -71,6 +73,8 @@ def start_metrics_server(port: int | None = None) -> int:
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: "
                        "/metrics shows this process only")
+    for collector in collectors:
+        registry.register(collector)
     start_http_server(port, addr=metrics_addr(), registry=registry)
     logger.info("metrics served", extra={"metrics_addr": metrics_addr(), "metrics_port": port,
                                          "multiprocess": registry is not REGISTRY})

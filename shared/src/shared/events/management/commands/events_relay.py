@@ -16,12 +16,17 @@ class Command(BaseCommand):
                             help="serve Prometheus /metrics on this port (default: METRICS_PORT; 0: none)")
 
     def handle(self, *args, **options):
+        import logging
+
         from django.conf import settings
 
         from shared.events.exposition import remove_owned_dir, start_metrics_server
         from shared.events.relay import Relay
 
-        start_metrics_server(options["metrics_port"])
+        try:
+            start_metrics_server(options["metrics_port"])
+        except OSError as exc:  # port taken: relay anyway (its events matter more than its metrics), as workers do
+            logging.getLogger("shared.events").error("metrics server not started", extra={"error": str(exc)})
         app = import_string(f"{settings.SERVICE_NAME}_service.celery.app")
         relay = Relay(app, batch_size=options["batch_size"], poll_interval=options["poll_interval"])
         signal.signal(signal.SIGTERM, relay.stop)
