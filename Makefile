@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # the compiled data path (Cython, gateway/build_ext.py); rebuilt whenever proxy.py changes
 EXT := gateway/proxy.build
+# checkov in a virtualenv of its own (its pins clash with the test tools'): requirements/checkov.txt
+CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: venv run test lint typecheck fuzz bench bench-users clean
+.PHONY: venv run test lint typecheck fuzz bench bench-users clean lock
 
 $(STAMP): requirements/*.txt shared/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -17,12 +19,21 @@ $(STAMP): requirements/*.txt shared/pyproject.toml
 $(EXT): $(STAMP) gateway/proxy.py gateway/build_ext.py
 	$(BIN)/python gateway/build_ext.py
 
-venv: $(STAMP) $(EXT)
+$(CHECKOV): $(STAMP) requirements/checkov.txt
+	@test -x $(VENV)/checkov/bin/python || $(BIN)/python -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q -r requirements/checkov.txt
+	@touch $(CHECKOV)
+
+venv: $(STAMP) $(EXT) $(CHECKOV)
+
+# the images' lock files (hashes; docs/decisions.md#lock-tool), after editing a requirements file
+lock: $(STAMP)
+	UV=$(BIN)/uv dev/lock.sh
 
 run: $(STAMP) $(EXT)  ## start everything locally (Ctrl-C stops it all)
 	$(BIN)/python dev/run.py
 
-test: $(STAMP) $(EXT)  ## the whole suite against real Postgres, Redis and processes
+test: $(STAMP) $(EXT) $(CHECKOV)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
 lint: $(STAMP)  ## ruff over the tree, then mypy

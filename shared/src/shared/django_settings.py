@@ -11,7 +11,7 @@ from pathlib import Path
 
 from django.core.management.utils import get_random_secret_key
 
-from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_str
+from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_secret, env_str
 from shared.jsonlog import logging_config
 
 DEV_SERVICE_TOKEN_SECRET = "dev-service-secret-not-for-production-0123456789"
@@ -20,7 +20,7 @@ DEV_SERVICE_TOKEN_SECRET = "dev-service-secret-not-for-production-0123456789"
 def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_rates: dict | None = None) -> dict:
     dev = dev_mode()
     redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if dev else None)
-    secret = env_str("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
+    secret = env_secret("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
     return {
         "SERVICE_NAME": service,
         "BASE_DIR": base_dir,
@@ -71,7 +71,7 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "JWT_ISSUER": env_str("JWT_ISSUER", "social-users"),
         "JWT_AUDIENCE": env_str("JWT_AUDIENCE", "social-api"),
         "JWKS_URL": env_str("JWKS_URL", "http://127.0.0.1:8100/.well-known/jwks.json"),
-        "SERVICE_TOKEN_SECRET": env_str("SERVICE_TOKEN_SECRET", DEV_SERVICE_TOKEN_SECRET if dev else None),
+        "SERVICE_TOKEN_SECRET": env_secret("SERVICE_TOKEN_SECRET", DEV_SERVICE_TOKEN_SECRET if dev else None),
         "SLOW_QUERY_MS": env_float("SLOW_QUERY_MS", 30.0),
         "SLOW_REQUEST_MS": env_float("SLOW_REQUEST_MS", 100.0),
         "LOGGING": logging_config(service, env_str("LOG_LEVEL", "INFO")),
