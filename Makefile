@@ -8,7 +8,7 @@ EXT := gateway/proxy.build
 # checkov in a virtualenv of its own (its pins clash with the test tools'): requirements/checkov.txt
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: venv run test lint typecheck fuzz bench bench-users clean lock
+.PHONY: venv run test lint typecheck fuzz bench bench-users clean lock containers-test
 
 $(STAMP): requirements/*.txt shared/pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -25,6 +25,10 @@ $(CHECKOV): $(STAMP) requirements/checkov.txt
 	@touch $(CHECKOV)
 
 venv: $(STAMP) $(EXT) $(CHECKOV)
+
+# docker-compose.yml and the images for real with podman (dev/containers_test.py; needs root)
+containers-test: $(STAMP)
+	$(BIN)/python dev/containers_test.py
 
 # the images' lock files (hashes; docs/decisions.md#lock-tool), after editing a requirements file
 lock: $(STAMP)
