@@ -262,7 +262,8 @@ class Compose:
             time.sleep(0.5)
 
     def logs(self, name: str) -> str:
-        return podman("logs", "--tail", "40", name, check=False, capture=True).stdout[-4000:]
+        result = podman("logs", "--tail", "40", name, check=False, capture=True)
+        return (result.stdout + result.stderr)[-4000:]
 
     def up(self, timeout: float = 900.0) -> float:
         """Each service once its depends_on conditions hold (in compose-file order, which lists
