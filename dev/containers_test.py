@@ -370,11 +370,13 @@ def journey(api: httpx.Client) -> None:
 
 class Load:
     """A light, steady load through the gateway: home feed and post reads, one request at a time per
-    client; every response that is not the expected one is a failure."""
+    client, each client its own user, about 8 requests/s each: under the gateway's per-user (20/s)
+    and per-IP (50/s) limits, so every response that is not a 200 is a failure."""
 
-    def __init__(self, base_url: str, clients: int = 2):
+    def __init__(self, base_url: str, clients: int = 2, pause: float = 0.12):
         self.base_url = base_url
         self.clients = clients
+        self.pause = pause
         self.stop = threading.Event()
         self.ok = 0
         self.failures: list[str] = []
@@ -382,12 +384,12 @@ class Load:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        with httpx.Client(base_url=self.base_url, timeout=10) as api:
-            _, auth = register(api, "loader")
-            post = api.post("/posts", headers={**auth, "Idempotency-Key": uuid.uuid4().hex}, json={"body": "load"})
-            assert post.status_code == 201, post.text
-        paths = ["/feed", f"/posts/{post.json()['id']}", "/feed?limit=5"]
         for index in range(self.clients):
+            with httpx.Client(base_url=self.base_url, timeout=10) as api:
+                _, auth = register(api, f"loader{index}")
+                post = api.post("/posts", headers={**auth, "Idempotency-Key": uuid.uuid4().hex}, json={"body": "load"})
+                assert post.status_code == 201, post.text
+            paths = ["/feed", f"/posts/{post.json()['id']}", "/feed?limit=5"]
             thread = threading.Thread(target=self._client, args=(auth, paths, index), daemon=True)
             thread.start()
             self._threads.append(thread)
@@ -408,7 +410,7 @@ class Load:
                         self.failures.append(outcome)
                     else:
                         self.ok += 1
-                time.sleep(0.05)
+                time.sleep(self.pause)
 
     def wait_for_more(self, requests: int, what: str) -> None:
         target = self.ok + requests
