@@ -8,8 +8,10 @@ STAMP := $(VENV)/.installed
 EXT := gateway/ext.build
 # gateway.COMPILED_MODULES (.py and .pxd) and gateway/__init__.py, which lists them
 EXT_SRC := gateway/__init__.py $(foreach m,wire metrics auth upstream proxy,gateway/$(m).py) $(wildcard gateway/*.pxd)
+# checkov in a virtualenv of its own (its pins clash with the test tools'): requirements/checkov.txt
+CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: venv run test lint typecheck fuzz bench bench-users clean
+.PHONY: venv run test lint typecheck fuzz bench bench-users clean lock containers-test
 
 # First run: one line per slow step (a later run with nothing changed prints none of them).
 $(STAMP): requirements/*.txt shared/pyproject.toml
@@ -35,12 +37,25 @@ $(EXT): $(STAMP) $(EXT_SRC) gateway/build_ext.py
 		$(BIN)/python gateway/build_ext.py; \
 	fi
 
-venv: $(STAMP) $(EXT)
+$(CHECKOV): $(STAMP) requirements/checkov.txt
+	@test -x $(VENV)/checkov/bin/python || $(BIN)/python -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/pip install -q -r requirements/checkov.txt
+	@touch $(CHECKOV)
+
+venv: $(STAMP) $(EXT) $(CHECKOV)
+
+# docker-compose.yml and the images for real with podman (dev/containers_test.py; needs root)
+containers-test: $(STAMP)
+	$(BIN)/python dev/containers_test.py
+
+# the images' lock files (hashes; docs/decisions.md#lock-tool), after editing a requirements file
+lock: $(STAMP)
+	UV=$(BIN)/uv dev/lock.sh
 
 run: $(STAMP) $(EXT)  ## start everything locally (Ctrl-C stops it all)
 	$(BIN)/python dev/run.py
 
-test: $(STAMP) $(EXT)  ## the whole suite against real Postgres, Redis and processes
+test: $(STAMP) $(EXT) $(CHECKOV)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
 lint: $(STAMP)  ## ruff over the tree, mypy, and no model change without its migration

@@ -12,14 +12,14 @@ from pathlib import Path
 from django.core.management.utils import get_random_secret_key
 
 from shared import redis_clients
-from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_str
+from shared.env import database_from_url, dev_mode, env_float, env_int, env_list, env_secret, env_str
 from shared.jsonlog import logging_config
 
 
 def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_rates: dict | None = None) -> dict:
     dev = dev_mode()
     redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if dev else None)
-    secret = env_str("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
+    secret = env_secret("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
     dev_keys = Path(base_dir).resolve().parent.parent / ".run" / "keys"
     return {
         "SERVICE_NAME": service,
@@ -76,10 +76,12 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
         "JWT_AUDIENCE": env_str("JWT_AUDIENCE", "social-api"),
         "JWKS_URL": env_str("JWKS_URL", "http://127.0.0.1:8100/.well-known/jwks.json"),
         # service credentials (shared.service_keys): this service's Ed25519 keys and every service's
-        # public keys; dev mode defaults to keys generated under .run/keys on first use
+        # public keys; dev mode defaults to keys generated under .run/keys on first use. Outside dev
+        # mode only the processes that call another service or serve /internal/ (API replicas,
+        # workers) need them, so they are checked where they are used, not here.
         "SERVICE_SIGNING_KEYS": env_str("SERVICE_SIGNING_KEYS", f"{service}-dev={dev_keys / f'service-{service}.pem'}"
-                                        if dev else None),
-        "SERVICE_PUBLIC_KEYS": env_str("SERVICE_PUBLIC_KEYS", str(dev_keys / "service-keys.json") if dev else None),
+                                        if dev else ""),
+        "SERVICE_PUBLIC_KEYS": env_str("SERVICE_PUBLIC_KEYS", str(dev_keys / "service-keys.json") if dev else ""),
         "SLOW_QUERY_MS": env_float("SLOW_QUERY_MS", 30.0),
         "SLOW_REQUEST_MS": env_float("SLOW_REQUEST_MS", 100.0),
         "LOGGING": logging_config(service, env_str("LOG_LEVEL", "INFO")),

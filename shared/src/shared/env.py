@@ -24,6 +24,26 @@ def env_str(name: str, default: str | None = None) -> str:
     return value
 
 
+# What a secret must not look like outside dev mode: the examples and dev values that are public.
+PLACEHOLDER_MARKERS = ("change-me", "changeme", "change_me", "placeholder", "not-for-production", "example", "secret-here")
+MIN_SECRET_LENGTH = 32
+
+
+def env_secret(name: str, dev_default: str | None) -> str:
+    """A secret from the environment. Dev mode may fall back to `dev_default`; production refuses a
+    missing secret, one shorter than MIN_SECRET_LENGTH, or a published placeholder (`change-me…`,
+    the dev values) with ImproperlyConfigured, so a deployment cannot start on a public default."""
+    if dev_mode():
+        return env_str(name, dev_default)
+    value = env_str(name)
+    lowered = value.lower()
+    if any(marker in lowered for marker in PLACEHOLDER_MARKERS):
+        raise ImproperlyConfigured(f"environment variable {name} holds a placeholder value; set a real secret")
+    if len(value) < MIN_SECRET_LENGTH:
+        raise ImproperlyConfigured(f"environment variable {name} must be at least {MIN_SECRET_LENGTH} characters")
+    return value
+
+
 def env_bool(name: str, default: bool = False) -> bool:
     value = os.environ.get(name)
     return default if value is None or value == "" else value.strip().lower() in TRUE

@@ -1,0 +1,523 @@
+"""`make containers-test`: docker-compose.yml and the project's images, for real, with podman.
+
+1. Tools: podman and debootstrap from Debian's packages (installed when missing), podman-compose
+   from the dev requirements; podman's containers.conf gets `default_ulimits = []`.
+2. Images: a Debian bookworm root filesystem (debootstrap: Python 3.11 with its headers) imported as
+   the Python base; the infrastructure stand-ins of dev/containers/ built on it; the project's
+   images built from their own Dockerfiles with only PYTHON_IMAGE changed. Base and stand-ins are
+   cached in podman's image store under a hash of their inputs; builds reuse podman's layer cache,
+   so a warm run rebuilds only what changed. Network steps (apt, pip, debootstrap) are retried.
+3. `compose up` in the order docker-compose.yml's depends_on conditions give (podman before 4.6
+   cannot wait for health, so this script waits, running `podman healthcheck run` itself: timed
+   health checks need systemd), until every long-running container is healthy.
+4. The system journey through the containerised gateway's published port: register, follow, post
+   with a mention, home feed, follow and mention notifications, account deletion.
+5. feed's replicas replaced one at a time with a newly built feed image while a light load runs
+   through the gateway: zero failed requests.
+6. `compose down`: no container, pod, network or volume of the project left.
+
+Prints the time from `up` to all-healthy, each image's size and each phase's duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = ROOT / "dev" / "containers"
+PROJECT = "socialct"
+PREFIX = f"localhost/{PROJECT}"
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+BASE_PACKAGES = "python3.11,python3.11-dev,python3-venv,ca-certificates"
+STAND_INS = {"postgres": "POSTGRES_IMAGE", "redis": "REDIS_IMAGE", "pgbouncer": "PGBOUNCER_IMAGE",
+             "prometheus": "PROMETHEUS_IMAGE"}
+PROJECT_IMAGES = {"users": "services/users/Dockerfile", "feed": "services/feed/Dockerfile",
+                  "notifications": "services/notifications/Dockerfile", "gateway": "gateway/Dockerfile"}
+NOT_STARTED = {"grafana"}  # no Debian package to stand in for it (dev/containers/README.md)
+PASSWORD = "correct horse battery staple"
+TIMINGS: dict[str, float] = {}
+
+
+def log(message: str) -> None:
+    print(f"[containers-test {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def run(cmd: list[str], *, attempts: int = 1, capture: bool = False, env: dict | None = None,
+        check: bool = True, cwd: Path = ROOT, timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run a command; network steps pass attempts > 1 and are retried with a growing pause."""
+    for attempt in range(1, attempts + 1):
+        result = subprocess.run(cmd, cwd=cwd, env=env, text=True, timeout=timeout,
+                                stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+        if result.returncode == 0 or not check:
+            return result
+        if attempt < attempts:
+            log(f"attempt {attempt}/{attempts} failed ({result.returncode}): {' '.join(cmd[:4])} …; retrying")
+            time.sleep(10 * attempt)
+    detail = (result.stderr or "")[-3000:] if capture else ""
+    raise RuntimeError(f"{' '.join(cmd)} exited with {result.returncode}\n{detail}")
+
+
+def podman(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return run(["podman", *args], **kwargs)
+
+
+@contextlib.contextmanager
+def phase(name: str):
+    start = time.monotonic()
+    log(f"{name} …")
+    yield
+    TIMINGS[name] = time.monotonic() - start
+    log(f"{name}: {TIMINGS[name]:.0f} s")
+
+
+# --- 1. tools ------------------------------------------------------------------------------------
+
+def ensure_tools() -> None:
+    missing = [tool for tool in ("podman", "debootstrap", "runc") if shutil.which(tool) is None]
+    if missing:
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        run(["apt-get", "update", "-q"], attempts=3, env=env)
+        run(["apt-get", "install", "-y", "-q", "podman", "debootstrap", "runc"], attempts=3, env=env)
+    # As root without systemd, on a host with cgroups v1 and v2 mounted side by side: podman's default
+    # ulimits cannot be applied, and crun refuses hybrid cgroups (runc accepts them).
+    configure_podman({"containers": ("default_ulimits", "[]"), "engine": ("runtime", '"runc"')})
+    if not Path(PODMAN_COMPOSE).exists():
+        raise RuntimeError("podman-compose is installed by `make venv` (requirements/dev.txt)")
+
+
+def configure_podman(settings: dict[str, tuple[str, str]]) -> None:
+    """Set `key = value` under [section] of the system containers.conf unless the key is set."""
+    conf = Path("/etc/containers/containers.conf")
+    text = conf.read_text() if conf.exists() else ""
+    for section, (key, value) in settings.items():
+        if any(line.strip().startswith(f"{key} ") or line.strip().startswith(f"{key}=") for line in text.splitlines()):
+            continue
+        if f"[{section}]" in text:
+            text = text.replace(f"[{section}]", f"[{section}]\n{key} = {value}", 1)
+        else:
+            text += f"\n[{section}]\n{key} = {value}\n"
+    conf.parent.mkdir(parents=True, exist_ok=True)
+    conf.write_text(text)
+
+
+# --- 2. images -----------------------------------------------------------------------------------
+
+def inputs_hash(*parts: str | Path) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.read_bytes() if isinstance(part, Path) else part.encode())
+    return digest.hexdigest()[:12]
+
+
+def image_exists(ref: str) -> bool:
+    return podman("image", "exists", ref, check=False, capture=True).returncode == 0
+
+
+def base_image() -> str:
+    ref = f"{PREFIX}/debian-python:bookworm-{inputs_hash(BASE_PACKAGES)}"
+    if image_exists(ref):
+        return ref
+    with tempfile.TemporaryDirectory(prefix="socialct-rootfs-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        for attempt in range(1, 4):
+            shutil.rmtree(rootfs, ignore_errors=True)
+            result = run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs)],
+                         check=False, capture=True)
+            if result.returncode == 0:
+                break
+            log(f"debootstrap attempt {attempt} failed: {result.stderr[-500:]}")
+            if attempt == 3:
+                raise RuntimeError("debootstrap failed three times")
+            time.sleep(10 * attempt)
+        run(["rm", "-rf", f"{rootfs}/var/cache/apt/archives", f"{rootfs}/var/lib/apt/lists"])
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        subprocess.run(["podman", "import", "-", ref], stdin=tar.stdout, check=True, stdout=subprocess.DEVNULL)
+        tar.wait()
+    return ref
+
+
+def stand_in_images(base: str) -> dict[str, str]:
+    refs = {}
+    for name in STAND_INS:
+        files = sorted(HERE.glob(f"{name}*"))
+        ref = f"{PREFIX}/{name}:{inputs_hash(base, *files)}"
+        if not image_exists(ref):
+            podman("build", "-q", "--format", "docker", "--build-arg", f"DEBIAN_IMAGE={base}",
+                   "-f", str(HERE / f"{name}.Containerfile"), "-t", ref, str(HERE), attempts=3)
+        refs[name] = ref
+    return refs
+
+
+def build_project_image(name: str, base: str, tag: str, *extra: str) -> str:
+    """The project's Dockerfile as it is; only PYTHON_IMAGE changes. The host's CA certificates are
+    mounted read-only so pip and apt reach their registries through a TLS-intercepting proxy."""
+    ref = f"{PREFIX}/{name}:{tag}"
+    podman("build", "-q", "--format", "docker", "--build-arg", f"PYTHON_IMAGE={base}", "-v", "/etc/ssl/certs:/etc/ssl/certs:ro",
+           *extra, "-f", PROJECT_IMAGES[name], "-t", ref, ".", attempts=3)
+    return ref
+
+
+def image_size(ref: str) -> int:
+    return int(json.loads(podman("image", "inspect", ref, capture=True).stdout)[0]["Size"])
+
+
+# --- 3. compose up -----------------------------------------------------------------------------
+
+class Compose:
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.spec = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+        self.services = [name for name in self.spec if name not in NOT_STARTED]
+        self._stop = threading.Event()
+        self._checker: threading.Thread | None = None
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return run([PODMAN_COMPOSE, "-p", PROJECT, "-f", str(COMPOSE_FILE), *args], env=self.env, check=check,
+                   capture=True)
+
+    def containers(self, service: str | None = None, all_states: bool = True) -> list[dict]:
+        args = ["ps", "--format", "json", "--filter", f"label=io.podman.compose.project={PROJECT}"]
+        if all_states:
+            args.insert(1, "-a")
+        if service:
+            args += ["--filter", f"label=com.docker.compose.service={service}"]
+        return json.loads(podman(*args, capture=True).stdout or "[]")
+
+    def has_healthcheck(self, service: str) -> bool:
+        check = self.spec.get(service, {}).get("healthcheck")
+        return check is not None and not check.get("disable")
+
+    def health_checks(self) -> None:
+        """podman's timed health checks need systemd: run each container's check every 2 s."""
+        def check(name: str) -> None:
+            podman("healthcheck", "run", name, check=False, capture=True, timeout=30)
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            while not self._stop.is_set():
+                names = [c["Names"][0] for c in self.containers(all_states=False)
+                         if self.has_healthcheck(c["Labels"].get("com.docker.compose.service", ""))]
+                list(pool.map(check, names))
+                self._stop.wait(2.0)
+
+    def start_health_checks(self) -> None:
+        self._stop.clear()
+        self._checker = threading.Thread(target=self.health_checks, daemon=True)
+        self._checker.start()
+
+    def stop_health_checks(self) -> None:
+        self._stop.set()
+        if self._checker:
+            self._checker.join(timeout=60)
+
+    def state(self, name: str) -> dict:
+        return json.loads(podman("inspect", name, capture=True).stdout)[0]["State"]
+
+    def wait_for(self, service: str, condition: str, deadline: float) -> None:
+        names = [c["Names"][0] for c in self.containers(service)]
+        assert names, f"no container for {service}"
+        for name in names:
+            while True:
+                state = self.state(name)
+                health = (state.get("Health") or state.get("Healthcheck") or {}).get("Status")
+                if condition == "service_completed_successfully" and state["Status"] == "exited":
+                    if state["ExitCode"] != 0:
+                        raise RuntimeError(f"{name} exited with {state['ExitCode']}:\n{self.logs(name)}")
+                    break
+                if condition == "service_healthy" and health == "healthy":
+                    break
+                if condition == "service_started" and state["Status"] == "running":
+                    break
+                if state["Status"] == "exited" and condition != "service_completed_successfully":
+                    raise RuntimeError(f"{name} exited with {state['ExitCode']}:\n{self.logs(name)}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name}: not {condition} (state {state['Status']}, health {health})\n"
+                                       f"{self.logs(name)}")
+                time.sleep(0.5)
+
+    def wait_for_container_healthy(self, name: str, deadline: float) -> None:
+        while True:
+            state = self.state(name)
+            if (state.get("Health") or state.get("Healthcheck") or {}).get("Status") == "healthy":
+                return
+            if state["Status"] == "exited" or time.monotonic() > deadline:
+                raise RuntimeError(f"{name} not healthy ({state['Status']}):\n{self.logs(name)}")
+            time.sleep(0.5)
+
+    def logs(self, name: str) -> str:
+        result = podman("logs", "--tail", "40", name, check=False, capture=True)
+        return (result.stdout + result.stderr)[-4000:]
+
+    def up(self, timeout: float = 900.0) -> float:
+        """Each service once its depends_on conditions hold (in compose-file order, which lists
+        dependencies first); returns the seconds from the first `up` to every container healthy."""
+        start = time.monotonic()
+        deadline = start + timeout
+        self.start_health_checks()
+        pending = list(self.services)
+        started: set[str] = set()
+        while pending:
+            ready = [s for s in pending if all(d in started for d in self.depends_on(s))]
+            assert ready, f"unresolvable depends_on among {pending}"
+            service = ready[0]
+            for dependency, condition in self.depends_on(service).items():
+                self.wait_for(dependency, condition, deadline)
+            self("up", "-d", "--no-deps", "--no-build", service)
+            started.add(service)
+            pending.remove(service)
+        for service in self.services:
+            if self.spec[service].get("restart") == "no":
+                self.wait_for(service, "service_completed_successfully", deadline)
+            elif self.has_healthcheck(service):
+                self.wait_for(service, "service_healthy", deadline)
+        return time.monotonic() - start
+
+    def depends_on(self, service: str) -> dict[str, str]:
+        deps = self.spec[service].get("depends_on") or {}
+        if isinstance(deps, list):
+            return {name: "service_started" for name in deps}
+        return {name: spec.get("condition", "service_started") for name, spec in deps.items()}
+
+    def down(self) -> None:
+        self.stop_health_checks()
+        self("down", "-v", "-t", "60", check=False)
+        # containers started outside compose (the replacement replicas) carry the project's labels
+        for container in self.containers():
+            podman("rm", "-f", "-t", "30", container["Names"][0], check=False, capture=True)
+        for kind, name in self.project_objects():
+            if kind in ("network", "volume"):
+                podman(kind, "rm", "-f", name, check=False, capture=True)
+
+    @staticmethod
+    def project_objects() -> list[tuple[str, str]]:
+        """Networks, volumes and pods named after the project."""
+        def listing(*args: str) -> list[dict]:
+            return json.loads(podman(*args, "--format", "json", capture=True).stdout or "[]")
+
+        found = [("network", n["name"]) for n in listing("network", "ls")]
+        found += [("volume", v["Name"]) for v in listing("volume", "ls")]
+        found += [("pod", p["Name"]) for p in listing("pod", "ps")]
+        return [(kind, name) for kind, name in found if name.startswith(PROJECT)]
+
+    def leftovers(self) -> list[str]:
+        return [f"container {c['Names'][0]}" for c in self.containers()] + \
+            [f"{kind} {name}" for kind, name in self.project_objects()]
+
+
+# --- 4. the journey -------------------------------------------------------------------------------
+
+def eventually(fetch, until, *, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: still {value!r}")
+        time.sleep(0.3)
+
+
+def register(api: httpx.Client, prefix: str) -> tuple[str, dict[str, str]]:
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    response = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
+    assert response.status_code == 201, response.text
+    return name, {"Authorization": f"Bearer {response.json()['access']}"}
+
+
+def journey(api: httpx.Client) -> None:
+    alice, alice_auth = register(api, "alice")
+    bob, bob_auth = register(api, "bob")
+    assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
+    post = api.post("/posts", headers={**alice_auth, "Idempotency-Key": uuid.uuid4().hex}, json={"body": f"hi @{bob}"})
+    assert post.status_code == 201, post.text
+    post_id = post.json()["id"]
+    eventually(lambda: api.get("/feed", headers=bob_auth).json(),
+               lambda body: any(p["id"] == post_id for p in body["results"]), what="post in bob's home feed")
+    notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
+                       lambda body: [n["kind"] for n in body["results"]] == ["follow"], what="alice's follow notification")
+    assert notes["results"][0]["actor"]["username"] == bob
+    notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
+                       lambda body: [n["kind"] for n in body["results"]] == ["mention"], what="bob's mention notification")
+    assert (notes["results"][0]["actor"]["username"], notes["results"][0]["post_id"]) == (alice, post_id)
+    deleted = api.request("DELETE", "/users/me", headers=alice_auth, json={"password": PASSWORD})
+    assert deleted.status_code == 204, deleted.text
+    eventually(lambda: api.get(f"/users/{alice}", headers=bob_auth).status_code, lambda status: status == 404,
+               what="deleted account's profile")
+    login = api.post("/auth/login", json={"username": alice, "password": PASSWORD})
+    assert login.status_code == 401, login.text
+    eventually(lambda: api.get("/feed", headers=bob_auth).json(),
+               lambda body: all(p["id"] != post_id for p in body["results"]), what="deleted author's post out of the feed")
+
+
+# --- 5. replace feed under load --------------------------------------------------------------------
+
+class Load:
+    """A light, steady load through the gateway: home feed and post reads, one request at a time per
+    client, each client its own user, about 8 requests/s each: under the gateway's per-user (20/s)
+    and per-IP (50/s) limits, so every response that is not a 200 is a failure."""
+
+    def __init__(self, base_url: str, clients: int = 2, pause: float = 0.12):
+        self.base_url = base_url
+        self.clients = clients
+        self.pause = pause
+        self.stop = threading.Event()
+        self.ok = 0
+        self.failures: list[str] = []
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        for index in range(self.clients):
+            with httpx.Client(base_url=self.base_url, timeout=10) as api:
+                _, auth = register(api, f"loader{index}")
+                post = api.post("/posts", headers={**auth, "Idempotency-Key": uuid.uuid4().hex}, json={"body": "load"})
+                assert post.status_code == 201, post.text
+            paths = ["/feed", f"/posts/{post.json()['id']}", "/feed?limit=5"]
+            thread = threading.Thread(target=self._client, args=(auth, paths, index), daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _client(self, auth: dict[str, str], paths: list[str], index: int) -> None:
+        with httpx.Client(base_url=self.base_url, timeout=10, headers=auth) as api:
+            n = index
+            while not self.stop.is_set():
+                path = paths[n % len(paths)]
+                n += 1
+                try:
+                    response = api.get(path)
+                    outcome = None if response.status_code == 200 else f"{path}: {response.status_code} {response.text[:200]}"
+                except httpx.HTTPError as exc:
+                    outcome = f"{path}: {type(exc).__name__} {exc}"
+                with self._lock:
+                    if outcome:
+                        self.failures.append(outcome)
+                    else:
+                        self.ok += 1
+                time.sleep(self.pause)
+
+    def wait_for_more(self, requests: int, what: str) -> None:
+        target = self.ok + requests
+        eventually(lambda: self.ok, lambda ok: ok >= target, what=what)
+
+    def finish(self) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+
+def replace_feed(compose: Compose, new_image: str, gateway_url: str) -> tuple[int, int]:
+    """Each feed replica in turn: start a clone on the new image (same network alias, so the gateway's
+    DNS discovery finds it), wait until healthy, then stop the old one gracefully (SIGTERM, its
+    stop_grace_period) and remove it. Returns (requests served, requests failed)."""
+    grace = int(str(compose.spec["feed"].get("stop_grace_period", "30s")).rstrip("s"))
+    old = [c["Names"][0] for c in compose.containers("feed")]
+    assert len(old) >= 2, old
+    load = Load(f"{gateway_url}/api/v1")
+    load.start()
+    try:
+        load.wait_for_more(20, "load running")
+        for index, name in enumerate(old):
+            new = f"{PROJECT}_feed_new_{index + 1}"
+            podman("container", "clone", name, new, new_image, capture=True)
+            podman("start", new, capture=True)
+            compose.wait_for_container_healthy(new, time.monotonic() + 180)
+            load.wait_for_more(20, "load after the new replica")
+            podman("stop", "-t", str(grace), name, capture=True)
+            podman("rm", name, capture=True)
+            load.wait_for_more(20, "load after the old replica left")
+        images = {json.loads(podman("inspect", c["Names"][0], capture=True).stdout)[0]["ImageName"]
+                  for c in compose.containers("feed", all_states=False)}
+        assert images == {new_image}, images
+    finally:
+        load.finish()
+    for failure in load.failures[:20]:
+        log(f"failed request: {failure}")
+    return load.ok, len(load.failures)
+
+
+# --- main ----------------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> int:
+    total = time.monotonic()
+    with phase("tools"):
+        ensure_tools()
+    with phase("base and stand-in images"):
+        base = base_image()
+        stand_ins = stand_in_images(base)
+    with phase("project images"):
+        images = {name: build_project_image(name, base, "test") for name in PROJECT_IMAGES}
+        # the replacement feed image: the same Dockerfile, a new build (a label makes it a new image)
+        new_feed = build_project_image("feed", base, "test-next", "--label", f"build={uuid.uuid4().hex}")
+    for ref in [base, *stand_ins.values(), *images.values()]:
+        log(f"image {ref}: {image_size(ref) / 1e6:.0f} MB")
+
+    workdir = Path(tempfile.mkdtemp(prefix="socialct-"))
+    key = workdir / "jwt_k1.pem"
+    run([sys.executable, "-m", "shared.keygen", str(key)])
+    key.chmod(0o644)  # the services run as UID 10001; the key is bind-mounted as a secret file
+    gateway_port = free_port()
+    env = {**os.environ, "PYTHON_IMAGE": base, "IMAGE_PREFIX": PREFIX, "TAG": "test", "JWT_KEY_FILE": str(key),
+           **{variable: stand_ins[name] for name, variable in STAND_INS.items()},
+           "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+           "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",
+           "PROMETHEUS_PUBLISH": f"127.0.0.1:{free_port()}", "GRAFANA_PUBLISH": f"127.0.0.1:{free_port()}"}
+    compose = Compose(env)
+    compose.down()  # a previous run that was killed leaves nothing in the way
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    status = 1
+    try:
+        with phase("compose up"):
+            healthy_after = compose.up()
+        log(f"up -> all healthy: {healthy_after:.0f} s")
+        with phase("journey"), httpx.Client(base_url=f"{gateway_url}/api/v1", timeout=15) as api:
+            journey(api)
+        with phase("replace feed"):
+            served, failed = replace_feed(compose, new_feed, gateway_url)
+        log(f"feed replaced one replica at a time: {served} requests served, {failed} failed")
+        if failed:
+            raise AssertionError(f"{failed} requests failed while feed was replaced")
+        status = 0
+    except Exception as exc:
+        log(f"FAILED: {exc}")
+        for container in compose.containers():
+            log(f"{container['Names'][0]}: {container.get('State')} {container.get('Status', '')}")
+    finally:
+        with phase("compose down"):
+            compose.down()
+        shutil.rmtree(workdir, ignore_errors=True)
+        left = compose.leftovers()
+        if left:
+            log(f"left behind: {left}")
+            status = 1
+        with contextlib.suppress(Exception):
+            podman("rmi", new_feed, check=False, capture=True)
+    log(f"total {time.monotonic() - total:.0f} s; " + ", ".join(f"{k} {v:.0f} s" for k, v in TIMINGS.items()))
+    log("PASSED" if status == 0 else "FAILED")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
