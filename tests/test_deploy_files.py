@@ -278,7 +278,8 @@ def test_users_processes_get_signing_keys_from_a_mounted_secret():
         volumes = {v["name"]: v for v in spec["volumes"]}
         container = spec["containers"][0]
         assert {"secretRef": {"name": "users-secrets"}} in container["envFrom"], name
-        mounts = [m for m in container["volumeMounts"] if "secret" in volumes[m["name"]]]
+        mounts = [m for m in container["volumeMounts"]
+                  if volumes[m["name"]].get("secret", {}).get("secretName") == "users-jwt-keys"]
         assert len(mounts) == 1 and mounts[0]["readOnly"] is True, name
         secret = volumes[mounts[0]["name"]]["secret"]["secretName"]
         for path in paths:  # each key file is a key of the mounted Secret

@@ -76,6 +76,7 @@ def _settings_env(service: str) -> dict[str, str]:
         "JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json", "SERVICE_NAME": service,
         "JWT_SIGNING_KEYS": "k1=/nonexistent.pem", "USERS_URL": "http://127.0.0.1:9", "METRICS_PORT": "9100",
         "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
+        "SERVICE_SIGNING_KEYS": f"{service}-k1=/nonexistent.pem", "SERVICE_PUBLIC_KEYS": "/nonexistent.json",
     }
     keep = {"PATH", "HOME", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
     env = {k: v for k, v in os.environ.items() if k in keep}
