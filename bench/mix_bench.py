@@ -61,6 +61,7 @@ PASSWORD = "correct horse battery staple"
 KINDS = ("home", "user", "compose")
 TICK = os.sysconf("SC_CLK_TCK")
 STOP = threading.Event()  # set on SIGTERM: seeding threads give up instead of finishing
+systems_all: list = []  # both systems, once started: every measured run waits until both are quiet
 
 
 def uptime() -> str:
@@ -300,17 +301,20 @@ def ip(i: int) -> str:
     return f"10.{14 + i // 65536}.{(i // 256) % 256}.{i % 256}"
 
 
-def settle(systems: list[System], timeout: float = 180) -> None:
-    """Wait until every system is quiet (the seeding's events consumed, fan-outs done): under 0.2
-    CPU seconds over 2 s in all its process groups but the infrastructure."""
+def settle(systems: list[System], timeout: float = 180, quiet: float = 0.03) -> None:
+    """Wait until every system is quiet (the events of what was sent consumed, fan-outs and
+    notifications done): its processes but Postgres/Redis under `quiet` of one core over 2 s,
+    twice in a row (the idle stack itself uses ~1.5 %)."""
     deadline = time.monotonic() + timeout
     for system in systems:
-        while time.monotonic() < deadline:
+        calm = 0
+        while calm < 2 and time.monotonic() < deadline:
             before = cpu_by_group(system)
             time.sleep(2)
             busy = sum(v for g, v in cpu_delta(before, cpu_by_group(system)).items() if g not in ("postgres", "redis"))
-            if busy < 0.2:
-                break
+            calm = calm + 1 if busy < quiet * 2 else 0
+        if calm < 2:
+            print(f"  note: {system.label} still busy after {timeout:.0f} s of waiting for quiet", flush=True)
 
 
 # ---------------------------------------------------------------- load: wrk and the fixed-rate generator
@@ -397,10 +401,14 @@ class Round:
 
 def wrk_round(system: System, name: str, *, connections: int, seconds: int,
               weights: tuple[int, int, int] = (60, 30, 10)) -> Round:
+    """One wrk run on a quiet system. Its CPU counts from the start until the system is quiet again,
+    so the background work the requests caused (fan-out, notifications, events) is in it."""
+    settle(systems_all, timeout=60)  # neither system's leftovers in this run
     offset = system.log.stat().st_size if system.log.exists() else 0
     before = cpu_by_group(system)
     result = wrk.run(name, system.gateway, lua=mix_lua(system, weights), connections=connections, seconds=seconds,
                      threads=min(2, connections))
+    settle([system], timeout=60)
     cpu = cpu_delta(before, cpu_by_group(system))
     kinds = access_log_latencies(system.log, offset) if system.log.exists() else {}
     return Round(result, cpu, kinds, uptime())
@@ -537,6 +545,7 @@ def main() -> int:
         base_tree, base_sha = stack_.enter_context(baseline_tree(args.baseline))
         systems = [start_system("baseline", base_tree, args.port_offset, args.replicas, CACHE / "baseline-driver.log"),
                    start_system("HEAD", ROOT, args.port_offset + 500, args.replicas, CACHE / "head-driver.log")]
+        systems_all[:] = systems
         for system in systems:
             stack_.callback(stop_system, system)
         for system in systems:
@@ -583,17 +592,16 @@ def main() -> int:
         plan = [(f"{s.label} at the baseline's rate", s, best["baseline"] * args.fixed_share) for s in systems]
         plan += [(f"{s.label} at its own rate", s, best[s.label] * args.fixed_share) for s in reversed(systems)]
         for name, system, rate in plan:
+            settle(systems, timeout=120)
             fixed[name] = {**fixed_rate(system, rate, args.fixed_seconds), "rate": rate, "load": uptime()}
             print(f"  fixed rate, {name}: {rate:.0f} req/s for {args.fixed_seconds} s; {fixed[name]['load']}", flush=True)
 
         compose: dict[str, dict] = {}
         for system in systems:  # worker CPU per post, counted until the system is quiet again
-            before = cpu_by_group(system)
             rnd = wrk_round(system, f"compose only {system.label}", connections=2, seconds=args.seconds,
                             weights=(0, 0, 100))
-            settle([system], timeout=180)
-            cpu = cpu_delta(before, cpu_by_group(system))
-            compose[system.label] = {"round": rnd, "cpu": cpu, "posts": max(1, rnd.result.requests - rnd.result.errors)}
+            compose[system.label] = {"round": rnd, "cpu": rnd.cpu,
+                                     "posts": max(1, rnd.result.requests - rnd.result.errors)}
             print(f"  compose alone: {rnd.result.row()}", flush=True)
 
         home: dict[str, list[Round]] = {s.label: [] for s in systems}
