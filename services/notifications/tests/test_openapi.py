@@ -9,28 +9,13 @@ Each operation's examples run inside one test transaction, rolled back.
 import pytest
 from django.core.wsgi import get_wsgi_application
 
-from shared.fuzzing import (
-    assert_matches_api_doc,
-    assert_routes,
-    documented_routes,
-    fuzz_call,
-    fuzz_settings,
-    generate_schema,
-    load_schema,
-    path_shape,
-    served_paths,
-)
+from shared.fuzzing import documented_schema, documented_shapes, fuzz_call, fuzz_settings, load_schema, served_shapes
 from shared.openapi import ID_PATTERN
 from shared.testing import assert_problem
 
-# docs/api.md's table, the rows this service owns
-PUBLIC_ROUTES = documented_routes("notifications")
-
 
 def test_schema_generates_without_warnings_and_documents_every_route():
-    schema = generate_schema()
-    assert_matches_api_doc(schema, "notifications")
-    assert_routes(schema, PUBLIC_ROUTES)
+    schema = documented_schema("notifications")
     listing = schema["paths"]["/api/v1/notifications"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {"cursor", "limit", "unread"}
     page = listing["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
@@ -40,7 +25,7 @@ def test_schema_generates_without_warnings_and_documents_every_route():
 
 
 def test_schema_is_served(api_client):
-    assert {path_shape(path) for path in served_paths(api_client)} == {path_shape(path) for _, path in PUBLIC_ROUTES}
+    assert served_shapes(api_client) == documented_shapes("notifications")
 
 
 # loaded from the service's own /api/schema/ endpoint, through the WSGI application under test

@@ -106,6 +106,26 @@ def assert_matches_api_doc(schema: dict, service: str) -> None:
                                   f"only in the schema: {sorted(public - documented)}")
 
 
+def documented_schema(service: str, *, extra_routes: Iterable[tuple[str, str]] = ()) -> dict:
+    """The service's generated schema (no warning), held to docs/api.md: its public routes are
+    exactly the table's rows for `service`, and those and `extra_routes` each document a success
+    and their errors (assert_routes)."""
+    schema = generate_schema()
+    assert_matches_api_doc(schema, service)
+    assert_routes(schema, [*documented_routes(service), *extra_routes])
+    return schema
+
+
+def served_shapes(client) -> set[str]:
+    """path_shape of every path in the schema the service serves (served_paths)."""
+    return {path_shape(path) for path in served_paths(client)}
+
+
+def documented_shapes(service: str) -> set[str]:
+    """path_shape of every path docs/api.md gives `service`."""
+    return {path_shape(path) for _, path in documented_routes(service)}
+
+
 def assert_routes(schema: dict, expected: Iterable[tuple[str, str]]) -> None:
     """Every (METHOD, path) in `expected` is documented, each with responses for success and errors.
     Paths match whatever their parameters are named (path_shape)."""
