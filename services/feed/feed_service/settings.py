@@ -27,7 +27,6 @@ FANOUT_PAGE = env_int("FANOUT_PAGE", 5000)  # follower ids per internal API page
 FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
 BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
-BIG_AUTHOR_RECENT = env_int("BIG_AUTHOR_RECENT", 200)  # recent posts per big author merged at read
 # anti-spam: at most this many @mentions of one post notify (the rest stay text), and at most
 # MENTIONS_PER_HOUR mentioned users per author per clock hour (beyond: 429, nothing posted)
 MENTIONS_PER_POST = env_int("MENTIONS_PER_POST", 20)

@@ -1,5 +1,5 @@
-"""Writes for posts and likes. Each emits its domain event in the same transaction (outbox) and
-schedules timeline work only after commit."""
+"""Writes for posts and likes. Each emits its domain event in the same transaction (outbox); timeline
+work (fan-out, removal) follows from those events in feed's own worker (timelines.events)."""
 
 from __future__ import annotations
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from celery import shared_task
 
 from timelines import services
@@ -16,19 +14,6 @@ def fanout_deliver(post_id: int, user_ids: list[int], queued_at: float | None = 
     any failure (database or Redis blip); late acks redeliver it if the worker dies. `queued_at`
     (epoch seconds) only feeds the queue-wait figure in the log."""
     services.fanout_deliver(post_id=post_id, user_ids=user_ids, queued_at=queued_at)
-
-
-# Queued by the previous release (on_commit fan-out); kept so messages in flight across the
-# deploy are still applied. Remove one release after the post.created handler shipped.
-@shared_task(name="feed.fanout_post")
-def fanout_post(post_id: int) -> int:
-    from posts.models import Post
-
-    author_id = Post.objects.filter(id=post_id).values_list("author_id", flat=True).first()
-    if author_id is None:
-        return 0
-    return services.fanout_pages(post_id=post_id, author_id=author_id,
-                                 deliver=lambda *, post_id, user_ids: fanout_deliver.delay(post_id, user_ids, time.time()))
 
 
 @shared_task(name="feed.post_remove")

@@ -16,7 +16,7 @@ from shared.env import database_from_url, dev_mode, env_float, env_int, env_list
 from shared.jsonlog import logging_config
 
 
-def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_rates: dict | None = None) -> dict:
+def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
     dev = dev_mode()
     redis_url = env_str("REDIS_URL", "redis://127.0.0.1:6379/0" if dev else None)
     secret = env_secret("DJANGO_SECRET_KEY", get_random_secret_key() if dev else None)
@@ -66,7 +66,6 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str], throttle_
             "EXCEPTION_HANDLER": "shared.problems.exception_handler",
             "UNAUTHENTICATED_USER": None,
             "DEFAULT_SCHEMA_CLASS": "shared.openapi.AutoSchema",
-            "DEFAULT_THROTTLE_RATES": throttle_rates or {},
             "NUM_PROXIES": env_int("NUM_PROXIES", 1),
         },
         # docs/api-schema.md: views declare their contract with @extend_schema and shared.openapi
