@@ -38,8 +38,12 @@ class Outage:
                   "USERS_URL": self.urls["users"], "JWKS_URL": self.urls["users"] + "/.well-known/jwks.json",
                   "THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min",
                   "EVENTS_RETRY_BACKOFF": "0.05", "EVENTS_RETRY_BACKOFF_MAX": "0.5", "PYTHONUNBUFFERED": "1"}
+        from shared.service_keys import dev_key_path
+
+        keys = Path(os.environ["SERVICE_PUBLIC_KEYS"]).parent  # the key set dev/testrun.py wrote, one key per service
         self.env = {service: {**common, "DATABASE_URL": os.environ[f"{service.upper()}_DATABASE_URL"],
-                              "DJANGO_SETTINGS_MODULE": f"{service}_service.settings", "SERVICE_NAME": service}
+                              "DJANGO_SETTINGS_MODULE": f"{service}_service.settings", "SERVICE_NAME": service,
+                              "SERVICE_SIGNING_KEYS": f"{service}-dev={dev_key_path(keys, service)}"}
                     for service in SERVICES}
         import subprocess
 
