@@ -39,16 +39,23 @@ def test_profile_budget(star_with_fans, client_for, django_assert_max_num_querie
         client.get("/api/v1/users/star")
 
 
-@pytest.mark.parametrize(("method", "path", "budget"), [
-    ("get", "/api/v1/users/me", 1),
-    ("patch", "/api/v1/users/me", 4),  # savepoint, row lock, update, release
-    ("post", "/api/v1/users/fan1/follow", 8),  # includes the caller's row lock (a deleted account cannot follow)
-    ("delete", "/api/v1/users/fan1/follow", 9),  # + the outbox row (user.unfollowed), the caller's row lock
+@pytest.mark.parametrize(("method", "path", "budget", "status"), [
+    ("get", "/api/v1/users/me", 1, 200),
+    ("patch", "/api/v1/users/me", 4, 200),  # savepoint, row lock, update, release
+    # a new follow: 2 savepoints + 2 releases, the caller's row lock (a deleted account cannot follow),
+    # the followee, the insert, both counters, the caller's username for the event, the outbox row
+    ("post", "/api/v1/users/newcomer/follow", 11, 201),
+    ("post", "/api/v1/users/fan1/follow", 8, 200),  # already following: nothing written
+    ("delete", "/api/v1/users/fan1/follow", 9, 204),  # + the outbox row (user.unfollowed), the caller's row lock
 ])
-def test_endpoint_budgets(star_with_fans, client_for, django_assert_max_num_queries, method, path, budget):
+def test_endpoint_budgets(star_with_fans, make_user, client_for, django_assert_max_num_queries, method, path, budget,
+                          status):
     star = star_with_fans[0]
+    make_user("newcomer")  # nobody follows them yet
+    client = client_for(star)
     with django_assert_max_num_queries(budget):
-        getattr(client_for(star), method)(path, {"bio": "x"} if method == "patch" else None, format="json")
+        response = getattr(client, method)(path, {"bio": "x"} if method == "patch" else None, format="json")
+    assert response.status_code == status, response.content
 
 
 def test_auth_budgets(make_user, django_assert_max_num_queries):
