@@ -51,14 +51,27 @@ def test_rotation_keeps_calls_working(make_user, tmp_path):
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             time.sleep(0.05)
 
+    def settled(condition):
+        """True once `condition` has held on every call for 1 s, five reload intervals: by then each of
+        the two gunicorn workers has re-read the key set (one worker accepting is not enough)."""
+        since: list[float] = []
+
+        def check() -> bool:
+            if not condition():
+                since.clear()
+                return False
+            since[:] = since or [time.monotonic()]
+            return time.monotonic() - since[0] >= 1.0
+        return check
+
     try:
         assert call(old) == 200 and call(new) == 401
         _keyset(keyset, [old, new])  # 1. publish the new key; feed still signs with the old one
-        until(lambda: call(new) == 200, signing=old, what="the new key to be accepted")
+        until(settled(lambda: call(new) == 200), signing=old, what="the new key to be accepted")
         # 2. feed signs with the new key (its SERVICE_SIGNING_KEYS reordered, rolling restart)
         assert call(new) == 200
         _keyset(keyset, [new])  # 3. withdraw the old key
-        until(lambda: call(old) == 401, signing=new, what="the old key to be withdrawn")
+        until(settled(lambda: call(old) == 401), signing=new, what="the old key to be withdrawn")
         assert call(new) == 200
         assert httpx.get(url, headers={"Authorization": f"Bearer {service_token('notifications', 'users')}"},
                          timeout=10).status_code == 200  # other services' keys untouched
