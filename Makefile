@@ -58,8 +58,9 @@ run: $(STAMP) $(EXT)  ## start everything locally (Ctrl-C stops it all)
 test: $(STAMP) $(EXT) $(CHECKOV)  ## the whole suite against real Postgres, Redis and processes
 	$(BIN)/python dev/testrun.py
 
-lint: $(STAMP)  ## ruff over the tree, mypy, and no model change without its migration
+lint: $(STAMP)  ## ruff over the tree, mypy, no model change without its migration, no broken doc link
 	$(BIN)/ruff check .
+	$(BIN)/python dev/check_links.py
 	$(MAKE) --no-print-directory typecheck
 	@for svc in users feed notifications; do \
 		(cd services/$$svc && DJANGO_DEV=1 PYTHONWARNINGS=ignore::RuntimeWarning \

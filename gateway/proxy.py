@@ -1,7 +1,7 @@
 """The data path: client connections (asyncio.Protocol + httptools request parser) proxied to
 pooled keep-alive upstream connections (asyncio.Protocol + httptools response parser).
 
-Why this shape: docs/gateway.md#stack. Everything on the hot path is a plain callback; no
+Why this shape: docs/gateway.md#the-http-stack-decision-and-measurements. Everything on the hot path is a plain callback; no
 task, no coroutine and no dict is created per request on the common path (one small object per
 request holds its state). Timeouts are enforced by one periodic sweep per process instead of a
 timer per request.

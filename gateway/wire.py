@@ -5,7 +5,7 @@ which proxy.py cimports, so its calls into this module are C calls). The same co
 Python (GATEWAY_PURE_PYTHON=1, or before `make`): one implementation of each rule, tested both
 ways (docs/gateway.md#code-layout).
 
-Fast paths (docs/gateway.md#hot-path):
+Fast paths (docs/gateway.md#hot-path-fast-paths-and-where-the-time-goes):
 - scan_request: a complete GET/HEAD head in one read, HTTP/1.1, strictly well-formed, whose only
   special headers are Host and Authorization, is parsed in one pass and its header block is
   forwarded verbatim; anything else (bodies, pipelining, other versions, any header the gateway

@@ -18,8 +18,8 @@ from posts import cache as post_cache
 from posts import events
 from posts.models import Like, Post
 from shared import ids, redis_clients
+from shared.errors import DependencyUnavailable, InvalidInput, LimitReached, NotAllowed, NotFound
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
-from shared.problems import Problem
 from shared.text import is_invisible
 
 logger = logging.getLogger(__name__)
@@ -58,11 +58,9 @@ def mention_allowance_take(*, author_id: int, count: int) -> None:
     except redis.RedisError as exc:
         logger.warning("mention limit unavailable; allowing", extra={"error": str(exc)})
         return
-    limited = Problem(429, "mention-rate-limited",
-                      f"At most {settings.MENTIONS_PER_HOUR} mentions an hour; nothing was posted. "
-                      "Post without mentions, or retry later.", title="Too many mentions")
-    limited.wait = int(3600 - now % 3600)  # shared.problems turns it into Retry-After
-    raise limited
+    raise LimitReached(f"At most {settings.MENTIONS_PER_HOUR} mentions an hour; nothing was posted. "
+                       "Post without mentions, or retry later.", code="mention-rate-limited",
+                       title="Too many mentions", retry_after=int(3600 - now % 3600))
 
 
 def _mentions_resolve(body: str) -> list[tuple[int, str]]:
@@ -73,20 +71,17 @@ def _mentions_resolve(body: str) -> list[tuple[int, str]]:
     try:
         found = users_client().summaries_by_username(names)
     except (DownstreamUnavailable, DownstreamHTTPError) as exc:
-        raise Problem(503, "dependency-unavailable",
-                      "Mentions cannot be resolved right now; nothing was posted. Retry shortly.",
-                      title="Service unavailable") from exc
+        raise DependencyUnavailable("Mentions cannot be resolved right now; nothing was posted. "
+                                    "Retry shortly.") from exc
     return [(found[n.lower()].id, found[n.lower()].username) for n in names if n.lower() in found]
 
 
 def post_create(*, author_id: int, body: str) -> Post:
     body = body.strip()
     if not 1 <= len(body) <= MAX_BODY:
-        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
-                      errors={"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
+        raise InvalidInput({"body": [f"Must be 1 to {MAX_BODY} characters after trimming."]})
     if is_invisible(body):  # zero-width spaces, fillers, bare combining marks: a post nobody can see
-        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
-                      errors={"body": ["Must contain visible characters."]})
+        raise InvalidInput({"body": ["Must contain visible characters."]})
     # HTTP before the write's transaction (inside the Idempotency-Key's when the request has one)
     mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]
     mentioned = mentioned[:settings.MENTIONS_PER_POST]  # the rest stay plain text: no link, no notification
@@ -104,9 +99,9 @@ def post_create(*, author_id: int, body: str) -> Post:
 def _own_post(*, post_id: int, user_id: int) -> Post:
     post = Post.objects.select_for_update().filter(id=post_id).only("id", "author_id").first()
     if post is None:
-        raise Problem(404, "not-found", "No such post.", title="Not found")
+        raise NotFound("No such post.")
     if post.author_id != user_id:
-        raise Problem(403, "not-post-author", "Only the author can delete a post.", title="Forbidden")
+        raise NotAllowed("Only the author can delete a post.", code="not-post-author")
     return post
 
 
@@ -120,8 +115,8 @@ def post_delete(*, post_id: int, user_id: int) -> None:
     transaction.on_commit(lambda: redis_clients.best_effort("post cache bury", post_cache.bury, [post.id]))
 
 
-def _post_missing() -> Problem:
-    return Problem(404, "not-found", "No such post.", title="Not found")
+def _post_missing() -> NotFound:
+    return NotFound("No such post.")
 
 
 @transaction.atomic

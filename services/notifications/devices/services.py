@@ -16,7 +16,7 @@ from prometheus_client import Counter
 from devices.models import Delivery, Device
 from devices.providers import PushError, PushMessage, provider
 from shared import redis_clients
-from shared.problems import Problem
+from shared.errors import NotFound
 
 logger = logging.getLogger("devices.push")
 PUSHES = Counter("push_deliveries_total", "Notifications by push outcome", ["outcome"])
@@ -51,7 +51,7 @@ def device_register(*, user_id: int, platform: str, token: str) -> tuple[Device,
 def device_delete(*, user_id: int, token: str) -> None:
     deleted, _ = Device.objects.filter(user_id=user_id, token=token).delete()
     if not deleted:
-        raise Problem(404, "not-found", "No such device for this user.", title="Not found")
+        raise NotFound("No such device for this user.")
 
 
 @transaction.atomic

@@ -25,6 +25,7 @@ PUSH_WEBHOOK_TIMEOUT = env_float("PUSH_WEBHOOK_TIMEOUT", 3.0)
 PUSH_COALESCE_SECONDS = env_float("PUSH_COALESCE_SECONDS", 2.0)
 PUSH_MAX_ATTEMPTS = env_int("PUSH_MAX_ATTEMPTS", 6)
 PUSH_RETRY_BACKOFF = env_float("PUSH_RETRY_BACKOFF", 2.0)
-# anti-spam (docs/notifications.md): repeats within the window collapse; pushes per recipient per hour are capped
+# anti-spam (docs/decisions.md#notification-spam-collapse-in-the-database-cap-in-redis):
+# repeats within the window collapse; pushes per recipient per hour are capped
 NOTIFY_GROUP_WINDOW = env_int("NOTIFY_GROUP_WINDOW", 3600)
 PUSH_MAX_PER_HOUR = env_int("PUSH_MAX_PER_HOUR", 30)

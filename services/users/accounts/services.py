@@ -17,14 +17,13 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from rest_framework.exceptions import AuthenticationFailed, NotFound, ValidationError
 
 from accounts import selectors
 from accounts.keys import active_key
 from accounts.models import RefreshToken, User
 from shared import revocation
+from shared.errors import CredentialsRejected, InvalidInput, NotAllowed, NotFound
 from shared.events import publish
-from shared.problems import Problem
 from shared.text import skeleton
 from shared.tokens import ALGORITHM, TOKEN_TYPE
 
@@ -84,27 +83,27 @@ def _display_name_check(*, display_name: str, own_username: str) -> None:
     if not seen_as or seen_as == own_username.lower():
         return
     if selectors.user_by_username(username=seen_as) is not None:
-        raise ValidationError({"display_name": ["This is another user's username."]})
+        raise InvalidInput({"display_name": ["This is another user's username."]})
 
 
 @transaction.atomic
 def user_register(*, username: str, email: str, password: str, display_name: str = "") -> tuple[User, TokenPair]:
     user = User(username=username, email=email.strip(), display_name=display_name or username)
     if selectors.user_by_username(username=username) is not None:
-        raise ValidationError({"username": ["This username is taken."]})
+        raise InvalidInput({"username": ["This username is taken."]})
     _display_name_check(display_name=user.display_name, own_username=username)
     if selectors.user_by_email(email=user.email) is not None:
-        raise ValidationError({"email": ["An account with this email exists."]})
+        raise InvalidInput({"email": ["An account with this email exists."]})
     try:
         validate_password(password, user=user)  # type: ignore[arg-type]  # the validators read attributes only
     except DjangoValidationError as exc:
-        raise ValidationError({"password": list(exc.messages)}) from None
+        raise InvalidInput({"password": list(exc.messages)}) from None
     user.password = make_password(password)
     try:
         with transaction.atomic():
             user.save()
     except IntegrityError:  # lost a race with a concurrent registration of the same name/email
-        raise ValidationError({"username": ["This username or email is taken."]}) from None
+        raise InvalidInput({"username": ["This username or email is taken."]}) from None
     publish("user.registered", {"user_id": str(user.id), "username": user.username})
     return user, token_pair_issue(user=user)
 
@@ -114,13 +113,13 @@ def user_login(*, login: str, password: str) -> tuple[User, TokenPair]:
     user = selectors.user_by_login(login=login)
     if user is None:
         check_password(password, _DUMMY_HASH)
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
+        raise CredentialsRejected(INVALID_CREDENTIALS)
 
     def rehash(raw: str) -> None:
         User.objects.filter(id=user.id).update(password=make_password(raw))
 
     if not check_password(password, user.password, setter=rehash):
-        raise AuthenticationFailed(INVALID_CREDENTIALS)
+        raise CredentialsRejected(INVALID_CREDENTIALS)
     return user, token_pair_issue(user=user)
 
 
@@ -138,7 +137,7 @@ def token_refresh(*, refresh: str) -> TokenPair:
         row = (RefreshToken.objects.select_for_update().select_related("user")
                .filter(token_hash=_hash(refresh)).first())
         if row is None or row.revoked_at is not None or row.expires_at <= timezone.now():
-            raise AuthenticationFailed("Invalid refresh token.")
+            raise CredentialsRejected("Invalid refresh token.")
         if row.used_at is not None:
             _family_revoke(row.family)
             reused = True
@@ -147,7 +146,7 @@ def token_refresh(*, refresh: str) -> TokenPair:
             row.save(update_fields=["used_at"])
             pair = token_pair_issue(user=row.user, family=row.family)
     if reused:  # raised after commit so the revocation stays
-        raise AuthenticationFailed("Refresh token reuse detected; all sessions of this login are revoked.")
+        raise CredentialsRejected("Refresh token reuse detected; all sessions of this login are revoked.")
     return pair
 
 
@@ -204,8 +203,8 @@ def user_delete(*, user_id: int, password: str) -> None:
     if user is None:
         raise NotFound("This account no longer exists.")
     if not check_password(password, user.password):
-        raise Problem(403, "wrong-password", "The password is not correct; the account was not deleted.",
-                      title="Wrong password")
+        raise NotAllowed("The password is not correct; the account was not deleted.", code="wrong-password",
+                         title="Wrong password")
     followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
     followers = Follow.objects.filter(followee_id=user_id).values("follower_id")
     names = list(User.objects.filter(Q(id__in=followees) | Q(id__in=followers)).values_list("username", flat=True))

@@ -8,11 +8,10 @@ from accounts.models import User
 from accounts.services import profiles_forget_on_commit
 from django.db import IntegrityError, transaction
 from django.db.models import F
-from rest_framework.exceptions import AuthenticationFailed
 
 from follows.models import Follow
+from shared.errors import CredentialsRejected, NotFound, RuleViolated
 from shared.events import publish
-from shared.problems import Problem
 
 
 def _counts_shift(*, follower_id: int, followee_id: int, delta: int) -> None:
@@ -25,7 +24,7 @@ def _counts_shift(*, follower_id: int, followee_id: int, delta: int) -> None:
 def _followee(username: str) -> User:
     followee = account_selectors.user_by_username(username=username)
     if followee is None:
-        raise Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
+        raise NotFound(f"No user named {username!r}.")
     return followee
 
 
@@ -33,7 +32,7 @@ def _follower_lock(follower_id: int) -> None:
     """The caller's own row, locked against a concurrent deletion of the account. A token can
     outlive its account (revocation set unreachable): refuse cleanly instead of an IntegrityError."""
     if not User.objects.select_for_update(no_key=True).filter(id=follower_id).exists():
-        raise AuthenticationFailed("This account no longer exists.")
+        raise CredentialsRejected("This account no longer exists.")
 
 
 @transaction.atomic
@@ -42,7 +41,7 @@ def follow_create(*, follower_id: int, followee_username: str) -> bool:
     _follower_lock(follower_id)
     followee = _followee(followee_username)
     if followee.id == follower_id:
-        raise Problem(422, "cannot-follow-self", "You cannot follow yourself.")
+        raise RuleViolated("You cannot follow yourself.", code="cannot-follow-self", title="Cannot follow self")
     try:
         with transaction.atomic():
             Follow.objects.create(follower_id=follower_id, followee_id=followee.id)

@@ -1,7 +1,8 @@
 """Every error as `application/problem+json` (RFC 9457), never HTML and never a traceback.
 
 Three entry points cover every way a Django/DRF request can fail:
-- `exception_handler` for everything DRF raises (validation, parse, auth, throttling, 404/405/415);
+- `exception_handler` for everything DRF raises (validation, parse, auth, throttling, 404/405/415)
+  and for the domain errors services raise (`shared.errors`: the one place they get a status);
 - `bad_request`/`permission_denied`/`not_found`/`server_error` as Django's handler400/403/404/500
   (unknown URLs, errors outside DRF views, unhandled exceptions);
 - `BodySizeLimitMiddleware` answering 413 before a too-large body is read.
@@ -20,7 +21,7 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import set_rollback
 
-from shared import redis_clients
+from shared import errors, redis_clients
 
 CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://docs.social.example/problems/"
@@ -81,9 +82,23 @@ _SLUGS: list[tuple[type[Exception], int, str, str]] = [
 ]
 
 
+def _from_domain(exc: errors.DomainError) -> exceptions.APIException:
+    """The HTTP form of a domain error (its status from `errors.STATUS`)."""
+    if isinstance(exc, errors.InvalidInput):
+        return exceptions.ValidationError(exc.errors)
+    if isinstance(exc, errors.CredentialsRejected):
+        return exceptions.AuthenticationFailed(exc.message)  # 401 with WWW-Authenticate, as DRF's
+    problem = Problem(errors.status_of(exc), exc.code, exc.message, title=exc.title, **exc.extra)
+    if exc.retry_after is not None:
+        problem.wait = exc.retry_after  # type: ignore[attr-defined]  # read below as Retry-After
+    return problem
+
+
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """DRF EXCEPTION_HANDLER: turn every API exception into problem+json."""
-    if isinstance(exc, Http404):
+    if isinstance(exc, errors.DomainError):
+        exc = _from_domain(exc)
+    elif isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
