@@ -7,8 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from shared import testing as polling
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -47,11 +48,5 @@ class Proc:
 
 
 def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s (last value {value!r})")
-        time.sleep(interval)
+    """`shared.testing.wait_until` with the system tests' defaults (processes start slowly)."""
+    return polling.wait_until(predicate, timeout=timeout, interval=interval, what=what)

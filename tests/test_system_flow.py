@@ -5,11 +5,12 @@ Celery workers; the feed and the notifications are read back through the gateway
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import httpx
 import pytest
+
+from shared.testing import wait_until
 
 PASSWORD = "correct horse battery staple"
 
@@ -29,12 +30,7 @@ def register(api, prefix: str) -> tuple[str, dict]:
 
 def eventually(fetch, until, *, timeout: float = 20.0):
     """Poll until the asynchronous pipeline has delivered (a bound, not a speed assertion)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.1)
+    return wait_until(fetch, until, timeout=timeout, interval=0.1, what="delivery")
 
 
 def test_follow_post_mention_like_feed_and_notifications(api):

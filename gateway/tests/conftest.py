@@ -22,6 +22,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from jwt.algorithms import OKPAlgorithm
 
+from shared.testing import wait_until
+
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
 UPSTREAM = str(Path(__file__).with_name("upstream_server.py"))
@@ -47,16 +49,8 @@ def wait_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0, proc=No
 
 
 def eventually(condition, timeout: float = 10.0, what: str = "condition", interval: float = 0.02):
-    """Poll `condition` until it returns something truthy (returned) or `timeout` s pass
-    (AssertionError): the gateway tests' one way to wait for something to happen."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout}s (last value {value!r})")
-        time.sleep(interval)
+    """`shared.testing.wait_until` with the gateway tests' defaults (in-process, fast)."""
+    return wait_until(condition, timeout=timeout, what=what, interval=interval)
 
 
 def _kill(proc: subprocess.Popen) -> None:

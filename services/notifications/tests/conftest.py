@@ -1,13 +1,13 @@
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
 
+from shared import testing as polling
 from shared.events import Event, envelope_to
 from shared.testing import ServiceProcess, django_db_setup  # noqa: F401  (django_db_setup: run migrations on the bootstrapped database)
 
@@ -95,10 +95,5 @@ def deliver(django_capture_on_commit_callbacks):
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
+    """`shared.testing.wait_until`, positional arguments as this suite's tests pass them."""
+    return polling.wait_until(predicate, timeout=timeout, interval=interval)

@@ -15,6 +15,10 @@ in any order; a test that needs real statistics runs ANALYZE itself.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 from django.conf import settings
 from django.core.management import call_command
@@ -168,3 +172,19 @@ def service_token(caller: str, target: str, **kw) -> str:
     from shared.auth import ServiceCredential
 
     return ServiceCredential(caller=caller, target=target, key=dev_signing_key(caller), **kw)()
+
+
+def wait_until(fetch: Callable[[], Any], until: Callable[[Any], object] = bool, *, timeout: float = 30.0,
+               interval: float = 0.05, what: str = "condition") -> Any:
+    """Poll `fetch()` until `until(value)` holds and return that value; AssertionError (naming `what`
+    and the last value) once `timeout` seconds pass. The one way every suite waits for something
+    another process makes true: a deadline, never a fixed sleep, and never a timing assertion
+    (the timeout bounds a hang; it does not judge speed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value):
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout}s (last value {value!r})")
+        time.sleep(interval)

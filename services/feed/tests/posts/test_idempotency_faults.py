@@ -6,7 +6,6 @@ twice. (Redis unreachable: services/users/tests/test_idempotency_redis_down.py.)
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from django.db import connection, transaction
 from posts.models import Post
 
-from shared.testing import ServiceProcess
+from shared.testing import ServiceProcess, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)  # the feed process must see (and commit) rows
 
@@ -40,16 +39,6 @@ def post(feed, person, body: str, key: str, **headers) -> httpx.Response:
         **headers})
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def live(feed) -> bool:
     try:
         return httpx.get(feed.url + "/health/live", timeout=1).status_code == 200
@@ -62,7 +51,7 @@ def test_worker_killed_right_after_commit_then_the_retry_replays(feed, person):
     with pytest.raises(httpx.HTTPError):  # the worker dies after COMMIT, before it can answer
         post(feed, alice, "written once", "crash-1", **{"X-Test-Fault": "kill-after-commit"})
     assert list(Post.objects.filter(author_id=alice.id).values_list("body", flat=True)) == ["written once"]
-    wait_until(lambda: live(feed), "gunicorn to replace the killed worker")
+    wait_until(lambda: live(feed), what="gunicorn to replace the killed worker")
 
     retry = post(feed, alice, "written once", "crash-1")
     assert retry.status_code == 201, retry.text
@@ -87,7 +76,7 @@ def test_two_requests_with_one_key_make_one_write(feed, person):
             cursor.execute("LOCK TABLE posts_post IN EXCLUSIVE MODE")
         runner = threading.Thread(target=lambda: first.update(response=post(feed, alice, "racing", "race-1")))
         runner.start()
-        wait_until(_waiting_on_lock, "the first request to block on its INSERT")
+        wait_until(_waiting_on_lock, what="the first request to block on its INSERT")
         second = post(feed, alice, "racing", "race-1")
     runner.join(timeout=30)
     assert first["response"].status_code == 201, first["response"].text

@@ -16,19 +16,16 @@ from posts.models import Post
 from timelines import store
 from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
 
+from shared.testing import wait_until
 from tests.conftest import USERS_DIR, users_env
 
 pytestmark = pytest.mark.django_db(transaction=True)
 FEED_DIR = USERS_DIR.parent / "feed"
 
 
-def eventually(check, *, attempts: int = 600):
-    """Poll a condition the workers make true; fails (not times) after a bounded number of tries."""
-    for _ in range(attempts):
-        if check():
-            return
-        time.sleep(0.05)
-    assert check()
+def eventually(check):
+    """Wait for a condition the workers make true (`shared.testing.wait_until`)."""
+    return wait_until(check, timeout=30.0, what="the workers' effect")
 
 
 def feed_relay() -> subprocess.Popen:
