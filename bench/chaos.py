@@ -1,7 +1,7 @@
 """`make chaos`: faults injected one at a time into the whole system under the social-network mix.
 
     .venv/bin/python bench/chaos.py              # every fault but the 60 s Redis outage (~10 min)
-    .venv/bin/python bench/chaos.py --short      # the CI subset (~5 min, .ci/run)
+    .venv/bin/python bench/chaos.py --short      # the CI subset (~6 min at load 35, .ci/run)
     .venv/bin/python bench/chaos.py --long       # also Redis away for 60 s
     .venv/bin/python bench/chaos.py --only redis-5s,kill-replica --rate 40
 
