@@ -11,7 +11,7 @@ EXT_SRC := gateway/__init__.py $(foreach m,wire metrics auth upstream proxy,gate
 # checkov in a virtualenv of its own (its pins clash with the test tools'): requirements/checkov.txt
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: venv run test lint typecheck fuzz bench bench-users clean lock containers-test
+.PHONY: venv run test lint typecheck fuzz bench bench-users chaos clean lock containers-test
 
 # First run: one line per slow step (a later run with nothing changed prints none of them).
 $(STAMP): requirements/*.txt shared/pyproject.toml
@@ -84,6 +84,11 @@ bench: $(STAMP) $(EXT)  ## benchmarks (print figures; need wrk/nginx: apt-get in
 
 bench-users: $(STAMP) $(EXT)
 	$(BIN)/python bench/users_bench.py
+
+# faults one at a time under the mix, with figures and the targets of docs/faults.md (exit 1 when one
+# is missed); CHAOS_ARGS=--short is CI's subset, CHAOS_ARGS=--long adds Redis away for 60 s
+chaos: $(STAMP) $(EXT)  ## fault suite: Redis/Postgres away, SIGKILLs, rolling restarts, a hung replica
+	$(BIN)/python bench/chaos.py $(CHAOS_ARGS)
 
 clean:  ## the embedded servers' data, logs and keys (.run/, and the runtime directory used as root)
 	@test -x $(BIN)/python && $(BIN)/python dev/infra.py clean || $(PY) dev/infra.py clean

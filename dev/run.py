@@ -3,6 +3,9 @@
 Embedded Postgres (127.0.0.1:15432) and Redis (127.0.0.1:16379) under .run/ unless
 DATABASE_URL (an admin URL: it creates the database, roles and schemas) or REDIS_URL are set;
 then keys, migrations, every process of dev/stack.py's plan, a status table and prefixed logs.
+A process that exits on its own is restarted after a backoff (1 s, doubling up to 30 s while it keeps
+dying within 30 s of its start); each exit and restart is printed, the status table (printed again
+after each restart, and on SIGUSR1) counts restarts and shows the last exit.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -49,7 +53,23 @@ def main(argv: list[str]) -> int:
                             run_dir=run_dir, replicas=args.replicas)
         print("==> applying migrations (first run: about 20 s; later runs: nothing to apply)", flush=True)
         stack.prepare(ctx)
-        supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=not args.quiet, log_dir=log_dir)
+        supervisor: stack.Supervisor
+
+        def on_event(proc: stack.Proc, message: str) -> None:
+            print(f"==> {proc.name} {message}", flush=True)
+            if message.startswith("restarted"):
+                threading.Thread(target=show_when_ready, args=(proc,), daemon=True).start()
+
+        def show_when_ready(proc: stack.Proc) -> None:
+            try:
+                supervisor.wait_ready(timeout=90, procs=[proc])
+            except (RuntimeError, TimeoutError) as exc:
+                print(f"==> {proc.name}: {exc}", flush=True)
+            print("\n" + supervisor.status_table() + "\n", flush=True)
+
+        supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=not args.quiet, log_dir=log_dir, restart=True,
+                                      on_event=on_event)
+        signal.signal(signal.SIGUSR1, lambda *_: print("\n" + supervisor.status_table() + "\n", flush=True))
         try:
             supervisor.start_all()
             supervisor.wait_ready(timeout=90)
@@ -58,7 +78,8 @@ def main(argv: list[str]) -> int:
             print(f"\nPostgres {admin_url.rsplit('@', 1)[-1]}  Redis {redis_url}", flush=True)
             entry = edge.url if edge else ctx.service_urls("users")[0]
             print(f"API: {entry}/api/v1/   (Ctrl-C stops everything)\n", flush=True)
-            signal.pause()
+            while True:
+                signal.pause()
         except KeyboardInterrupt:
             print("\nstopping…", flush=True)
         finally:

@@ -2,7 +2,9 @@
 
 `plan(ctx)` is the declarative list of processes (one `Proc` each: a gunicorn replica, a Celery
 worker, a relay, the gateway); `Supervisor` starts them with prefixed log streaming, waits for
-readiness, and stops every one of them (process groups, so no grandchild is left behind).
+readiness, and stops every one of them (process groups, so no grandchild is left behind). With
+`restart=True` (`make run`) it also restarts a process that exits on its own, after a backoff, as an
+orchestrator would, and counts it in the status table.
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ class Proc:
     ready_url: str | None = None  # polled until 200; None: started is ready
     url: str | None = None  # shown in the status table
     popen: subprocess.Popen | None = field(default=None, repr=False)
+    # supervision (Supervisor(restart=True)): restarts so far, the last exit status, the backoff
+    restarts: int = 0
+    last_exit: int | None = None
+    held: bool = False  # stopped on purpose (stop(), restart()): not restarted by the supervisor
+    started_at: float = 0.0
+    failures: int = 0  # consecutive quick exits: the backoff doubles with each
+    restart_at: float | None = None  # a restart is due at this time.monotonic()
 
 
 @dataclass
@@ -170,12 +179,39 @@ def prepare(ctx: Context, services: list[str] | None = None) -> None:
                        cwd=ROOT / "services" / service, env=service_env(ctx, service))
 
 
+def describe_exit(code: int | None) -> str:
+    """A Popen return code as the status table shows it: `exit 1`, `SIGKILL`."""
+    if code is None:
+        return "-"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return signal.Signals(-code).name
+        return f"signal {-code}"
+    return f"exit {code}"
+
+
 class Supervisor:
-    def __init__(self, procs: list[Proc], *, stream_logs: bool = True, log_dir: Path | None = None):
+    """Starts, watches and stops the processes of a plan.
+
+    restart: a process that exits while not stopped on purpose is started again after a backoff of
+    `backoff` seconds, doubled after each exit that follows a run shorter than `stable` seconds, at
+    most `max_backoff` (Kubernetes' CrashLoopBackOff, shorter). `on_event(proc, message)` hears of
+    every exit and restart (make run prints them).
+    """
+
+    def __init__(self, procs: list[Proc], *, stream_logs: bool = True, log_dir: Path | None = None,
+                 restart: bool = False, backoff: float = 1.0, max_backoff: float = 30.0, stable: float = 30.0,
+                 on_event=None):
         self.procs = procs
         self.stream_logs = stream_logs
         self.log_dir = log_dir
+        self.restart_enabled = restart
+        self.backoff, self.max_backoff, self.stable = backoff, max_backoff, stable
+        self.on_event = on_event
         self._print_lock = threading.Lock()
+        self._lock = threading.RLock()  # the monitor's decisions vs stop()/restart()
+        self._closing = threading.Event()
+        self._monitor: threading.Thread | None = None
         width = max((len(p.name) for p in procs), default=8)
         self._width = width
 
@@ -185,9 +221,36 @@ class Supervisor:
             metrics_dir.mkdir(parents=True, exist_ok=True)
             for stale in metrics_dir.glob("*.db"):
                 stale.unlink()
-        proc.popen = subprocess.Popen(proc.cmd, cwd=proc.cwd, env=proc.env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
+        with self._lock:
+            proc.popen = subprocess.Popen(proc.cmd, cwd=proc.cwd, env=proc.env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
+            proc.held, proc.restart_at, proc.started_at = False, None, time.monotonic()
         threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _event(self, proc: Proc, message: str) -> None:
+        if self.on_event is not None:
+            self.on_event(proc, message)
+
+    def _watch(self) -> None:
+        while not self._closing.wait(0.2):
+            for proc in self.procs:
+                with self._lock:
+                    if self._closing.is_set() or proc.held or proc.popen is None:
+                        continue
+                    now = time.monotonic()
+                    if proc.restart_at is None and proc.popen.poll() is not None:
+                        proc.last_exit = proc.popen.returncode
+                        # what the process left behind in its group (a SIGKILLed gunicorn's workers)
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.killpg(proc.popen.pid, signal.SIGKILL)
+                        proc.failures = 0 if now - proc.started_at >= self.stable else proc.failures + 1
+                        delay = min(self.max_backoff, self.backoff * 2 ** max(0, proc.failures - 1))
+                        proc.restart_at = now + delay
+                        self._event(proc, f"exited ({describe_exit(proc.last_exit)}); restarting in {delay:g} s")
+                    elif proc.restart_at is not None and now >= proc.restart_at:
+                        proc.restarts += 1
+                        self.start(proc)
+                        self._event(proc, f"restarted (pid {proc.popen.pid}, restart {proc.restarts})")
 
     def _pump(self, proc: Proc) -> None:
         log = open(self.log_dir / f"{proc.name}.log", "a") if self.log_dir else None  # noqa: SIM115
@@ -207,6 +270,9 @@ class Supervisor:
     def start_all(self) -> None:
         for proc in self.procs:
             self.start(proc)
+        if self.restart_enabled and self._monitor is None:
+            self._monitor = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+            self._monitor.start()
 
     def wait_ready(self, timeout: float = 60.0, procs: list[Proc] | None = None) -> None:
         deadline = time.monotonic() + timeout
@@ -223,6 +289,8 @@ class Supervisor:
                     time.sleep(0.1)
 
     def health(self, proc: Proc) -> str:
+        if proc.restart_at is not None:
+            return f"restarting in {max(0.0, proc.restart_at - time.monotonic()):.0f} s"
         if proc.popen is None or proc.popen.poll() is not None:
             return "exited"
         if not proc.ready_url:
@@ -233,9 +301,10 @@ class Supervisor:
             return "down"
 
     def status_table(self) -> str:
-        rows = [("process", "pid", "url", "health")]
-        rows += [(p.name, str(p.popen.pid if p.popen else "-"), p.url or "-", self.health(p)) for p in self.procs]
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows = [("process", "pid", "url", "health", "restarts", "last exit")]
+        rows += [(p.name, str(p.popen.pid if p.popen else "-"), p.url or "-", self.health(p), str(p.restarts),
+                  describe_exit(p.last_exit)) for p in self.procs]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
 
     @staticmethod
@@ -245,6 +314,9 @@ class Supervisor:
                 os.killpg(proc.popen.pid, sig)
 
     def stop(self, proc: Proc, timeout: float = 20.0) -> None:
+        """SIGTERM the process group, SIGKILL after timeout; the supervisor leaves it stopped."""
+        with self._lock:
+            proc.held, proc.restart_at = True, None
         self.signal(proc, signal.SIGTERM)
         if proc.popen is None:
             return
@@ -256,7 +328,18 @@ class Supervisor:
         # the group may still hold children (gunicorn workers); make sure none outlive us
         self.signal(proc, signal.SIGKILL)
 
+    def restart(self, proc: Proc, timeout: float = 20.0) -> None:
+        """Stop (SIGTERM: a graceful drain) and start again, as one step of a rolling restart."""
+        self.stop(proc, timeout=timeout)
+        self.start(proc)
+
     def stop_all(self) -> None:
+        with self._lock:
+            self._closing.set()
+            for proc in self.procs:
+                proc.held, proc.restart_at = True, None
+        if self._monitor is not None:
+            self._monitor.join(timeout=5)
         for proc in self.procs:
             self.signal(proc, signal.SIGTERM)
         for proc in reversed(self.procs):

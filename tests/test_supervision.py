@@ -1,0 +1,58 @@
+"""`make run`'s supervision (dev/stack.py Supervisor(restart=True)) with a real users replica: a
+SIGKILLed process comes back after its backoff and serves, the status table counts it, and a
+process stopped on purpose stays stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import httpx
+import stack
+from harness import wait_until
+
+REPLICA = 7  # a users replica beside the session's two, on a port of this run's block
+
+
+def _serves(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/.well-known/jwks.json", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_a_killed_process_is_restarted_with_backoff_and_serves(system, tmp_path):
+    proc = stack.gunicorn(system.ctx, "users", REPLICA)
+    events: list[str] = []
+    supervisor = stack.Supervisor([proc], stream_logs=False, log_dir=tmp_path, restart=True, backoff=0.5,
+                                  on_event=lambda p, message: events.append(f"{p.name} {message}"))
+    try:
+        supervisor.start_all()
+        supervisor.wait_ready(timeout=90)
+        assert _serves(proc.url)
+        for round_ in (1, 2):
+            old_pid = proc.popen.pid
+            os.killpg(old_pid, signal.SIGKILL)
+            wait_until(lambda old_pid=old_pid: proc.popen.pid != old_pid, timeout=60, what="a new process")
+            assert proc.restarts == round_
+            assert proc.last_exit == -signal.SIGKILL
+            supervisor.wait_ready(timeout=90, procs=[proc])
+            assert _serves(proc.url)
+        # the second quick death waited twice as long (0.5 s, then 1 s): CrashLoopBackOff's doubling
+        assert [e for e in events if "exited" in e] == [
+            f"users-{REPLICA} exited (SIGKILL); restarting in 0.5 s", f"users-{REPLICA} exited (SIGKILL); restarting in 1 s"]
+        assert proc.failures == 2
+        row = next(line for line in supervisor.status_table().splitlines() if line.startswith(f"users-{REPLICA}"))
+        assert row.split()[-2:] == ["2", "SIGKILL"], row
+        assert "ready" in row
+
+        supervisor.stop(proc)  # on purpose: held, no restart scheduled (the monitor is still running)
+        assert proc.popen.poll() is not None and proc.held and proc.restart_at is None
+        stopped_pid = proc.popen.pid
+        supervisor.restart(proc)  # a rolling-restart step: a new process, not counted as a failure
+        supervisor.wait_ready(timeout=90, procs=[proc])
+        assert proc.popen.pid != stopped_pid and proc.restarts == 2 and _serves(proc.url)
+    finally:
+        supervisor.stop_all()
+    assert proc.popen.poll() is not None
+    assert not _serves(proc.url)
