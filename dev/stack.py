@@ -98,7 +98,9 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
         "SERVICE_PUBLIC_KEYS": str(ctx.run_dir / "keys" / "service-keys.json"),
         "DJANGO_SECRET_KEY": "dev-secret-key-not-for-production-" + "x" * 20,
         "PYTHONUNBUFFERED": "1",
-        **{f"{name.upper()}_URL": ctx.service_urls(name)[0] for name in SERVICES},
+        # every replica, comma-separated: shared.http.ServiceClient takes them in turn (compose and
+        # Kubernetes give one load-balanced name instead)
+        **{f"{name.upper()}_URL": ",".join(ctx.service_urls(name)) for name in SERVICES},
         **ctx.extra_env,
     }
     return env

@@ -397,6 +397,34 @@ def test_connection_refused_exhausts_retries(sleeps):
     assert len(sleeps) == 2
 
 
+def test_requests_take_the_listed_replicas_in_turn(server, make_client):
+    other = ScriptedServer()
+    try:
+        for srv in (server, other):
+            srv.script("/internal/users", Reply(200, {"ok": True}))
+        client = make_client(base_url=f"{server.url}, {other.url}/")
+        for _ in range(4):
+            assert client.get_json("/internal/users") == {"ok": True}
+        assert (server.count("/internal/users"), other.count("/internal/users")) == (2, 2)
+    finally:
+        other.close()
+
+
+def test_a_replica_refusing_connections_costs_a_retry_on_the_next_one(server, make_client, sleeps):
+    """A POST is safe to send again when the first replica never accepted the connection."""
+    server.script("/internal/follows", Reply(201, {"created": True}))
+    client = make_client(base_url=f"http://127.0.0.1:{closed_port()},{server.url}")
+    for _ in range(2):  # whichever replica the turn starts at, both calls succeed
+        assert client.post_json("/internal/follows", {"followee": 2}) == {"created": True}
+    assert server.count("/internal/follows") == 2
+    assert sleeps == [0.0]  # one refused attempt, retried at once on the other replica
+
+
+def test_base_url_must_name_a_url():
+    with pytest.raises(ValueError, match="names no URL"):
+        ServiceClient(" , ", service_name="feed", target="users")
+
+
 def test_backoff_is_capped_exponential_with_full_jitter(server, make_client, sleeps):
     server.script("/internal/down", Reply(503))
     rng = RecordingRandom()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from django.db import InterfaceError, OperationalError
 from rest_framework.test import APIClient
 
 from shared import errors
@@ -63,6 +64,18 @@ def test_every_class_has_a_status():
     leaves = [cls for cls in vars(errors).values()
               if isinstance(cls, type) and issubclass(cls, errors.DomainError) and cls is not errors.DomainError]
     assert sorted(c.__name__ for c in leaves) == sorted(c.__name__ for c in errors.STATUS)
+
+
+@pytest.mark.parametrize("error", [
+    OperationalError("terminating connection due to administrator command"),
+    InterfaceError("connection already closed"),
+])
+def test_a_database_that_is_away_is_a_503_the_client_may_retry(error):
+    """Postgres restarting mid-request (make chaos's postgres-restart fault) is not a 500."""
+    response = handled(error)
+    assert response.status_code == 503
+    assert response.data["type"] == TYPE_BASE + "dependency-unavailable"
+    assert int(response["Retry-After"]) >= 1
 
 
 @pytest.mark.django_db

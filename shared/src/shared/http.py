@@ -83,6 +83,7 @@ Metrics
 
 from __future__ import annotations
 
+import itertools
 import json as _json
 import logging
 import random as _random
@@ -314,6 +315,10 @@ class ServiceClient:
 
     ``service_name`` is the calling service (sent as the User-Agent, used in
     metrics), ``target`` the downstream (used in errors, logs and metrics).
+    ``base_url`` may list several replicas, comma-separated (``make run``'s two
+    users replicas; compose and Kubernetes give one load-balanced name):
+    requests take them in turn, and a retry goes to the next one, so a replica
+    that refuses connections (restarting) costs a retry, not a failure.
     ``sleep``, ``random`` and ``clock`` exist so tests can control backoff and time.
     """
 
@@ -356,8 +361,12 @@ class ServiceClient:
         self._sleep = sleep
         self._random = random
         self._clock = clock
+        self._bases = [url.strip().rstrip("/") for url in base_url.split(",") if url.strip()]
+        if not self._bases:
+            raise ValueError("base_url names no URL")
+        # processes start at different replicas, so they do not all call the first one first
+        self._turn = itertools.count(_random.randrange(len(self._bases)))
         self._client = httpx.Client(
-            base_url=base_url,
             timeout=httpx.Timeout(
                 connect=connect_timeout,
                 read=read_timeout,
@@ -450,6 +459,7 @@ class ServiceClient:
         deadline_at = self._clock() + budget
         extra_headers = kw.pop("headers", None)
         request_id = _current_request_id()
+        first = next(self._turn)  # this request's replica; each retry moves to the next one
         attempt = 0
         last_error: DownstreamUnavailable | None = None
 
@@ -475,9 +485,10 @@ class ServiceClient:
             status: int | None
             cause: BaseException | None
             try:
+                base = self._bases[(first + attempt) % len(self._bases)]
                 response = self._client.send(
                     self._client.build_request(
-                        method, path, headers=headers, timeout=timeout, **kw
+                        method, base + path, headers=headers, timeout=timeout, **kw
                     )
                 )
             except httpx.TransportError as exc:
@@ -529,9 +540,12 @@ class ServiceClient:
                 raise DownstreamUnavailable(
                     self.target, f"{detail} (after {attempt + 1} attempts)", status
                 ) from cause
-            delay = self._random.uniform(
-                0, min(self.backoff_cap, self.backoff_base * 2**attempt)
-            )
+            if len(self._bases) > 1 and isinstance(cause, _NOT_SENT):
+                delay = 0.0  # that replica is not listening; the next one may be: no reason to wait
+            else:
+                delay = self._random.uniform(
+                    0, min(self.backoff_cap, self.backoff_base * 2**attempt)
+                )
             if self._clock() + delay >= deadline_at:
                 raise self._deadline_error(budget, attempt + 1, last_error) from cause
             logger.info(

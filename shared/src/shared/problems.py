@@ -16,6 +16,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -111,6 +112,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = Problem(503, "dependency-unavailable", "A backing service is unavailable right now. Retry shortly.",
                       title="Service unavailable")
         exc.wait = redis_clients.RETRY_AFTER_SECONDS  # type: ignore[attr-defined]
+    elif isinstance(exc, (OperationalError, InterfaceError)):
+        # Postgres restarting, failing over or refusing connections (a statement timeout too): the
+        # request did not complete and may be retried; the broken connection is replaced at the
+        # next request (CONN_HEALTH_CHECKS), so this passes with its cause
+        log.warning("database unavailable: %s", exc)
+        exc = Problem(503, "dependency-unavailable", "The database is unavailable right now. Retry shortly.",
+                      title="Service unavailable")
+        exc.wait = 1  # type: ignore[attr-defined]
     if not isinstance(exc, exceptions.APIException):
         return None  # unhandled: Django's handler500 answers, and the error is logged with its traceback
 
