@@ -110,6 +110,8 @@ class Settings:
     eject_after: int
     eject_base: float
     eject_max: float
+    max_ejection_percent: int
+    panic_threshold: float
     retry_budget: float
     retry_min: float
     pool_size: int
@@ -281,6 +283,12 @@ def load(env: dict | None = None) -> Settings:
     jwks_doc = doc.get("jwks")
     jwks: dict = jwks_doc if isinstance(jwks_doc, dict) else {}
     redis_url = env.get("REDIS_URL") or None
+    max_ejection_percent = _int(env, "GATEWAY_MAX_EJECTION_PERCENT", 10)
+    panic_threshold = _float(env, "GATEWAY_PANIC_THRESHOLD", 0.0)
+    for name, value in (("GATEWAY_MAX_EJECTION_PERCENT", max_ejection_percent),
+                        ("GATEWAY_PANIC_THRESHOLD", panic_threshold)):
+        if not 0 <= value <= 100:
+            raise ConfigError(f"{name} must be a percentage (0-100), got {value:g}")
     return Settings(
         host=env.get("GATEWAY_HOST") or "127.0.0.1",
         port=_int(env, "GATEWAY_PORT", 8000),
@@ -306,6 +314,8 @@ def load(env: dict | None = None) -> Settings:
         eject_after=_int(env, "GATEWAY_EJECT_AFTER", 3),
         eject_base=_float(env, "GATEWAY_EJECT_BASE", 5.0),
         eject_max=_float(env, "GATEWAY_EJECT_MAX", 120.0),
+        max_ejection_percent=max_ejection_percent,
+        panic_threshold=panic_threshold,
         retry_budget=_float(env, "GATEWAY_RETRY_BUDGET", 0.2),
         retry_min=_float(env, "GATEWAY_RETRY_MIN", 20),
         pool_size=_int(env, "GATEWAY_POOL_SIZE", 128),

@@ -24,6 +24,14 @@ RETRY_BUDGET_EXHAUSTED = Counter("gateway_retry_budget_exhausted_total", "Retrie
                                  ["service"])
 EJECTIONS = Counter("gateway_upstream_ejections_total", "Replicas ejected by outlier detection",
                     ["service", "replica"])
+EJECTIONS_SKIPPED = Counter("gateway_upstream_ejections_skipped_total",
+                            "Ejections not made (reason: last_in_rotation, max_ejection_percent)",
+                            ["service", "reason"])
+DEPENDENCY_FAILURES = Counter("gateway_upstream_dependency_failures_total",
+                              "5xx answers caused by the replica's dependencies (not counted toward ejection)",
+                              ["service", "replica"])
+PANIC = Gauge("gateway_upstream_panic", "1 while the service is in panic mode (balanced over every replica)",
+              ["service"], multiprocess_mode="max")
 HEALTHY = Gauge("gateway_upstream_replica_up", "1 if the replica is in rotation (healthy and not ejected)",
                 ["service", "replica"], multiprocess_mode="max")
 QUEUED = Counter("gateway_upstream_queued_total",

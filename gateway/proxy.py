@@ -36,7 +36,7 @@ from cython.cimports.gateway.metrics import Local
 from cython.cimports.gateway.wire import RequestIds, scan_request, scan_response
 
 from . import auth, metrics, problems
-from .upstream import Cluster
+from .upstream import Cluster, replayable
 from .wire import (
     B_GET,
     CLEN_RE,
@@ -1003,13 +1003,14 @@ class ClientConn:
         gw: GatewayBase = self.gw
         cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
         if status >= 500:
-            cluster.failure(r.replica, "5xx")
+            # the replica's own failure counts and is retried; one its dependencies caused is not
+            if (cluster.failed_answer(r.replica, status, conn.head) and status in (502, 503, 504)
+                    and replayable(r.method, r.fwd) and self._may_retry(r, cluster)):
+                conn.close()  # drop the rest of this answer; the connection is not reused
+                self._unbind(r)
+                return self._retry(r, cluster, f"status_{status}")
         else:
             cluster.success(r.replica)
-        if status in (502, 503, 504) and r.method in IDEMPOTENT and self._may_retry(r, cluster):
-            conn.close()  # drop the rest of this answer; the connection is not reused
-            self._unbind(r)
-            return self._retry(r, cluster, f"status_{status}")
         r.status = status
         out = [conn.head, b"\r\nX-Request-ID: ", r.rid, b"\r\n"]
         clen = conn.clen
@@ -1057,8 +1058,8 @@ class ClientConn:
         rep = r.replica
         if status >= 500:
             cluster = gw.clusters.get(r.route.service) or gw.cluster_of(rep)
-            cluster.failure(rep, "5xx")
-            if status in (502, 503, 504) and r.method in IDEMPOTENT and self._may_retry(r, cluster):
+            if (cluster.failed_answer(rep, status, head) and status in (502, 503, 504)
+                    and replayable(r.method, r.fwd) and self._may_retry(r, cluster)):
                 conn.close()
                 self._unbind(r)
                 return self._retry(r, cluster, f"status_{status}")
@@ -1150,8 +1151,8 @@ class ClientConn:
         cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
         self._unbind(r)
         cluster.failure(r.replica, "reset")
-        # nothing came back: safe to replay for idempotent methods
-        if r.method in IDEMPOTENT and self._may_retry(r, cluster):
+        # nothing came back: safe to replay for idempotent methods and requests with an Idempotency-Key
+        if replayable(r.method, r.fwd) and self._may_retry(r, cluster):
             return self._retry(r, cluster, "reset")
         self._error(r, 502, f"{r.route.service} closed the connection without answering")
 

@@ -4,18 +4,23 @@
   re-resolved every GATEWAY_DNS_INTERVAL s; GATEWAY_HOSTS_FILE replaces the system resolver by
   a hosts-format file, for tests and local setups).
 - Picking: power of two choices over replicas in rotation, fewer outstanding requests wins.
-  When no replica is in rotation, all known replicas are used (panic mode, as Envoy does):
-  health checks can be wrong, a guess beats a certain 503.
+  When no replica is in rotation, or fewer than GATEWAY_PANIC_THRESHOLD % of them, all known
+  replicas are used (panic mode, as Envoy does): health checks can be wrong, a guess beats a
+  certain 503. Retries go to another replica of the same set (`rotation`).
 - Active health checks: GET /health/ready on each replica every GATEWAY_HEALTH_INTERVAL s;
-  a non-200 takes it out of rotation until a check passes.
+  a non-200 takes it out of rotation until a check passes (an expired ejection does not).
 - Concurrency limit (`max_outstanding` per replica, per upstream in the route table): a request
   that finds every replica at its limit waits in the service's FIFO queue and goes to the first
   replica that frees a slot; 503 after `queue_timeout` s or when `max_queue` are already waiting.
   The replicas then work on what they can run at once, and the rest waits in arrival order
   here instead of in one replica's accept/thread queue (HAProxy's maxconn + queue).
-- Passive outlier ejection: GATEWAY_EJECT_AFTER consecutive failures (connect errors, resets,
-  5xx) eject a replica for GATEWAY_EJECT_BASE * 2^n s (n = times ejected recently, capped at
-  GATEWAY_EJECT_MAX), never the last replica in rotation.
+- Passive outlier ejection: GATEWAY_EJECT_AFTER consecutive failures of the replica itself
+  (connect errors, resets, timeouts, 5xx) eject it for GATEWAY_EJECT_BASE * 2^n s (n = times
+  ejected recently, capped at GATEWAY_EJECT_MAX). A 5xx its dependencies caused (a 503 with
+  Retry-After, or any 5xx marked `X-Failure-Cause: dependency`) is shared by every replica and
+  does not count; neither do 4xx. At most GATEWAY_MAX_EJECTION_PERCENT of the cluster is ejected
+  at once (at least one replica may be, as Envoy's max_ejection_percent), and never the last
+  replica in rotation.
 """
 
 from __future__ import annotations
@@ -23,12 +28,37 @@ from __future__ import annotations
 import collections
 import logging
 import random
+import re
 import socket
 import time
 
 from . import config, httpclient, metrics
 
 log = logging.getLogger("gateway.upstream")
+
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
+# a 5xx the replica's dependencies caused (shared by every replica): marked by the services
+# (shared.problems: X-Failure-Cause: dependency), or a 503 that says when to come back
+_CAUSE_RE = re.compile(rb"\r\nx-failure-cause[ \t]*:[ \t]*dependency", re.I)
+_RETRY_AFTER_RE = re.compile(rb"\r\nretry-after[ \t]*:", re.I)
+_IDEMPOTENCY_KEY_RE = re.compile(rb"(?:^|\r\n)idempotency-key[ \t]*:", re.I)
+
+
+def dependency_caused(status: int, head: bytes) -> bool:
+    """Whether a 5xx answer (its head, without the final CRLF CRLF) is one the replica's
+    dependencies caused rather than the replica itself."""
+    if _CAUSE_RE.search(head) is not None:
+        return True
+    return status == 503 and _RETRY_AFTER_RE.search(head) is not None
+
+
+def replayable(method: str, fwd: bytes | None) -> bool:
+    """Whether a request that reached a replica may be sent again: an idempotent method, or a
+    request with an Idempotency-Key (the service answers a replay from its record of the key).
+    `fwd`: the request's forwarded header block. The body is always kept (proxy.Req.body)."""
+    if method in IDEMPOTENT:
+        return True
+    return fwd is not None and _IDEMPOTENCY_KEY_RE.search(fwd) is not None
 
 
 class Replica:
@@ -101,12 +131,16 @@ class Cluster:
         self.replicas: list[Replica] = []
         self.by_addr: dict[str, Replica] = {}
         self.live: list[Replica] = []
+        self.rotation: list[Replica] = []  # what pick() balances over: live, or every replica in panic mode
+        self.panic = False
         self.static: list[tuple[str, int]] = []
         self.dns: list[tuple[str, int]] = []
         self.resolved: dict[tuple[str, int], list[str]] = {}
         self.waiting: collections.deque = collections.deque()  # ClientConns whose request waits for a slot
         self.m_queued = metrics.QUEUED.labels(name)
         self.m_depth = metrics.QUEUE_DEPTH.labels(name)
+        self.m_panic = metrics.PANIC.labels(name)
+        self.m_panic.set(0)
         self.apply_limits(settings)
         self.configure(specs)
 
@@ -166,12 +200,21 @@ class Cluster:
             if ok:
                 live.append(r)
         self.live = live
+        n = len(self.replicas)
+        panic = n > 0 and (not live or len(live) * 100 < self.settings.panic_threshold * n)
+        if panic != self.panic:
+            self.panic = panic
+            self.m_panic.set(1 if panic else 0)
+            if panic:
+                log.warning("panic mode: %s has %d of %d replicas in rotation; balancing over all of them",
+                            self.name, len(live), n)
+            else:
+                log.warning("panic mode over: %s has %d of %d replicas in rotation", self.name, len(live), n)
+        self.rotation = self.replicas if panic else live
 
     # -- hot path ---------------------------------------------------------------------------
     def pick(self, tried) -> Replica | None:
-        live = self.live
-        if not live:
-            live = self.replicas  # panic mode
+        live = self.rotation
         n = len(live)
         if n == 0:
             return None
@@ -201,7 +244,7 @@ class Cluster:
         """The least-loaded replica below max_outstanding and not in `tried`; None when all are full."""
         cap = self.max_outstanding
         best = None
-        for r in self.live or self.replicas:
+        for r in self.rotation:
             if r.outstanding < cap and (not tried or r not in tried) and (best is None or r.outstanding < best.outstanding):
                 best = r
         return best
@@ -229,13 +272,14 @@ class Cluster:
 
     def _any_untried(self, tried) -> Replica | None:
         best = None
-        for r in self.live + [r for r in self.replicas if r not in self.live]:
+        for r in self.rotation:
             if r not in tried and (best is None or r.outstanding < best.outstanding):
                 best = r
         return best
 
     def has_alternative(self, tried) -> bool:
-        return any(r not in tried for r in self.replicas)
+        """A replica in rotation not tried yet: a retry never goes to one out of rotation."""
+        return any(r not in tried for r in self.rotation)
 
     # -- outcomes ---------------------------------------------------------------------------
     def success(self, r: Replica) -> None:
@@ -244,7 +288,18 @@ class Cluster:
         if r.eject_count and time.monotonic() - r.last_ejection > self.settings.eject_max:
             r.eject_count = 0
 
+    def failed_answer(self, r: Replica, status: int, head: bytes) -> bool:
+        """A 5xx answer from r (its head): True when it is r's own failure (counted toward
+        ejection, and worth a retry elsewhere), False when its dependencies caused it (every
+        replica shares them: not counted, not retried)."""
+        if dependency_caused(status, head):
+            metrics.DEPENDENCY_FAILURES.labels(self.name, r.addr).inc()
+            return False
+        self.failure(r, "5xx")
+        return True
+
     def failure(self, r: Replica, kind: str) -> None:
+        """r's own failure (connect error, reset, timeout, 5xx of its own)."""
         metrics.UPSTREAM_ERRORS.labels(self.name, r.addr, kind).inc()
         r.failures += 1
         if r.failures < self.settings.eject_after or r.removed:
@@ -252,9 +307,16 @@ class Cluster:
         now = time.monotonic()
         if r.ejected_until > now:
             return
-        others = [x for x in self.live if x is not r]
-        if not others:
+        if not any(x is not r for x in self.live):
+            metrics.EJECTIONS_SKIPPED.labels(self.name, "last_in_rotation").inc()
             return  # never eject the last replica in rotation
+        ejected = 0
+        for x in self.replicas:
+            if x.ejected_until > now:
+                ejected += 1
+        if ejected >= max(1, len(self.replicas) * self.settings.max_ejection_percent // 100):
+            metrics.EJECTIONS_SKIPPED.labels(self.name, "max_ejection_percent").inc()
+            return
         duration = min(self.settings.eject_max, self.settings.eject_base * (2 ** r.eject_count))
         r.eject_count += 1
         r.ejected_until = now + duration
@@ -327,3 +389,4 @@ class Cluster:
                 client._error(r, 503, f"service {self.name} was removed from the configuration")
         self.waiting.clear()
         self.m_depth.set(0)
+        self.m_panic.set(0)

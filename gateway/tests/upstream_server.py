@@ -6,15 +6,22 @@ Every path echoes the request as JSON, except:
   /health/ready, /health/live  -> 200 {"status": "ok"} (503 if the file <JWKS_FILE>.unready exists)
   /.well-known/jwks.json       -> the JWKS file's contents
   ...?sleep=SECONDS            -> answers after sleeping
-  ...?status=CODE[&only=NAME]  -> answers with that status (only on replica NAME if given)
+  ...?status=CODE[&only=NAME]  -> answers with that status (only on replica NAME if given); with
+                                  &retry_after=S a Retry-After header, with &cause=dependency the
+                                  X-Failure-Cause header the services set on dependency failures
+  ...?needs_redis=PORT          -> PING the Redis on 127.0.0.1:PORT: 200 when it answers, else 503
+                                  problem+json with Retry-After (what a service answers for what
+                                  truly needs Redis)
   ...?chunked=N                -> N chunks of "chunk-i\n", chunked transfer encoding
   ...?die_after_head=NAME      -> replica NAME sends a response head (Content-Length 100) and exits
+  ...?die=NAME                 -> replica NAME exits without answering (the connection is reset)
   /_stats                      -> {"served": n, "inflight": n, "peak": n}: requests answered, being
                                   answered now, and the most answered at once (health checks excluded)
 """
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -67,6 +74,8 @@ class Handler(BaseHTTPRequestHandler):
             return self._send(200, None, raw=data)
         if "sleep" in q:
             time.sleep(float(q["sleep"]))
+        if q.get("die") == NAME:
+            os._exit(1)
         if q.get("die_after_head") == NAME:
             self.send_response(200)
             self.send_header("Content-Length", "100")
@@ -85,17 +94,30 @@ class Handler(BaseHTTPRequestHandler):
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             return
+        if "needs_redis" in q:
+            if _redis_answers(int(q["needs_redis"])):
+                return self._send(200, {"server": NAME, "redis": "ok"})
+            return self._send(503, {"type": "https://docs.social.example/problems/dependency-unavailable",
+                                    "title": "Service unavailable", "status": 503},
+                              headers={"Retry-After": "2", "Content-Type": "application/problem+json"})
         status = int(q.get("status", 200)) if q.get("only", NAME) == NAME else 200
+        headers = {}
+        if status >= 500 and "retry_after" in q:
+            headers["Retry-After"] = q["retry_after"]
+        if status >= 500 and q.get("cause"):
+            headers["X-Failure-Cause"] = q["cause"]
         self._send(status, {
             "server": NAME, "method": self.command, "path": self.path,
             "headers": {k.lower(): v for k, v in self.headers.items()},
             "body_len": len(body), "body": body[:200].decode("latin-1"),
-        })
+        }, headers=headers)
 
-    def _send(self, status, payload, raw=None):
+    def _send(self, status, payload, raw=None, headers=None):
         data = raw if raw is not None else json.dumps(payload).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        for name, value in headers.items():
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("X-Upstream", NAME)
         self.send_header("Connection", "keep-alive")
@@ -104,6 +126,16 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(data)
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _answer
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.settimeout(0.5)
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 class Server(ThreadingHTTPServer):

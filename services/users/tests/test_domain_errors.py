@@ -34,6 +34,7 @@ def handled(exc: Exception):
 ])
 def test_each_domain_error_has_one_status_and_a_problem_body(exc, status, code, title):
     response = handled(exc)
+    assert (response.get("X-Failure-Cause") == "dependency") == isinstance(exc, errors.DependencyUnavailable)
     assert response.status_code == status
     assert response.content_type == CONTENT_TYPE  # the header is written when the view renders it
     assert response.data["type"] == TYPE_BASE + code
@@ -76,6 +77,7 @@ def test_a_database_that_is_away_is_a_503_the_client_may_retry(error):
     assert response.status_code == 503
     assert response.data["type"] == TYPE_BASE + "dependency-unavailable"
     assert int(response["Retry-After"]) >= 1
+    assert response["X-Failure-Cause"] == "dependency"  # every replica shares the database: no ejection
 
 
 @pytest.mark.django_db

@@ -26,6 +26,10 @@ from shared import errors, redis_clients
 
 CONTENT_TYPE = "application/problem+json"
 TYPE_BASE = "https://docs.social.example/problems/"
+DEPENDENCY_UNAVAILABLE = "dependency-unavailable"
+# set on a dependency-unavailable answer (value "dependency"): a 5xx a backing service caused, not
+# the replica itself; the gateway's outlier detection reads it (docs/gateway.md#load-balancing)
+FAILURE_CAUSE_HEADER = "X-Failure-Cause"
 log = logging.getLogger("shared.problems")
 
 
@@ -109,7 +113,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # what needs Redis cannot be done while it is away (reads and Postgres-backed writes degrade
         # instead, docs/faults.md): a 503 the client may retry, never a 500
         log.warning("redis unavailable: %s", exc)
-        exc = Problem(503, "dependency-unavailable", "A backing service is unavailable right now. Retry shortly.",
+        exc = Problem(503, DEPENDENCY_UNAVAILABLE, "A backing service is unavailable right now. Retry shortly.",
                       title="Service unavailable")
         exc.wait = redis_clients.RETRY_AFTER_SECONDS  # type: ignore[attr-defined]
     elif isinstance(exc, (OperationalError, InterfaceError)):
@@ -117,7 +121,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # request did not complete and may be retried; the broken connection is replaced at the
         # next request (CONN_HEALTH_CHECKS), so this passes with its cause
         log.warning("database unavailable: %s", exc)
-        exc = Problem(503, "dependency-unavailable", "The database is unavailable right now. Retry shortly.",
+        exc = Problem(503, DEPENDENCY_UNAVAILABLE, "The database is unavailable right now. Retry shortly.",
                       title="Service unavailable")
         exc.wait = 1  # type: ignore[attr-defined]
     if not isinstance(exc, exceptions.APIException):
@@ -143,6 +147,10 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     wait = getattr(exc, "wait", None)
     if wait:
         headers["Retry-After"] = str(int(wait) + 1)
+    if slug == DEPENDENCY_UNAVAILABLE:
+        # the replica is fine, what it depends on is not: the gateway does not count this answer
+        # toward ejecting the replica, nor retries it on another (docs/gateway.md#load-balancing)
+        headers[FAILURE_CAUSE_HEADER] = "dependency"
     set_rollback()
     body = problem_body(status_code, slug, title, detail, **extra)
     return Response(body, status=status_code, headers=headers, content_type=CONTENT_TYPE)

@@ -63,6 +63,7 @@ def test_a_post_that_needs_an_id_lease_is_503_with_retry_after_and_writes_nothin
     response = author.api.post("/api/v1/posts", data=json.dumps({"body": "no id"}), content_type="application/json")
     body = assert_problem(response, 503, "dependency-unavailable")
     assert int(response["Retry-After"]) >= 1
+    assert response["X-Failure-Cause"] == "dependency"  # the gateway does not eject a replica for it
     assert "Redis" not in body["detail"]  # internals stay out of the answer
     assert Post.objects.count() == before
 
