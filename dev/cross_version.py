@@ -176,12 +176,17 @@ def journey(gateway_url: str) -> None:
 
         alice, alice_auth = register("alice")
         bob, bob_auth = register("bob")
-        r = api.post("/posts", headers=alice_auth, json={"body": "before anyone follows"})
+        _, carol_auth = register("carol")
+        check(api.post(f"/users/{alice}/follow", headers=carol_auth).status_code == 201, "carol follows alice")
+        r = api.post("/posts", headers=alice_auth, json={"body": "before bob follows"})
         check(r.status_code == 201, f"first post: {r.status_code} {r.text}")
         earlier = r.json()
+        # fan-out done (the post is in carol's feed) before bob follows: only the backfill of
+        # user.followed by feed can then put it into bob's feed
+        eventually(lambda: api.get("/feed", headers=carol_auth).json(),
+                   lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])), what="fan-out to carol")
         r = api.post(f"/users/{alice}/follow", headers=bob_auth)
         check(r.status_code == 201, f"follow: {r.status_code} {r.text}")
-        # feed applies user.followed: the followee's recent posts are backfilled into the follower's feed
         eventually(lambda: api.get("/feed", headers=bob_auth).json(),
                    lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])),
                    what="the earlier post backfilled into the new follower's feed (user.followed in feed)")

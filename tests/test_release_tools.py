@@ -165,3 +165,25 @@ def test_cross_version_fails_clearly_without_release_tags(clone):
     assert listed.count("run: ") == 2  # feed's release with the others, feed's working tree with their releases
     assert "run: working tree of feed with users-v1.0.0, notifications-v1.0.0, gateway-v1.0.0" in listed
     assert "run: every component as released" in listed
+
+
+def test_the_provider_verification_also_gets_the_deployed_consumers_pacts(clone):
+    """What users' verification replays besides the working tree's pacts: each deployed consumer's pact
+    as committed at its tag (here feed 1.0.0's, then changed in the working tree); a deployment
+    recorded without its tag is an error naming it."""
+    make(clone, "release", "SERVICE=feed")
+    make(clone, "record-deploy", "ENV=staging", "SERVICE=feed", "VERSION=1.0.0")
+    released = _pact(clone, "feed").read_text()
+    assert '"description": "a batch' in released
+    _pact(clone, "feed").write_text(released.replace('"description": "a batch', '"description": "A batch'))
+    git(clone, "commit", "-qam", "feed deployed to staging; its pact changed since")
+    code = ("import broker, sys, json; from pathlib import Path; root = Path(sys.argv[1]); "
+            "print(json.dumps([[e, v, c.consumer, c.path, t] for e, v, c, t in broker.deployed_contracts_for('users', root)]))")
+    found = json.loads(run(clone, PY, "-c", code, str(clone), cwd_contracts=True).stdout)
+    assert [row[:4] for row in found] == [["staging", "1.0.0", "feed", "contracts/pacts/feed-users.json"]]
+    assert found[0][4] == released.rstrip("\n")  # the tag's text, not the working tree's
+    environments = json.loads((clone / "contracts/environments.json").read_text())
+    environments["staging"]["notifications"] = "3.0.0"  # recorded by hand, never released
+    (clone / "contracts/environments.json").write_text(json.dumps(environments))
+    out = run(clone, PY, "-c", code, str(clone), ok=False, cwd_contracts=True)
+    assert "notifications 3.0.0 runs in staging, but there is no tag notifications-v3.0.0" in out.stderr
