@@ -176,7 +176,7 @@ def journey(gateway_url: str) -> None:
 
         alice, alice_auth = register("alice")
         bob, bob_auth = register("bob")
-        _, carol_auth = register("carol")
+        carol, carol_auth = register("carol")
         check(api.post(f"/users/{alice}/follow", headers=carol_auth).status_code == 201, "carol follows alice")
         r = api.post("/posts", headers=alice_auth, json={"body": "before bob follows"})
         check(r.status_code == 201, f"first post: {r.status_code} {r.text}")
@@ -202,14 +202,14 @@ def journey(gateway_url: str) -> None:
         r = api.post(f"/posts/{post['id']}/like", headers=bob_auth)
         check(r.status_code in (200, 201), f"like: {r.status_code} {r.text}")
         notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
-                           lambda b: len(b.get("results", [])) >= 2, what="alice's follow and like notifications")
-        check(sorted(n["kind"] for n in notes["results"]) == ["follow", "like"], f"alice's notifications: {notes}")
-        check({n["actor"]["username"] for n in notes["results"]} == {bob}, f"actors: {notes}")
+                           lambda b: len(b.get("results", [])) >= 3, what="alice's two follow and one like notifications")
+        check(sorted((n["kind"], n["actor"]["username"]) for n in notes["results"])
+              == sorted([("follow", carol), ("follow", bob), ("like", bob)]), f"alice's notifications: {notes}")
         notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
                            lambda b: len(b.get("results", [])) >= 1, what="bob's mention notification")
         check([(n["kind"], n["actor"]["username"], n["post_id"]) for n in notes["results"]] == [("mention", alice, post["id"])],
               f"bob's notifications: {notes}")
-        check(api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 2}, "unread count")
+        check(api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 3}, "unread count")
         check(api.post("/notifications/read", headers=alice_auth, json={"all": True}).status_code == 204, "mark read")
         check(api.delete(f"/posts/{post['id']}", headers=alice_auth).status_code == 204, "delete")
         eventually(lambda: api.get("/feed", headers=bob_auth).json(),
