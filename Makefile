@@ -11,7 +11,7 @@ EXT_SRC := gateway/__init__.py $(foreach m,wire metrics auth upstream proxy,gate
 # checkov in a virtualenv of its own (its pins clash with the test tools'): requirements/checkov.txt
 CHECKOV := $(VENV)/checkov/bin/checkov
 
-.PHONY: venv run test lint typecheck fuzz bench bench-users chaos clean lock containers-test
+.PHONY: venv run test lint typecheck fuzz bench bench-users chaos clean lock containers-test release can-i-deploy record-deploy cross-version
 
 # First run: one line per slow step (a later run with nothing changed prints none of them).
 $(STAMP): requirements/*.txt shared/pyproject.toml
@@ -62,6 +62,7 @@ lint: $(STAMP)  ## ruff over the tree, mypy, no model change without its migrati
 	$(BIN)/ruff check .
 	$(BIN)/python dev/check_links.py
 	$(MAKE) --no-print-directory typecheck
+	@$(BIN)/python contracts/broker.py check
 	@for svc in users feed notifications; do \
 		(cd services/$$svc && DJANGO_DEV=1 PYTHONWARNINGS=ignore::RuntimeWarning \
 			../../$(BIN)/python manage.py makemigrations --check --dry-run >/dev/null) \
@@ -98,3 +99,26 @@ clean:  ## the embedded servers' data, logs and keys (.run/, and the runtime dir
 # (FUZZ_EXAMPLES per operation, default 300; docs/api-schema.md)
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-300} $(BIN)/python dev/testrun.py users notifications feed -- -k test_api_conforms --timeout=3600
+
+# Releases per component (docs/releasing.md): bump VERSION, changelog, image tags, commit, tag
+# <component>-v<version>. SERVICE: users, feed, notifications, gateway or shared; PART: patch (default), minor, major
+PART ?= patch
+release:
+	@test -n "$(SERVICE)" || { echo "make release SERVICE=users|feed|notifications|gateway|shared [PART=patch|minor|major]" >&2; exit 2; }
+	$(PY) dev/release.py release $(SERVICE) --part $(PART)
+
+# Is VERSION (a release, or `current` for the working tree; default current) of SERVICE compatible
+# with what every environment in contracts/environments.json runs? (contracts/broker.py)
+can-i-deploy:
+	@test -n "$(SERVICE)" || { echo "make can-i-deploy SERVICE=users [VERSION=1.1.0|current] [ENV=production]" >&2; exit 2; }
+	$(PY) contracts/broker.py can-i-deploy $(SERVICE) $(or $(VERSION),current) $(if $(ENV),--env $(ENV))
+
+# after a deploy: record which release runs where (commit contracts/environments.json)
+record-deploy:
+	@test -n "$(ENV)" -a -n "$(SERVICE)" -a -n "$(VERSION)" || { echo "make record-deploy ENV=production SERVICE=users VERSION=1.1.0" >&2; exit 2; }
+	$(PY) contracts/broker.py record-deploy $(ENV) $(SERVICE) $(VERSION)
+
+# each component's last release against the others' working tree and the other way round, through
+# the system journey (dev/cross_version.py; needs the release tags)
+cross-version: $(STAMP) $(EXT)
+	$(BIN)/python dev/cross_version.py

@@ -479,7 +479,8 @@ def main() -> int:
     run([sys.executable, "-m", "shared.keygen", str(key)])
     key.chmod(0o644)  # the services run as UID 10001; the key is bind-mounted as a secret file
     gateway_port = free_port()
-    env = {**os.environ, "PYTHON_IMAGE": base, "IMAGE_PREFIX": PREFIX, "TAG": "test", "JWT_KEY_FILE": str(key),
+    env = {**os.environ, "PYTHON_IMAGE": base, "IMAGE_PREFIX": PREFIX,
+           **{f"{name}_TAG": "test" for name in ("USERS", "FEED", "NOTIFICATIONS", "GATEWAY")}, "JWT_KEY_FILE": str(key),
            **{variable: stand_ins[name] for name, variable in STAND_INS.items()},
            "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
            "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",

@@ -61,6 +61,17 @@ class Context:
     replicas: int = 2
     port_offset: int = 0  # system tests shift every port so they never collide with `make run`
     extra_env: dict[str, str] = field(default_factory=dict)
+    # component (service or "gateway") -> the checkout its code runs from, and extra environment for
+    # it (dev/cross_version.py runs a release from its tag's worktree); default: this checkout
+    roots: dict[str, Path] = field(default_factory=dict)
+    component_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    pythons: dict[str, str] = field(default_factory=dict)
+
+    def root(self, component: str) -> Path:
+        return self.roots.get(component, ROOT)
+
+    def python(self, component: str) -> str:
+        return self.pythons.get(component, PYTHON)
 
     def port(self, service: str, replica: int) -> int:
         return SERVICE_PORTS[service] + replica + self.port_offset
@@ -102,6 +113,7 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
         # Kubernetes give one load-balanced name instead)
         **{f"{name.upper()}_URL": ",".join(ctx.service_urls(name)) for name in SERVICES},
         **ctx.extra_env,
+        **ctx.component_env.get(service, {}),
     }
     return env
 
@@ -112,8 +124,8 @@ def gunicorn(ctx: Context, service: str, replica: int) -> Proc:
     env = {**service_env(ctx, service), "BIND": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
            "SERVICE_NAME": service}
     return Proc(
-        name=f"{service}-{replica}", cwd=ROOT / "services" / service, env=env,
-        cmd=[PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
+        name=f"{service}-{replica}", cwd=ctx.root(service) / "services" / service, env=env,
+        cmd=[ctx.python(service), "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
         ready_url=f"http://127.0.0.1:{port}/health/ready", url=f"http://127.0.0.1:{port}",
     )
 
@@ -126,8 +138,9 @@ def gateway(ctx: Context) -> Proc | None:
         for name in available_services())
     env = {**os.environ, "GATEWAY_PORT": str(ctx.gateway_port), "GATEWAY_ADMIN_PORT": str(ctx.gateway_admin_port),
            "GATEWAY_UPSTREAMS": upstreams, "REDIS_URL": ctx.redis_url, "PYTHONUNBUFFERED": "1",
-           "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json", **ctx.extra_env}
-    return Proc(name="gateway", cwd=ROOT, env=env, cmd=[PYTHON, "-m", "gateway"],
+           "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json", **ctx.extra_env,
+           **ctx.component_env.get("gateway", {})}
+    return Proc(name="gateway", cwd=ctx.root("gateway"), env=env, cmd=[ctx.python("gateway"), "-m", "gateway"],
                 ready_url=f"http://127.0.0.1:{ctx.gateway_admin_port}/health/ready",
                 url=f"http://127.0.0.1:{ctx.gateway_port}")
 
@@ -141,18 +154,19 @@ EXTRA_ENV = {"notifications": {"PUSH_PROVIDER": "log"}}
 
 def background_processes(ctx: Context, service: str) -> list[Proc]:
     env = {**service_env(ctx, service), "SERVICE_NAME": service, **EXTRA_ENV.get(service, {}), **ctx.extra_env}
-    cwd = ROOT / "services" / service
+    cwd = ctx.root(service) / "services" / service
+    python = ctx.python(service)
     app = f"{service}_service"
     worker_port, relay_port = ctx.metrics_port(service, "worker"), ctx.metrics_port(service, "relay")
     return [
         Proc(name=f"{service}-worker", cwd=cwd, env={**env, "METRICS_PORT": str(worker_port)},
-             cmd=[PYTHON, "-m", "celery", "-A", app, "worker", "-Q", service, "-c", str(WORKER_CONCURRENCY[service]),
+             cmd=[python, "-m", "celery", "-A", app, "worker", "-Q", service, "-c", str(WORKER_CONCURRENCY[service]),
                   "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
              url=f"http://127.0.0.1:{worker_port}/metrics"),
         Proc(name=f"{service}-relay", cwd=cwd, env={**env, "METRICS_PORT": str(relay_port)},
-             cmd=[PYTHON, "manage.py", "events_relay"], url=f"http://127.0.0.1:{relay_port}/metrics"),
+             cmd=[python, "manage.py", "events_relay"], url=f"http://127.0.0.1:{relay_port}/metrics"),
         Proc(name=f"{service}-beat", cwd=cwd, env=env,
-             cmd=[PYTHON, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
+             cmd=[python, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
                   "--schedule", str(ctx.run_dir / f"{service}-celerybeat-schedule")]),
     ]
 
@@ -177,8 +191,8 @@ def prepare(ctx: Context, services: list[str] | None = None) -> None:
     generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
     write_dev_keys(ctx.run_dir / "keys", SERVICES)  # one service-credential key per service + the key set
     for service in services or available_services():
-        subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
-                       cwd=ROOT / "services" / service, env=service_env(ctx, service))
+        subprocess.run([ctx.python(service), "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
+                       cwd=ctx.root(service) / "services" / service, env=service_env(ctx, service))
 
 
 def describe_exit(code: int | None) -> str:

@@ -1,4 +1,4 @@
-"""The admin listener (GATEWAY_ADMIN_PORT, default 8001): /health/live, /health/ready, /metrics.
+"""The admin listener (GATEWAY_ADMIN_PORT, default 8001): /health/live, /health/ready, /metrics, /version.
 
 Kept off the public port so probes and scrapes never compete with (or leak to) API traffic.
 """
@@ -10,7 +10,7 @@ import json
 
 import httptools
 
-from . import metrics, problems
+from . import buildinfo, metrics, problems
 
 
 class AdminConn(asyncio.Protocol):
@@ -43,7 +43,9 @@ class AdminConn(asyncio.Protocol):
             return self._send(405, "application/problem+json",
                               problems.body(405, "only GET", "method-not-allowed", "Method not allowed"), keep)
         if path == b"/health/live":
-            return self._send(200, "application/json", b'{"status":"ok"}', keep)
+            return self._send(200, "application/json", buildinfo.info_json(status="ok"), keep)
+        if path == b"/version":
+            return self._send(200, "application/json", buildinfo.info_json(), keep)
         if path == b"/health/ready":
             ready, why = self.is_ready()
             body = json.dumps({"status": "ok" if ready else "unavailable", "detail": why}).encode()

@@ -549,4 +549,22 @@ def test_compose_images_are_variables_defaulting_to_public_images():
         assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[\w./-]+:[\w.\-]+\}", services[name]["image"]), name
     for name, spec in services.items():
         if "build" in spec:
-            assert spec["build"]["args"] == ["PYTHON_IMAGE"], name
+            assert spec["build"]["args"] == ["PYTHON_IMAGE", "COMMIT"], name  # COMMIT: what /version reports
+
+
+def test_images_are_tagged_with_each_components_release():
+    """k8s (kustomizations and manifests) and compose's defaults name each image with the version in
+    its component's VERSION file: `make release` writes both (docs/releasing.md)."""
+    versions = {name: (ROOT / "services" / name / "VERSION").read_text().strip() for name in SERVICES}
+    versions["gateway"] = (ROOT / "gateway" / "VERSION").read_text().strip()
+    for kustomization in (K8S_DIR / "kustomization.yaml", K8S_DIR / "migrations" / "kustomization.yaml"):
+        for image in yaml.safe_load(kustomization.read_text())["images"]:
+            assert image["newTag"] == versions[image["name"].rsplit("/", 1)[1]], (kustomization.name, image)
+    for spec in pod_specs().values():
+        for container in spec["containers"]:
+            image, tag = container["image"].rsplit(":", 1)
+            assert tag == versions[image.rsplit("/", 1)[1]], container["image"]
+    services = compose()["services"]
+    for name, version in versions.items():
+        images = {spec["image"] for spec in services.values() if f"/{name}:" in spec.get("image", "")}
+        assert images == {f"${{IMAGE_PREFIX:-social}}/{name}:${{{name.upper()}_TAG:-{version}}}"}, name

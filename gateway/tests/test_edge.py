@@ -99,7 +99,7 @@ def test_everything_else_needs_a_token(gw, method, path):
 
 
 @pytest.mark.parametrize("path", [
-    "/internal/users/1", "/metrics", "/health/ready", "/health/live", "/api/schema/", "/api/schema",
+    "/internal/users/1", "/metrics", "/health/ready", "/health/live", "/version", "/api/schema/", "/api/schema",
     "/admin/", "/%69nternal/users/1", "//internal/users/1", "/api/v2/posts", "/api/v1/postsx",
     "/api/v1", "/", "/api/v1/users",
 ])

@@ -6,10 +6,14 @@ import collections
 import os
 import signal
 import socket
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
+
+import gateway
 
 from .conftest import Gateway, Upstream, eventually, free_port
 from .test_balancing import Load
@@ -153,7 +157,12 @@ def test_admin_endpoints_and_metrics(tmp_path, procs):
     procs.append(up)
     g = Gateway(tmp_path, {}, _routes(f'"{up.addr}"')).start()
     procs.append(g)
-    assert g.admin("/health/live").json() == {"status": "ok"}
+    live = g.admin("/health/live").json()
+    version = (Path(gateway.__file__).parent / "VERSION").read_text().strip()
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                            cwd=Path(gateway.__file__).parent).stdout.strip()
+    assert live == {"status": "ok", "service": "gateway", "version": version, "commit": commit}
+    assert g.admin("/version").json() == {"service": "gateway", "version": version, "commit": commit}
     assert g.admin("/health/ready").json() == {"status": "ok", "detail": "serving"}
     for _ in range(3):
         g.request("GET", "/a/x")

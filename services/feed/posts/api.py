@@ -108,7 +108,7 @@ class PostListCreateApi(APIView):
         page = page_request(request.query_params, salt="author-posts")
         before_id = cursor_position(page)
         try:
-            found = users_client().summaries_by_username([username]) if len(username) <= 30 else {}
+            found = users_client().summaries_by_username([username])
         except DownstreamHTTPError:
             found = {}
         except DownstreamUnavailable as exc:

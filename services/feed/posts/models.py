@@ -1,13 +1,15 @@
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 
+from shared.users_api.validation import USERNAME_MAX_LENGTH
+
 
 class Post(models.Model):
     # Snowflake id (shared.ids): time-ordered, so "newest first" is ORDER BY id DESC.
     id = models.BigIntegerField(primary_key=True)
     author_id = models.BigIntegerField()  # a user in the users service: no foreign key across services
     body = models.CharField(max_length=500)
-    mentions = ArrayField(models.CharField(max_length=30), default=list)  # usernames as resolved at post time
+    mentions = ArrayField(models.CharField(max_length=USERNAME_MAX_LENGTH), default=list)  # usernames as resolved at post time
     mentioned_user_ids = ArrayField(models.BigIntegerField(), default=list)
     # Denormalized, kept exact by F() updates in the same transaction as the like row.
     like_count = models.IntegerField(default=0)

@@ -4,7 +4,6 @@ work (fan-out, removal) follows from those events in feed's own worker (timeline
 from __future__ import annotations
 
 import logging
-import re
 import time
 
 import redis
@@ -21,20 +20,10 @@ from shared import ids, redis_clients
 from shared.errors import DependencyUnavailable, InvalidInput, LimitReached, NotAllowed, NotFound
 from shared.http import DownstreamHTTPError, DownstreamUnavailable
 from shared.text import is_invisible
+from shared.users_api import mention_candidates
 
 logger = logging.getLogger(__name__)
 MAX_BODY = 500
-MAX_MENTIONS = 100
-# @name not preceded by a word character (so e-mail addresses are not mentions)
-MENTION = re.compile(r"(?<![A-Za-z0-9_@])@([A-Za-z0-9_]{3,30})(?![A-Za-z0-9_])")
-
-
-def mention_candidates(body: str) -> list[str]:
-    """Distinct @names in order of first appearance, case-insensitively, at most MAX_MENTIONS."""
-    seen: dict[str, str] = {}
-    for name in MENTION.findall(body):
-        seen.setdefault(name.lower(), name)
-    return list(seen.values())[:MAX_MENTIONS]
 
 
 def mention_allowance_take(*, author_id: int, count: int) -> None:

@@ -117,7 +117,7 @@ def _message_text(deliveries: list[Delivery]) -> tuple[str, str]:
     from notifications.models import Notification
 
     only = deliveries[0]
-    name = actor_profiles(ids=[only.actor_id])[only.actor_id]["username"] or "Someone"
+    name = actor_profiles(ids=[only.actor_id])[only.actor_id].username or "Someone"
     verb = {"follow": "started following you", "like": "liked your post", "mention": "mentioned you"}[only.kind]
     count = Notification.objects.filter(id=only.notification_id).values_list("actor_count", flat=True).first() or 1
     if count == 2:

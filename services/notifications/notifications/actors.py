@@ -12,23 +12,25 @@ from django.core.cache import cache
 from django.db import transaction
 
 from shared.http import DownstreamError
-from shared.users_client import UsersClient, UserSummary
+from shared.users_api import UsersClient, UserSummary
 
 logger = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)
 def users_client() -> UsersClient:
-    return UsersClient(settings.USERS_URL, service_name="notifications")
+    return UsersClient(settings.USERS_URL, caller="notifications")
 
 
 def _key(user_id: int) -> str:
-    return f"actor:v1:{user_id}"
+    """v2: the value is UserSummary.as_dict() (int id); v1 held {"id": str, ...}. A new key, not a new
+    shape under the old one, so replicas of both releases can run side by side during a rollout."""
+    return f"actor:v2:{user_id}"
 
 
 def unknown_actor(user_id: int) -> UserSummary:
     """What is shown when the profile cannot be had (users unavailable, or the account is gone)."""
-    return UserSummary(id=str(user_id), username="", display_name="", avatar_url="")
+    return UserSummary(id=user_id, username="", display_name="", avatar_url="")
 
 
 def actor_profiles(*, ids) -> dict[int, UserSummary]:
@@ -40,7 +42,7 @@ def actor_profiles(*, ids) -> dict[int, UserSummary]:
     except Exception as exc:
         logger.warning("actor cache unavailable", extra={"error": str(exc)})
         cached = {}
-    profiles = {i: cached[_key(i)] for i in ids if _key(i) in cached}
+    profiles = {i: UserSummary(**cached[_key(i)]) for i in ids if _key(i) in cached}
     missing = [i for i in ids if i not in profiles]
     if missing:
         try:
@@ -50,7 +52,7 @@ def actor_profiles(*, ids) -> dict[int, UserSummary]:
             fetched = {}
         for user_id, profile in fetched.items():
             try:
-                cache.add(_key(user_id), profile, settings.ACTOR_CACHE_SECONDS)
+                cache.add(_key(user_id), profile.as_dict(), settings.ACTOR_CACHE_SECONDS)
             except Exception:
                 break
         profiles.update(fetched)
@@ -60,7 +62,7 @@ def actor_profiles(*, ids) -> dict[int, UserSummary]:
 def actor_cache_put_on_commit(profile: UserSummary) -> None:
     def put():
         try:
-            cache.set(_key(int(profile["id"])), profile, settings.ACTOR_CACHE_SECONDS)
+            cache.set(_key(profile.id), profile.as_dict(), settings.ACTOR_CACHE_SECONDS)
         except Exception as exc:
             logger.warning("actor cache update failed", extra={"error": str(exc)})
 

@@ -52,7 +52,7 @@ class NotificationListApi(APIView):
         def serialize(items):
             actors = actor_profiles(ids=[r["actor_id"] for r in items])  # one batch call for the page
             return self.OutputSerializer([
-                {"id": r["id"], "kind": r["kind"], "actor": actors[r["actor_id"]], "actor_count": r["actor_count"],
+                {"id": r["id"], "kind": r["kind"], "actor": actors[r["actor_id"]].public(), "actor_count": r["actor_count"],
                  "post_id": None if r["post_id"] is None else str(r["post_id"]), "created_at": r["created_at"],
                  "read": r["read_at"] is not None} for r in items], many=True).data
 

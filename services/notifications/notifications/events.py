@@ -10,7 +10,7 @@ from notifications.actors import actor_cache_forget_on_commit, actor_cache_put_o
 from notifications.models import Notification
 from shared import revocation
 from shared.events import Event, handler
-from shared.users_client import UserSummary
+from shared.users_api import UserSummary
 
 
 @handler("user.followed")
@@ -43,7 +43,7 @@ def on_post_deleted(event: Event) -> None:
 @handler("user.updated")
 def on_user_updated(event: Event) -> None:
     data = event.data
-    actor_cache_put_on_commit(UserSummary(id=data["user_id"], username=data["username"],
+    actor_cache_put_on_commit(UserSummary(id=int(data["user_id"]), username=data["username"],
                                           display_name=data["display_name"], avatar_url=data["avatar_url"]))
 
 

@@ -11,8 +11,9 @@ from shared.fields import IdField, StrictCharField
 from shared.idempotency import idempotent
 from shared.openapi import BODY, IDEMPOTENCY_KEY, problems
 from shared.text import display_text_problem, is_invisible, nfc
+from shared.users_api.validation import USERNAME_HELP, USERNAME_MAX_LENGTH, USERNAME_PATTERN
 
-USERNAME = RegexValidator(r"^[A-Za-z0-9_]{3,30}$", "3–30 characters: letters, digits and underscores.")
+USERNAME = RegexValidator(USERNAME_PATTERN, USERNAME_HELP)
 
 
 class DisplayNameField(StrictCharField):
@@ -73,7 +74,7 @@ class RegisterApi(APIView):
     throttle_classes = [RegisterIpThrottle]
 
     class InputSerializer(serializers.Serializer):
-        username = StrictCharField(max_length=30, validators=[USERNAME])
+        username = StrictCharField(max_length=USERNAME_MAX_LENGTH, validators=[USERNAME])
         email = serializers.EmailField(max_length=254)
         password = StrictCharField(max_length=128, trim_whitespace=False)
         display_name = DisplayNameField()

@@ -1,5 +1,3 @@
-import re
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
@@ -8,8 +6,11 @@ from accounts import selectors
 from accounts.api import ProfileSummarySerializer
 from shared.internal import InternalApiView, parse_id_list
 from shared.openapi import problems
+from shared.users_api import MAX_IDS_PER_CALL, USERNAME_PATTERN, is_username
 
-NAME = re.compile(r"[A-Za-z0-9_]{1,30}", re.ASCII)
+_NAME = USERNAME_PATTERN.strip("^$")
+USERNAMES_PATTERN = f"^{_NAME}(,{_NAME}){{0,{MAX_IDS_PER_CALL - 1}}}$"
+
 SUMMARIES = inline_serializer("ProfileSummaryList", fields={"results": ProfileSummarySerializer(many=True)})
 
 
@@ -33,12 +34,12 @@ class UsersByUsernameApi(InternalApiView):
     allowed_callers = frozenset({"feed"})
 
     @extend_schema(operation_id="internal_users_by_username", tags=["internal"], parameters=[OpenApiParameter(
-        "usernames", {"type": "string", "pattern": r"^[A-Za-z0-9_]{1,30}(,[A-Za-z0-9_]{1,30}){0,99}$"},
+        "usernames", {"type": "string", "pattern": USERNAMES_PATTERN},
         OpenApiParameter.QUERY, required=True, description="1 to 100 comma-separated usernames.")],
         responses={200: SUMMARIES, **problems(400, 401, 403)})
     def get(self, request):
         names = [n for n in (request.query_params.get("usernames") or "").split(",") if n]
-        if not names or len(names) > 100 or not all(NAME.fullmatch(n) for n in names):
+        if not names or len(names) > MAX_IDS_PER_CALL or not all(is_username(n) for n in names):
             raise ValidationError({"usernames": ["Give 1 to 100 comma-separated usernames."]})
         rows = selectors.summaries_by_usernames(usernames=names)
         return Response({"results": ProfileSummarySerializer(rows, many=True).data})

@@ -4,9 +4,11 @@ from django.db import models
 from django.db.models.functions import Lower
 from django.utils import timezone
 
+from shared.users_api.validation import USERNAME_MAX_LENGTH
+
 
 class User(models.Model):
-    username = models.CharField(max_length=30)
+    username = models.CharField(max_length=USERNAME_MAX_LENGTH)
     email = models.CharField(max_length=254)
     password = models.CharField(max_length=256)
     display_name = models.CharField(max_length=50, blank=True, default="")

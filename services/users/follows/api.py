@@ -1,5 +1,3 @@
-import re
-
 from accounts import selectors as account_selectors
 from accounts.api import ProfileSummarySerializer, PublicProfileSerializer
 from drf_spectacular.utils import extend_schema, inline_serializer
@@ -9,11 +7,10 @@ from rest_framework.views import APIView
 
 from follows import selectors, services
 from shared.idempotency import idempotent
-from shared.openapi import CURSOR_PARAMETERS, IDEMPOTENCY_KEY, USERNAME_PATH, USERNAME_PATTERN, page_of, problems
+from shared.openapi import CURSOR_PARAMETERS, IDEMPOTENCY_KEY, USERNAME_PATH, page_of, problems
 from shared.pagination import page_request, page_response
 from shared.problems import Problem
-
-USERNAME_RE = re.compile(USERNAME_PATTERN.strip("^$"), re.ASCII)
+from shared.users_api import is_username
 
 
 def _no_such_user(username: str) -> Problem:
@@ -23,7 +20,7 @@ def _no_such_user(username: str) -> Problem:
 def _valid_name(username: str) -> str:
     """A path segment that cannot be a username names no user: 404 before any cache key or query is
     built from it (a NUL byte is refused by Postgres; spaces and 250+ bytes by cache-key validation)."""
-    if not USERNAME_RE.fullmatch(username):
+    if not is_username(username):
         raise _no_such_user(username)
     return username
 

@@ -1,4 +1,5 @@
-"""`/health/live` (the process answers; checks nothing else) and `/health/ready`.
+"""`/health/live` (the process answers; checks nothing else, says which build answers), `/version`
+(the same build information: shared.buildinfo) and `/health/ready`.
 
 Readiness fails (503) when the database cannot be reached or the process is draining. Redis is
 checked and reported (`"redis": "ConnectionError: …"`, status `degraded`) but does not fail it: a
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import threading
 
+from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
 from django.urls import path
 
 from shared import redis_clients
+from shared.buildinfo import build_info
 
 _draining = threading.Event()
 
@@ -44,8 +47,16 @@ def _check_redis() -> str | None:
         return f"{type(exc).__name__}: {exc}"[:200]
 
 
+def _build() -> dict[str, str]:
+    return build_info(settings.SERVICE_NAME, str(settings.BASE_DIR))
+
+
 def live(request):
-    return JsonResponse({"status": "ok"})
+    return JsonResponse({"status": "ok", **_build()})
+
+
+def version(request):
+    return JsonResponse(_build())
 
 
 def ready(request):
@@ -58,4 +69,4 @@ def ready(request):
     return JsonResponse(body, status=503 if failed else 200)
 
 
-urlpatterns = [path("health/live", live), path("health/ready", ready)]
+urlpatterns = [path("health/live", live), path("health/ready", ready), path("version", version)]

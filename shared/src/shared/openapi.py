@@ -24,6 +24,7 @@ from rest_framework import serializers
 
 from shared.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from shared.problems import CONTENT_TYPE as PROBLEM_CONTENT_TYPE
+from shared.users_api.validation import USERNAME_PATTERN
 
 MAX_ID = 2**63 - 1
 
@@ -52,7 +53,6 @@ def trimmed_text(min_length: int, max_length: int) -> dict:
 
 # a 64-bit id as JSON carries it: a decimal string, 1 to 2^63-1 (JavaScript numbers cannot hold it)
 ID_PATTERN = decimal_up_to(MAX_ID)
-USERNAME_PATTERN = r"^[A-Za-z0-9_]{3,30}$"
 
 
 class AutoSchema(openapi.AutoSchema):

@@ -188,3 +188,27 @@ def wait_until(fetch: Callable[[], Any], until: Callable[[Any], object] = bool, 
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout}s (last value {value!r})")
         time.sleep(interval)
+
+
+def assert_build_info(api_client) -> dict:
+    """`/version` and `/health/live` report this service's VERSION file, the commit of the checkout it
+    runs from, and the shared version it runs with, which must be the one the service pins
+    (services/<name>/SHARED_VERSION): a service is released with the platform it was tested with."""
+    import subprocess
+    from pathlib import Path
+
+    from shared.buildinfo import shared_version
+
+    base = Path(settings.BASE_DIR)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base, capture_output=True, text=True, check=True)
+    expected = {"service": settings.SERVICE_NAME, "version": (base / "VERSION").read_text().strip(),
+                "commit": head.stdout.strip(), "shared": shared_version(),
+                "shared_pinned": (base / "SHARED_VERSION").read_text().strip()}
+    version = api_client.get("/version")
+    assert version.status_code == 200 and version.json() == expected, version.content
+    assert api_client.get("/health/live").json() == {"status": "ok", **expected}
+    assert expected["shared_pinned"] == expected["shared"], (
+        f"{settings.SERVICE_NAME} pins shared {expected['shared_pinned']} (services/{settings.SERVICE_NAME}/SHARED_VERSION) "
+        f"but runs with shared {expected['shared']} (shared/src/shared/VERSION): release shared and re-pin "
+        f"(`make release SERVICE=shared` re-pins every service), or restore the pinned version")
+    return expected

@@ -1,5 +1,5 @@
 """notifications → users: the one internal API call notifications makes (actor profiles, through
-`shared.users_client.UsersClient`), driven through its real code path `notifications.actors.actor_profiles`
+`shared.users_api.UsersClient`), driven through its real code path `notifications.actors.actor_profiles`
 (Redis cache in front, degrade to unknown actors) against the Pact mock server.
 
 `test_committed_pact_is_current` builds the whole pact from the same definitions and requires
@@ -14,6 +14,7 @@ from pact import Pact, match
 from pact_files import assert_committed
 
 from shared.http import DownstreamHTTPError
+from shared.users_api import UserSummary
 
 DIGITS = r"^\d+$"
 ID_LIST = r"^\d+(,\d+)*$"
@@ -68,12 +69,12 @@ def test_actor_profiles_fetch_the_missing_and_mark_unknown_ids(users_mock):
     with users_mock(batch_some_exist):
         actors = actor_profiles(ids=[1002, 999999, 1001])
     assert actors == {
-        1001: {"id": "1001", "username": "alice", "display_name": "Alice", "avatar_url": "https://img.example/alice.png"},
-        1002: {"id": "1002", "username": "bob", "display_name": "Bob", "avatar_url": ""},
+        1001: UserSummary(id=1001, username="alice", display_name="Alice", avatar_url="https://img.example/alice.png"),
+        1002: UserSummary(id=1002, username="bob", display_name="Bob", avatar_url=""),
         999999: unknown_actor(999999),
     }
-    assert cache.get("actor:v1:1001") == actors[1001]  # what users answered is cached; the unknown id is not
-    assert cache.get("actor:v1:999999") is None
+    assert cache.get("actor:v2:1001") == actors[1001].as_dict()  # what users answered is cached; the unknown id is not
+    assert cache.get("actor:v2:999999") is None
 
 
 def test_actors_that_are_gone_render_as_unknown(users_mock):

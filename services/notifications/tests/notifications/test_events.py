@@ -71,9 +71,9 @@ def test_user_deleted_removes_their_notifications_devices_and_those_they_caused(
 
 
 def test_user_updated_refreshes_the_cached_actor_profile(deliver):
-    cache.set("actor:v1:11", {"id": "11", "username": "old", "display_name": "Old", "avatar_url": ""})
+    cache.set("actor:v2:11", {"id": 11, "username": "old", "display_name": "Old", "avatar_url": ""})
     deliver("user.updated", {"user_id": "11", "username": "ann", "display_name": "Ann", "avatar_url": "https://a/b.png"})
-    assert cache.get("actor:v1:11") == {"id": "11", "username": "ann", "display_name": "Ann",
+    assert cache.get("actor:v2:11") == {"id": 11, "username": "ann", "display_name": "Ann",
                                         "avatar_url": "https://a/b.png"}
 
 

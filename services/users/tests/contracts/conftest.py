@@ -1,4 +1,5 @@
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,7 @@ import pytest
 from shared.testing import ServiceProcess
 
 ROOT = Path(__file__).resolve().parents[4]
+sys.path.insert(0, str(ROOT / "contracts"))  # broker.py: the repository as the contract broker
 
 # the Pact FFI reports usage to a metrics server unless told not to: tests make no outside calls
 os.environ["PACT_DO_NOT_TRACK"] = "true"

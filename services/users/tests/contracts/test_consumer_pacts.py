@@ -7,15 +7,23 @@ Provider states are set up through users' real services (registration, follows) 
 after each interaction. Requests carry a valid service credential minted for the consumer named in
 the pact (the verifier replaces the pact's example Authorization header), except the interactions
 given "the caller's service credential is not accepted": those are replayed with the credential as
-the pact has it, an example whose signature users cannot verify, and must be refused."""
+the pact has it, an example whose signature users cannot verify, and must be refused.
+
+Besides the working tree's pacts, the pacts of the consumer versions recorded as deployed
+(contracts/environments.json; each read from its release tag) are verified too: a change to users
+that breaks a feed release still running in production fails here. What was verified is recorded
+for users' current version in contracts/verifications.json (contracts/broker.py; PACT_UPDATE=1
+writes it, otherwise the committed record must already say so), which can-i-deploy reads."""
 
 import json
 import logging
+import os
 import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+import broker
 import pytest
 from accounts import services as account_services
 from accounts.models import User
@@ -25,8 +33,15 @@ from pact import Verifier
 
 from shared.testing import service_token
 
-PACT_DIR = Path(__file__).resolve().parents[4] / "contracts" / "pacts"
+ROOT = Path(__file__).resolve().parents[4]
+PACT_DIR = ROOT / "contracts" / "pacts"
 PACTS = sorted(PACT_DIR.glob("*-users.json"))
+# (label, pact text, sha256): the working tree's pacts and those of the deployed consumer versions
+CONTRACTS = [(f"{c.consumer}-current", (ROOT / c.path).read_text(), c.sha256)
+             for c in broker.contracts_in_tree(ROOT) if c.provider == "users"]
+CONTRACTS += [(f"{c.consumer}-{version}-{environment}", text, c.sha256)
+              for environment, version, c, text in broker.deployed_contracts_for("users", ROOT)]
+VERIFIED: dict[str, set[str]] = {}  # consumer -> sha256 of each pact verified in this run
 PASSWORD = "correct horse battery staple"
 REFUSED = "the caller's service credential is not accepted"
 log = logging.getLogger(__name__)
@@ -166,9 +181,9 @@ def test_pacts_are_committed():
 
 
 @pytest.mark.django_db(transaction=True)  # the states are committed, so the users process sees them
-@pytest.mark.parametrize("pact_file", PACTS, ids=lambda path: path.stem)
-def test_users_honours_consumer_pact(pact_file, users_url, tmp_path):
-    pact = json.loads(pact_file.read_text())
+@pytest.mark.parametrize(("label", "text", "sha"), CONTRACTS, ids=[c[0] for c in CONTRACTS])
+def test_users_honours_consumer_pact(label, text, sha, users_url, tmp_path):
+    pact = json.loads(text)
     accepted, refused = _split(pact, tmp_path)
     states = ProviderStates()
     if accepted:
@@ -177,3 +192,16 @@ def test_users_honours_consumer_pact(pact_file, users_url, tmp_path):
     if refused:
         _verify(users_url, refused, states, None)
     assert not states.created, "a provider state was not torn down"
+    VERIFIED.setdefault(pact["consumer"]["name"], set()).add(sha)
+
+
+def test_verification_results_are_recorded():
+    """The broker's record (contracts/verifications.json) says that users' current version honours
+    every pact verified above; PACT_UPDATE=1 adds what is missing."""
+    expected: dict[str, set[str]] = {}
+    for _label, text, sha in CONTRACTS:
+        expected.setdefault(json.loads(text)["consumer"]["name"], set()).add(sha)
+    assert expected == VERIFIED, "run the verifications in the same session (-k contract): only verified pacts are recorded"
+    if os.environ.get("PACT_UPDATE") == "1":
+        broker.record_verified("users", VERIFIED, ROOT)
+    broker.assert_recorded("users", VERIFIED, ROOT)
