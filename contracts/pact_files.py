@@ -17,7 +17,8 @@ from pathlib import Path
 
 from pact import Pact
 
-PACT_DIR = Path(__file__).resolve().parent / "pacts"
+PACT_DIR = Path(__file__).resolve().parent / "pacts"  # HTTP: <consumer>-<provider>.json
+MESSAGE_DIR = Path(__file__).resolve().parent / "messages"  # events: <consumer>-<producer>.json
 UPDATE_ENV = "PACT_UPDATE"
 
 
@@ -42,12 +43,12 @@ def generate(pact: Pact) -> tuple[str, str]:
     return name, _render(_contract(data))
 
 
-def assert_committed(pact: Pact) -> Path:
-    """Fail unless contracts/pacts/<consumer>-<provider>.json is exactly this pact; PACT_UPDATE=1 rewrites it."""
+def assert_committed(pact: Pact, directory: Path = PACT_DIR) -> Path:
+    """Fail unless contracts/<pacts|messages>/<consumer>-<provider>.json is exactly this pact; PACT_UPDATE=1 rewrites it."""
     name, text = generate(pact)
-    path = PACT_DIR / name
+    path = directory / name
     if os.environ.get(UPDATE_ENV) == "1":
-        PACT_DIR.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
         return path
     committed = path.read_text() if path.exists() else ""
@@ -55,7 +56,7 @@ def assert_committed(pact: Pact) -> Path:
         diff = "".join(difflib.unified_diff(committed.splitlines(True), text.splitlines(True),
                                             f"committed {path.name}", f"generated {path.name}", n=2))
         raise AssertionError(
-            f"contracts/pacts/{name} is not what {pact.consumer}'s contract tests define. If the change is "
+            f"contracts/{directory.name}/{name} is not what {pact.consumer}'s contract tests define. If the change is "
             f"intended, regenerate it ({UPDATE_ENV}=1 .venv/bin/python dev/testrun.py {pact.consumer} -- -k contract), "
-            f"review the diff and commit it with the change; users' suite verifies the committed file.\n{diff}")
+            f"review the diff and commit it with the change; {pact.provider}'s suite verifies the committed file.\n{diff}")
     return path

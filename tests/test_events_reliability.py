@@ -48,6 +48,11 @@ class Stack:
 
         for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
             subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
+        # feed subscribes to user.* too but runs no worker here (a registered consumer that is down):
+        # its subscriptions are registered as its deploy would (docs/events.md#subscriptions)
+        subprocess.run([PYTHON, "manage.py", "events_subscriptions", "register"], cwd=ROOT / "services" / "feed",
+                       env={**common, "DATABASE_URL": os.environ["FEED_DATABASE_URL"], "SERVICE_NAME": "feed",
+                            "DJANGO_SETTINGS_MODULE": "feed_service.settings"}, check=True, capture_output=True)
         self.worker_metrics_port, self.relay_metrics_port = infra.free_port(), infra.free_port()
         self.relay = Proc("users-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
                           cwd=USERS_DIR, env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},

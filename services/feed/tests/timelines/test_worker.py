@@ -43,6 +43,11 @@ def stop(*procs: subprocess.Popen) -> None:
 
 @pytest.fixture
 def workers(users_service):
+    # feed's subscriptions, as its deploy (migrate) registers them: every test starts on a flushed
+    # Redis, and the worker's own registration at start-up may come after the test's first event
+    from shared.events.subscriptions import register_service
+
+    register_service(settings.REDIS_URL, "feed")
     env = {**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL, "USERS_URL": users_service.url,
            "JWKS_URL": users_service.url + "/.well-known/jwks.json"}
     worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "feed_service", "worker", "-Q", "feed",

@@ -80,9 +80,11 @@ def outbox_state(producer: str, using: str = "default") -> OutboxState:
 
 
 def producers_for(consumer: str) -> list[str]:
+    """The producers of the events this process's handlers declare (it runs as `consumer`)."""
     from shared.events.catalogue import CATALOGUE
+    from shared.events.inbox import registered_types
 
-    return sorted({spec.producer for spec in CATALOGUE.values() if consumer in spec.consumers})
+    return sorted({CATALOGUE[t].producer for t in registered_types() if t in CATALOGUE})
 
 
 def pending_states(client, consumer: str, *, now: float | None = None) -> list[PendingState]:

@@ -1,8 +1,9 @@
-"""The event catalogue: every domain event, its version, producer, consumers and fields.
+"""The event catalogue: every domain event, its version, producer and fields (the producer's side).
 
-This is the one place the contract lives. The relay routes each event to every consumer's
-queue from it, `publish()` validates payloads against it, and `python -m shared.events.catalogue`
-renders the table in docs/events.md (a test keeps the two identical).
+Who consumes an event is not here: each consumer declares its handlers in its own code and
+registers them (shared.events.subscriptions); what a consumer relies on is its contract
+(contracts/messages/). `publish()` validates payloads against this catalogue, and
+`python -m shared.events.catalogue` renders the table in docs/events.md (a test keeps the two identical).
 
 Field kinds: "id" is a decimal string (64-bit ids overflow JavaScript numbers), "ids" a list of
 them, "str" a string, "datetime" an ISO 8601 UTC string. Every field is required; adding an
@@ -21,7 +22,6 @@ class EventType:
     type: str
     version: int
     producer: str
-    consumers: tuple[str, ...]
     fields: dict[str, str]
     description: str
 
@@ -30,34 +30,34 @@ class EventSchemaError(ValueError):
     """A payload does not match its event type's schema (a producer bug: never published)."""
 
 
-def _event(type_: str, *, version: int = 1, producer: str, consumers: tuple[str, ...], fields: dict[str, str],
+def _event(type_: str, *, version: int = 1, producer: str, fields: dict[str, str],
            description: str) -> tuple[str, EventType]:
-    return type_, EventType(type_, version, producer, consumers, fields, description)
+    return type_, EventType(type_, version, producer, fields, description)
 
 
 CATALOGUE: dict[str, EventType] = dict([
-    _event("user.registered", producer="users", consumers=(),
+    _event("user.registered", producer="users",
            fields={"user_id": "id", "username": "str"},
            description="A new account exists."),
-    _event("user.updated", producer="users", consumers=("feed", "notifications"),
+    _event("user.updated", producer="users",
            fields={"user_id": "id", "username": "str", "display_name": "str", "avatar_url": "str"},
            description="A profile's public fields changed; carries the new values (consumers refresh caches)."),
-    _event("user.followed", producer="users", consumers=("feed", "notifications"),
+    _event("user.followed", producer="users",
            fields={"follower_id": "id", "followee_id": "id"},
            description="A new follow edge (not emitted for an idempotent repeat)."),
-    _event("user.unfollowed", producer="users", consumers=("feed",),
+    _event("user.unfollowed", producer="users",
            fields={"follower_id": "id", "followee_id": "id"},
            description="A follow edge was removed."),
-    _event("user.deleted", producer="users", consumers=("feed", "notifications"),
+    _event("user.deleted", producer="users",
            fields={"user_id": "id"},
            description="An account was deleted; consumers remove what belongs to it."),
-    _event("post.created", producer="feed", consumers=("feed", "notifications"),
+    _event("post.created", producer="feed",
            fields={"post_id": "id", "author_id": "id", "mentioned_user_ids": "ids", "created_at": "datetime"},
            description="A post was published; `mentioned_user_ids` are the existing users it mentions."),
-    _event("post.liked", producer="feed", consumers=("notifications",),
+    _event("post.liked", producer="feed",
            fields={"post_id": "id", "author_id": "id", "liker_id": "id"},
            description="A new like (not emitted for an idempotent repeat)."),
-    _event("post.deleted", producer="feed", consumers=("feed", "notifications"),
+    _event("post.deleted", producer="feed",
            fields={"post_id": "id", "author_id": "id"},
            description="A post was deleted; consumers drop what refers to it."),
 ])
@@ -106,16 +106,11 @@ def validate_data(type_: str, data) -> EventType:
     return spec
 
 
-def consumers_of(type_: str) -> tuple[str, ...]:
-    return event_type(type_).consumers
-
-
 def render_markdown() -> str:
-    lines = ["| event | version | producer | consumers | fields | meaning |", "|---|---|---|---|---|---|"]
+    lines = ["| event | version | producer | fields | meaning |", "|---|---|---|---|---|"]
     for spec in CATALOGUE.values():
         fields = ", ".join(f"`{name}`: {kind}" for name, kind in spec.fields.items())
-        consumers = ", ".join(spec.consumers) or "— (none yet)"
-        lines.append(f"| `{spec.type}` | {spec.version} | {spec.producer} | {consumers} | {fields} | {spec.description} |")
+        lines.append(f"| `{spec.type}` | {spec.version} | {spec.producer} | {fields} | {spec.description} |")
     return "\n".join(lines) + "\n"
 
 

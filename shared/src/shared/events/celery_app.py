@@ -24,7 +24,7 @@ import time
 from datetime import UTC, timedelta
 
 from celery import Celery
-from celery.signals import task_postrun, worker_init, worker_process_init, worker_shutdown
+from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from shared.env import env_float, env_int, env_str
 from shared.events.exposition import prepare_multiprocess_dir, remove_owned_dir, start_metrics_server
@@ -139,6 +139,27 @@ def _serve_worker_metrics(sender=None, **_) -> None:
         start_metrics_server(collectors=collectors)
     except OSError as exc:  # port taken: the worker still works, without its metrics endpoint
         logger.error("metrics server not started", extra={"error": str(exc)})
+
+
+@worker_ready.connect(weak=False)
+def _register_subscriptions(sender=None, **_) -> None:
+    """The consumer registers what its handlers declare (shared.events.subscriptions), so producers'
+    relays route those events to its queue. Retried until the broker answers: a worker that
+    consumes without being registered would receive nothing new."""
+    from shared.events.subscriptions import register_service
+
+    app = getattr(sender, "app", None)
+    if app is None:
+        return
+    for attempt in range(30):
+        try:
+            register_service(app.conf.broker_url, app.main)
+            return
+        except Exception as exc:
+            logger.warning("event subscriptions not registered; retrying",
+                           extra={"error": f"{type(exc).__name__}: {exc}", "attempt": attempt + 1})
+            time.sleep(1.0)
+    logger.error("event subscriptions not registered", extra={"consumer": app.main})
 
 
 @worker_process_init.connect(weak=False)

@@ -35,6 +35,11 @@ def registered_types() -> set[str]:
     return {type_ for type_, _ in _HANDLERS}
 
 
+def registered() -> set[tuple[str, int]]:
+    """Every (type, version) this process has a handler for: its subscriptions (shared.events.subscriptions)."""
+    return {key for key, fns in _HANDLERS.items() if fns}
+
+
 def dispatch(raw: dict) -> bool:
     """Apply one envelope; True if it was applied now, False if it had been already.
 

@@ -2,7 +2,8 @@
 
 The inbox keeps ids longer than any redelivery can take (visibility timeout, retries), so
 pruning never lets a late duplicate through; dead letters stay until someone deals with them.
-An outbox row is kept, whatever its age, while any consumer has not acknowledged it (the ack
+An outbox row is kept, whatever its age, while any consumer subscribed to it (the registry,
+shared.events.subscriptions) has not acknowledged it (the ack
 ledger in the broker Redis, shared.events.ledger): the relay may still have to publish it again.
 If that Redis cannot be asked, no outbox row is deleted.
 """
@@ -16,8 +17,7 @@ from django.db import connection
 from django.utils import timezone
 
 from shared.env import env_int
-from shared.events import ledger
-from shared.events.catalogue import EventSchemaError, consumers_of
+from shared.events import ledger, subscriptions
 from shared.events.models import InboxEvent, OutboxEvent
 
 BATCH = 1000
@@ -41,32 +41,27 @@ def _delete_acknowledged_outbox(before, redis_url: str, service: str) -> int:
     total, after = 0, 0
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT seq, event_id::text, type FROM {table} WHERE sent_at < %s AND seq > %s "
+            cursor.execute(f"SELECT seq, event_id::text, type, version FROM {table} WHERE sent_at < %s AND seq > %s "
                            f"ORDER BY seq LIMIT {BATCH}", [before, after])
             rows = cursor.fetchall()
         if not rows:
             return total
         after = rows[-1][0]
+        routes = subscriptions.read(client)  # raises if Redis is unreachable: then nothing is deleted
         pipe = client.pipeline(transaction=False)
-        asked = [(seq, event_id, consumer) for seq, event_id, type_ in rows for consumer in _consumers(type_)]
+        asked = [(seq, event_id, consumer) for seq, event_id, type_, version in rows
+                 for consumer in routes.consumers(type_, version)]
         for _, event_id, consumer in asked:
             pipe.zscore(ledger.pending_key(consumer, service), event_id)
         scores = pipe.execute()  # raises if Redis is unreachable: then nothing is deleted
         still_pending = {seq for (seq, _, _), score in zip(asked, scores, strict=True) if score is not None}
-        done = [seq for seq, _, _ in rows if seq not in still_pending]
+        done = [seq for seq, _, _, _ in rows if seq not in still_pending]
         if done:
             with connection.cursor() as cursor:
                 cursor.execute(f"DELETE FROM {table} WHERE seq = ANY(%s)", [done])
                 total += cursor.rowcount
         if len(rows) < BATCH:
             return total
-
-
-def _consumers(type_: str) -> tuple[str, ...]:
-    try:
-        return consumers_of(type_)
-    except EventSchemaError:  # a type no longer in the catalogue: nobody can be waiting for it
-        return ()
 
 
 def prune_events(*, now=None, redis_url: str | None = None) -> dict[str, int]:

@@ -8,6 +8,10 @@ A crash after publishing but before the commit re-publishes that batch: at-least
 the consumers' inbox turns into exactly-once. If the broker or the database is down, nothing is
 marked sent and the relay retries with backoff.
 
+Routing (shared.events.subscriptions): consumers register what they handle in the broker Redis;
+the relay reads that registry at every batch, after claiming the rows, so an event committed after
+a consumer registered reaches it, with no restart and no change to the producer.
+
 Acknowledgement ledger (shared.events.ledger): before publishing, the relay records each event
 as pending for each consumer in the broker Redis; consumers remove it once settled. Every
 `redeliver_check` seconds the relay re-publishes, from its outbox, what a consumer has left
@@ -29,8 +33,8 @@ from django.conf import settings
 from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
-from shared.events import ledger
-from shared.events.catalogue import CATALOGUE, consumers_of
+from shared.events import ledger, subscriptions
+from shared.events.catalogue import CATALOGUE
 from shared.events.celery_app import redeliver_after
 from shared.events.envelope import Event, envelope_to
 from shared.events.metrics import PUBLISHED, REDELIVERED, RELAY_ERRORS, RELAY_LAG
@@ -51,9 +55,7 @@ class Relay:
         self.redeliver_after = redeliver_after()
         self.redeliver_check = max(0.2, min(30.0, self.redeliver_after / 4))
         self._next_redeliver = 0.0
-        # every queue this service's events go to: the ledger keys this relay looks after
-        self.consumers = sorted({c for spec in CATALOGUE.values() if spec.producer == self.service
-                                 for c in spec.consumers})
+        self.types = sorted(t for t, spec in CATALOGUE.items() if spec.producer == self.service)
 
     def _ledger(self):
         return ledger.client(self.app.conf.broker_url, bulk=True)
@@ -85,11 +87,15 @@ class Relay:
             if not rows:
                 return 0
             now = timezone.now()
-            # ledger first: an event is pending for a consumer before it can reach (and be settled by) it
+            # the consumers registered now (read after the rows were claimed: whoever registered before
+            # an event's commit is in it); ledger first: an event is pending for a consumer before it
+            # can reach (and be settled by) it
+            routes = subscriptions.read(self._ledger())
+            targets = {row.seq: routes.consumers(row.type, row.version) for row in rows}
             pending: dict[str, dict[str, float]] = {}
             stamp = ledger.now()
             for row in rows:
-                for consumer in consumers_of(row.type):
+                for consumer in targets[row.seq]:
                     pending.setdefault(consumer, {})[str(row.event_id)] = stamp
             if pending:
                 pipe = self._ledger().pipeline(transaction=False)
@@ -99,7 +105,7 @@ class Relay:
             with self._producer() as producer:
                 for row in rows:
                     envelope = self._envelope(row)
-                    for consumer in consumers_of(row.type):
+                    for consumer in targets[row.seq]:
                         self._send(producer, envelope, consumer, row)
                         PUBLISHED.labels(row.type, consumer).inc()
                     RELAY_LAG.labels(row.type).observe(max(0.0, (now - row.occurred_at).total_seconds()))
@@ -109,8 +115,9 @@ class Relay:
     def redeliver(self) -> int:
         """Publish again every event a consumer has left pending past the grace period; returns how many."""
         client = self._ledger()
+        routes = subscriptions.read(client)
         total = 0
-        for consumer in self.consumers:
+        for consumer in routes.consumers_of_types(self.types):
             key = ledger.pending_key(consumer, self.service)
             ids = [i.decode() for i in client.zrangebyscore(key, "-inf", ledger.now() - self.redeliver_after,
                                                             start=0, num=self.batch_size)]
@@ -122,6 +129,12 @@ class Relay:
                 client.zrem(key, *missing)
                 logger.error("pending events not in the outbox; dropped from the ack ledger",
                              extra={"consumer": consumer, "event_ids": missing[:20], "count": len(missing)})
+            unsubscribed = [i for i, r in rows.items() if not routes.subscribes(consumer, r.type, r.version)]
+            if unsubscribed:  # an operator removed that subscription: its backlog is dropped
+                client.zrem(key, *unsubscribed)
+                logger.warning("pending events of a removed subscription dropped from the ack ledger",
+                               extra={"consumer": consumer, "event_ids": unsubscribed[:20], "count": len(unsubscribed)})
+                rows = {i: r for i, r in rows.items() if i not in unsubscribed}
             if not rows:
                 continue
             with self._producer() as producer:

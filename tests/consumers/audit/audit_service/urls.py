@@ -1,0 +1,3 @@
+from shared.urls import platform_urlpatterns
+
+urlpatterns = [*platform_urlpatterns]
