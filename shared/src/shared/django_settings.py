@@ -29,11 +29,18 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
         "ALLOWED_HOSTS": env_list("ALLOWED_HOSTS", "*" if dev else "localhost"),
         "INSTALLED_APPS": ["rest_framework", "drf_spectacular", "shared.platform", *apps],
         "MIDDLEWARE": [
+            # outermost: compresses the final body, after no-store is known (shared.compression)
+            "shared.compression.CompressionMiddleware",
             "shared.security.SecurityHeadersMiddleware",
             "shared.requestid.RequestIdMiddleware",
             "shared.observability.MetricsMiddleware",
             "shared.problems.BodySizeLimitMiddleware",
+            # innermost: ETags of the view's identity body, If-None-Match → 304 (shared.conditional)
+            "shared.conditional.ConditionalGetMiddleware",
         ],
+        # gzip of public JSON responses (shared.compression; figures in docs/decisions.md)
+        "COMPRESS_MIN_BYTES": env_int("COMPRESS_MIN_BYTES", 1024),
+        "COMPRESS_LEVEL": env_int("COMPRESS_LEVEL", 6),
         "ROOT_URLCONF": f"{service}_service.urls",
         "WSGI_APPLICATION": f"{service}_service.wsgi.application",
         "DATABASES": {"default": database_from_url(

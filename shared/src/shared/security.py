@@ -14,7 +14,7 @@ from __future__ import annotations
 NO_STORE = "no-store"
 
 
-def _view_class(request):
+def view_class(request):
     match = getattr(request, "resolver_match", None)
     func = getattr(match, "func", None)
     return getattr(func, "cls", None) or getattr(func, "view_class", None)
@@ -27,6 +27,6 @@ class SecurityHeadersMiddleware:
     def __call__(self, request):
         response = self.get_response(request)
         response["X-Content-Type-Options"] = "nosniff"
-        if getattr(_view_class(request), "no_store", False):
+        if getattr(view_class(request), "no_store", False):
             response["Cache-Control"] = NO_STORE
         return response
