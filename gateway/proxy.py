@@ -816,7 +816,7 @@ class ClientConn:
             return self._error(r, 404, "no route for this path")
         r.route = route
         if r.acrm is not None and r.method == "OPTIONS" and r.origin is not None and gw.cors is not None:
-            return self._preflight(r)
+            return self._preflight(r, check)
         if r.clen > route.max_body or r.body_len > route.max_body:
             return self._error(r, 413, f"request body larger than {route.max_body} bytes", close=True)
         if r.chunked and not r.complete:
@@ -1368,7 +1368,7 @@ class ClientConn:
         r.resp_started = True
         self._finish(r)
 
-    def _preflight(self, r: Req):
+    def _preflight(self, r: Req, path: str):
         """A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method), answered here
         without a token: 204 with the allowed methods and headers for an allowed origin; without
         any CORS header for another (the browser then refuses the actual request)."""
@@ -1376,7 +1376,9 @@ class ClientConn:
         hdr = gw.cors.get(r.origin.lower())
         out = [b"HTTP/1.1 204 No Content\r\nX-Request-ID: ", r.rid, b"\r\n"]
         if hdr is not None:
-            methods = r.route.methods
+            # the route the actual request will take (a route may be restricted to some methods)
+            route = gw.match(path, r.acrm.decode("latin-1").strip().upper()) or r.route
+            methods = route.methods
             allowed = ", ".join(sorted(methods)) if methods is not None else \
                 "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
             out += [b"Access-Control-Allow-Origin: ", r.origin, b"\r\nAccess-Control-Allow-Methods: ",

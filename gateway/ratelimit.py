@@ -211,7 +211,7 @@ class RedisLimiter:
             self.pending.append((time.monotonic(), None, None, None))
             proto.transport.write(cmd)
         self.proto = proto
-        log.info("redis connected: %s:%s", self.host, self.port)
+        log.info("redis connected: %s:%s%s", self.host, self.port, "" if self.what == "rate limiting" else f" ({self.what})")
 
     def _lost(self, proto) -> None:
         if self.proto is proto:  # a connection we already dropped in tick() was flushed there

@@ -240,6 +240,7 @@ def test_preflight_is_answered_at_the_edge_without_a_token(gw):
     r = gw.request("OPTIONS", "/api/v1/auth/login", headers={"Origin": "http://localhost:3000",
                                                              "Access-Control-Request-Method": "POST"})
     assert r.status == 204 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert r.headers["access-control-allow-methods"] == "POST"
 
 
 def test_unknown_origins_get_no_cors_headers(gw, keys):
