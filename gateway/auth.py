@@ -36,10 +36,21 @@ OK, FAIL, FETCH = 0, 1, 2
 
 
 class Identity:
-    __slots__ = ("exp", "headers", "sub", "sub_json", "username")
+    __slots__ = ("exp", "headers", "rev_until", "revoked", "revoked_check", "sid", "sub", "sub_json", "username")
 
-    def __init__(self, sub: str, username: str, exp: float):
+    def __init__(self, sub: str, username: str, exp: float, sid: str | None = None):
         self.sub = sub
+        self.sid = sid  # the login session (refresh family), None in tokens without one
+        # the revocation set's answer for this token (docs/gateway.md, "Revoked tokens"): revoked
+        # for good once seen; "not revoked" is believed until rev_until (time.monotonic())
+        self.revoked = False
+        self.rev_until = 0.0
+        # EXISTS auth:revoked:user:<sub> [auth:revoked:sid:<sid>], RESP-encoded once
+        keys = [b"auth:revoked:user:" + sub.encode()]
+        if sid:
+            keys.append(b"auth:revoked:sid:" + sid.encode())
+        self.revoked_check = b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1) + b"".join(
+            b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
         self.sub_json = json.dumps(sub)  # for the access log
         self.username = username
         self.exp = exp
@@ -119,7 +130,11 @@ class Verifier:
             return self._reject(token, "invalid token subject")
         if not isinstance(username, str) or not isinstance(exp, (int, float)):
             return self._reject(token, "invalid token claims")
-        ident = Identity(sub, username, float(exp))
+        sid = claims.get("sid")
+        if sid is not None and (not isinstance(sid, str) or not sid or len(sid) > 128 or not sid.isascii()
+                                or not sid.isprintable() or " " in sid):
+            return self._reject(token, "invalid token session")
+        ident = Identity(sub, username, float(exp), sid or None)
         if len(self.cache) >= CACHE_MAX:
             self._evict(now)
         self.cache[token] = ident

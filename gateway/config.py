@@ -127,6 +127,11 @@ class Settings:
     jwks_path: str
     access_log: bool
     routes_file: str
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API (empty: CORS off)
+    cors_allow_headers: str = ""
+    cors_max_age: int = 600
+    revocation_url: str | None = None  # Redis holding the access-token revocation set (None: not checked)
+    revocation_cache: float = 1.0  # seconds a "not revoked" answer is reused per token
     extra: dict = field(default_factory=dict)
 
 
@@ -186,6 +191,13 @@ def parse_upstreams_env(raw: str) -> dict[str, list[str]]:
         out[name.strip()] = [a.strip() for a in addrs.split(",") if a.strip()]
     return out
 
+
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9a-fA-F:]+\](:\d{1,5})?$")
+# request headers a browser may send cross-origin (Access-Control-Allow-Headers)
+DEFAULT_CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-None-Match, If-Match, X-Request-ID"
+# response headers a browser script may read besides the CORS-safelisted ones
+CORS_EXPOSE_HEADERS = ("RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-ID, ETag, "
+                       "Location, Idempotent-Replayed")
 
 _ADDR = re.compile(r"^(dns:)?([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
 
@@ -279,6 +291,22 @@ def load(env: dict | None = None) -> Settings:
             except ValueError:
                 raise ConfigError(f"GATEWAY_TRUSTED_PROXIES: bad CIDR {cidr!r}") from None
 
+    origins = []
+    for origin in (env.get("GATEWAY_CORS_ORIGINS") or "").split(","):
+        origin = origin.strip().rstrip("/")
+        if not origin:
+            continue
+        if not _ORIGIN.match(origin):
+            raise ConfigError(f"GATEWAY_CORS_ORIGINS: {origin!r} is not an origin (scheme://host[:port])")
+        origins.append(origin.lower())
+    allow_headers = env.get("GATEWAY_CORS_ALLOW_HEADERS") or DEFAULT_CORS_ALLOW_HEADERS
+    if not re.fullmatch(r"[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*", allow_headers.strip()):
+        raise ConfigError("GATEWAY_CORS_ALLOW_HEADERS: a comma-separated list of header names")
+    revocation = (env.get("GATEWAY_REVOCATION", "1") not in ("0", "false", "no", "off"))
+    revocation_cache = _float(env, "GATEWAY_REVOCATION_CACHE", 1.0)
+    if revocation_cache < 0:
+        raise ConfigError("GATEWAY_REVOCATION_CACHE must be >= 0")
+
     jwks_url = env.get("JWKS_URL") or None
     jwks_doc = doc.get("jwks")
     jwks: dict = jwks_doc if isinstance(jwks_doc, dict) else {}
@@ -331,4 +359,9 @@ def load(env: dict | None = None) -> Settings:
         jwks_path=str(jwks.get("path", "/.well-known/jwks.json")),
         access_log=(env.get("GATEWAY_ACCESS_LOG", "1") not in ("0", "false", "no", "off")),
         routes_file=routes_file,
+        cors_origins=tuple(dict.fromkeys(origins)),
+        cors_allow_headers=", ".join(h.strip() for h in allow_headers.split(",")),
+        cors_max_age=_int(env, "GATEWAY_CORS_MAX_AGE", 600),
+        revocation_url=((env.get("REVOCATION_REDIS_URL") or redis_url) if revocation else None),
+        revocation_cache=revocation_cache,
     )

@@ -46,6 +46,9 @@ QUEUE_DEPTH = Gauge("gateway_upstream_queue_depth", "Requests waiting for a free
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["service", "replica", "kind"])
 RATELIMITED = Counter("gateway_ratelimit_rejections_total", "Requests rejected with 429", ["route", "scope"])
 RATELIMIT_FAILOPEN = Counter("gateway_ratelimit_failopen_total", "Requests let through because Redis failed")
+REVOKED = Counter("gateway_revoked_tokens_total", "Requests rejected with 401 because the token was revoked")
+REVOCATION_FAILOPEN = Counter("gateway_revocation_failopen_total",
+                              "Revocation checks skipped (token accepted) because Redis failed")
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Requests rejected with 401")
 OPEN_CONNECTIONS = Gauge("gateway_open_connections", "Open client connections", multiprocess_mode="livesum")
 UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream connections",

@@ -40,12 +40,14 @@ from .upstream import Cluster, replayable
 from .wire import (
     B_GET,
     CLEN_RE,
+    H_ACRM,
     H_AUTHZ,
     H_CLEN,
     H_CONN,
     H_DROP,
     H_EXPECT,
     H_HOST,
+    H_ORIGIN,
     H_RID,
     H_TE,
     H_XFF,
@@ -66,10 +68,18 @@ ACCESS_FIELDS = ("ts", "method", "path", "route", "status", "upstream", "duratio
 DRAIN_IDLE_GRACE = 0.3  # seconds an idle connection may still send a request after a SIGTERM's drain starts
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
+# Below the services' gunicorn limits (shared/gunicorn_conf.py: limit_request_line 8190,
+# limit_request_fields 150, limit_request_field_size 16384), with room for the headers the gateway
+# adds, so an oversized request is refused here with problem+json, never by gunicorn with HTML.
 MAX_HEADER_BYTES = 32 * 1024
-MAX_URL = 8 * 1024
+MAX_URL = 8000
+MAX_HEADER_FIELDS = 100
+MAX_FIELD_SIZE = 8190
 
-RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE = 0, 1, 2, 3
+RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE, RESP_BUFFER = 0, 1, 2, 3, 4
+# An HTTP/1.0 client cannot read chunked framing: an upstream body without a length is collected
+# and sent with a Content-Length (keep-alive works), up to this size; beyond, close-delimited.
+MAX_BUFFERED_RESPONSE = 8 << 20
 
 @cython.cclass
 class GatewayBase:
@@ -100,6 +110,10 @@ class GatewayBase:
     trusted_cache = cython.declare(dict, visibility="public")  # ip -> trusted?
     verifier = cython.declare(object, visibility="public")  # auth.Verifier
     limiter = cython.declare(object, visibility="public")  # ratelimit.RedisLimiter | None
+    revocation = cython.declare(object, visibility="public")  # ratelimit.RedisLimiter for the revocation set | None
+    revocation_ttl = cython.declare(cython.double, visibility="public")  # s a "not revoked" answer is reused
+    cors = cython.declare(object, visibility="public")  # allowed Origin (bytes) -> CORS response headers | None (off)
+    cors_preflight = cython.declare(bytes, visibility="public")  # a preflight answer's Allow-Headers and Max-Age
     rl_prefix = cython.declare(bytes, visibility="public")  # rate-limit keys' prefix
     bucket_args = cython.declare(dict, visibility="public")  # config.Bucket -> EVALSHA arguments
     rids = cython.declare(RequestIds, visibility="public")  # X-Request-ID values
@@ -192,7 +206,12 @@ class Req:
     resp_started = cython.declare(cython.bint, visibility="public")
     resp_mode = cython.declare(cython.int, visibility="public")
     status = cython.declare(cython.int, visibility="public")
-    rl_hdr = cython.declare(bytes, visibility="public")
+    rl_hdr = cython.declare(bytes, visibility="public")  # headers added to the upstream's answer (rate limit, CORS)
+    cors_hdr = cython.declare(bytes, visibility="public")  # CORS headers for any answer to this request
+    origin = cython.declare(object, visibility="public")
+    acrm = cython.declare(object, visibility="public")  # a preflight's Access-Control-Request-Method
+    rbuf = cython.declare(list, visibility="public")  # RESP_BUFFER: the head, then the body chunks
+    rbuf_len = cython.declare(cython.Py_ssize_t, visibility="public")
     head = cython.declare(bytes, visibility="public")
     discard = cython.declare(cython.bint, visibility="public")
     sent = cython.declare(cython.bint, visibility="public")
@@ -204,6 +223,7 @@ class Req:
     rid = cython.declare(bytes, visibility="public")
     authz = cython.declare(object, visibility="public")
     expect = cython.declare(cython.bint, visibility="public")
+    await_body = cython.declare(cython.bint, visibility="public")  # checks passed, chunked body still coming
     xff_in = cython.declare(object, visibility="public")
     proto_in = cython.declare(object, visibility="public")
     path = cython.declare(str, visibility="public")
@@ -237,6 +257,11 @@ class Req:
         self.resp_mode = 0  # RESP_NONE
         self.status = 0
         self.rl_hdr = b""
+        self.cors_hdr = b""
+        self.origin = None
+        self.acrm = None
+        self.rbuf = None
+        self.rbuf_len = 0
         self.head = None
         self.discard = False
         self.sent = False
@@ -248,6 +273,7 @@ class Req:
         self.rid = None
         self.authz = None
         self.expect = False
+        self.await_body = False
         self.xff_in = None
         self.proto_in = None
         self.path = ""
@@ -451,6 +477,7 @@ class ClientConn:
     fwd_tail = cython.declare(bytes, visibility="public")
     peer_trusted = cython.declare(cython.bint, visibility="public")
     hdr_bytes = cython.declare(cython.Py_ssize_t, visibility="public")
+    hdr_count = cython.declare(cython.Py_ssize_t, visibility="public")
 
     def __init__(self, gw):
         self.gw = gw
@@ -468,9 +495,10 @@ class ClientConn:
         self.wbuf = []
         self.peer = "-"
         self.peer_b = b"-"
-        self.fwd_tail = b"\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\n"
+        self.fwd_tail = b"\r\nX-Forwarded-For: -\r\nX-Forwarded-Proto: http\r\nX-Client-IP: -\r\n"
         self.peer_trusted = False
         self.hdr_bytes = 0
+        self.hdr_count = 0
 
     # -- asyncio ------------------------------------------------------------------------------
     def connection_made(self, transport):
@@ -480,7 +508,9 @@ class ClientConn:
         if peer:
             self.peer = peer[0]
             self.peer_b = self.peer.encode()
-            self.fwd_tail = b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: http\r\n"
+            # X-Client-IP: the one client address the services believe (shared/client_ip.py)
+            self.fwd_tail = (b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: http\r\nX-Client-IP: "
+                             + self.peer_b + b"\r\n")
             self.peer_trusted = gw.is_trusted(self.peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -584,6 +614,7 @@ class ClientConn:
         r.fwd = scan[2]
         r.host = scan[3]
         r.authz = scan[4]
+        r.origin = scan[5]
         r.keep_alive = True
         r.headers_done = True
         r.complete = True
@@ -599,6 +630,7 @@ class ClientConn:
         now = time.monotonic()
         self.req = Req(now)
         self.hdr_bytes = 0
+        self.hdr_count = 0
         self.read_deadline = now + self.gw.settings.header_timeout
 
     def on_url(self, url: bytes):
@@ -612,6 +644,13 @@ class ClientConn:
         if self.hdr_bytes > MAX_HEADER_BYTES:
             raise _Reject(431, "request headers too large")
         r: Req = self.req
+        if r.headers_done:
+            return  # a trailer field (after a chunked body): never forwarded, never trusted
+        self.hdr_count += 1
+        if self.hdr_count > MAX_HEADER_FIELDS:
+            raise _Reject(431, f"more than {MAX_HEADER_FIELDS} header fields")
+        if len(name) + len(value) > MAX_FIELD_SIZE:
+            raise _Reject(431, f"a header field longer than {MAX_FIELD_SIZE} bytes")
         ln = name.lower()
         kind = SPECIAL.get(ln)
         if kind is None:
@@ -624,6 +663,8 @@ class ClientConn:
             r.authz = value
             r.headers += (name, b": ", value, b"\r\n")
         elif kind == H_HOST:
+            if r.host is not None:
+                raise _Reject(400, "more than one Host header")
             r.host = value
             r.headers += (name, b": ", value, b"\r\n")
         elif kind == H_CLEN:
@@ -638,11 +679,19 @@ class ClientConn:
                 r.rid = value
         elif kind == H_XFF:
             r.xff_in = value if r.xff_in is None else r.xff_in + b", " + value
+            if len(r.xff_in) > MAX_FIELD_SIZE:
+                raise _Reject(431, f"X-Forwarded-For longer than {MAX_FIELD_SIZE} bytes")
         elif kind == H_XFP:
             r.proto_in = value
         elif kind == H_EXPECT:
             if value.lower() == b"100-continue":
                 r.expect = True
+        elif kind == H_ORIGIN:
+            r.origin = value
+            r.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_ACRM:
+            r.acrm = value
+            r.headers += (name, b": ", value, b"\r\n")
         elif kind == H_CONN:
             for tok in value.lower().split(b","):
                 tok = tok.strip()
@@ -678,7 +727,7 @@ class ClientConn:
             raise _Reject(413, f"request body larger than {gw.max_body_any} bytes")
         if r.chunked or r.clen > 0:
             self.read_deadline = time.monotonic() + gw.settings.body_timeout
-        if self.active is None and not self.queue and not r.chunked and not self.closed:
+        if self.active is None and not self.queue and not self.closed:
             self.active = r  # the common case: nothing queued ahead of it
             self._start(r)
         else:
@@ -716,14 +765,15 @@ class ClientConn:
                 self.pause_reading(1)  # pipelined requests wait; do not buffer without bound
         if self.active is None and self.queue:
             self._next()
+        elif r is self.active and r.await_body:
+            r.await_body = False
+            self._dispatch(r)
 
     # -- request processing ------------------------------------------------------------------------
     @cython.ccall
     def _next(self):
         while self.active is None and self.queue and not self.closed:
             r: Req = self.queue[0]
-            if r.chunked and not r.complete:
-                return  # chunked bodies are collected first (sent upstream with a Content-Length)
             self.queue.popleft()
             if not self.queue:
                 self.resume_reading(1)
@@ -733,6 +783,10 @@ class ClientConn:
     @cython.ccall
     def _start(self, r: Req):
         gw: GatewayBase = self.gw
+        if gw.cors is not None:  # CORS configured: every answer varies by Origin
+            hdr = gw.cors.get(r.origin.lower()) if r.origin is not None else None
+            r.cors_hdr = hdr if hdr is not None else b"Vary: Origin\r\n"
+            r.rl_hdr = r.cors_hdr
         url = r.url
         if not url.startswith(b"/"):
             return self._error(r, 400, "request target must be an absolute path")
@@ -761,10 +815,14 @@ class ClientConn:
         if route is False:
             return self._error(r, 404, "no route for this path")
         r.route = route
+        if r.acrm is not None and r.method == "OPTIONS" and r.origin is not None and gw.cors is not None:
+            return self._preflight(r, check)
         if r.clen > route.max_body or r.body_len > route.max_body:
             return self._error(r, 413, f"request body larger than {route.max_body} bytes", close=True)
-        if r.expect and not r.complete:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        if r.chunked and not r.complete:
+            # checks first: the chunked body is not read (beyond what already arrived) until the
+            # token and the rate limits have passed (_dispatch resumes reading)
+            self.pause_reading(4)
         if route.auth:
             authz = r.authz
             if authz is None or len(authz) < 8 or authz[:7].lower() != b"bearer ":
@@ -781,6 +839,8 @@ class ClientConn:
             if status == auth.FAIL:
                 return self._unauthorized(r, value)
             r.ident = value
+            if gw.revocation is not None:
+                return self._check_revoked(r)
         self._limit(r)
 
     def _after_refetch(self, r: Req, token: str, _fut=None):
@@ -790,6 +850,36 @@ class ClientConn:
         if status != auth.OK:
             return self._unauthorized(r, value if status == auth.FAIL else "unknown signing key")
         r.ident = value
+        if self.gw.revocation is not None:
+            return self._check_revoked(r)
+        self._limit(r)
+
+    @cython.ccall
+    def _check_revoked(self, r: Req):
+        """The token's user or session in the revocation set? The answer is kept on the token's
+        cached Identity: "revoked" for good, "not revoked" for revocation_ttl s; a lookup is one
+        pipelined EXISTS (fails open: Redis away or slow, the token passes)."""
+        ident = r.ident
+        if ident.revoked:
+            metrics.REVOKED.inc()
+            return self._unauthorized(r, "token revoked")
+        if ident.rev_until > r.start:
+            return self._limit(r)
+        self.gw.revocation.call(ident.revoked_check, self._revocation_answer, r)
+
+    def _revocation_answer(self, r: Req, found):
+        ident = r.ident
+        if found is None or isinstance(found, Exception):  # Redis failed: fail open, ask again later
+            ident.rev_until = _monotonic() + self.gw.revocation_ttl
+        elif found:
+            ident.revoked = True
+        else:
+            ident.rev_until = _monotonic() + self.gw.revocation_ttl
+        if r is not self.active or self.closed:
+            return
+        if ident.revoked:
+            metrics.REVOKED.inc()
+            return self._unauthorized(r, "token revoked")
         self._limit(r)
 
     @cython.ccall
@@ -827,12 +917,21 @@ class ClientConn:
             retry_after = max(1, -(-retry_ms // 1000))
             return self._error(r, 429, f"rate limit exceeded ({scope}); retry in {retry_after}s",
                                extra=hdr + b"Retry-After: %d\r\n" % retry_after)
-        r.rl_hdr = hdr
+        r.rl_hdr = hdr + r.cors_hdr if r.cors_hdr else hdr
         self._dispatch(r)
 
     @cython.ccall
     def _dispatch(self, r: Req):
         gw: GatewayBase = self.gw
+        if not r.complete and not r.tries:
+            # the checks passed: now the body may come (it was not read, nor invited, before)
+            if r.expect:
+                r.expect = False
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if r.chunked:  # collected first (sent upstream with a Content-Length): on_message_complete
+                r.await_body = True
+                self.resume_reading(4)
+                return
         cluster = gw.clusters.get(r.route.service)
         if cluster is None or not cluster.replicas:
             return self._error(r, 503, f"no replicas available for service {r.route.service}")
@@ -937,7 +1036,8 @@ class ClientConn:
             peer = self.peer_b
             xff = r.xff_in + b", " + peer if r.xff_in else peer
             proto = r.proto_in if r.proto_in in (b"http", b"https") else b"http"
-            tail = b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto + b"\r\n"
+            tail = (b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto + b"\r\nX-Client-IP: "
+                    + r.client_ip.encode() + b"\r\n")
         else:
             tail = self.fwd_tail  # the common case, the same for every request on this connection
         parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd, b"X-Request-ID: ", r.rid, tail]
@@ -1023,8 +1123,14 @@ class ClientConn:
         elif r.http11:
             r.resp_mode = RESP_CHUNKED
             out.append(b"Transfer-Encoding: chunked\r\n")
-        else:
-            r.resp_mode = RESP_CLOSE
+        else:  # HTTP/1.0 client, no length: collect the body, send it with a Content-Length
+            r.resp_mode = RESP_BUFFER
+            r.rbuf = [b"".join(out)]
+            r.rbuf_len = 0
+            r.resp_started = True
+            r.held = True  # nothing reaches the client before the end: a lost replica is retried
+            self.up_deadline = time.monotonic() + r.route.timeout
+            return
         keep = r.keep_alive and not self.must_close and not gw.draining and r.resp_mode != RESP_CLOSE
         if not keep:
             self.must_close = True
@@ -1092,6 +1198,7 @@ class ClientConn:
     def _drop_held(self, r: Req):
         """Forget a buffered response head that never reached the client."""
         self.wbuf = []
+        r.rbuf = None
         r.held = False
         r.resp_started = False
         r.status = 0
@@ -1102,8 +1209,21 @@ class ClientConn:
         r: Req = self.active
         if r is None or not r.resp_started:
             return
-        r.held = False
         mode = r.resp_mode
+        if mode == RESP_BUFFER:
+            r.rbuf.append(data)
+            r.rbuf_len += len(data)
+            if r.rbuf_len > MAX_BUFFERED_RESPONSE:  # too large to hold: close-delimited from here
+                r.resp_mode = RESP_CLOSE
+                r.held = False
+                self.must_close = True
+                buf = r.rbuf
+                r.rbuf = None
+                buf[0] += b"Connection: close\r\n\r\n"
+                self.wbuf.extend(buf)
+            self.up_deadline = time.monotonic() + r.route.timeout
+            return
+        r.held = False
         if mode == RESP_CHUNKED:
             self.wbuf.extend((b"%x\r\n" % len(data), data, b"\r\n"))
         elif mode != RESP_NONE:
@@ -1118,6 +1238,16 @@ class ClientConn:
         r.held = False
         if r.resp_mode == RESP_CHUNKED:
             self.wbuf.append(b"0\r\n\r\n")
+        elif r.resp_mode == RESP_BUFFER:
+            buf = r.rbuf
+            r.rbuf = None
+            r.resp_mode = RESP_RAW
+            keep = r.keep_alive and not self.must_close and not self.gw.draining
+            if not keep:
+                self.must_close = True
+            buf[0] += b"Content-Length: %d\r\n%s" % (
+                r.rbuf_len, b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+            self.wbuf.extend(buf)
         self.flush()
         conn.client = None
         conn.req = None
@@ -1219,6 +1349,8 @@ class ClientConn:
         if r.conn is not None:
             r.conn.abort()
             r.conn = None
+        if self.paused & 4:
+            self.resume_reading(4)  # a refused chunked body is read and dropped (or the connection closes)
         r.status = status
         if close or status in (400, 408, 413, 414, 431) or self.gw.draining:
             self.must_close = True
@@ -1229,9 +1361,39 @@ class ClientConn:
             self.must_close = True
         if r.rid is None:
             r.rid = self.gw.rids.next()
+        if r.cors_hdr:
+            extra = extra + r.cors_hdr
         self.flush()
         self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
                                                head=r.method == "HEAD", extra_headers=extra))
+        r.resp_started = True
+        self._finish(r)
+
+    def _preflight(self, r: Req, path: str):
+        """A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method), answered here
+        without a token: 204 with the allowed methods and headers for an allowed origin; without
+        any CORS header for another (the browser then refuses the actual request)."""
+        gw: GatewayBase = self.gw
+        hdr = gw.cors.get(r.origin.lower())
+        out = [b"HTTP/1.1 204 No Content\r\nX-Request-ID: ", r.rid, b"\r\n"]
+        if hdr is not None:
+            # the route the actual request will take (a route may be restricted to some methods)
+            route = gw.match(path, r.acrm.decode("latin-1").strip().upper()) or r.route
+            methods = route.methods
+            allowed = ", ".join(sorted(methods)) if methods is not None else \
+                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+            out += [b"Access-Control-Allow-Origin: ", r.origin, b"\r\nAccess-Control-Allow-Methods: ",
+                    allowed.encode(), b"\r\n", gw.cors_preflight]
+        out.append(b"Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers\r\n")
+        r.status = 204
+        if not r.complete and not self.must_close:
+            r.discard = True
+        keep = r.keep_alive and not self.must_close and not gw.draining
+        if not keep:
+            self.must_close = True
+        out.append(b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+        self.flush()
+        self.transport.write(b"".join(out))
         r.resp_started = True
         self._finish(r)
 
@@ -1249,6 +1411,12 @@ class ClientConn:
                 if r.client_ip is None:
                     r.client_ip = self.peer
             self.active = r
+            self.queue.clear()
+            r.keep_alive = False
+            self._error(r, status, detail)
+        elif r is not None and self.active is r and not r.resp_started:
+            # the request being answered is the one whose bytes broke (a body over the limit, a
+            # bad chunk): nothing was sent to the client yet, so it gets the problem
             self.queue.clear()
             r.keep_alive = False
             self._error(r, status, detail)

@@ -103,7 +103,7 @@ class RedisLimiter:
     """check(keys, args, callback, ctx): callback(ctx, result) with result = the script's reply,
     or None when Redis is unavailable (fail open)."""
 
-    def __init__(self, url: str, *, timeout: float, on_failopen=None):
+    def __init__(self, url: str, *, timeout: float, on_failopen=None, what: str = "rate limiting"):
         parts = urlsplit(url)
         if parts.scheme not in ("redis", "rediss"):
             raise ValueError(f"unsupported REDIS_URL scheme {parts.scheme!r}")
@@ -116,6 +116,7 @@ class RedisLimiter:
         self.db = int(db) if db.isdigit() else 0
         self.timeout = timeout
         self.on_failopen = on_failopen
+        self.what = what  # for the fail-open warning
         self.proto: _RedisProtocol | None = None
         self.connecting = False
         self.last_attempt = -1e9
@@ -132,6 +133,17 @@ class RedisLimiter:
             return
         payload = _cmd(b"EVALSHA", SHA, b"%d" % len(keys), *keys, *args)
         self.pending.append((time.monotonic(), callback, ctx, payload))
+        proto.transport.write(payload)
+
+    def call(self, payload: bytes, callback, ctx) -> None:
+        """Any command (RESP-encoded, see _cmd): callback(ctx, reply), reply None when Redis failed."""
+        proto = self.proto
+        if proto is None:
+            self._ensure_connected()
+            self._failopen("redis not connected")
+            callback(ctx, None)
+            return
+        self.pending.append((time.monotonic(), callback, ctx, None))
         proto.transport.write(payload)
 
     def _reply(self, reply) -> None:
@@ -199,7 +211,7 @@ class RedisLimiter:
             self.pending.append((time.monotonic(), None, None, None))
             proto.transport.write(cmd)
         self.proto = proto
-        log.info("redis connected: %s:%s", self.host, self.port)
+        log.info("redis connected: %s:%s%s", self.host, self.port, "" if self.what == "rate limiting" else f" ({self.what})")
 
     def _lost(self, proto) -> None:
         if self.proto is proto:  # a connection we already dropped in tick() was flushed there
@@ -230,7 +242,7 @@ class RedisLimiter:
         now = time.monotonic()
         if now - self.last_warning >= 10.0:
             self.last_warning = now
-            log.warning("rate limiting fails open: %s", why)
+            log.warning("%s fails open: %s", self.what, why)
 
     def connect_soon(self) -> None:
         self._ensure_connected()

@@ -49,6 +49,12 @@ class Gateway(GatewayBase):
                         if settings.redis_url else None)
         if self.limiter is None:
             log.warning("REDIS_URL not set: rate limiting is disabled")
+        # the access-token revocation set (shared/revocation.py), its own pipelined connection
+        self.revocation = (RedisLimiter(settings.revocation_url, timeout=settings.redis_timeout,
+                                        on_failopen=metrics.REVOCATION_FAILOPEN.inc, what="revocation checking")
+                           if settings.revocation_url else None)
+        if self.revocation is None:
+            log.warning("REDIS_URL (or REVOCATION_REDIS_URL) not set: revoked tokens are not refused at the edge")
         self.orphans = {}
         self.apply(settings)
 
@@ -68,6 +74,17 @@ class Gateway(GatewayBase):
         self.max_body_any = max([s.max_body] + [r.max_body for r in s.routes])
         self.trusted = s.trusted_proxies
         self.trusted_cache = {}
+        self.revocation_ttl = s.revocation_cache
+        # CORS: the response headers per allowed origin (bytes, as the Origin header arrives)
+        if s.cors_origins:
+            expose = b"Access-Control-Expose-Headers: " + config.CORS_EXPOSE_HEADERS.encode() + b"\r\n"
+            self.cors = {o.encode(): b"Access-Control-Allow-Origin: " + o.encode() + b"\r\n" + expose
+                         + b"Vary: Origin\r\n" for o in s.cors_origins}
+            self.cors_preflight = (b"Access-Control-Allow-Headers: " + s.cors_allow_headers.encode()
+                                   + b"\r\nAccess-Control-Max-Age: %d\r\n" % s.cors_max_age)
+        else:
+            self.cors = None
+            self.cors_preflight = b""
         self.bucket_args = {}
         for r in s.routes:
             if r.ratelimit is not None:
@@ -139,6 +156,8 @@ class Gateway(GatewayBase):
                     c.on_tick(now)
                 if self.limiter is not None:
                     self.limiter.tick(now)
+                if self.revocation is not None:
+                    self.revocation.tick(now)
                 for cl in self.clusters.values():
                     cl.tick(now)
                 if now >= self._next_idle_sweep:
@@ -192,6 +211,8 @@ class Gateway(GatewayBase):
                  loop.create_task(self.verifier.run(self.stopping))]
         if self.limiter is not None:
             self.limiter.connect_soon()
+        if self.revocation is not None:
+            self.revocation.connect_soon()
         return tasks
 
 
@@ -261,6 +282,8 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
             admin_server.close()
         if gw.limiter is not None:
             gw.limiter.close()
+        if gw.revocation is not None:
+            gw.revocation.close()
         for cl in gw.clusters.values():
             cl.close()
         loop.run_until_complete(asyncio.sleep(0))

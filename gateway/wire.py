@@ -26,16 +26,19 @@ HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te"
                         b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
 # Client-sent identity/internal headers the services (or logs) might trust: never forwarded.
 IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-authenticated-user",
-                      b"x-service-token", b"x-real-ip", b"forwarded"})
+                      b"x-service-token", b"x-real-ip", b"x-client-ip", b"forwarded"})
 # Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
 REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
 STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
-H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN = range(10)
+H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN, H_ORIGIN, H_ACRM = range(12)
 SPECIAL = {name: H_DROP for name in STRIP_REQ}
 SPECIAL.update({b"authorization": H_AUTHZ, b"host": H_HOST, b"content-length": H_CLEN,
                 b"transfer-encoding": H_TE, b"x-request-id": H_RID, b"x-forwarded-for": H_XFF,
-                b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN})
-STRIP_RESP = HOP_BY_HOP | {b"x-request-id"}
+                b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN,
+                # CORS (read, and forwarded): the request's Origin, a preflight's requested method
+                b"origin": H_ORIGIN, b"access-control-request-method": H_ACRM})
+# `Server` names the upstream's software (gunicorn): not passed on
+STRIP_RESP = HOP_BY_HOP | {b"x-request-id", b"server"}
 # Upstream response heads are rewritten with one regex pass instead of a callback per header
 # (the upstreams are our own services; the request side keeps httptools' per-header view).
 RESP_STRIP_RE = re.compile(
@@ -47,7 +50,7 @@ B_HEAD = b"HEAD"
 RESP_KIND = {name: 1 for name in STRIP_RESP}
 RESP_KIND.update({b"content-length": 2, b"transfer-encoding": 3, b"connection": 4})
 REQ_KIND = {name: 1 for name in SPECIAL}  # 1: the general path handles it
-REQ_KIND.update({b"host": 2, b"authorization": 3})
+REQ_KIND.update({b"host": 2, b"authorization": 3, b"origin": 4})
 
 
 def _by_length(kinds: dict) -> dict:
@@ -115,7 +118,8 @@ def _is_tchar(c: cython.uchar) -> cython.bint:
 
 def scan_request(data: bytes):
     """The request fast path's parse, one pass over a whole head: (B_GET or B_HEAD, url, header
-    block, Host value, Authorization value) or None (the general path, httptools, decides)."""
+    block, Host value, Authorization value, Origin value) or None (the general path, httptools,
+    decides)."""
     n: cython.Py_ssize_t = len(data)
     p: cython.p_uchar = data
     k: cython.Py_ssize_t
@@ -139,17 +143,22 @@ def scan_request(data: bytes):
     b0: cython.Py_ssize_t = k
     host = None
     authz = None
+    origin = None
     s: cython.Py_ssize_t
     c: cython.Py_ssize_t
     v0: cython.Py_ssize_t
     v1: cython.Py_ssize_t
     ch: cython.uchar
     kind: cython.int
+    fields: cython.int = 0
     while True:
         if k + 1 < n and p[k] == 13 and p[k + 1] == 10:
             if k + 2 != n:
                 return None  # pipelined bytes after the head
             break
+        fields += 1
+        if fields > 100:
+            return None  # too many fields: the general path refuses it (proxy.MAX_HEADER_FIELDS)
         s = k
         while k < n and _is_tchar(p[k]):
             k += 1
@@ -178,14 +187,18 @@ def scan_request(data: bytes):
                 if host is not None:
                     return None
                 host = p[v0:v1]
-            else:
+            elif kind == 3:
                 if authz is not None:
                     return None
                 authz = p[v0:v1]
+            else:
+                if origin is not None:
+                    return None
+                origin = p[v0:v1]
         elif kind == 1 or _is_internal(p, s, c - s):
             return None  # a header the gateway rewrites or strips: the general path
         k += 2
-    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz
+    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz, origin
 
 
 def scan_response(data: bytes, end: cython.Py_ssize_t):

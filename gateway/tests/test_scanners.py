@@ -24,17 +24,19 @@ FAST_REQ = re.compile(rb"(GET|HEAD) (/[\x21-\x7e]*) HTTP/1\.1\r\n((?:" + _TOKEN 
                       rb":[\t\x20-\x7e\x80-\xff]*\r\n)*)\r\n")
 # on the lowercased header block with a "\n" in front: any header the fast path does not handle
 FAST_OTHER = re.compile(
-    rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(wire.SPECIAL) - {b"host", b"authorization"})) +
+    rb"\n(?:(?:" + b"|".join(re.escape(h) for h in sorted(set(wire.SPECIAL) - {b"host", b"authorization", b"origin"})) +
     rb"):|x-internal-)")
 RESP_CONN_CLOSE = re.compile(rb"\r\nconnection[ \t]*:[^\r\n]*\bclose\b", re.I)
 
 
 def _match_request(data: bytes):
-    """(method, url, header block, host, authz) or None when the request needs the general path."""
+    """(method, url, header block, host, authz, origin) or None when the request needs the general path."""
     m = FAST_REQ.fullmatch(data)
     if m is None:
         return None
     block = m.group(3)
+    if block.count(b"\r\n") > 100:
+        return None  # more header fields than the gateway accepts: the general path refuses them
     low = b"\n" + block.lower()  # offsets in low are offsets in block + 1
     if FAST_OTHER.search(low) is not None:
         return None
@@ -49,7 +51,13 @@ def _match_request(data: bytes):
         if low.find(b"\nauthorization:", i + 15) >= 0:
             return None
         authz = block[i + 14:block.index(b"\r", i)].strip(b" \t")
-    return m.group(1), m.group(2), block, host, authz
+    origin = None
+    i = low.find(b"\norigin:")
+    if i >= 0:
+        if low.find(b"\norigin:", i + 8) >= 0:
+            return None
+        origin = block[i + 7:block.index(b"\r", i)].strip(b" \t")
+    return m.group(1), m.group(2), block, host, authz, origin
 
 
 def _old_response_checks(data: bytes):
@@ -100,7 +108,8 @@ def _response(rnd: random.Random) -> bytes:
 REQ_NAMES = [b"Host", b"host", b"HOST", b"Authorization", b"authorization", b"Accept", b"User-Agent", b"X-Request-ID",
              b"X-Forwarded-For", b"X-Internal-Foo", b"x-internal-", b"Connection", b"Content-Length", b"Expect",
              b"X-User-Id", b"Forwarded", b"Cookie", b"Host ", b"Ho st", b"", b"X(y", b"Accept-Encoding",
-             b"Transfer-Encoding", b"Te", b"Hostx", b"Authorizations"]
+             b"Transfer-Encoding", b"Te", b"Hostx", b"Authorizations", b"Origin", b"origin", b"Originx",
+             b"Access-Control-Request-Method"]
 REQ_VALUES = [b"example.com", b" example.com ", b"\tBearer abc\t", b"Bearer abc", b"", b"a\x01b", b"a\x7fb",
               b"\x80\xff", b"x\ry", b"a b"]
 
@@ -153,9 +162,9 @@ def test_common_heads_take_the_fast_paths():
     request = b"GET /api/v1/users/me?x=1 HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t\r\nAccept: */*\r\n\r\n"
     assert wire.scan_request(request) == (b"GET", b"/api/v1/users/me?x=1",
                                             b"Host: gw\r\nAuthorization: Bearer t\r\nAccept: */*\r\n", b"gw",
-                                            b"Bearer t")
+                                            b"Bearer t", None)
     response = (b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nConnection: keep-alive\r\n"
                 b"X-Request-ID: spoofed\r\nContent-Type: application/json\r\n\r\n{}")
     end = response.find(b"\r\n\r\n")
     assert wire.scan_response(response, end) == (
-        200, b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 2\r\nContent-Type: application/json", 2)
+        200, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: application/json", 2)

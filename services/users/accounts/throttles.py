@@ -6,11 +6,17 @@ from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
 from accounts import selectors
+from shared.client_ip import client_ip
 
 
 class _SettingsRateThrottle(SimpleRateThrottle):
     def get_rate(self):
         return settings.THROTTLE_RATES[self.scope]
+
+    def get_ident(self, request):
+        # the address the gateway resolved (X-Client-IP, believed only from a gateway peer), never
+        # X-Forwarded-For: shared/client_ip.py
+        return client_ip(request)
 
 
 class LoginIpThrottle(_SettingsRateThrottle):

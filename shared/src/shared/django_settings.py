@@ -73,11 +73,14 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
             "EXCEPTION_HANDLER": "shared.problems.exception_handler",
             "UNAUTHENTICATED_USER": None,
             "DEFAULT_SCHEMA_CLASS": "shared.openapi.AutoSchema",
-            "NUM_PROXIES": env_int("NUM_PROXIES", 1),
+            # throttles key clients by shared.client_ip (the gateway's X-Client-IP), never by X-Forwarded-For
+            "NUM_PROXIES": 0,
         },
         # docs/api-schema.md: views declare their contract with @extend_schema and shared.openapi
         "SPECTACULAR_SETTINGS": {"TITLE": f"{service} service", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False,
                                  "COMPONENT_SPLIT_REQUEST": True},
+        # peers whose X-Client-IP is believed (the gateway's addresses, CIDRs): shared/client_ip.py
+        "TRUSTED_GATEWAY_PEERS": env_str("TRUSTED_GATEWAY_PEERS", "127.0.0.1/32,::1/128"),
         "JWT_ISSUER": env_str("JWT_ISSUER", "social-users"),
         "JWT_AUDIENCE": env_str("JWT_AUDIENCE", "social-api"),
         "JWKS_URL": env_str("JWKS_URL", "http://127.0.0.1:8100/.well-known/jwks.json"),

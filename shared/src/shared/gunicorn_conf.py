@@ -14,6 +14,13 @@ threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 keepalive = 75  # longer than the gateway's idle pool timeout, so the gateway closes first
 graceful_timeout = 20
 timeout = 30
+# Request limits, set explicitly and above the gateway's (gateway/proxy.py MAX_URL 8000,
+# MAX_HEADER_FIELDS 100, MAX_FIELD_SIZE 8190 plus the few headers the gateway adds), so the gateway
+# refuses an oversized request first with problem+json and gunicorn's HTML error pages never reach
+# a client. 8190 is gunicorn's largest request line.
+limit_request_line = 8190
+limit_request_fields = 150
+limit_request_field_size = 16384
 accesslog = None  # the gateway writes the access log; services log slow requests and errors
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 

@@ -209,3 +209,26 @@ def test_login_throttle_per_account_counts_username_and_email_as_one_account(api
                                format="json").status_code == 401
     assert_problem(api_client.post("/api/v1/auth/login", {"username": "NOBODY", "password": "x-x-x-x-x"},
                                    format="json"), 429, "rate-limited")
+
+
+def test_login_throttle_keys_by_the_client_ip_the_gateway_resolved(api_client, settings):
+    """Behind a load balancer every request carries `X-Forwarded-For: <client>, <balancer>`: the
+    per-IP bucket is the address the gateway resolved (X-Client-IP), believed only from a gateway
+    peer (TRUSTED_GATEWAY_PEERS), never the balancer's address from X-Forwarded-For."""
+    settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "login_ip": "2/min"}
+    settings.TRUSTED_GATEWAY_PEERS = "127.0.0.1/32"
+    names = iter(range(100))
+
+    def login(client_ip, remote="127.0.0.1"):
+        client = APIClient(REMOTE_ADDR=remote, HTTP_X_CLIENT_IP=client_ip,
+                           HTTP_X_FORWARDED_FOR=f"{client_ip}, 10.9.9.9")
+        body = {"username": f"nobody{next(names)}", "password": "whatever-x"}  # no per-account limit in play
+        return client.post("/api/v1/auth/login", body, format="json").status_code
+
+    # from the gateway: one bucket per client, however many share the balancer
+    assert [login(f"203.0.113.{i}") for i in range(1, 6)] == [401] * 5
+    assert [login("203.0.113.9") for _ in range(3)] == [401, 401, 429]
+    # from a peer that is no gateway, X-Client-IP (and X-Forwarded-For) mean nothing: the peer is the client
+    assert [login(f"198.51.100.{i}", remote="10.2.3.4") for i in range(3)] == [401, 401, 429]
+    # a value that is no IP address is ignored
+    assert [login("not-an-ip") for _ in range(3)] == [401, 401, 429]  # keyed by the peer, 127.0.0.1
