@@ -545,7 +545,8 @@ def test_compose_checks_the_health_of_every_long_running_container():
 
 def test_compose_images_are_variables_defaulting_to_public_images():
     services = compose()["services"]
-    for name in ("postgres", "redis", "pgbouncer", "prometheus", "grafana"):
+    for name in ("postgres", "redis", "pgbouncer", "prometheus", "grafana", "alertmanager", "postgres-exporter",
+                 "redis-exporter"):
         assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[\w./-]+:[\w.\-]+\}", services[name]["image"]), name
     for name, spec in services.items():
         if "build" in spec:
@@ -568,3 +569,40 @@ def test_images_are_tagged_with_each_components_release():
     for name, version in versions.items():
         images = {spec["image"] for spec in services.values() if f"/{name}:" in spec.get("image", "")}
         assert images == {f"${{IMAGE_PREFIX:-social}}/{name}:${{{name.upper()}_TAG:-{version}}}"}, name
+
+
+# --- make containers-test: podman's configuration on a machine that lacks it -----------------------
+
+def _containers_test_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("containers_test", ROOT / "dev" / "containers_test.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_containers_test_configures_podman_once_and_keeps_what_is_set(tmp_path):
+    configure = _containers_test_module().configure_podman
+    settings = {"containers": ("default_ulimits", "[]"), "engine": ("runtime", '"runc"')}
+    conf = tmp_path / "containers" / "containers.conf"
+    configure(settings, conf)  # no file yet: both sections written
+    first = conf.read_text()
+    assert "[containers]\ndefault_ulimits = []" in first and '[engine]\nruntime = "runc"' in first
+    configure(settings, conf)
+    assert conf.read_text() == first  # idempotent
+    conf.write_text('[containers]\nlog_driver = "k8s-file"\n[engine]\nruntime = "crun"\n')
+    configure(settings, conf)  # an existing section gains the key; a key already set is left alone
+    assert conf.read_text() == '[containers]\ndefault_ulimits = []\nlog_driver = "k8s-file"\n[engine]\nruntime = "crun"\n'
+
+
+def test_compose_image_variables_have_a_stand_in_each():
+    """Every infrastructure image compose pulls is replaced in make containers-test, except those it does not start."""
+    module = _containers_test_module()
+    variables = set(re.findall(r"\$\{([A-Z_]+_IMAGE):-", (ROOT / "docker-compose.yml").read_text()))
+    replaced = set(module.STAND_INS.values()) | {"GRAFANA_IMAGE"}
+    assert variables == replaced, variables ^ replaced
+    assert {"grafana"} == module.NOT_STARTED
+    targets = re.findall(r"^FROM packages AS (\S+)$", (ROOT / "dev/containers/infra.Containerfile").read_text(), re.M)
+    assert sorted(targets) == sorted(module.STAND_INS)
