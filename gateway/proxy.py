@@ -1034,31 +1034,31 @@ class ClientConn:
         path = r.path
         if not path or '"' in path or "\\" in path:
             path = json.dumps(r.path or r.url.decode("latin-1")[:200])[1:-1]
-        attrs = (f'{{"key":"http.request.method","value":{{"stringValue":"{r.method}"}}}},'
-                 f'{{"key":"url.path","value":{{"stringValue":"{path}"}}}},'
-                 f'{{"key":"url.scheme","value":{{"stringValue":"http"}}}},'
-                 f'{{"key":"http.response.status_code","value":{{"intValue":"{r.status}"}}}},'
-                 f'{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
-                 f'{{"key":"gateway.upstream","value":{{"stringValue":"{upstream}"}}}}')
         name = r.method
+        extra = ""  # the attributes a request may lack
         if route is not None:
             name = f"{r.method} {route.label}"
-            attrs += f',{{"key":"http.route","value":{{"stringValue":{route.label_json}}}}}'
+            extra = f',{{"key":"http.route","value":{{"stringValue":{route.label_json}}}}}'
         if r.host is not None:
             host = r.host.decode("latin-1")
             if ":" in host and not host.endswith("]"):
                 host = host.rpartition(":")[0]
             if '"' in host or "\\" in host:
                 host = json.dumps(host)[1:-1]
-            attrs += f',{{"key":"server.address","value":{{"stringValue":"{host}"}}}}'
+            extra += f',{{"key":"server.address","value":{{"stringValue":"{host}"}}}}'
         if r.tries > 1:
-            attrs += f',{{"key":"http.request.resend_count","value":{{"intValue":"{r.tries - 1}"}}}}'
+            extra += f',{{"key":"http.request.resend_count","value":{{"intValue":"{r.tries - 1}"}}}}'
         parent = f',"parentSpanId":"{r.parent}"' if r.parent is not None else ""
         status = ',"status":{"code":2}' if r.status >= 500 else ""
         tp: str = hdr[16:65].decode()  # "<trace id>-<span id>"
         return (f'{{"traceId":"{tp[:32]}","spanId":"{tp[33:]}"{parent},'
                 f'"name":"{name}","kind":2,"startTimeUnixNano":"{start_ns}","endTimeUnixNano":"{end_ns}",'
-                f'"attributes":[{attrs}]{status}}}')
+                f'"attributes":[{{"key":"http.request.method","value":{{"stringValue":"{r.method}"}}}},'
+                f'{{"key":"url.path","value":{{"stringValue":"{path}"}}}},'
+                f'{{"key":"url.scheme","value":{{"stringValue":"http"}}}},'
+                f'{{"key":"http.response.status_code","value":{{"intValue":"{r.status}"}}}},'
+                f'{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
+                f'{{"key":"gateway.upstream","value":{{"stringValue":"{upstream}"}}}}{extra}]{status}}}')
 
     @cython.ccall
     def _client_ip(self, r: Req) -> str:
