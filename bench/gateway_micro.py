@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The gateway's own per-request CPU cost, in-process, without sockets or a load generator.
 
-    .venv/bin/python bench/gateway_micro.py [--auth] [--n 200000] [--profile]
+    .venv/bin/python bench/gateway_micro.py [--auth] [--n 200000] [--profile] [--tracing off|on|both]
+                                            [--sample 0.1]
 
 Drives a real `ClientConn`/`UpstreamConn` pair of the real `Gateway` (route table, token
 verification with its cache, metrics, access log into its buffer) with fake transports: one
@@ -9,6 +10,12 @@ GET with keep-alive in, one small 200 from the pooled upstream connection out, p
 What it prints is the Python work the gateway adds per request (µs) — the figure that decides
 how far one process can go, independent of what else the (shared) machine is doing.
 Rate limiting needs a Redis round trip and is not included here (see gateway_bench.py --ratelimit).
+
+Tracing (gateway/tracing.py): `off` is the default configuration (OTEL_TRACES_EXPORTER unset);
+`on` starts a trace per request with --sample of them sampled, and counts everything a sampled
+span costs in this process: its OTLP/JSON object, and the tick's export of them (written to
+/dev/null, as the file exporter writes). `both` (the default) prints the two figures and the
+difference.
 """
 
 from __future__ import annotations
@@ -64,8 +71,61 @@ def main() -> int:
                     help="with --auth: the revocation check on, its answer cached (Redis is not asked here)")
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the loop (slower; shows where time goes)")
+    ap.add_argument("--tracing", choices=("off", "on", "both"), default="both")
+    ap.add_argument("--sample", type=float, default=0.1, help="sampling ratio with tracing on (default 0.1)")
     args = ap.parse_args()
+    import gateway
 
+    modes = ("off", "on") if args.tracing == "both" else (args.tracing,)
+    setups = {mode: setup(args, tracing=mode == "on") for mode in modes}
+    if args.profile:
+        import cProfile
+        import pstats
+
+        prof = cProfile.Profile()
+        prof.enable()
+    # best of 5 blocks per mode, the modes' blocks alternating: on a shared machine the neighbours'
+    # load shows up as slower blocks (and hits both modes alike); the best one is the gateway's own cost
+    blocks: dict[str, list[float]] = {mode: [] for mode in modes}
+    for _ in range(5):
+        for mode in modes:
+            one, gw, _sink = setups[mode]
+            blocks[mode].append(block(one, gw, args.n // 5))
+    if args.profile:
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    results = {}
+    for mode in modes:
+        one, gw, sink = setups[mode]
+        results[mode] = min(blocks[mode]) * 1e6
+        trace = f"tracing on, {args.sample:.0%} sampled, {sink.spans} spans exported" if sink else "tracing off"
+        print(f"gateway per-request Python cost: {results[mode]:.2f} µs ({args.n} GETs, auth "
+              f"{'on' if args.auth else 'off'}, {'revocation check cached, ' if args.revocation else ''}"
+              f"access log on, metrics on, {trace}; data path {gateway.PROXY_MODE})")
+        if gw.tracer is not None:
+            gw.tracer.shutdown()
+    if len(results) == 2:
+        off, on = results["off"], results["on"]
+        print(f"tracing on at {args.sample:.0%} sampling costs {on - off:+.2f} µs per request "
+              f"({(on - off) / off:+.1%} of tracing off)")
+    return 0
+
+
+class CountingSink:
+    """Writes each OTLP/JSON request to /dev/null (the file exporter's work); `spans` is counted by block()."""
+
+    def __init__(self):
+        from gateway.tracing import LineSink
+
+        self.spans = 0
+        self.line = LineSink(open(os.devnull, "w"))  # noqa: SIM115 - the bench's lifetime
+
+    def __call__(self, payload: str) -> None:
+        self.line(payload)
+
+
+def setup(args, *, tracing: bool):
+    """A Gateway with one client and one pooled upstream connection; returns (one exchange, gw, sink)."""
     tmp = Path(tempfile.mkdtemp(prefix="gateway-micro-"))
     routes = tmp / "routes.yaml"
     routes.write_text(f"""
@@ -86,6 +146,13 @@ routes:
 
     loop = asyncio.new_event_loop()
     gw = server.Gateway(config.load(), loop)
+    sink = None
+    if tracing:
+        from gateway import tracing as gw_tracing
+
+        sink = CountingSink()
+        gw.tracer = gw_tracing.from_env({"OTEL_TRACES_SAMPLER_ARG": str(args.sample)}, sink=sink)
+        gw.trace_bound = gw.tracer.bound
     headers = b"Host: 127.0.0.1:8000\r\n"
     if args.auth:
         from gateway_bench import mint_token
@@ -116,34 +183,26 @@ routes:
     for _ in range(1000):
         one()
     gw.log_buf.clear()
+    if gw.tracer is not None:
+        gw.tracer.flush()
     assert rep.idle == [up] and client.active is None, "the exchange did not complete"
-    n = args.n
-    if args.profile:
-        import cProfile
-        import pstats
+    return one, gw, sink
 
-        prof = cProfile.Profile()
-        prof.enable()
-    # CPU time of this process (not wall time), best of 5 blocks: on a shared machine the
-    # neighbours' load shows up as slower blocks, the best one is the gateway's own cost
-    blocks = []
-    for _ in range(5):
-        t0 = time.process_time()
-        for i in range(n // 5):
-            one()
-            if not i & 1023:
-                gw.log_buf.clear()  # the tick writes them out every 0.1 s; not measured here
-        blocks.append((time.process_time() - t0) / (n // 5))
-    dt = min(blocks) * n
-    if args.profile:
-        prof.disable()
-        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
-    import gateway
 
-    print(f"gateway per-request Python cost: {dt / n * 1e6:.2f} µs ({n} GETs, auth {'on' if args.auth else 'off'}, "
-          f"{'revocation check cached, ' if args.revocation else ''}access log on, metrics on; "
-          f"data path {gateway.PROXY_MODE})")
-    return 0
+def block(one, gw, count: int) -> float:
+    """CPU time of this process (not wall time) per request over `count` requests."""
+    t0 = time.process_time()
+    for i in range(count):
+        one()
+        if not i & 1023:
+            gw.log_buf.clear()  # the tick writes them out every 0.1 s; not measured here
+            if gw.tracer is not None:
+                gw.tracer.sink.spans += len(gw.tracer.done)
+                gw.tracer.flush()  # the tick's export of the sampled spans (measured)
+    if gw.tracer is not None:
+        gw.tracer.sink.spans += len(gw.tracer.done)
+        gw.tracer.flush()
+    return (time.process_time() - t0) / count
 
 
 if __name__ == "__main__":

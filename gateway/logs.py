@@ -1,4 +1,8 @@
-"""JSON log lines on stderr (the access log is separate: one JSON line per request on stdout)."""
+"""JSON log lines on stderr, in the schema every process writes (shared/src/shared/jsonlog.py;
+docs/operations.md#logs): ts (ISO 8601 UTC, ms), level, logger, service, pid, request_id, msg.
+The access log is separate: one JSON line per request on stdout (proxy.ClientConn._record), with
+the same ts/level/logger/service/pid/request_id/msg fields, trace_id and span_id when traced, then
+the request's own fields."""
 
 from __future__ import annotations
 
@@ -7,16 +11,19 @@ import logging
 import os
 import sys
 import time
+from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         payload = {
-            "ts": round(record.created, 3),
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "service": "gateway",
             "pid": os.getpid(),
-            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "msg": record.getMessage(),
         }
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

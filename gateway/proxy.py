@@ -33,7 +33,7 @@ from urllib.parse import unquote
 import cython
 import httptools
 from cython.cimports.gateway.metrics import Local
-from cython.cimports.gateway.wire import RequestIds, scan_request, scan_response
+from cython.cimports.gateway.wire import RequestIds, TraceIds, scan_request, scan_response
 
 from . import auth, metrics, problems
 from .upstream import Cluster, replayable
@@ -50,6 +50,8 @@ from .wire import (
     H_ORIGIN,
     H_RID,
     H_TE,
+    H_TP,
+    H_TS,
     H_XFF,
     H_XFP,
     RESP_STRIP_RE,
@@ -60,11 +62,13 @@ log = logging.getLogger("gateway.proxy")
 COMPILED: bool = cython.compiled
 _monotonic = time.monotonic
 _time = time.time
+_time_ns = time.time_ns
 _LOCAL = cython.declare(Local, metrics.local)  # per-process request counts and latencies
 
-# the access log: one JSON line per request with these fields (ClientConn._record)
-ACCESS_FIELDS = ("ts", "method", "path", "route", "status", "upstream", "duration_ms", "request_id", "user", "client",
-                 "tries")
+# the access log: one JSON line per request with these fields (ClientConn._record): the log schema's
+# (gateway/logs.py; trace_id and span_id when tracing is on), then the request's
+ACCESS_FIELDS = ("ts", "level", "logger", "service", "pid", "request_id", "msg", "method", "path", "route", "status",
+                 "upstream", "duration_ms", "user", "client", "tries")
 DRAIN_IDLE_GRACE = 0.3  # seconds an idle connection may still send a request after a SIGTERM's drain starts
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -117,6 +121,10 @@ class GatewayBase:
     rl_prefix = cython.declare(bytes, visibility="public")  # rate-limit keys' prefix
     bucket_args = cython.declare(dict, visibility="public")  # config.Bucket -> EVALSHA arguments
     rids = cython.declare(RequestIds, visibility="public")  # X-Request-ID values
+    tracer = cython.declare(object, visibility="public")  # tracing.Tracer | None (tracing off)
+    tids = cython.declare(TraceIds, visibility="public")  # traceparent header lines (tracing on)
+    trace_bound = cython.declare(cython.ulonglong, visibility="public")  # sampled if the trace id's low 64 bits < this
+    access_head = cython.declare(str, visibility="public")  # the access log's level/logger/service/pid fields
 
     def match(self, path: str, method: str):
         """The route for a path: the first in the table whose prefix and methods match."""
@@ -163,6 +171,34 @@ class GatewayBase:
             if c is None:
                 c = self.orphans[replica.service] = Cluster(replica.service, [], self.settings)
         return c
+
+
+_rng = cython.declare(cython.ulonglong, 0x9E3779B97F4A7C15)  # trace and span ids (xorshift64*), per process
+
+
+def seed_trace_ids(seed: int) -> None:
+    """Seed the id generator: in each worker after the fork (server.Gateway), from os.urandom."""
+    global _rng
+    _rng = (seed & 0xFFFFFFFFFFFFFFFF) or 1
+
+
+@cython.ccall
+def rand64() -> cython.ulonglong:
+    """The next 64 random bits (xorshift64*: fast, not cryptographic; trace ids need only be unique)."""
+    global _rng
+    x: cython.ulonglong = _rng
+    mul: cython.ulonglong = 0x2545F4914F6CDD1D
+    if cython.compiled:  # C arithmetic wraps modulo 2**64
+        x ^= x >> 12
+        x ^= x << 25
+        x ^= x >> 27
+        _rng = x
+        return x * mul
+    x ^= x >> 12
+    x ^= (x << 25) & 0xFFFFFFFFFFFFFFFF
+    x ^= x >> 27
+    _rng = x
+    return (x * mul) & 0xFFFFFFFFFFFFFFFF
 
 
 _log_ts = cython.declare(cython.longlong, -1)  # access log: the last millisecond formatted ...
@@ -236,6 +272,11 @@ class Req:
     fwd = cython.declare(bytes, visibility="public")
     headers = cython.declare(object, visibility="public")
     start = cython.declare(cython.double, visibility="public")
+    tp_in = cython.declare(object, visibility="public")  # the client's traceparent / tracestate (bytes | None)
+    ts_in = cython.declare(object, visibility="public")
+    trace_hdr = cython.declare(object, visibility="public")  # trace headers forwarded (bytes; None: not decided)
+    sampled = cython.declare(cython.bint, visibility="public")  # the gateway's span is recorded
+    parent = cython.declare(object, visibility="public")  # a trusted proxy's span id (str) or None
 
     def __init__(self, now: float):
         # every field, in both modes (compiled, a new struct would start as None / 0 / False)
@@ -285,6 +326,11 @@ class Req:
         self.mbytes = b"GET"
         self.fwd = b""
         self.headers = []
+        self.tp_in = None
+        self.ts_in = None
+        self.trace_hdr = None
+        self.sampled = False
+        self.parent = None
 
 
 @cython.final
@@ -692,6 +738,10 @@ class ClientConn:
         elif kind == H_ACRM:
             r.acrm = value
             r.headers += (name, b": ", value, b"\r\n")
+        elif kind == H_TP:
+            r.tp_in = value
+        elif kind == H_TS:
+            r.ts_in = value
         elif kind == H_CONN:
             for tok in value.lower().split(b","):
                 tok = tok.strip()
@@ -1041,6 +1091,10 @@ class ClientConn:
         else:
             tail = self.fwd_tail  # the common case, the same for every request on this connection
         parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd, b"X-Request-ID: ", r.rid, tail]
+        if r.trace_hdr is None:
+            self._trace(r)
+        if r.trace_hdr:
+            parts.append(r.trace_hdr)
         if r.ident is not None:
             parts.append(r.ident.headers)
         if r.body_len or r.clen >= 0:
@@ -1050,6 +1104,61 @@ class ClientConn:
         parts.append(b"\r\n")
         head = r.head = b"".join(parts)
         return head
+
+    @cython.ccall
+    def _trace(self, r: Req):
+        """The trace headers this request forwards (gateway/tracing.py). Tracing on: the gateway's
+        own span, in a trusted proxy's trace or a new one; off: a trusted proxy's trace context as
+        it came, anyone else's none."""
+        gw: GatewayBase = self.gw
+        tracer = gw.tracer
+        if tracer is None:
+            if self.peer_trusted and r.tp_in is not None:
+                r.trace_hdr = b"traceparent: " + r.tp_in + b"\r\n" + (
+                    b"tracestate: " + r.ts_in + b"\r\n" if r.ts_in else b"")
+            else:
+                r.trace_hdr = b""
+            return
+        if self.peer_trusted and r.tp_in is not None and tracer.adopt(r):
+            return
+        sampled: cython.bint = rand64() < gw.trace_bound
+        r.sampled = sampled
+        r.trace_hdr = gw.tids.next(sampled)
+
+    @cython.ccall
+    def _span(self, r: Req, hdr: bytes, upstream: str, dur: cython.double, client: str) -> str:
+        """A sampled request's span: one OTLP/JSON object (gateway/tracing.py exports them)."""
+        end_ns: cython.longlong = _time_ns()
+        start_ns: cython.longlong = end_ns - int(dur * 1e9)
+        route = r.route
+        path = r.path
+        if not path or '"' in path or "\\" in path:
+            path = json.dumps(r.path or r.url.decode("latin-1")[:200])[1:-1]
+        name = r.method
+        extra = ""  # the attributes a request may lack
+        if route is not None:
+            name = f"{r.method} {route.label}"
+            extra = f',{{"key":"http.route","value":{{"stringValue":{route.label_json}}}}}'
+        if r.host is not None:
+            host = r.host.decode("latin-1")
+            if ":" in host and not host.endswith("]"):
+                host = host.rpartition(":")[0]
+            if '"' in host or "\\" in host:
+                host = json.dumps(host)[1:-1]
+            extra += f',{{"key":"server.address","value":{{"stringValue":"{host}"}}}}'
+        if r.tries > 1:
+            extra += f',{{"key":"http.request.resend_count","value":{{"intValue":"{r.tries - 1}"}}}}'
+        parent = f',"parentSpanId":"{r.parent}"' if r.parent is not None else ""
+        status = ',"status":{"code":2}' if r.status >= 500 else ""
+        tp: str = hdr[16:65].decode()  # "<trace id>-<span id>"
+        return (f'{{"traceId":"{tp[:32]}","spanId":"{tp[33:]}"{parent},'
+                f'"name":"{name}","kind":2,"startTimeUnixNano":"{start_ns}","endTimeUnixNano":"{end_ns}",'
+                f'"attributes":[{{"key":"http.request.method","value":{{"stringValue":"{r.method}"}}}},'
+                f'{{"key":"url.path","value":{{"stringValue":"{path}"}}}},'
+                f'{{"key":"url.scheme","value":{{"stringValue":"http"}}}},'
+                f'{{"key":"http.response.status_code","value":{{"intValue":"{r.status}"}}}},'
+                f'{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
+                f'{{"key":"gateway.upstream","value":{{"stringValue":"{upstream}"}}}}{extra}]{status}}}')
 
     @cython.ccall
     def _client_ip(self, r: Req) -> str:
@@ -1312,6 +1421,14 @@ class ClientConn:
         route = r.route
         label = route.label if route is not None else "-"
         _LOCAL.observe(label, r.status, upstream, dur)  # request count, latency histogram
+        client = r.client_ip or self.peer
+        hdr = r.trace_hdr
+        if gw.tracer is not None:
+            if hdr is None:  # answered by the gateway itself (404, 401, 429, 503 …): traced too
+                self._trace(r)
+                hdr = r.trace_hdr
+            if r.sampled:
+                gw.tracer.done.append(self._span(r, hdr, upstream, dur, client))
         if gw.access_log:
             path = r.path
             if not path or '"' in path or "\\" in path:
@@ -1320,20 +1437,25 @@ class ClientConn:
             user = ident.sub_json if ident is not None else "null"
             route_json = route.label_json if route is not None else '"-"'
             rid = r.rid.decode() if r.rid else "-"
-            client = r.client_ip or self.peer
-            # one JSON line (ACCESS_FIELDS); ts to the ms, duration to 10 us, from integers (cheaper
-            # than float formatting)
+            ids = ""
+            if gw.tracer is not None:
+                tp: str = hdr[16:65].decode()  # "<trace id>-<span id>"
+                ids = f',"trace_id":"{tp[:32]}","span_id":"{tp[33:]}"'
+
+            # one JSON line in the log schema every process writes (gateway/logs.py), then ACCESS_FIELDS;
+            # ts to the ms, duration to 10 us, from integers (cheaper than float formatting)
             global _log_ts, _log_ts_str
             ts_ms: cython.double = _time() * 1000.0 + 0.5
             ts: cython.longlong = int(ts_ms)
             if ts != _log_ts:  # many requests share a millisecond: format it once
                 _log_ts = ts
-                _log_ts_str = f"{ts // 1000}.{ts % 1000:03d}"
+                _log_ts_str = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts // 1000)) + f".{ts % 1000:03d}+00:00"
             d: cython.longlong = int(dur * 100000.0 + 0.5)
             gw.log_buf.append(
-                f'{{"ts":{_log_ts_str},"method":"{r.method}","path":"{path}","route":{route_json},'
+                f'{{"ts":"{_log_ts_str}",{gw.access_head},"request_id":"{rid}"{ids},"msg":"request",'
+                f'"method":"{r.method}","path":"{path}","route":{route_json},'
                 f'"status":{r.status},"upstream":"{upstream}","duration_ms":{d // 100}.{d % 100:02d},'
-                f'"request_id":"{rid}","user":{user},"client":"{client}","tries":{r.tries}}}\n')
+                f'"user":{user},"client":"{client}","tries":{r.tries}}}\n')
 
     @cython.ccall
     def _unauthorized(self, r: Req, detail: str):

@@ -15,11 +15,11 @@ import time
 
 import uvloop
 
-from . import PROXY_MODE, admin, auth, config, httpclient, metrics, proxy
+from . import PROXY_MODE, admin, auth, config, httpclient, metrics, proxy, tracing
 from .proxy import ClientConn, GatewayBase
 from .ratelimit import RedisLimiter
 from .upstream import Cluster
-from .wire import RequestIds
+from .wire import RequestIds, TraceIds
 
 log = logging.getLogger("gateway")
 TICK = 0.1
@@ -39,6 +39,7 @@ class Gateway(GatewayBase):
         self.max_tries = 3
         self.retry_tokens = settings.retry_min
         self.log_buf = []
+        self.access_head = f'"level":"info","logger":"gateway.access","service":"gateway","pid":{os.getpid()}'
         self.rl_prefix = settings.ratelimit_prefix.encode()
         self.rids = RequestIds(os.urandom(7).hex().encode())  # X-Request-ID: 14 random hex digits + a counter
         self._next_idle_sweep = 0.0
@@ -56,6 +57,13 @@ class Gateway(GatewayBase):
         if self.revocation is None:
             log.warning("REDIS_URL (or REVOCATION_REDIS_URL) not set: revoked tokens are not refused at the edge")
         self.orphans = {}
+        try:
+            self.tracer = tracing.from_env()  # None unless OTEL_TRACES_EXPORTER is set (gateway/tracing.py)
+        except ValueError as exc:
+            raise config.ConfigError(str(exc)) from None
+        self.trace_bound = self.tracer.bound if self.tracer is not None else 0
+        proxy.seed_trace_ids(int.from_bytes(os.urandom(8), "little"))
+        self.tids = TraceIds(os.urandom(8).hex().encode(), os.urandom(4).hex().encode())
         self.apply(settings)
 
     # -- configuration ------------------------------------------------------------------------
@@ -167,6 +175,8 @@ class Gateway(GatewayBase):
                 log.exception("tick failed")
             metrics.local.flush()
             self.flush_log()
+            if self.tracer is not None:
+                self.tracer.flush()  # sampled requests' spans to the SDK's batch processor
 
     def _close_idle_upstreams(self, now: float) -> None:
         """Close pooled connections idle longer than GATEWAY_UPSTREAM_IDLE_TIMEOUT, which is kept
@@ -275,6 +285,8 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
         gw.stopping.set()
         metrics.local.flush()
         gw.flush_log()
+        if gw.tracer is not None:
+            gw.tracer.shutdown()
         for t in tasks:
             t.cancel()
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

@@ -14,3 +14,9 @@ cpdef scan_response(bytes data, Py_ssize_t end)
 cdef class RequestIds:
     cdef bytearray buf
     cpdef bytes next(self)
+
+
+@cython.final
+cdef class TraceIds:
+    cdef bytearray buf
+    cpdef bytes next(self, bint sampled)

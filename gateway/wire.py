@@ -30,13 +30,15 @@ IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-auth
 # Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
 REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
 STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
-H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN, H_ORIGIN, H_ACRM = range(12)
+H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN, H_ORIGIN, H_ACRM, H_TP, H_TS = range(14)
 SPECIAL = {name: H_DROP for name in STRIP_REQ}
 SPECIAL.update({b"authorization": H_AUTHZ, b"host": H_HOST, b"content-length": H_CLEN,
                 b"transfer-encoding": H_TE, b"x-request-id": H_RID, b"x-forwarded-for": H_XFF,
                 b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN,
                 # CORS (read, and forwarded): the request's Origin, a preflight's requested method
-                b"origin": H_ORIGIN, b"access-control-request-method": H_ACRM})
+                b"origin": H_ORIGIN, b"access-control-request-method": H_ACRM,
+                # W3C trace context: believed from a trusted proxy only, then re-issued (gateway/tracing.py)
+                b"traceparent": H_TP, b"tracestate": H_TS})
 # `Server` names the upstream's software (gunicorn): not passed on
 STRIP_RESP = HOP_BY_HOP | {b"x-request-id", b"server"}
 # Upstream response heads are rewritten with one regex pass instead of a callback per header
@@ -307,4 +309,37 @@ class RequestIds:  # compiled: a final extension type (wire.pxd)
                 break
             buf[i] = 48  # "f" -> "0", carry into the next digit (wraps after 16**10 ids)
             i -= 1
+        return bytes(buf)
+
+
+class TraceIds:  # compiled: a final extension type (wire.pxd)
+    """The gateway's `traceparent` header lines (gateway/tracing.py), built like RequestIds: no
+    formatting per request. Trace id: 16 random hex digits fixed per process + a 16-digit counter;
+    span id: 8 more random digits fixed per process + the counter's last 8 (a span id need only
+    be unique within its trace). Unique across processes through the random parts (64 and 32
+    bits drawn from os.urandom in each worker after the fork)."""
+
+    def __init__(self, trace_prefix: bytes, span_prefix: bytes):
+        if len(trace_prefix) != 16 or len(span_prefix) != 8:
+            raise ValueError("trace id prefixes must be 16 and 8 hex digits")
+        # "traceparent: 00-" (16) trace id (32) "-" span id (16) "-" flags (2) CRLF
+        self.buf = bytearray(b"traceparent: 00-" + trace_prefix + b"0" * 16 + b"-" + span_prefix + b"0" * 8 + b"-00\r\n")
+
+    def next(self, sampled: cython.bint) -> bytes:
+        buf: bytearray = self.buf
+        i: cython.Py_ssize_t = 47  # the trace id's last digit
+        c: cython.int
+        while i >= 32:
+            c = buf[i]
+            if c == 57:  # "9" -> "a"
+                buf[i] = 97
+                break
+            if c != 102:  # below "f": no carry
+                buf[i] = c + 1
+                break
+            buf[i] = 48  # "f" -> "0", carry (wraps after 16**16 ids)
+            i -= 1
+        for i in range(8):  # the span id's counter part: the trace counter's last 8 digits
+            buf[57 + i] = buf[40 + i]
+        buf[67] = 49 if sampled else 48  # flags "01" / "00"
         return bytes(buf)

@@ -353,11 +353,51 @@ def test_network_policies_deny_by_default_and_allow_only_what_the_system_needs()
     scrape = policies["prometheus-scrape"]["spec"]["ingress"]
     assert [peer["podSelector"]["matchLabels"] for rule in scrape for peer in rule["from"]] == [
         {"app.kubernetes.io/name": "prometheus"}]
-    # every pod carries the labels the policies select on
+    # every pod of the app carries the labels the policies select on (the tracing stack runs in
+    # namespace monitoring: test_tracing_stack_receives_from_every_process)
     for name, deployment in {**by_kind("Deployment"), **by_kind("Job")}.items():
+        if deployment["metadata"]["namespace"] != "social":
+            continue
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         assert labels["app.kubernetes.io/part-of"] == "social", name
         assert name == "gateway" or labels["social/service"] in SERVICES, name
+
+
+def test_tracing_stack_receives_from_every_process():
+    """docs/operations.md#tracing: every process of compose and Kubernetes exports OTLP to a
+    collector, which forwards to Jaeger; the collector's configuration is one file in both."""
+    collector = (ROOT / "deploy" / "otel" / "collector.yaml").read_text()
+    config = yaml.safe_load(collector)
+    assert config["service"]["pipelines"]["traces"]["exporters"] == ["otlp/jaeger"]
+    assert config["exporters"]["otlp/jaeger"]["endpoint"] == "jaeger:4317"
+    assert "0.0.0.0:4318" in config["receivers"]["otlp"]["protocols"]["http"]["endpoint"]
+    # compose: the collector mounts that file; every process of the table exports to it
+    services = compose()["services"]
+    assert "./deploy/otel/collector.yaml:/etc/otelcol/config.yaml:ro" in services["otel-collector"]["volumes"]
+    assert "jaeger" in services
+    processes = yaml.safe_load((ROOT / "deploy" / "processes.yaml").read_text())["processes"]
+    for name in processes:
+        env = services[name]["environment"]
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector:4318", name
+        assert env["OTEL_TRACES_EXPORTER"].startswith("${OTEL_TRACES_EXPORTER:-otlp}"), name
+    # Kubernetes: the same configuration as a ConfigMap; the app's processes get the endpoint
+    # (envFrom social-config, the gateway by reference) and may reach the collector's port
+    assert by_kind("ConfigMap")["otel-collector-config"]["data"]["config.yaml"] == collector
+    assert by_kind("ConfigMap")["social-config"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
+        "http://otel-collector.monitoring:4318"
+    for name, deployment in by_kind("Deployment").items():
+        if deployment["metadata"]["namespace"] != "social":
+            continue
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        sources = {s.get("configMapRef", {}).get("name") for s in container.get("envFrom", [])}
+        refs = {e["name"] for e in container.get("env", []) if "valueFrom" in e}
+        assert "social-config" in sources or {"OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT"} <= refs, name
+    egress = by_kind("NetworkPolicy")["tracing-egress"]["spec"]
+    assert egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "social"}}
+    assert egress["egress"][0]["ports"] == [{"port": 4318, "protocol": "TCP"}]
+    deployments = by_kind("Deployment")
+    assert deployments["otel-collector"]["metadata"]["namespace"] == deployments["jaeger"]["metadata"]["namespace"] \
+        == "monitoring"
 
 
 def test_client_addresses_reach_the_gateway():
@@ -385,7 +425,8 @@ def test_migrations_are_jobs_applied_before_the_rollout_with_plain_kubectl():
     app_files = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(app["resources"]) == app_files
     tags = {image["name"]: image["newTag"] for image in app["images"]}
-    used = {c["image"].rsplit(":", 1)[0] for spec in pod_specs().values() for c in spec["containers"]}
+    used = {c["image"].rsplit(":", 1)[0] for d in k8s_docs() if d["kind"] in {"Deployment", "Job"}
+            and d["metadata"]["namespace"] == "social" for c in d["spec"]["template"]["spec"]["containers"]}
     assert set(tags) == used == {f"ghcr.io/social/{name}" for name in [*SERVICES, "gateway"]}
     assert all(tags[image["name"]] == image["newTag"] for image in migrations["images"])
 
@@ -601,8 +642,10 @@ def test_compose_image_variables_have_a_stand_in_each():
     """Every infrastructure image compose pulls is replaced in make containers-test, except those it does not start."""
     module = _containers_test_module()
     variables = set(re.findall(r"\$\{([A-Z_]+_IMAGE):-", (ROOT / "docker-compose.yml").read_text()))
-    replaced = set(module.STAND_INS.values()) | {"GRAFANA_IMAGE"}
+    not_started = {re.match(r"\$\{([A-Z_]+_IMAGE)", compose()["services"][name]["image"]).group(1)
+                   for name in module.NOT_STARTED}
+    replaced = set(module.STAND_INS.values()) | not_started
     assert variables == replaced, variables ^ replaced
-    assert {"grafana"} == module.NOT_STARTED
+    assert module.NOT_STARTED == {"grafana", "otel-collector", "jaeger"}
     targets = re.findall(r"^FROM packages AS (\S+)$", (ROOT / "dev/containers/infra.Containerfile").read_text(), re.M)
     assert sorted(targets) == sorted(module.STAND_INS)

@@ -101,7 +101,7 @@ def test_buckets_are_shared_by_gateway_processes(tmp_path, procs, upstream, redi
     statuses = [g.request("GET", "/ip/x").status for _ in range(6)]  # a new connection each: both workers
     assert statuses == [200, 200, 200, 429, 429, 429]
     workers = {line["pid"] for line in map(__import__("json").loads, g.log_text().splitlines())
-               if "gateway listening" in line["message"]}
+               if "gateway listening" in line.get("msg", "")}
     assert len(workers) == 2
 
 

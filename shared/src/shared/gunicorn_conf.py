@@ -23,6 +23,16 @@ limit_request_fields = 150
 limit_request_field_size = 16384
 accesslog = None  # the gateway writes the access log; services log slow requests and errors
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn's own lines (booting, worker exits, timeouts) in the log schema every process writes
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "shared.jsonlog.JsonFormatter", "service": os.environ.get("SERVICE_NAME") or
+                            os.environ.get("DJANGO_SETTINGS_MODULE", "").split("_service")[0]}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "root": {"level": "INFO", "handlers": ["stderr"]},  # replaces gunicorn's default (its handlers are gone)
+    "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False}},
+}
 
 
 def post_worker_init(worker):

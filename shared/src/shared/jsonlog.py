@@ -1,12 +1,27 @@
-"""JSON log lines: one object per line with time, level, logger, message, request id and extras."""
+"""JSON log lines: one object per line, the schema every process writes (the gateway's
+gateway/logs.py writes the same fields; docs/operations.md#logs):
+
+    ts          ISO 8601, UTC, milliseconds ("2026-12-01T17:35:36.123+00:00")
+    level       debug | info | warning | error | critical
+    logger      the logger's name
+    service     users | feed | notifications | gateway
+    pid         the process id
+    request_id  the request's X-Request-ID (or the event's), "-" outside a request
+    trace_id, span_id   hex, in every line written inside a span (tracing on: shared.tracing)
+    msg         the message
+    ...         the record's extras, then `exc` with a traceback
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 from datetime import UTC, datetime
 
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id"}
+from shared import tracing
+
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "request_id", "taskName"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -20,9 +35,13 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "service": self.service,
+            "pid": os.getpid(),
             "request_id": getattr(record, "request_id", "-"),
-            "msg": record.getMessage(),
         }
+        ids = tracing.current_ids()
+        if ids is not None:
+            payload["trace_id"], payload["span_id"] = ids
+        payload["msg"] = record.getMessage()
         payload.update({k: v for k, v in vars(record).items() if k not in _STANDARD and not k.startswith("_")})
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)

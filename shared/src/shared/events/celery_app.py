@@ -174,6 +174,17 @@ def _persistent_db_connections(**_) -> None:
         conn.settings_dict["CONN_HEALTH_CHECKS"] = False
 
 
+@worker_process_init.connect(weak=False)
+def _start_tracing(**_) -> None:
+    """In each pool process, after the fork: tracing (shared.tracing; nothing unless
+    OTEL_TRACES_EXPORTER is set). The consumer's task span continues the relay's publish span."""
+    from django.conf import settings
+
+    from shared import tracing
+
+    tracing.setup(settings.SERVICE_NAME, celery=True)
+
+
 @task_postrun.connect(weak=False)
 def _recycle_db_connections(task=None, **_) -> None:
     """After each task, what Django does after each request: close a connection that had errors and

@@ -15,6 +15,9 @@ class OutboxEvent(models.Model):
     occurred_at = models.DateTimeField()
     data = models.JSONField()
     request_id = models.CharField(max_length=128, blank=True, default="")
+    # W3C traceparent of the span that published it (shared.tracing); the relay publishes in that trace.
+    # A database default: rows inserted by a release that does not know the column get "".
+    traceparent = models.CharField(max_length=55, blank=True, default="", db_default="")
     sent_at = models.DateTimeField(null=True)
 
     class Meta:

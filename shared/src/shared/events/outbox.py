@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
+from shared import tracing
 from shared.events.catalogue import EventSchemaError, validate_data
 from shared.events.models import OutboxEvent
 from shared.requestid import get_request_id
@@ -33,8 +34,10 @@ def publish(type_: str, data: dict) -> uuid.UUID:
     with connection.cursor() as cursor:  # one round trip: the row and the wake-up call
         cursor.execute(
             f"WITH row AS (INSERT INTO {OutboxEvent._meta.db_table} "
-            "(event_id, type, version, occurred_at, data, request_id) VALUES (%s, %s, %s, %s, %s::jsonb, %s) "
+            "(event_id, type, version, occurred_at, data, request_id, traceparent) "
+            "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) "
             "RETURNING seq) SELECT pg_notify(%s, '') FROM row",
             [event_id, type_, spec.version, timezone.now(), json.dumps(data), get_request_id() or "",
+             tracing.traceparent(),
              notify_channel(settings.SERVICE_NAME)])
     return event_id

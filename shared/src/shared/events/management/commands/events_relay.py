@@ -20,8 +20,11 @@ class Command(BaseCommand):
 
         from django.conf import settings
 
+        from shared import tracing
         from shared.events.exposition import remove_owned_dir, start_metrics_server
         from shared.events.relay import Relay
+
+        tracing.setup(settings.SERVICE_NAME, celery=True)  # the relay's publishes join each event's trace
 
         try:
             start_metrics_server(options["metrics_port"])

@@ -1,0 +1,112 @@
+"""W3C trace context at the edge (gateway/tracing.py), against a real gateway process and upstream.
+
+A client's traceparent is believed only from a trusted proxy; anyone else's is dropped and the
+gateway starts the trace. Tracing on, every forwarded request carries the gateway's own span as
+parent; sampled requests' spans reach the exporter (the file exporter: OTLP/JSON lines) with the
+HTTP semantic-convention attributes, and the access line carries the trace and span ids.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from .conftest import Gateway, Upstream, eventually, free_port
+
+pytestmark = pytest.mark.timeout(90)
+
+ROUTES = """
+upstreams:
+  svc: {replicas: []}
+routes:
+  - {prefix: /api, service: svc, auth: none, ratelimit: off}
+"""
+CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLIENT_SPAN = "00f067aa0ba902b7"
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-(0[01])$")
+
+
+@pytest.fixture
+def upstream(procs, keys):
+    u = Upstream("r1", free_port(), str(keys.path)).start()
+    procs.append(u)
+    return u
+
+
+def _gateway(tmp_path, procs, upstream, **env):
+    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"svc={upstream.addr}",
+                           "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json", **env}, ROUTES).start()
+    procs.append(g)
+    return g
+
+
+def _spans(directory) -> list[dict]:
+    spans = []
+    for path in directory.glob("gateway-*.jsonl"):
+        for line in path.read_text().splitlines():
+            request = json.loads(line)
+            for rs in request["resourceSpans"]:
+                assert {"key": "service.name", "value": {"stringValue": "gateway"}} in rs["resource"]["attributes"]
+                for ss in rs["scopeSpans"]:
+                    spans += ss["spans"]
+    return spans
+
+
+def _attrs(span: dict) -> dict:
+    return {a["key"]: next(iter(a["value"].values())) for a in span["attributes"]}
+
+
+def test_tracing_off_drops_an_untrusted_traceparent_and_forwards_a_trusted_one(tmp_path, procs, upstream):
+    plain = _gateway(tmp_path, procs, upstream)
+    echoed = plain.request("GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+                                                     "tracestate": "k=v"}).json()["headers"]
+    assert "traceparent" not in echoed and "tracestate" not in echoed
+    behind_proxy = _gateway(tmp_path, procs, upstream, GATEWAY_TRUSTED_PROXIES="127.0.0.1/32")
+    echoed = behind_proxy.request("GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+                                                            "tracestate": "k=v"}).json()["headers"]
+    assert (echoed["traceparent"], echoed["tracestate"]) == (f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "k=v")
+
+
+def test_untrusted_client_gets_a_new_trace_started_by_the_gateway(tmp_path, procs, upstream):
+    traces = tmp_path / "traces"
+    g = _gateway(tmp_path, procs, upstream, OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE_DIR=str(traces),
+                 OTEL_TRACES_SAMPLER_ARG="1")
+    r = g.request("GET", "/api/untrusted", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+                                                    "tracestate": "k=v", "X-Request-ID": "trace-untrusted"})
+    echoed = r.json()["headers"]
+    trace_id, span_id, flags = TRACEPARENT.match(echoed["traceparent"]).groups()
+    assert trace_id != CLIENT_TRACE and flags == "01" and "tracestate" not in echoed
+    (span,) = eventually(lambda: [s for s in _spans(traces) if s["spanId"] == span_id], 5, "the gateway's span")
+    assert span["traceId"] == trace_id and "parentSpanId" not in span  # the gateway's span is the root
+    assert span["name"] == "GET /api" and span["kind"] == 2
+    attrs = _attrs(span)
+    assert (attrs["http.request.method"], attrs["url.path"], attrs["http.route"], attrs["http.response.status_code"]) \
+        == ("GET", "/api/untrusted", "/api", "200")
+    assert int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"]) > 0
+    (line,) = [e for e in g.access_log() if e["request_id"] == "trace-untrusted"]
+    assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)
+
+
+def test_trusted_proxy_trace_is_continued_and_its_sampling_decision_kept(tmp_path, procs, upstream):
+    traces = tmp_path / "traces"
+    g = _gateway(tmp_path, procs, upstream, OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE_DIR=str(traces),
+                 OTEL_TRACES_SAMPLER_ARG="0", GATEWAY_TRUSTED_PROXIES="127.0.0.1/32")
+    # sampled upstream of us: kept although our own ratio is 0 (parent-based)
+    echoed = g.request("GET", "/api/a", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+                                                 "tracestate": "k=v"}).json()["headers"]
+    trace_id, span_id, flags = TRACEPARENT.match(echoed["traceparent"]).groups()
+    assert (trace_id, flags, echoed["tracestate"]) == (CLIENT_TRACE, "01", "k=v") and span_id != CLIENT_SPAN
+    (span,) = eventually(lambda: [s for s in _spans(traces) if s["spanId"] == span_id], 5, "the gateway's span")
+    assert (span["traceId"], span["parentSpanId"]) == (CLIENT_TRACE, CLIENT_SPAN)
+    # not sampled upstream of us: forwarded as not sampled, no span exported
+    other = "0af7651916cd43dd8448eb211c80319c"
+    echoed = g.request("GET", "/api/b", headers={"traceparent": f"00-{other}-{CLIENT_SPAN}-00"}).json()["headers"]
+    assert TRACEPARENT.match(echoed["traceparent"]).group(1, 3) == (other, "00")
+    # a malformed one is not continued: a new trace (not sampled at ratio 0)
+    echoed = g.request("GET", "/api/c", headers={"traceparent": "00-zz-yy-01"}).json()["headers"]
+    assert TRACEPARENT.match(echoed["traceparent"]).group(3) == "00"
+    g.request("GET", "/api/flush")
+    eventually(lambda: len(g.access_log()) >= 4, 5, "access lines")
+    assert all(s["traceId"] == CLIENT_TRACE for s in _spans(traces))
