@@ -12,7 +12,7 @@ ratio, decided on the trace id's low 64 bits as the SDK's TraceIdRatioBased deci
 The per-request part lives in the compiled data path (proxy.ClientConn._trace/_span): ids from a
 per-process xorshift generator, the header, and for a sampled request its span as one OTLP/JSON
 object appended to `Tracer.done`. No OpenTelemetry SDK runs in the gateway (it cost ~40 µs per
-sampled span, several times the whole request; docs/decisions.md#gateway-spans). The tick
+sampled span, several times the whole request; docs/decisions.md#gateway-spans-minimal-in-the-data-path-no-sdk). The tick
 (every 0.1 s) wraps what `done` holds into one OTLP/JSON ExportTraceServiceRequest and hands it
 to the exporter OTEL_TRACES_EXPORTER names, the same variable the services read:
 otlp (POST to the collector's /v1/traces from a background thread; bounded queue, drops when the

@@ -646,6 +646,6 @@ def test_compose_image_variables_have_a_stand_in_each():
                    for name in module.NOT_STARTED}
     replaced = set(module.STAND_INS.values()) | not_started
     assert variables == replaced, variables ^ replaced
-    assert module.NOT_STARTED == {"grafana", "otel-collector", "jaeger"}
+    assert {"grafana", "otel-collector", "jaeger"} == module.NOT_STARTED
     targets = re.findall(r"^FROM packages AS (\S+)$", (ROOT / "dev/containers/infra.Containerfile").read_text(), re.M)
     assert sorted(targets) == sorted(module.STAND_INS)
