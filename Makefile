@@ -60,6 +60,7 @@ test: $(STAMP) $(EXT) $(CHECKOV)  ## the whole suite against real Postgres, Redi
 
 lint: $(STAMP)  ## ruff over the tree, mypy, no model change without its migration, no broken doc link
 	$(BIN)/ruff check .
+	@$(BIN)/ruff format --check . >/dev/null || { $(BIN)/ruff format --check . ; echo "make lint: run $(BIN)/ruff format ."; exit 1; }
 	$(BIN)/python dev/check_links.py
 	$(MAKE) --no-print-directory typecheck
 	@$(BIN)/python contracts/broker.py check

@@ -56,8 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # and gateway) under this suite, e.g. a commit from before a fix, to see the suite fail on it
 TREE = Path(os.environ.get("CHAOS_TREE") or ROOT).resolve()
 if TREE != ROOT:
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TREE / "shared" / "src"),
-                                                             os.environ.get("PYTHONPATH")]))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TREE / "shared" / "src"), os.environ.get("PYTHONPATH")]))
 sys.path[:0] = [str(TREE / "dev"), str(TREE / "shared" / "src"), str(ROOT / "bench")]
 import infra  # noqa: E402
 import mix_bench  # noqa: E402
@@ -114,8 +113,13 @@ class Proxy:
 
     def __init__(self, listen: int, target: int):
         self.port = listen
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(listen), str(target)],
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(listen), str(target)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         if self.proc.stdout.readline().strip() != "ready":
             raise SystemExit("the Redis proxy did not start")
 
@@ -183,11 +187,21 @@ def system(replicas: int):
             urls = bootstrap(pg.url, "social_chaos", {name: f"{name}-chaos" for name in stack.SERVICES})
             # CELERY_VISIBILITY_TIMEOUT: a message a SIGKILLed worker held comes back after it (docs/events.md);
             # the default, 3600 s, is longer than any catch-up this suite can wait for
-            extra = {"GATEWAY_WORKERS": "2", "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32",
-                     "THROTTLE_REGISTER_IP": "100000/min", "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT)}
-            ctx = stack.Context(admin_database_url=pg.url, redis_url=f"redis://127.0.0.1:{proxy.port}/0",
-                                service_database_urls=urls, run_dir=run_dir, replicas=replicas, port_offset=offset,
-                                extra_env=extra)
+            extra = {
+                "GATEWAY_WORKERS": "2",
+                "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32",
+                "THROTTLE_REGISTER_IP": "100000/min",
+                "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
+            }
+            ctx = stack.Context(
+                admin_database_url=pg.url,
+                redis_url=f"redis://127.0.0.1:{proxy.port}/0",
+                service_database_urls=urls,
+                run_dir=run_dir,
+                replicas=replicas,
+                port_offset=offset,
+                extra_env=extra,
+            )
             stack.prepare(ctx)
             supervise = {"restart": True, "on_event": lambda p, m: say(f"    [supervisor] {p.name} {m}")}
             if "restart" not in inspect.signature(stack.Supervisor).parameters:  # a CHAOS_TREE from before it
@@ -223,6 +237,7 @@ def seed(env: Env, users: int, follows: int, posts: int) -> None:
 
 # ---------------------------------------------------------------- load
 
+
 @dataclass
 class Sample:
     due: float  # time.monotonic() the request was due
@@ -245,8 +260,16 @@ class Ledger:
 class Load:
     """Open-loop load through the gateway in a thread of its own, until stop()."""
 
-    def __init__(self, env: Env, rate: float, ledger: Ledger, like_targets: list[tuple[int, int]],
-                 follow_pairs: list[tuple[int, int]], liked: set[tuple[int, int]], seed: int):
+    def __init__(
+        self,
+        env: Env,
+        rate: float,
+        ledger: Ledger,
+        like_targets: list[tuple[int, int]],
+        follow_pairs: list[tuple[int, int]],
+        liked: set[tuple[int, int]],
+        seed: int,
+    ):
         self.env, self.rate, self.ledger = env, rate, ledger
         self.like_targets, self.follow_pairs = like_targets, follow_pairs
         self.liked: set[tuple[int, int]] = liked
@@ -278,8 +301,11 @@ class Load:
                 break
             r -= weight
         if op == "like":
-            candidates = [(p, a) for p, a in (self.like_targets[rng.randrange(len(self.like_targets))] for _ in range(5))
-                          if a != env.ids[me] and (env.ids[me], p) not in self.liked]
+            candidates = [
+                (p, a)
+                for p, a in (self.like_targets[rng.randrange(len(self.like_targets))] for _ in range(5))
+                if a != env.ids[me] and (env.ids[me], p) not in self.liked
+            ]
             if not candidates:
                 op = "home"
             else:
@@ -322,8 +348,7 @@ class Load:
             op, method, path, body, key, head = self._request(k)
             lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", *(f"{k_}: {v}" for k_, v in head.items())]
             if method == "POST":
-                lines += ["Content-Type: application/json", f"Content-Length: {len(body)}",
-                          f"Idempotency-Key: {uuid.uuid4()}"]
+                lines += ["Content-Type: application/json", f"Content-Length: {len(body)}", f"Idempotency-Key: {uuid.uuid4()}"]
             raw = ("\r\n".join(lines) + "\r\n\r\n").encode() + body
             conn = await free.get()
             self.in_flight += 1
@@ -345,7 +370,8 @@ class Load:
                         conn = None
                         # a kept-alive connection the server had closed: nothing was answered
                         stale = (isinstance(exc, asyncio.IncompleteReadError) and not exc.partial) or isinstance(
-                            exc, ConnectionResetError | BrokenPipeError)
+                            exc, ConnectionResetError | BrokenPipeError
+                        )
                         if attempt == 0 and reused and method == "GET" and stale:
                             retried = True
                             continue
@@ -405,6 +431,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bool, bytes]
 
 # ---------------------------------------------------------------- figures
 
+
 def p99(samples: list[Sample]) -> float:
     values = sorted(s.ms for s in samples)
     return values[min(len(values) - 1, int(0.99 * len(values)))] if values else float("nan")
@@ -447,11 +474,21 @@ def summarize(name: str, samples: list[Sample], inject: float, end: float, post:
     for s in fails:
         label = f"{s.op} {s.status or 'no answer'}"
         by[label] = by.get(label, 0) + 1
-    return {"pre": pre, "window": window, "pre_p99": pre_p99, "rec": rec, "during": during, "fails": fails,
-            "by": by, "pre_fails": sum(failed(s) for s in pre), "retried": sum(s.retried for s in window)}
+    return {
+        "pre": pre,
+        "window": window,
+        "pre_p99": pre_p99,
+        "rec": rec,
+        "during": during,
+        "fails": fails,
+        "by": by,
+        "pre_fails": sum(failed(s) for s in pre),
+        "retried": sum(s.retried for s in window),
+    }
 
 
 # ---------------------------------------------------------------- nothing lost
+
 
 def check_lost(env: Env, ledger: Ledger, followers: dict[int, set[int]], timeout: float) -> tuple[list[str], float]:
     """Wait up to timeout for every 2xx write and its consequences in Postgres; (problems, seconds)."""
@@ -493,11 +530,11 @@ def lost_now(env: Env, ledger: Ledger, followers: dict[int, set[int]]) -> list[s
         if missing:
             problems.append(f"{missing} follows missing")
     with env.db("notifications") as conn, conn.cursor() as cur:
-        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'notification' "
-                    "AND column_name = 'actor_ids'")
+        cur.execute("SELECT 1 FROM information_schema.columns WHERE table_name = 'notification' AND column_name = 'actor_ids'")
         grouped = cur.fetchone() is not None  # likes grouped in one notification (not in older trees)
-        cur.execute(f"SELECT kind, recipient_id, actor_id, post_id, {'actor_ids' if grouped else 'ARRAY[]::bigint[]'} "
-                    "FROM notification")
+        cur.execute(
+            f"SELECT kind, recipient_id, actor_id, post_id, {'actor_ids' if grouped else 'ARRAY[]::bigint[]'} FROM notification"
+        )
         counts: dict[tuple, int] = {}
         for kind, recipient, actor, post, actor_ids in cur.fetchall():
             for who in (set(actor_ids) | {actor}) if kind == "like" else {actor}:
@@ -518,6 +555,7 @@ def lost_now(env: Env, ledger: Ledger, followers: dict[int, set[int]]) -> list[s
 
 
 # ---------------------------------------------------------------- faults
+
 
 def pgroup_signal(proc: stack.Proc, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
@@ -543,6 +581,7 @@ def redis_away(seconds: float):
         time.sleep(seconds)
         env.redis = infra.start_redis(env.run_dir / "redis", env.redis.port, log=env.infra_log)
         env.proxy.command("open")
+
     return fault
 
 
@@ -551,6 +590,7 @@ def redis_slow(delay: float, seconds: float):
         env.proxy.command(f"delay {delay}")
         time.sleep(seconds)
         env.proxy.command("delay 0")
+
     return fault
 
 
@@ -563,6 +603,7 @@ def postgres_restart(env: Env) -> None:
 def kill(name: str):
     def fault(env: Env) -> None:
         pgroup_signal(env.proc(name), signal.SIGKILL)
+
     return fault
 
 
@@ -578,6 +619,7 @@ def rolling(service: str):
         for proc in [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]:
             env.supervisor.restart(proc)
             env.supervisor.wait_ready(timeout=120, procs=[proc])
+
     return fault
 
 
@@ -586,6 +628,7 @@ def hang(name: str, seconds: float):
         pgroup_signal(env.proc(name), signal.SIGSTOP)
         time.sleep(seconds)
         pgroup_signal(env.proc(name), signal.SIGCONT)
+
     return fault
 
 
@@ -625,10 +668,12 @@ def wait_healthy(env: Env, timeout: float = 120) -> None:
             time.sleep(0.2)
 
 
-def run_fault(env: Env, args, name: str, kind: str, what: str, fault, ledger: Ledger, state: dict,
-              followers: dict[int, set[int]]) -> Outcome:
-    load = Load(env, args.rate, ledger, state["like_targets"], state["follow_pairs"], state["liked"],
-                seed=sum(map(ord, name))).start()
+def run_fault(
+    env: Env, args, name: str, kind: str, what: str, fault, ledger: Ledger, state: dict, followers: dict[int, set[int]]
+) -> Outcome:
+    load = Load(
+        env, args.rate, ledger, state["like_targets"], state["follow_pairs"], state["liked"], seed=sum(map(ord, name))
+    ).start()
     time.sleep(args.pre)
     inject = time.monotonic()
     fault(env)
@@ -644,31 +689,35 @@ def run_fault(env: Env, args, name: str, kind: str, what: str, fault, ledger: Le
     rec = f["rec"]
     by = ", ".join(f"{k}: {v}" for k, v in sorted(f["by"].items())) or "-"
     lost = "nothing lost" if not problems else "LOST: " + "; ".join(problems)
-    line = (f"{name:<22} failed {len(f['fails'])}/{n} ({share:.1%}) [{by}]; p99 {f['pre_p99']:.0f} ms before, "
-            f"{added:+.0f} ms; recovered {f'{rec:.1f} s' if rec is not None else f'not within {args.post:.0f} s'} "
-            f"after the fault's end ({end - inject:.1f} s after injection); {lost} "
-            f"(events caught up {catch_up:.1f} s after the load stopped); retried GETs {f['retried']}; {load_now}")
+    line = (
+        f"{name:<22} failed {len(f['fails'])}/{n} ({share:.1%}) [{by}]; p99 {f['pre_p99']:.0f} ms before, "
+        f"{added:+.0f} ms; recovered {f'{rec:.1f} s' if rec is not None else f'not within {args.post:.0f} s'} "
+        f"after the fault's end ({end - inject:.1f} s after injection); {lost} "
+        f"(events caught up {catch_up:.1f} s after the load stopped); retried GETs {f['retried']}; {load_now}"
+    )
     targets: list[tuple[str, bool]] = []
     if kind == "redis-5s":
         needs_redis = all(s.status == 503 and "dependency-unavailable" in s.problem for s in f["fails"])
         targets.append((f"{name}: failed ≤ {REDIS_FAILURE_SHARE:.0%} of the window", share <= REDIS_FAILURE_SHARE))
-        targets.append((f"{name}: failures only on operations that need Redis (503 dependency-unavailable)",
-                        needs_redis))
+        targets.append((f"{name}: failures only on operations that need Redis (503 dependency-unavailable)", needs_redis))
     if kind == "kill":
         reads = [s for s in f["fails"] if s.op in READS]
         targets.append((f"{name}: 0 failed idempotent requests (GET), got {len(reads)}", not reads))
     if kind == "rolling":
         targets.append((f"{name}: 0 failed requests, got {len(f['fails'])}", not f["fails"]))
-    targets.append((f"{name}: recovered to the pre-fault p99 within {RECOVERY_LIMIT:.0f} s",
-                    rec is not None and rec <= RECOVERY_LIMIT))
+    targets.append(
+        (f"{name}: recovered to the pre-fault p99 within {RECOVERY_LIMIT:.0f} s", rec is not None and rec <= RECOVERY_LIMIT)
+    )
     targets.append((f"{name}: nothing lost", not problems))
     if f["pre_fails"]:
         before: dict[str, int] = {}
         for s in f["pre"]:
             if failed(s):
                 before[f"{s.op} {s.status or 'no answer'}"] = before.get(f"{s.op} {s.status or 'no answer'}", 0) + 1
-        say(f"    note: {f['pre_fails']} requests failed before the injection: "
-            + ", ".join(f"{k}: {v}" for k, v in sorted(before.items())))
+        say(
+            f"    note: {f['pre_fails']} requests failed before the injection: "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(before.items()))
+        )
     return Outcome(name, kind, line, targets)
 
 
@@ -683,13 +732,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--posts", type=int, default=2, help="seed posts per user")
     parser.add_argument("--pre", type=float, default=6.0, help="s of load before each injection")
     parser.add_argument("--post", type=float, default=14.0, help="s of load after each fault's end")
-    parser.add_argument("--catch-up", type=float, default=120.0,
-                        help="s to wait for events to catch up (above the visibility timeout, 60 s)")
+    parser.add_argument(
+        "--catch-up", type=float, default=120.0, help="s to wait for events to catch up (above the visibility timeout, 60 s)"
+    )
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--logs", type=Path, help="copy every process's log here before the stack is removed")
     args = parser.parse_args(argv)
-    chosen = (args.only.split(",") if args.only else SHORT if args.short else
-              [n for n, *_ in FAULTS] if args.long else DEFAULT)
+    chosen = args.only.split(",") if args.only else SHORT if args.short else [n for n, *_ in FAULTS] if args.long else DEFAULT
     unknown = set(chosen) - {n for n, *_ in FAULTS}
     if unknown:
         parser.error(f"unknown faults: {', '.join(sorted(unknown))}")
@@ -700,9 +749,11 @@ def main(argv: list[str]) -> int:
     say(f"chaos: {', '.join(chosen)}; {args.rate:.0f} req/s open loop; {os.cpu_count()} cores; {loadavg()}")
     started = time.monotonic()
     with system(args.replicas) as env:
-        say(f"stack up in {time.monotonic() - started:.0f} s (gateway {env.gateway}, 2 gateway workers, "
+        say(
+            f"stack up in {time.monotonic() - started:.0f} s (gateway {env.gateway}, 2 gateway workers, "
             f"{args.replicas} replicas per service); seeding {args.users} users × {args.follows} follows × "
-            f"{args.posts} posts")
+            f"{args.posts} posts"
+        )
         seed(env, args.users, args.follows, args.posts)
         with env.db("users") as conn, conn.cursor() as cur:
             cur.execute("SELECT follower_id, followee_id FROM follows_follow")
@@ -723,9 +774,11 @@ def main(argv: list[str]) -> int:
         time.sleep(args.pre + args.post)
         warm_samples = warm.stop()
         problems, catch_up = check_lost(env, ledger, followers, args.catch_up)
-        say(f"warm-up: {len(warm_samples)} requests, {sum(failed(s) for s in warm_samples)} failed, p99 "
+        say(
+            f"warm-up: {len(warm_samples)} requests, {sum(failed(s) for s in warm_samples)} failed, p99 "
             f"{p99(warm_samples):.0f} ms; caught up in {catch_up:.1f} s; "
-            f"{'nothing lost' if not problems else 'LOST: ' + '; '.join(problems)}\n")
+            f"{'nothing lost' if not problems else 'LOST: ' + '; '.join(problems)}\n"
+        )
         outcomes: list[Outcome] = []
         for name, kind, what, fault in FAULTS:
             if name not in chosen:
@@ -735,16 +788,18 @@ def main(argv: list[str]) -> int:
             say(outcome.line)
             outcomes.append(outcome)
             wait_healthy(env)
-        restarts = ", ".join(f"{p.name} {p.restarts} ({stack.describe_exit(p.last_exit)})"
-                             for p in env.supervisor.procs if getattr(p, "restarts", 0))
+        restarts = ", ".join(
+            f"{p.name} {p.restarts} ({stack.describe_exit(p.last_exit)})"
+            for p in env.supervisor.procs
+            if getattr(p, "restarts", 0)
+        )
         say(f"\nsupervisor restarts: {restarts or 'none'}")
         if args.logs:
             args.logs.mkdir(parents=True, exist_ok=True)
             for log in env.run_dir.glob("*.log"):
                 shutil.copy(log, args.logs / log.name)
             say(f"logs copied to {args.logs}")
-    say(f"\n== chaos: {len(outcomes)} faults in {time.monotonic() - started:.0f} s; {os.cpu_count()} cores; "
-        f"{loadavg()} ==")
+    say(f"\n== chaos: {len(outcomes)} faults in {time.monotonic() - started:.0f} s; {os.cpu_count()} cores; {loadavg()} ==")
     for outcome in outcomes:
         say(outcome.line)
     missed = [t for o in outcomes for t, ok in o.targets if not ok]

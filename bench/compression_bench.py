@@ -50,8 +50,15 @@ def timeline_page(gateway: str, posts: int) -> tuple[bytes, int, int]:
         tokens = []
         for prefix in ("ana", "ben", "chloe", "dev", "reader"):
             name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-            r = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com",
-                                                 "password": PASSWORD, "display_name": prefix.title() + " Example"})
+            r = api.post(
+                "/auth/register",
+                json={
+                    "username": name,
+                    "email": f"{name}@example.com",
+                    "password": PASSWORD,
+                    "display_name": prefix.title() + " Example",
+                },
+            )
             r.raise_for_status()
             tokens.append((name, {"Authorization": f"Bearer {r.json()['access']}"}))
         authors, (_reader, reader_auth) = tokens[:-1], tokens[-1]
@@ -67,8 +74,7 @@ def timeline_page(gateway: str, posts: int) -> tuple[bytes, int, int]:
             time.sleep(0.2)
         sizes = {}
         for coding in ("identity", "gzip"):
-            with api.stream("GET", "/feed", params={"limit": posts},
-                            headers={**reader_auth, "Accept-Encoding": coding}) as r:
+            with api.stream("GET", "/feed", params={"limit": posts}, headers={**reader_auth, "Accept-Encoding": coding}) as r:
                 raw = b"".join(r.iter_raw())
                 sizes[coding] = (raw, r.headers.get("etag"))
         identity, etag = sizes["identity"]
@@ -101,17 +107,20 @@ def main() -> int:
     args = parser.parse_args()
 
     page, wire_gzip, status_304 = timeline_page(args.gateway, args.posts)
-    print(f"home timeline, {args.posts} posts: identity {len(page)} B, gzip on the wire {wire_gzip} B "
-          f"({100 * (1 - wire_gzip / len(page)):.0f}% saved); revalidation → {status_304}, 0 B body")
-    rows = [(f"gzip -{level}", lambda level=level: gzip.compress(page, compresslevel=level, mtime=0))
-            for level in (1, 6, 9)]
+    print(
+        f"home timeline, {args.posts} posts: identity {len(page)} B, gzip on the wire {wire_gzip} B "
+        f"({100 * (1 - wire_gzip / len(page)):.0f}% saved); revalidation → {status_304}, 0 B body"
+    )
+    rows = [(f"gzip -{level}", lambda level=level: gzip.compress(page, compresslevel=level, mtime=0)) for level in (1, 6, 9)]
     try:
         import brotli  # type: ignore[import-not-found]
+
         rows += [(f"brotli q{q}", lambda q=q: brotli.compress(page, quality=q)) for q in (4, 5, 11)]
     except ImportError:
         print("brotli not importable: skipped")
     try:
         import zstandard  # type: ignore[import-not-found]
+
         zstd = {lv: zstandard.ZstdCompressor(level=lv) for lv in (3, 9)}
         rows += [(f"zstd -{lv}", lambda lv=lv: zstd[lv].compress(page)) for lv in zstd]
     except ImportError:

@@ -74,7 +74,9 @@ class Bench:
             cursor.execute(
                 "WITH row AS (INSERT INTO events_outbox (event_id, type, version, occurred_at, data, request_id) "
                 "VALUES (%s, 'user.followed', 1, clock_timestamp(), %s::jsonb, '') RETURNING seq) "
-                "SELECT pg_notify('events_outbox_users', '') FROM row", [event_id, data])
+                "SELECT pg_notify('events_outbox_users', '') FROM row",
+                [event_id, data],
+            )
         return event_id, time.time()
 
     def handled(self) -> int:
@@ -84,8 +86,10 @@ class Bench:
 
     def handler_start_latencies(self, committed: dict[str, float]) -> list[float]:
         with self.inbox.cursor() as cursor:
-            cursor.execute("SELECT event_id::text, extract(epoch FROM handled_at) FROM events_inbox "
-                           "WHERE event_id = ANY(%s::uuid[])", [list(committed)])
+            cursor.execute(
+                "SELECT event_id::text, extract(epoch FROM handled_at) FROM events_inbox WHERE event_id = ANY(%s::uuid[])",
+                [list(committed)],
+            )
             return [float(at) - committed[eid] for eid, at in cursor.fetchall()]
 
     def run(self, rate: float, seconds: float) -> dict:
@@ -104,8 +108,9 @@ class Bench:
                 with lock:
                     items = list(pending.items())
                 for uid, (at, want) in items:
-                    response = self.api.get("/api/v1/notifications/unread-count",
-                                            headers={"Authorization": f"Bearer {tokens[uid]}"})
+                    response = self.api.get(
+                        "/api/v1/notifications/unread-count", headers={"Authorization": f"Bearer {tokens[uid]}"}
+                    )
                     if response.status_code == 200 and response.json()["count"] >= want:
                         seen = time.time()
                         with lock:
@@ -153,9 +158,17 @@ class Bench:
         drained_in = time.monotonic() - drain_start
         thread.join(timeout=35)
         handler = self.handler_start_latencies(committed)
-        return {"rate": rate, "sent": n, "achieved_rate": n / elapsed, "backlog_at_end": backlog_at_end,
-                "drained_in_s": drained_in, "visible": visible, "handler_start": handler,
-                "probes_skipped": skipped_probes, "lost": n - len(handler)}
+        return {
+            "rate": rate,
+            "sent": n,
+            "achieved_rate": n / elapsed,
+            "backlog_at_end": backlog_at_end,
+            "drained_in_s": drained_in,
+            "visible": visible,
+            "handler_start": handler,
+            "probes_skipped": skipped_probes,
+            "lost": n - len(handler),
+        }
 
 
 def worker_breakdown(port: int) -> str:
@@ -163,21 +176,29 @@ def worker_breakdown(port: int) -> str:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    samples = {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.labels.get("type") == "user.followed" and "le" not in s.labels}
+    samples = {
+        s.name: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.labels.get("type") == "user.followed" and "le" not in s.labels
+    }
     count = samples.get("events_handler_duration_seconds_count", 0)
     total = samples.get("events_handler_duration_seconds_sum", 0)
-    return (f"worker /metrics: {count:.0f} user.followed events, mean handler time (inbox + notification + "
-            f"delivery rows + commit) {1000 * total / max(count, 1):.1f} ms")
+    return (
+        f"worker /metrics: {count:.0f} user.followed events, mean handler time (inbox + notification + "
+        f"delivery rows + commit) {1000 * total / max(count, 1):.1f} ms"
+    )
 
 
 def report(result: dict) -> str:
     v, h = result["visible"], result["handler_start"]
     ms = lambda s: f"{s * 1000:7.1f} ms"  # noqa: E731
-    return (f"rate {result['rate']:6.0f}/s (achieved {result['achieved_rate']:6.1f}/s, {result['sent']} events): "
-            f"API-visible p50 {ms(pct(v, .5))} p99 {ms(pct(v, .99))} max {ms(max(v) if v else float('nan'))} "
-            f"[{len(v)} probes]; handler start p50 {ms(pct(h, .5))} p99 {ms(pct(h, .99))}; "
-            f"backlog at end {result['backlog_at_end']}, drained in {result['drained_in_s']:.1f}s")
+    return (
+        f"rate {result['rate']:6.0f}/s (achieved {result['achieved_rate']:6.1f}/s, {result['sent']} events): "
+        f"API-visible p50 {ms(pct(v, 0.5))} p99 {ms(pct(v, 0.99))} max {ms(max(v) if v else float('nan'))} "
+        f"[{len(v)} probes]; handler start p50 {ms(pct(h, 0.5))} p99 {ms(pct(h, 0.99))}; "
+        f"backlog at end {result['backlog_at_end']}, drained in {result['drained_in_s']:.1f}s"
+    )
 
 
 def main() -> int:
@@ -187,8 +208,9 @@ def main() -> int:
     parser.add_argument("--no-ramp", action="store_true")
     parser.add_argument("--ramp", default="300,400,500,600,800,1000,1300", help="events/s steps")
     parser.add_argument("--ramp-seconds", type=float, default=8.0)
-    parser.add_argument("--worker-concurrency", type=int, default=None,
-                        help="notifications worker processes (default: the launcher's setting)")
+    parser.add_argument(
+        "--worker-concurrency", type=int, default=None, help="notifications worker processes (default: the launcher's setting)"
+    )
     args = parser.parse_args()
 
     from shared.db_bootstrap import bootstrap
@@ -198,9 +220,15 @@ def main() -> int:
         os.chmod(run_dir, 0o755)
         with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log, ephemeral=True) as (admin_url, redis_url):
             urls = bootstrap(admin_url, DATABASE, {s: f"{s}-dev-password" for s in stack.SERVICES})
-            ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                                run_dir=run_dir, replicas=1, port_offset=PORT_OFFSET,
-                                extra_env={"THROTTLE_REGISTER_IP": "1000/min", "LOG_LEVEL": "WARNING"})
+            ctx = stack.Context(
+                admin_database_url=admin_url,
+                redis_url=redis_url,
+                service_database_urls=urls,
+                run_dir=run_dir,
+                replicas=1,
+                port_offset=PORT_OFFSET,
+                extra_env={"THROTTLE_REGISTER_IP": "1000/min", "LOG_LEVEL": "WARNING"},
+            )
             stack.prepare(ctx, ["users", "notifications"])
             users_bg = {p.name: p for p in stack.background_processes(ctx, "users")}
             notif_bg = {p.name: p for p in stack.background_processes(ctx, "notifications")}
@@ -209,8 +237,12 @@ def main() -> int:
             if args.worker_concurrency:
                 cmd = notif_bg["notifications-worker"].cmd
                 cmd[cmd.index("-c") + 1] = str(args.worker_concurrency)
-            procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "notifications", 0),
-                     users_bg["users-relay"], notif_bg["notifications-worker"]]
+            procs = [
+                stack.gunicorn(ctx, "users", 0),
+                stack.gunicorn(ctx, "notifications", 0),
+                users_bg["users-relay"],
+                notif_bg["notifications-worker"],
+            ]
             supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
             try:
                 supervisor.start_all()
@@ -218,8 +250,10 @@ def main() -> int:
                 probes = []
                 with httpx.Client(base_url=ctx.service_urls("users")[0], timeout=30) as client:
                     for i in range(PROBE_USERS):
-                        response = client.post("/api/v1/auth/register", json={
-                            "username": f"probe{i}", "email": f"probe{i}@bench.example", "password": PASSWORD})
+                        response = client.post(
+                            "/api/v1/auth/register",
+                            json={"username": f"probe{i}", "email": f"probe{i}@bench.example", "password": PASSWORD},
+                        )
                         response.raise_for_status()
                         body = response.json()
                         token = body["access"]
@@ -229,9 +263,12 @@ def main() -> int:
                 bench = Bench(urls["users"], urls["notifications"], ctx.service_urls("notifications")[0], probes)
                 worker = notif_bg["notifications-worker"]
                 concurrency = worker.cmd[worker.cmd.index("-c") + 1]
-                print(f"events bench: events written to users' outbox directly (INSERT + NOTIFY, one transaction "
-                      f"each); 1 users relay, 1 notifications worker (prefork -c {concurrency}), "
-                      f"{os.cpu_count()} CPU cores shared by all processes", flush=True)
+                print(
+                    f"events bench: events written to users' outbox directly (INSERT + NOTIFY, one transaction "
+                    f"each); 1 users relay, 1 notifications worker (prefork -c {concurrency}), "
+                    f"{os.cpu_count()} CPU cores shared by all processes",
+                    flush=True,
+                )
                 bench.run(50, 3)  # warm up: connections, imports, caches
                 steady = bench.run(args.rate, args.seconds)
                 print("steady  " + report(steady), flush=True)
@@ -251,8 +288,11 @@ def main() -> int:
                         if result["backlog_at_end"] > rate * 0.5 or result["achieved_rate"] < rate * 0.95:
                             break
                         max_sustained = rate
-                print(f"max sustained: {max_sustained or '< 50'} events/s "
-                      "(highest step whose backlog stayed under half a second of events)", flush=True)
+                print(
+                    f"max sustained: {max_sustained or '< 50'} events/s "
+                    "(highest step whose backlog stayed under half a second of events)",
+                    flush=True,
+                )
                 print(worker_breakdown(metrics_port), flush=True)
             finally:
                 supervisor.stop_all()

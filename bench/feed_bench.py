@@ -59,9 +59,23 @@ PYTHON = sys.executable
 def tokens_for(key_file: Path, user_ids: list[int]) -> list[str]:
     key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
     now = int(time.time())
-    return [jwt.encode({"iss": "social-users", "aud": "social-api", "sub": str(u), "username": f"user{u}",
-                        "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex}, key, algorithm="EdDSA",
-                       headers={"kid": "dev", "typ": "at+jwt"}) for u in user_ids]
+    return [
+        jwt.encode(
+            {
+                "iss": "social-users",
+                "aud": "social-api",
+                "sub": str(u),
+                "username": f"user{u}",
+                "iat": now,
+                "exp": now + 3600,
+                "jti": uuid.uuid4().hex,
+            },
+            key,
+            algorithm="EdDSA",
+            headers={"kid": "dev", "typ": "at+jwt"},
+        )
+        for u in user_ids
+    ]
 
 
 def rotating_lua(path: str, items: list[str], *, header: bool) -> str:
@@ -116,15 +130,32 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
     infra_log = stack_.enter_context(open(run_dir / "infra.log", "w"))  # noqa: SIM115 - closed by the ExitStack
     admin_url, redis_url = stack_.enter_context(infra.embedded(run_dir, log=infra_log, ephemeral=True))
     urls = bootstrap(admin_url, "social_bench", {n: f"{n}-bench" for n in stack.SERVICES})
-    ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                        run_dir=run_dir, replicas=1, port_offset=60 + 2000 * index,
-                        extra_env={"FANOUT_MAX_FOLLOWERS": str(args.big_threshold), "GUNICORN_WORKERS": "2",
-                                   "SLOW_REQUEST_MS": "100000", "SLOW_QUERY_MS": "100000"})
+    ctx = stack.Context(
+        admin_database_url=admin_url,
+        redis_url=redis_url,
+        service_database_urls=urls,
+        run_dir=run_dir,
+        replicas=1,
+        port_offset=60 + 2000 * index,
+        extra_env={
+            "FANOUT_MAX_FOLLOWERS": str(args.big_threshold),
+            "GUNICORN_WORKERS": "2",
+            "SLOW_REQUEST_MS": "100000",
+            "SLOW_QUERY_MS": "100000",
+        },
+    )
     stack.prepare(ctx, ["users", "feed"])
     generated = feed_datagen.generate(
-        users=users, posts=posts, users_db=urls["users"], feed_db=urls["feed"], redis_url=redis_url,
-        celebrity_followers=min(args.celebrity_followers, users - 1), timeline_rows=None,
-        big_threshold=args.big_threshold, log=lambda m: print(m, flush=True))
+        users=users,
+        posts=posts,
+        users_db=urls["users"],
+        feed_db=urls["feed"],
+        redis_url=redis_url,
+        celebrity_followers=min(args.celebrity_followers, users - 1),
+        timeline_rows=None,
+        big_threshold=args.big_threshold,
+        log=lambda m: print(m, flush=True),
+    )
     rng = random.Random(1)
     following, big = generated["following"], generated["big"]
     readers = [u for u in rng.sample(range(2, users + 1), min(READERS * 3, users - 1)) if following[u]][:READERS]
@@ -132,26 +163,54 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
     celebrity = generated["followers_count"][1]
     datagen_seconds = generated["seconds"]
     del generated, following  # the 10× graph is gigabytes of Python lists
-    print(f"  readers: {len(readers)}, of which {big_readers} follow a big author (merged at read); "
-          f"big authors: {len(big)}; author 1 has {celebrity:,} followers", flush=True)
+    print(
+        f"  readers: {len(readers)}, of which {big_readers} follow a big author (merged at read); "
+        f"big authors: {len(big)}; author 1 has {celebrity:,} followers",
+        flush=True,
+    )
     pull_port = ctx.port("feed", 9)
-    pull = stack.Proc(name="pull", cwd=ROOT / "bench", cmd=[
-        PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "feed_pull_app:application"],
-        env={**os.environ, "BIND": f"127.0.0.1:{pull_port}", "PULL_DATABASE_URL": admin_url.rsplit("/", 1)[0]
-             + "/social_bench", "GUNICORN_WORKERS": "2"})
-    procs = [stack.gunicorn(ctx, "users", 0), stack.gunicorn(ctx, "feed", 0), pull,
-             *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")]]
+    pull = stack.Proc(
+        name="pull",
+        cwd=ROOT / "bench",
+        cmd=[PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", "feed_pull_app:application"],
+        env={
+            **os.environ,
+            "BIND": f"127.0.0.1:{pull_port}",
+            "PULL_DATABASE_URL": admin_url.rsplit("/", 1)[0] + "/social_bench",
+            "GUNICORN_WORKERS": "2",
+        },
+    )
+    procs = [
+        stack.gunicorn(ctx, "users", 0),
+        stack.gunicorn(ctx, "feed", 0),
+        pull,
+        *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")],
+    ]
     supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
     stack_.callback(supervisor.stop_all)
     supervisor.start_all()
     supervisor.wait_ready(timeout=180)
     time.sleep(1)
     tokens = tokens_for(run_dir / "keys" / "users-dev.pem", readers)
-    return Scale(factor=factor, users=users, posts=posts, feed_url=ctx.service_urls("feed")[0],
-                 pull_url=f"http://127.0.0.1:{pull_port}", feed_db=urls["feed"], users_db=urls["users"],
-                 admin_url=admin_url, redis_url=redis_url, run_dir=run_dir, readers=readers, tokens=tokens,
-                 celebrity_followers=celebrity, big_authors=len(big), big_readers=big_readers,
-                 datagen_seconds=datagen_seconds, feed_pids=[procs[1].popen.pid])
+    return Scale(
+        factor=factor,
+        users=users,
+        posts=posts,
+        feed_url=ctx.service_urls("feed")[0],
+        pull_url=f"http://127.0.0.1:{pull_port}",
+        feed_db=urls["feed"],
+        users_db=urls["users"],
+        admin_url=admin_url,
+        redis_url=redis_url,
+        run_dir=run_dir,
+        readers=readers,
+        tokens=tokens,
+        celebrity_followers=celebrity,
+        big_authors=len(big),
+        big_readers=big_readers,
+        datagen_seconds=datagen_seconds,
+        feed_pids=[procs[1].popen.pid],
+    )
 
 
 def settle(scale: Scale, timeout: float = 600) -> None:
@@ -167,8 +226,7 @@ def settle(scale: Scale, timeout: float = 600) -> None:
             with conn.cursor() as cur:
                 cur.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'")
                 vacuums = cur.fetchone()[0]
-            if not persistence.get("aof_rewrite_in_progress") and not persistence.get("rdb_bgsave_in_progress") \
-                    and not vacuums:
+            if not persistence.get("aof_rewrite_in_progress") and not persistence.get("rdb_bgsave_in_progress") and not vacuums:
                 break
             time.sleep(2)
         with conn.cursor() as cur:
@@ -183,8 +241,8 @@ def warm(scale: Scale, args) -> None:
     cache, post cache, Postgres buffers of the indexes it touches) and the pull app, then a short
     wrk run of each."""
     started = time.monotonic()
-    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client, \
-            ThreadPoolExecutor(max_workers=16) as pool:
+    with httpx.Client(timeout=120, limits=httpx.Limits(max_connections=16)) as client, ThreadPoolExecutor(max_workers=16) as pool:
+
         def both(reader: int, token: str) -> None:
             client.get(scale.feed_url + "/api/v1/feed", headers={"Authorization": f"Bearer {token}"}).raise_for_status()
             pulled = client.get(f"{scale.pull_url}/?limit=20&user={reader}")
@@ -199,9 +257,14 @@ def warm(scale: Scale, args) -> None:
 
 
 def targets_of(scale: Scale) -> list[tuple[str, str, str]]:
-    return [(f"feed {scale.factor}×", scale.feed_url, rotating_lua("/api/v1/feed", scale.tokens, header=True)),
-            (f"pull {scale.factor}×", scale.pull_url,
-             rotating_lua("/?limit=20&user=", [str(u) for u in scale.readers], header=False))]
+    return [
+        (f"feed {scale.factor}×", scale.feed_url, rotating_lua("/api/v1/feed", scale.tokens, header=True)),
+        (
+            f"pull {scale.factor}×",
+            scale.pull_url,
+            rotating_lua("/?limit=20&user=", [str(u) for u in scale.readers], header=False),
+        ),
+    ]
 
 
 def uptime() -> str:
@@ -223,8 +286,10 @@ def quiesce(scales: list[Scale], timeout: float = 60) -> float:
         try:
             while time.monotonic() - started < timeout:
                 with conn.cursor() as cur:
-                    cur.execute("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
-                                "AND backend_type = 'client backend' AND now() - query_start > interval '100 ms'")
+                    cur.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND pid <> pg_backend_pid() "
+                        "AND backend_type = 'client backend' AND now() - query_start > interval '100 ms'"
+                    )
                     if not cur.fetchone()[0]:
                         break
                 time.sleep(0.2)
@@ -245,8 +310,9 @@ def measure(scales: list[Scale], args) -> dict[str, list[wrk.Result]]:
             waited = quiesce(scales)
             result = wrk.run(name, url, lua=lua, seconds=args.seconds, connections=args.connections)
             runs[name].append(result)
-            print(f"  round {i + 1}: {result.row()}" + (f" (after {waited:.1f} s of quiescing)" if waited > 1 else ""),
-                  flush=True)
+            print(
+                f"  round {i + 1}: {result.row()}" + (f" (after {waited:.1f} s of quiescing)" if waited > 1 else ""), flush=True
+            )
         print(f"  round {i + 1} done; {uptime()}", flush=True)
     return runs
 
@@ -257,8 +323,9 @@ def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, f
     conn.autocommit = True
     rd = redis.Redis.from_url(redis_url)
     started, started_at = time.monotonic(), time.time()
-    response = httpx.post(feed_url + "/api/v1/posts", json={"body": "hello, everyone"},
-                          headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    response = httpx.post(
+        feed_url + "/api/v1/posts", json={"body": "hello, everyone"}, headers={"Authorization": f"Bearer {token}"}, timeout=30
+    )
     response.raise_for_status()
     post_id = int(response.json()["id"])
     while True:
@@ -283,8 +350,11 @@ def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, f
     answers = pipe.execute()
     built = sum(1 for i in range(0, len(answers), 2) if answers[i])
     written = sum(1 for i in range(0, len(answers), 2) if answers[i] and answers[i + 1] is not None)
-    print(f"fan-out: post by an author with {followers:,} followers in all {len(readers):,} timelines (Postgres) "
-          f"after {elapsed:.2f} s; in Redis: {written:,} of {built:,} built timelines", flush=True)
+    print(
+        f"fan-out: post by an author with {followers:,} followers in all {len(readers):,} timelines (Postgres) "
+        f"after {elapsed:.2f} s; in Redis: {written:,} of {built:,} built timelines",
+        flush=True,
+    )
     print_phases(run_dir / "feed-worker.log", post_id, started_at)
     return elapsed
 
@@ -312,12 +382,15 @@ def print_phases(log_file: Path, post_id: int, started_at: float) -> None:
         return f"sum {sum(values):.2f} s, max {max(values):.3f} s"
 
     last = max(d["end"] for d in deliveries)
-    print(f"  phases: POST → handler's page walk starts {walk_start - started_at:.2f} s; walk of {walk['pages']:.0f} "
-          f"pages {walk['total']:.2f} s (waiting on follower page fetches {walk['fetch']:.2f} s); last delivery done at "
-          f"{last - started_at:.2f} s\n"
-          f"  {len(pages)} deliveries, {total:,.0f} rows: queue wait {stat('wait')}; Postgres insert {stat('pg')} "
-          f"({total / max(sum(d['pg'] for d in pages), 1e-9):,.0f} rows/s per process); Redis {stat('redis')}; "
-          f"lock {stat('lock')}; commit {stat('commit')}", flush=True)
+    print(
+        f"  phases: POST → handler's page walk starts {walk_start - started_at:.2f} s; walk of {walk['pages']:.0f} "
+        f"pages {walk['total']:.2f} s (waiting on follower page fetches {walk['fetch']:.2f} s); last delivery done at "
+        f"{last - started_at:.2f} s\n"
+        f"  {len(pages)} deliveries, {total:,.0f} rows: queue wait {stat('wait')}; Postgres insert {stat('pg')} "
+        f"({total / max(sum(d['pg'] for d in pages), 1e-9):,.0f} rows/s per process); Redis {stat('redis')}; "
+        f"lock {stat('lock')}; commit {stat('commit')}",
+        flush=True,
+    )
 
 
 def main() -> int:
@@ -351,17 +424,20 @@ def main() -> int:
         scales = [start_scale(f, i, args, stack_) for i, f in enumerate(factors)]
         if args.fanout_only:
             scale = scales[0]
-            runs = [fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir,
-                                   scale.celebrity_followers) for _ in range(args.fanout_runs)]
-            print(f"fan-out to {scale.celebrity_followers:,} followers: {median(runs):.2f} s (median of "
-                  f"{', '.join(f'{r:.2f}' for r in runs)} s); {uptime()}")
+            runs = [
+                fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
+                for _ in range(args.fanout_runs)
+            ]
+            print(
+                f"fan-out to {scale.celebrity_followers:,} followers: {median(runs):.2f} s (median of "
+                f"{', '.join(f'{r:.2f}' for r in runs)} s); {uptime()}"
+            )
             return 0
         for scale in scales:
             settle(scale)
         for scale in scales:
             warm(scale, args)
-        print(f"warmed; feed gunicorn pids: {', '.join(f'{s.factor}×: {s.feed_pids}' for s in scales)}; {uptime()}",
-              flush=True)
+        print(f"warmed; feed gunicorn pids: {', '.join(f'{s.factor}×: {s.feed_pids}' for s in scales)}; {uptime()}", flush=True)
         before = uptime()
         runs = measure(scales, args)
         after = uptime()
@@ -370,36 +446,46 @@ def main() -> int:
             print("fan-out not measured: author 1 is a big author at this size (its posts are merged at read)")
         elif not args.skip_fanout and factors[0] == 1:
             scale = scales[0]
-            fanout = fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir,
-                                    scale.celebrity_followers)
+            fanout = fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
         fanout_load = uptime()
 
-    print(f"\nfeed benchmark, wrk -t2 -c{args.connections} -d{args.seconds}s × {args.rounds} alternating rounds "
-          f"(medians per target), {os.cpu_count()} cores, load generator on the same machine")
+    print(
+        f"\nfeed benchmark, wrk -t2 -c{args.connections} -d{args.seconds}s × {args.rounds} alternating rounds "
+        f"(medians per target), {os.cpu_count()} cores, load generator on the same machine"
+    )
     print(f"load before the rounds: {before}\nload after the rounds:  {after}")
     for scale in scales:
-        print(f"{scale.factor}×: {scale.users:,} users, {scale.posts:,} posts, data generated in "
-              f"{scale.datagen_seconds:.0f} s; {scale.big_authors} big author(s); {scale.big_readers} of "
-              f"{len(scale.readers)} readers follow one (their pages merge it at read)")
+        print(
+            f"{scale.factor}×: {scale.users:,} users, {scale.posts:,} posts, data generated in "
+            f"{scale.datagen_seconds:.0f} s; {scale.big_authors} big author(s); {scale.big_readers} of "
+            f"{len(scale.readers)} readers follow one (their pages merge it at read)"
+        )
     med = {}
     print(f"{'target':<12} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  rounds (req/s / p99 ms)")
     for name, results in runs.items():
-        med[name] = (median([r.rps for r in results]), median([r.p50_ms for r in results]),
-                     median([r.p99_ms for r in results]))
+        med[name] = (median([r.rps for r in results]), median([r.p50_ms for r in results]), median([r.p99_ms for r in results]))
         errors = sum(r.errors for r in results)
-        print(f"{name:<12} {med[name][0]:>8.0f} {med[name][1]:>8.1f} {med[name][2]:>8.1f}  "
-              + ", ".join(f"{r.rps:.0f}/{r.p99_ms:.0f}" for r in results) + (f"  ERRORS {errors}" if errors else ""))
+        print(
+            f"{name:<12} {med[name][0]:>8.0f} {med[name][1]:>8.1f} {med[name][2]:>8.1f}  "
+            + ", ".join(f"{r.rps:.0f}/{r.p99_ms:.0f}" for r in results)
+            + (f"  ERRORS {errors}" if errors else "")
+        )
     for scale in scales:
         f, p = med[f"feed {scale.factor}×"], med[f"pull {scale.factor}×"]
-        print(f"feed vs pull at {scale.factor}×: {f[0] / p[0]:.2f}× req/s, p99 {f[2] / p[2]:.2f}× of pull's "
-              f"(goal ≥ 2× and ≤ 0.5×)")
+        print(
+            f"feed vs pull at {scale.factor}×: {f[0] / p[0]:.2f}× req/s, p99 {f[2] / p[2]:.2f}× of pull's (goal ≥ 2× and ≤ 0.5×)"
+        )
     if len(scales) > 1:
         base, big = med[f"feed {scales[0].factor}×"], med[f"feed {scales[-1].factor}×"]
-        print(f"feed read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {big[1] / base[1]:.2f}×, "
-              f"p99 {big[2] / base[2]:.2f}×, req/s {big[0] / base[0]:.2f}× (goal: p99 ≤ 1.1×)")
+        print(
+            f"feed read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {big[1] / base[1]:.2f}×, "
+            f"p99 {big[2] / base[2]:.2f}×, req/s {big[0] / base[0]:.2f}× (goal: p99 ≤ 1.1×)"
+        )
         pb, pg = med[f"pull {scales[0].factor}×"], med[f"pull {scales[-1].factor}×"]
-        print(f"pull read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {pg[1] / pb[1]:.2f}×, "
-              f"p99 {pg[2] / pb[2]:.2f}×, req/s {pg[0] / pb[0]:.2f}×")
+        print(
+            f"pull read at {scales[-1].factor}× vs {scales[0].factor}×: p50 {pg[1] / pb[1]:.2f}×, "
+            f"p99 {pg[2] / pb[2]:.2f}×, req/s {pg[0] / pb[0]:.2f}×"
+        )
     if fanout is not None:
         print(f"fan-out to {scales[0].celebrity_followers:,} followers: {fanout:.2f} s; {fanout_load}")
     return 0

@@ -34,9 +34,40 @@ sys.path.insert(0, str(ROOT / "shared" / "src"))
 from shared.ids import EPOCH_MS, SEQUENCE_BITS, WORKER_BITS  # noqa: E402
 
 COPY_ROWS = 200_000
-WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "coffee", "brews", "and",
-         "the", "build", "goes", "green", "again", "today", "tomorrow", "weekend", "launch", "deploy", "ship",
-         "review", "merge", "bug", "fix", "lunch", "music", "travel", "photo"]
+WORDS = [
+    "the",
+    "quick",
+    "brown",
+    "fox",
+    "jumps",
+    "over",
+    "a",
+    "lazy",
+    "dog",
+    "while",
+    "coffee",
+    "brews",
+    "and",
+    "the",
+    "build",
+    "goes",
+    "green",
+    "again",
+    "today",
+    "tomorrow",
+    "weekend",
+    "launch",
+    "deploy",
+    "ship",
+    "review",
+    "merge",
+    "bug",
+    "fix",
+    "lunch",
+    "music",
+    "travel",
+    "photo",
+]
 
 
 def _copy(conn, table: str, columns: tuple[str, ...], rows) -> int:
@@ -44,16 +75,21 @@ def _copy(conn, table: str, columns: tuple[str, ...], rows) -> int:
     are dropped first and rebuilt after the load (one sort each, instead of a B-tree insert per
     row): the same definitions, read back from the catalogue, so the schema is the migrated one."""
     cursor = conn.cursor()
-    cursor.execute("SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
-                   "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype = 'f', contype",
-                   [table])
+    cursor.execute(
+        "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = %s::regclass AND contype IN ('p', 'u', 'f') ORDER BY contype = 'f', contype",
+        [table],
+    )
     constraints = cursor.fetchall()
     cursor.execute("SELECT 1 FROM pg_constraint WHERE confrelid = %s::regclass", [table])
     if cursor.fetchone():  # another table's foreign key needs this one's primary key: keep it
         constraints = [(n, d) for n, d in constraints if not d.startswith("PRIMARY KEY")]
-    cursor.execute("SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s "
-                   "AND i.schemaname = current_schema() AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-                   "WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)", [table, table])
+    cursor.execute(
+        "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = %s "
+        "AND i.schemaname = current_schema() AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
+        "WHERE c.conname = i.indexname AND c.conrelid = %s::regclass)",
+        [table, table],
+    )
     indexes = cursor.fetchall()
     for name, _ in indexes:
         cursor.execute(f'DROP INDEX "{name}"')
@@ -130,9 +166,19 @@ def snowflake_at(ms: int, seq: int) -> int:
     return ((ms - EPOCH_MS) << (WORKER_BITS + SEQUENCE_BITS)) | (1023 << SEQUENCE_BITS) | (seq & 0xFFF)
 
 
-def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: str | None,
-             celebrity_followers: int, timeline_rows: int | None, big_threshold: int, seed: int = 7,
-             log=print) -> dict:
+def generate(
+    *,
+    users: int,
+    posts: int,
+    users_db: str,
+    feed_db: str,
+    redis_url: str | None,
+    celebrity_followers: int,
+    timeline_rows: int | None,
+    big_threshold: int,
+    seed: int = 7,
+    log=print,
+) -> dict:
     rng = random.Random(seed)
     started = time.monotonic()
     following = follow_graph(rng, users, celebrity_followers)
@@ -145,13 +191,45 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
     now = datetime.now(UTC).replace(microsecond=0)
     created = now.isoformat()
     uconn = psycopg2.connect(users_db)
-    n = _copy(uconn, "accounts_user",
-              ("id", "username", "email", "password", "display_name", "bio", "avatar_url", "followers_count",
-               "following_count", "created_at", "updated_at"),
-              ((u, f"user{u}", f"user{u}@bench.example", "!", f"User {u}", "", f"https://img.example/{u}.png",
-                followers_count[u], len(following[u]), created, created) for u in range(1, users + 1)))
-    _copy(uconn, "follows_follow", ("follower_id", "followee_id", "created_at"),
-          ((u, v, created) for u in range(1, users + 1) for v in following[u]))
+    n = _copy(
+        uconn,
+        "accounts_user",
+        (
+            "id",
+            "username",
+            "email",
+            "password",
+            "display_name",
+            "bio",
+            "avatar_url",
+            "followers_count",
+            "following_count",
+            "created_at",
+            "updated_at",
+        ),
+        (
+            (
+                u,
+                f"user{u}",
+                f"user{u}@bench.example",
+                "!",
+                f"User {u}",
+                "",
+                f"https://img.example/{u}.png",
+                followers_count[u],
+                len(following[u]),
+                created,
+                created,
+            )
+            for u in range(1, users + 1)
+        ),
+    )
+    _copy(
+        uconn,
+        "follows_follow",
+        ("follower_id", "followee_id", "created_at"),
+        ((u, v, created) for u in range(1, users + 1) for v in following[u]),
+    )
     with uconn.cursor() as cur:
         cur.execute("SELECT setval(pg_get_serial_sequence('accounts_user', 'id'), %s)", [users])
     uconn.commit()
@@ -173,10 +251,23 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
         last_ms = ms
         post_ids.append(snowflake_at(ms, seq))
     fconn = psycopg2.connect(feed_db)
-    _copy(fconn, "posts_post", ("id", "author_id", "body", "mentions", "mentioned_user_ids", "like_count",
-                                "created_at"),
-          ((post_ids[i], authors[i], " ".join(rng.choices(WORDS, k=rng.randint(3, 25))), "{}", "{}", 0,
-            datetime.fromtimestamp(times[i] / 1000, UTC).isoformat()) for i in range(posts)))
+    _copy(
+        fconn,
+        "posts_post",
+        ("id", "author_id", "body", "mentions", "mentioned_user_ids", "like_count", "created_at"),
+        (
+            (
+                post_ids[i],
+                authors[i],
+                " ".join(rng.choices(WORDS, k=rng.randint(3, 25))),
+                "{}",
+                "{}",
+                0,
+                datetime.fromtimestamp(times[i] / 1000, UTC).isoformat(),
+            )
+            for i in range(posts)
+        ),
+    )
     log(f"  posts: {posts:,} copied at {time.monotonic() - started:.1f}s")
 
     followers: list[list[int]] = [[] for _ in range(users + 1)]
@@ -184,10 +275,13 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
         for v in following[u]:
             followers[v].append(u)
     big = {a for a in range(1, users + 1) if followers_count[a] > big_threshold}
-    _copy(fconn, "timelines_authorstats", ("author_id", "followers_count", "is_big"),
-          ((a, followers_count[a], "t" if a in big else "f") for a in range(1, users + 1)))
-    _copy(fconn, "timelines_bigauthorfollow", ("user_id", "author_id"),
-          ((u, a) for a in big for u in followers[a]))
+    _copy(
+        fconn,
+        "timelines_authorstats",
+        ("author_id", "followers_count", "is_big"),
+        ((a, followers_count[a], "t" if a in big else "f") for a in range(1, users + 1)),
+    )
+    _copy(fconn, "timelines_bigauthorfollow", ("user_id", "author_id"), ((u, a) for a in big for u in followers[a]))
 
     budget = timeline_rows if timeline_rows is not None else 40 * users
     per_user: dict[int, list[int]] = {}
@@ -200,8 +294,12 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
         rows += len(readers)
         if rows >= budget:
             break
-    _copy(fconn, "timelines_timelineentry", ("user_id", "post_id", "author_id"),
-          ((u, post_ids[i], authors[i]) for u, items in per_user.items() for i in items))
+    _copy(
+        fconn,
+        "timelines_timelineentry",
+        ("user_id", "post_id", "author_id"),
+        ((u, post_ids[i], authors[i]) for u, items in per_user.items() for i in items),
+    )
     fconn.commit()
     _vacuum(fconn, ("posts_post", "timelines_timelineentry", "timelines_bigauthorfollow", "timelines_authorstats"))
     fconn.close()
@@ -220,8 +318,7 @@ def generate(*, users: int, posts: int, users_db: str, feed_db: str, redis_url: 
                 pipe.execute()
         pipe.execute()
         log(f"  redis: {len(per_user):,} timelines built at {time.monotonic() - started:.1f}s")
-    return {"following": following, "followers_count": followers_count, "big": big,
-            "seconds": time.monotonic() - started}
+    return {"following": following, "followers_count": followers_count, "big": big, "seconds": time.monotonic() - started}
 
 
 def main() -> int:
@@ -236,9 +333,17 @@ def main() -> int:
     parser.add_argument("--big-threshold", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    result = generate(users=args.users, posts=args.posts, users_db=args.users_db, feed_db=args.feed_db,
-                      redis_url=args.redis, celebrity_followers=args.celebrity_followers,
-                      timeline_rows=args.timeline_rows, big_threshold=args.big_threshold, seed=args.seed)
+    result = generate(
+        users=args.users,
+        posts=args.posts,
+        users_db=args.users_db,
+        feed_db=args.feed_db,
+        redis_url=args.redis,
+        celebrity_followers=args.celebrity_followers,
+        timeline_rows=args.timeline_rows,
+        big_threshold=args.big_threshold,
+        seed=args.seed,
+    )
     print(f"done in {result['seconds']:.1f}s")
     return 0
 

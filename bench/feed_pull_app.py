@@ -32,8 +32,9 @@ STATEMENT_TIMEOUT_MS = int(os.environ.get("PULL_STATEMENT_TIMEOUT_MS", "5000"))
 def _conn():
     conn = getattr(_local, "conn", None)
     if conn is None:
-        conn = _local.conn = psycopg2.connect(os.environ["PULL_DATABASE_URL"],
-                                              options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
+        conn = _local.conn = psycopg2.connect(
+            os.environ["PULL_DATABASE_URL"], options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}"
+        )
         conn.autocommit = True
     return conn
 
@@ -48,8 +49,20 @@ def application(environ, start_response):
     except psycopg2.errors.QueryCanceled:
         start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("Content-Length", "9")])
         return [b"timed out"]
-    body = json.dumps({"results": [{
-        "id": str(r[0]), "author": {"id": str(r[1]), "username": r[5], "display_name": r[6], "avatar_url": r[7]},
-        "body": r[2], "like_count": r[3], "liked_by_me": r[8], "created_at": r[4].isoformat()} for r in rows]}).encode()
+    body = json.dumps(
+        {
+            "results": [
+                {
+                    "id": str(r[0]),
+                    "author": {"id": str(r[1]), "username": r[5], "display_name": r[6], "avatar_url": r[7]},
+                    "body": r[2],
+                    "like_count": r[3],
+                    "liked_by_me": r[8],
+                    "created_at": r[4].isoformat(),
+                }
+                for r in rows
+            ]
+        }
+    ).encode()
     start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
     return [body]

@@ -70,8 +70,7 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 def nginx_bin() -> str | None:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx")
-                                          if os.path.exists(p)), None)
+    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.path.exists(p)), None)
 
 
 def start_nginx(prefix: Path, name: str, server_block: str, http_extra: str = "") -> subprocess.Popen:
@@ -94,8 +93,9 @@ http {{
   server {{ {server_block} }}
 }}
 """)
-    return subprocess.Popen([nginx_bin(), "-p", str(d), "-c", str(conf)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [nginx_bin(), "-p", str(d), "-c", str(conf)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def envoy_bin() -> str | None:
@@ -114,53 +114,103 @@ def start_envoy(prefix: Path, port: int, upstreams: list[str], *, jwks: str | No
     d.mkdir(parents=True, exist_ok=True)
     filters = []
     if jwks is not None:
-        filters.append({
-            "name": "envoy.filters.http.jwt_authn",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-                "providers": {"users": {
-                    "issuer": os.environ.get("JWT_ISSUER", "social-users"),
-                    "audiences": [os.environ.get("JWT_AUDIENCE", "social-api")],
-                    "local_jwks": {"inline_string": jwks}, "forward": True, "clock_skew_seconds": 5,
-                    # Envoy's own cache of verified tokens (off unless configured), as a production config sets it
-                    "jwt_cache_config": {"jwt_cache_size": 1000}}},
-                "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "users"}}]}})
+        filters.append(
+            {
+                "name": "envoy.filters.http.jwt_authn",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+                    "providers": {
+                        "users": {
+                            "issuer": os.environ.get("JWT_ISSUER", "social-users"),
+                            "audiences": [os.environ.get("JWT_AUDIENCE", "social-api")],
+                            "local_jwks": {"inline_string": jwks},
+                            "forward": True,
+                            "clock_skew_seconds": 5,
+                            # Envoy's own cache of verified tokens (off unless configured), as a production config sets it
+                            "jwt_cache_config": {"jwt_cache_size": 1000},
+                        }
+                    },
+                    "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "users"}}],
+                },
+            }
+        )
     if ratelimit:
         percent = {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
-        filters.append({
-            "name": "envoy.filters.http.local_ratelimit",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
-                "stat_prefix": "bench_rl",
-                "token_bucket": {"max_tokens": 1000000, "tokens_per_fill": 1000000, "fill_interval": "1s"},
-                "filter_enabled": {"runtime_key": "rl_enabled", **percent},
-                "filter_enforced": {"runtime_key": "rl_enforced", **percent}}})
-    filters.append({"name": "envoy.filters.http.router", "typed_config": {
-        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
-    endpoints = [{"endpoint": {"address": {"socket_address": {"address": u.rsplit(":", 1)[0],
-                                                              "port_value": int(u.rsplit(":", 1)[1])}}}}
-                 for u in upstreams]
+        filters.append(
+            {
+                "name": "envoy.filters.http.local_ratelimit",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                    "stat_prefix": "bench_rl",
+                    "token_bucket": {"max_tokens": 1000000, "tokens_per_fill": 1000000, "fill_interval": "1s"},
+                    "filter_enabled": {"runtime_key": "rl_enabled", **percent},
+                    "filter_enforced": {"runtime_key": "rl_enforced", **percent},
+                },
+            }
+        )
+    filters.append(
+        {
+            "name": "envoy.filters.http.router",
+            "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+        }
+    )
+    endpoints = [
+        {"endpoint": {"address": {"socket_address": {"address": u.rsplit(":", 1)[0], "port_value": int(u.rsplit(":", 1)[1])}}}}
+        for u in upstreams
+    ]
     config = {
         "static_resources": {
-            "listeners": [{
-                "name": "bench",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
-                                 ".HttpConnectionManager",
-                        "stat_prefix": "bench", "codec_type": "HTTP1",
-                        "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
-                            {"match": {"prefix": "/"}, "route": {"cluster": "backend"}}]}]},
-                        "http_filters": filters}}]}]}],
-            "clusters": [{"name": "backend", "type": "STATIC", "lb_policy": "LEAST_REQUEST", "connect_timeout": "2s",
-                          "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": endpoints}]}}]}}
+            "listeners": [
+                {
+                    "name": "bench",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+                                        ".HttpConnectionManager",
+                                        "stat_prefix": "bench",
+                                        "codec_type": "HTTP1",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "backend"}}],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": filters,
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ],
+            "clusters": [
+                {
+                    "name": "backend",
+                    "type": "STATIC",
+                    "lb_policy": "LEAST_REQUEST",
+                    "connect_timeout": "2s",
+                    "load_assignment": {"cluster_name": "backend", "endpoints": [{"lb_endpoints": endpoints}]},
+                }
+            ],
+        }
+    }
     conf = d / "envoy.json"
     conf.write_text(json.dumps(config))
     with open(d / "envoy.log", "wb") as log:
-        return subprocess.Popen([envoy_bin(), "-c", str(conf), "--concurrency", "1", "--disable-hot-restart",
-                                 "--log-level", "warn"], start_new_session=True, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [envoy_bin(), "-c", str(conf), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+            start_new_session=True,
+            stdout=log,
+            stderr=log,
+        )
 
 
 def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
@@ -175,8 +225,14 @@ def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     sock_err = re.search(r"Socket errors: (.*)", out)
     total = re.search(r"(\d+) requests in", out)
-    return {"rps": rps, "p50": lat.get("50"), "p99": lat.get("99"), "requests": int(total.group(1)) if total else 0,
-            "non2xx": int(errors.group(1)) if errors else 0, "socket_errors": sock_err.group(1) if sock_err else ""}
+    return {
+        "rps": rps,
+        "p50": lat.get("50"),
+        "p99": lat.get("99"),
+        "requests": int(total.group(1)) if total else 0,
+        "non2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": sock_err.group(1) if sock_err else "",
+    }
 
 
 def group_cpu(pgid: int) -> float:
@@ -208,10 +264,20 @@ def mint_token() -> tuple[str, str]:
     key = Ed25519PrivateKey.generate()
     jwk = {**OKPAlgorithm.to_jwk(key.public_key(), as_dict=True), "kid": "bench", "alg": "EdDSA", "use": "sig"}
     now = int(time.time())
-    token = jwt.encode({"iss": os.environ.get("JWT_ISSUER", "social-users"),
-                        "aud": os.environ.get("JWT_AUDIENCE", "social-api"), "sub": "1", "username": "bench",
-                        "iat": now, "exp": now + 3600, "jti": uuid.uuid4().hex},
-                       key, algorithm="EdDSA", headers={"kid": "bench", "typ": "at+jwt"})
+    token = jwt.encode(
+        {
+            "iss": os.environ.get("JWT_ISSUER", "social-users"),
+            "aud": os.environ.get("JWT_AUDIENCE", "social-api"),
+            "sub": "1",
+            "username": "bench",
+            "iat": now,
+            "exp": now + 3600,
+            "jti": uuid.uuid4().hex,
+        },
+        key,
+        algorithm="EdDSA",
+        headers={"kid": "bench", "typ": "at+jwt"},
+    )
     return token, json.dumps({"keys": [jwk]})
 
 
@@ -228,33 +294,59 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--upstream", action="append", default=[], metavar="HOST:PORT",
-                    help="benchmark in front of this upstream (repeatable) instead of a trivial nginx")
+    ap.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="benchmark in front of this upstream (repeatable) instead of a trivial nginx",
+    )
     ap.add_argument("--path", default="/bench", help="request path (default /bench)")
     ap.add_argument("--header", action="append", default=[], help="extra request header for wrk (repeatable)")
     ap.add_argument("--duration", default="10s")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--connections", type=int, default=64)
-    ap.add_argument("--bare", action="store_true",
-                    help="also measure bench/gateway_bare_proxy.py (bytes forwarded, no parsing): the Python ceiling")
+    ap.add_argument(
+        "--bare",
+        action="store_true",
+        help="also measure bench/gateway_bare_proxy.py (bytes forwarded, no parsing): the Python ceiling",
+    )
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
-    ap.add_argument("--auth", action="store_true",
-                    help="route requires a token: with the trivial upstream, the script makes an Ed25519 key, serves "
-                         "its JWKS from the upstream and sends a minted token; with --upstream pass --header "
-                         "'Authorization: Bearer ...' and set JWKS_URL")
-    ap.add_argument("--ratelimit", action="store_true",
-                    help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
-                         "REDIS_URL or starts an embedded redis-server (dev/infra.py)")
-    ap.add_argument("--features", action="store_true",
-                    help="--auth and --ratelimit: token verification and rate limits on every peer that has them "
-                         "(gateway: both; Envoy: jwt_authn + local_ratelimit; nginx: limit_req per IP)")
-    ap.add_argument("--max-outstanding", type=int, default=None, metavar="N",
-                    help="the gateway's requests in flight per replica (routes.yaml max_outstanding); default 0 "
-                         "(no limit) on the trivial upstream, 8 with --users-service (as gateway/routes.yaml)")
-    ap.add_argument("--users-service", action="store_true",
-                    help="in front of the real users service (2 replicas, embedded Postgres/Redis): GET /api/v1/users/me")
-    ap.add_argument("--both", action="store_true",
-                    help="the trivial-upstream comparison, then --users-service; prints both ratios at the end")
+    ap.add_argument(
+        "--auth",
+        action="store_true",
+        help="route requires a token: with the trivial upstream, the script makes an Ed25519 key, serves "
+        "its JWKS from the upstream and sends a minted token; with --upstream pass --header "
+        "'Authorization: Bearer ...' and set JWKS_URL",
+    )
+    ap.add_argument(
+        "--ratelimit",
+        action="store_true",
+        help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
+        "REDIS_URL or starts an embedded redis-server (dev/infra.py)",
+    )
+    ap.add_argument(
+        "--features",
+        action="store_true",
+        help="--auth and --ratelimit: token verification and rate limits on every peer that has them "
+        "(gateway: both; Envoy: jwt_authn + local_ratelimit; nginx: limit_req per IP)",
+    )
+    ap.add_argument(
+        "--max-outstanding",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the gateway's requests in flight per replica (routes.yaml max_outstanding); default 0 "
+        "(no limit) on the trivial upstream, 8 with --users-service (as gateway/routes.yaml)",
+    )
+    ap.add_argument(
+        "--users-service",
+        action="store_true",
+        help="in front of the real users service (2 replicas, embedded Postgres/Redis): GET /api/v1/users/me",
+    )
+    ap.add_argument(
+        "--both", action="store_true", help="the trivial-upstream comparison, then --users-service; prints both ratios at the end"
+    )
     args = ap.parse_args()
     if args.features:
         args.auth = args.ratelimit = True
@@ -281,15 +373,16 @@ def users_service(args):
     import stack
 
     with stack.temporary_system("gateway-bench-users-", services=["users"], port_offset=70, replicas=2) as ctx:
-        supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", i) for i in range(2)], stream_logs=False,
-                                      log_dir=ctx.run_dir)
+        supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", i) for i in range(2)], stream_logs=False, log_dir=ctx.run_dir)
         try:
             supervisor.start_all()
             supervisor.wait_ready()
             base = ctx.service_urls("users")[0]
-            response = httpx.post(f"{base}/api/v1/auth/register", timeout=30,
-                                  json={"username": "gwbench", "email": "gwbench@bench.example",
-                                        "password": "correct horse battery staple"})
+            response = httpx.post(
+                f"{base}/api/v1/auth/register",
+                timeout=30,
+                json={"username": "gwbench", "email": "gwbench@bench.example", "password": "correct horse battery staple"},
+            )
             response.raise_for_status()
             args.upstream = [u.removeprefix("http://") for u in ctx.service_urls("users")]
             args.path = "/api/v1/users/me"
@@ -313,8 +406,7 @@ def measure(args) -> tuple[int, str]:
 
     missing = [tool for tool, found in (("wrk", shutil.which("wrk")), ("nginx", nginx_bin())) if not found]
     if missing:
-        print(f"missing: {', '.join(missing)}. Install them first, e.g.: apt-get install -y wrk nginx",
-              file=sys.stderr)
+        print(f"missing: {', '.join(missing)}. Install them first, e.g.: apt-get install -y wrk nginx", file=sys.stderr)
         return 2, ""
     if args.auth and args.upstream and not os.environ.get("JWKS_URL"):
         print("--auth with --upstream needs JWKS_URL and an Authorization --header", file=sys.stderr)
@@ -342,10 +434,16 @@ def measure(args) -> tuple[int, str]:
                 (jwks_dir / "jwks.json").write_text(jwks)
                 headers.append(f"Authorization: Bearer {token}")
                 gw_env["JWKS_URL"] = f"http://127.0.0.1:{up_port}/.well-known/jwks.json"
-            procs.append(start_nginx(tmp, "upstream", f"""
+            procs.append(
+                start_nginx(
+                    tmp,
+                    "upstream",
+                    f"""
                 listen 127.0.0.1:{up_port} reuseport backlog=4096;
                 location = /.well-known/jwks.json {{ default_type application/json; alias {jwks_dir}/jwks.json; }}
-                location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}"""))
+                location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}""",
+                )
+            )
             wait_port(up_port, procs[-1])
             upstreams = [f"127.0.0.1:{up_port}"]
 
@@ -353,7 +451,10 @@ def measure(args) -> tuple[int, str]:
         ngx_port = free_port()
         servers = "\n".join(f"server {u};" for u in upstreams)
         limit = "limit_req zone=perip burst=1000000 nodelay;" if args.ratelimit else ""
-        ngx_proc = start_nginx(tmp, "proxy", f"""
+        ngx_proc = start_nginx(
+            tmp,
+            "proxy",
+            f"""
             listen 127.0.0.1:{ngx_port} backlog=4096;
             location / {{
               {limit}
@@ -362,16 +463,17 @@ def measure(args) -> tuple[int, str]:
               proxy_set_header Connection "";
               proxy_set_header Host $host;
               proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-            }}""", http_extra=f"upstream backend {{ {servers} keepalive 128; }}"
-                   + (" limit_req_zone $binary_remote_addr zone=perip:10m rate=1000000r/s;" if args.ratelimit else ""))
+            }}""",
+            http_extra=f"upstream backend {{ {servers} keepalive 128; }}"
+            + (" limit_req_zone $binary_remote_addr zone=perip:10m rate=1000000r/s;" if args.ratelimit else ""),
+        )
         procs.append(ngx_proc)
         wait_port(ngx_port, procs[-1])
 
         # (c) Envoy, the same route and upstreams
         envoy_proc, envoy_port = None, free_port()
         if envoy_bin():
-            envoy_proc = start_envoy(tmp, envoy_port, upstreams, jwks=jwks if args.auth else None,
-                                     ratelimit=args.ratelimit)
+            envoy_proc = start_envoy(tmp, envoy_port, upstreams, jwks=jwks if args.auth else None, ratelimit=args.ratelimit)
             procs.append(envoy_proc)
             wait_port(envoy_port, envoy_proc, timeout=60)
         else:
@@ -390,22 +492,28 @@ def measure(args) -> tuple[int, str]:
         def start_gateway(name: str, limit: int) -> tuple[subprocess.Popen, int, int]:
             port, admin = free_port(), free_port()
             routes = tmp / f"routes-{name}.yaml"
-            rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit \
-                else "off"
+            rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit else "off"
             routes.write_text(f"""
 upstreams:
-  bench: {{replicas: [{', '.join(repr(u) for u in upstreams)}], max_outstanding: {limit}}}
+  bench: {{replicas: [{", ".join(repr(u) for u in upstreams)}], max_outstanding: {limit}}}
 routes:
-  - {{prefix: /, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: {rl}}}
+  - {{prefix: /, service: bench, auth: {"required" if args.auth else "none"}, ratelimit: {rl}}}
 """)
-            env = {**os.environ, **gw_env, "GATEWAY_ROUTES": str(routes), "GATEWAY_PORT": str(port),
-                   "GATEWAY_ADMIN_PORT": str(admin), "GATEWAY_WORKERS": "1",
-                   # a real service is health-checked as in production, on its readiness endpoint (the
-                   # measured path needs a token: checking it would fail and leave the pool in panic mode)
-                   "GATEWAY_HEALTH_PATH": getattr(args, "health_path", None) or args.path}
+            env = {
+                **os.environ,
+                **gw_env,
+                "GATEWAY_ROUTES": str(routes),
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_ADMIN_PORT": str(admin),
+                "GATEWAY_WORKERS": "1",
+                # a real service is health-checked as in production, on its readiness endpoint (the
+                # measured path needs a token: checking it would fail and leave the pool in panic mode)
+                "GATEWAY_HEALTH_PATH": getattr(args, "health_path", None) or args.path,
+            }
             with open(tmp / f"{name}.err", "wb") as err:
-                proc = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=err)
+                proc = subprocess.Popen(
+                    [PY, "-m", "gateway"], cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=err
+                )
             procs.append(proc)
             wait_port(port, proc)
             return proc, port, admin
@@ -418,19 +526,29 @@ routes:
 
         if args.bare:
             bare_port = free_port()
-            procs.append(subprocess.Popen([PY, str(ROOT / "bench" / "gateway_bare_proxy.py"), str(bare_port),
-                                           upstreams[0]], start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    [PY, str(ROOT / "bench" / "gateway_bare_proxy.py"), str(bare_port), upstreams[0]], start_new_session=True
+                )
+            )
             wait_port(bare_port, procs[-1])
         # Alternate the targets for several rounds and keep the median of each: on a shared machine
         # one run can be halved by a neighbour's burst; alternating exposes both to the same noise.
-        targets = ((("nginx", ngx_port), ("gateway", gw_port)) + ((("envoy", envoy_port),) if envoy_proc else ())
-                   + extra_targets
-                   + ((("bare", bare_port),) if args.bare else ()))
+        targets = (
+            (("nginx", ngx_port), ("gateway", gw_port))
+            + ((("envoy", envoy_port),) if envoy_proc else ())
+            + extra_targets
+            + ((("bare", bare_port),) if args.bare else ())
+        )
         # CPU time per request of each proxy (its process group's CPU seconds over the requests wrk
         # completed): unlike req/s it hardly moves with what else runs on the machine
-        pgids = {"nginx": ngx_proc.pid, "gateway": gw.pid, "envoy": envoy_proc.pid if envoy_proc else 0,
-                 "bare": procs[-1].pid if args.bare else 0,
-                 **({"gw-nolim": nolimit.pid} if extra_targets else {})}
+        pgids = {
+            "nginx": ngx_proc.pid,
+            "gateway": gw.pid,
+            "envoy": envoy_proc.pid if envoy_proc else 0,
+            "bare": procs[-1].pid if args.bare else 0,
+            **({"gw-nolim": nolimit.pid} if extra_targets else {}),
+        }
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
             run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, "2s")  # warm-up
@@ -444,8 +562,10 @@ routes:
         for name, rs in runs.items():
             cpu_rounds = ", ".join(format(r["cpu_us"], ".1f") for r in rs)
             p99_rounds = ", ".join(format(r["p99"] or 0, ".0f") for r in rs)
-            print(f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}; p99 ms: {p99_rounds}; "
-                  f"CPU us/request: {cpu_rounds}")
+            print(
+                f"{name:8} rounds req/s: {', '.join(str(round(r['rps'])) for r in rs)}; p99 ms: {p99_rounds}; "
+                f"CPU us/request: {cpu_rounds}"
+            )
         cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
 
         g, n = results["gateway"], results["nginx"]
@@ -453,52 +573,74 @@ routes:
         import urllib.request
 
         with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/metrics", timeout=5) as resp:
-            statuses = re.findall(r'^gateway_requests_total\{route="[^"]*",status="(\d+)"\} ([\d.e+]+)$',
-                                  resp.read().decode(), re.M)
+            statuses = re.findall(
+                r'^gateway_requests_total\{route="[^"]*",status="(\d+)"\} ([\d.e+]+)$', resp.read().decode(), re.M
+            )
         features = [f for f, on in (("auth", args.auth), ("ratelimit", args.ratelimit)) if on]
-        print(f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on; "
-              f"max_outstanding {max_outstanding or 'none'} per replica"
-              + ("; gw-nolim: the same gateway without the limit" if extra_targets else ""))
+        print(
+            f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on; "
+            f"max_outstanding {max_outstanding or 'none'} per replica"
+            + ("; gw-nolim: the same gateway without the limit" if extra_targets else "")
+        )
         if args.auth or args.ratelimit:
-            print("peers' features: nginx " + ("limit_req per client IP" if args.ratelimit else "none")
-                  + " (no JWT verification in open-source nginx); Envoy "
-                  + (", ".join(f for f, on in (("jwt_authn", args.auth), ("local_ratelimit (one bucket)", args.ratelimit))
-                               if on) if envoy_proc else "not run"))
-        print(f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
-              f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}")
+            print(
+                "peers' features: nginx "
+                + ("limit_req per client IP" if args.ratelimit else "none")
+                + " (no JWT verification in open-source nginx); Envoy "
+                + (
+                    ", ".join(f for f, on in (("jwt_authn", args.auth), ("local_ratelimit (one bucket)", args.ratelimit)) if on)
+                    if envoy_proc
+                    else "not run"
+                )
+            )
+        print(
+            f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
+            f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}"
+        )
         print(f"median of {args.rounds} alternating rounds")
         print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'non-2xx':>8}  socket errors")
         for name in runs:
             r = results[name]
-            print(f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {cpu[name]:>10.1f} "
-                  f"{r['non2xx']:>8}  {r['socket_errors'] or '-'}")
+            print(
+                f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {cpu[name]:>10.1f} "
+                f"{r['non2xx']:>8}  {r['socket_errors'] or '-'}"
+            )
         ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)
         goal = ">= 0.9 and p99 delta <= 2 ms" if args.upstream else ">= 0.6" if args.auth and args.ratelimit else ">= 0.5"
         bad = [st for st, _ in statuses if not st.startswith("2")]
         if bad:  # say why, once: a benchmark of error answers measures nothing
-            req = urllib.request.Request(f"http://127.0.0.1:{gw_port}{args.path}",
-                                         headers=dict(h.split(": ", 1) for h in headers))
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{gw_port}{args.path}", headers=dict(h.split(": ", 1) for h in headers)
+            )
             try:
                 urllib.request.urlopen(req, timeout=5)
             except urllib.error.HTTPError as exc:
                 print(f"gateway answered {exc.code}: {exc.read().decode()[:300]}")
         print("gateway answers by status: " + ", ".join(f"{st}: {float(c):.0f}" for st, c in statuses))
-        summary = (f"gateway {g['rps']:.0f} req/s p50 {g['p50'] or 0:.2f} p99 {g['p99'] or 0:.2f} ms; nginx {n['rps']:.0f} "
-                   f"req/s p50 {n['p50'] or 0:.2f} p99 {n['p99'] or 0:.2f} ms; ratio gateway/nginx {ratio:.2f} "
-                   f"(goal {goal}); p99 delta {p99_delta:+.2f} ms")
+        summary = (
+            f"gateway {g['rps']:.0f} req/s p50 {g['p50'] or 0:.2f} p99 {g['p99'] or 0:.2f} ms; nginx {n['rps']:.0f} "
+            f"req/s p50 {n['p50'] or 0:.2f} p99 {n['p99'] or 0:.2f} ms; ratio gateway/nginx {ratio:.2f} "
+            f"(goal {goal}); p99 delta {p99_delta:+.2f} ms"
+        )
         print(f"ratio gateway/nginx: {ratio:.2f} (goal {goal}); p99 delta {p99_delta:+.2f} ms")
         if "envoy" in results:
             e = results["envoy"]
             envoy_ratio = g["rps"] / e["rps"] if e["rps"] else 0.0
             summary += f"; Envoy {e['rps']:.0f} req/s p99 {e['p99'] or 0:.2f} ms; ratio gateway/Envoy {envoy_ratio:.2f}"
-            print(f"ratio gateway/Envoy: {envoy_ratio:.2f}; p99 delta {(g['p99'] or 0) - (e['p99'] or 0):+.2f} ms; "
-                  f"CPU per request, Envoy/gateway: {cpu['envoy'] / cpu['gateway']:.2f}")
-        print(f"CPU per request, nginx/gateway: {cpu['nginx'] / cpu['gateway']:.2f} (the capacity ratio when each "
-              "proxy has a core of its own and is the bottleneck)")
+            print(
+                f"ratio gateway/Envoy: {envoy_ratio:.2f}; p99 delta {(g['p99'] or 0) - (e['p99'] or 0):+.2f} ms; "
+                f"CPU per request, Envoy/gateway: {cpu['envoy'] / cpu['gateway']:.2f}"
+            )
+        print(
+            f"CPU per request, nginx/gateway: {cpu['nginx'] / cpu['gateway']:.2f} (the capacity ratio when each "
+            "proxy has a core of its own and is the bottleneck)"
+        )
         if args.bare:
-            print(f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
-                  f"gateway/bare: {g['rps'] / results['bare']['rps']:.2f}")
+            print(
+                f"ratio bare/nginx: {results['bare']['rps'] / n['rps']:.2f}; "
+                f"gateway/bare: {g['rps'] / results['bare']['rps']:.2f}"
+            )
         return 0, summary
     finally:
         for p in reversed(procs):

@@ -32,9 +32,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-RESPONSE = (b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\n"
-            b'{"ok":true}')
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Wed, 25 Nov 2026 21:00:00 GMT\r\n"
+    b"Content-Type: application/json\r\nContent-Length: 11\r\nConnection: keep-alive\r\n\r\n"
+    b'{"ok":true}'
+)
 
 
 class FakeTransport:
@@ -67,8 +69,11 @@ class FakeTransport:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--auth", action="store_true", help="route requires a token (verified once, then cached)")
-    ap.add_argument("--revocation", action="store_true",
-                    help="with --auth: the revocation check on, its answer cached (Redis is not asked here)")
+    ap.add_argument(
+        "--revocation",
+        action="store_true",
+        help="with --auth: the revocation check on, its answer cached (Redis is not asked here)",
+    )
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the loop (slower; shows where time goes)")
     ap.add_argument("--tracing", choices=("off", "on", "both"), default="both")
@@ -99,15 +104,19 @@ def main() -> int:
         one, gw, sink = setups[mode]
         results[mode] = min(blocks[mode]) * 1e6
         trace = f"tracing on, {args.sample:.0%} sampled, {sink.spans} spans exported" if sink else "tracing off"
-        print(f"gateway per-request Python cost: {results[mode]:.2f} µs ({args.n} GETs, auth "
-              f"{'on' if args.auth else 'off'}, {'revocation check cached, ' if args.revocation else ''}"
-              f"access log on, metrics on, {trace}; data path {gateway.PROXY_MODE})")
+        print(
+            f"gateway per-request Python cost: {results[mode]:.2f} µs ({args.n} GETs, auth "
+            f"{'on' if args.auth else 'off'}, {'revocation check cached, ' if args.revocation else ''}"
+            f"access log on, metrics on, {trace}; data path {gateway.PROXY_MODE})"
+        )
         if gw.tracer is not None:
             gw.tracer.shutdown()
     if len(results) == 2:
         off, on = results["off"], results["on"]
-        print(f"tracing on at {args.sample:.0%} sampling costs {on - off:+.2f} µs per request "
-              f"({(on - off) / off:+.1%} of tracing off)")
+        print(
+            f"tracing on at {args.sample:.0%} sampling costs {on - off:+.2f} µs per request "
+            f"({(on - off) / off:+.1%} of tracing off)"
+        )
     return 0
 
 
@@ -133,7 +142,7 @@ upstreams:
   bench: {{replicas: ['127.0.0.1:9']}}
 routes:
   - {{prefix: /api/v1/auth/login, exact: true, service: bench, auth: none, methods: [POST], ratelimit: off}}
-  - {{prefix: /api/v1/users/, service: bench, auth: {'required' if args.auth else 'none'}, ratelimit: off}}
+  - {{prefix: /api/v1/users/, service: bench, auth: {"required" if args.auth else "none"}, ratelimit: off}}
   - {{prefix: /api/v1/posts, service: bench, ratelimit: off}}
   - {{prefix: /, service: bench, auth: none, ratelimit: off}}
 """)

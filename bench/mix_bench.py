@@ -74,6 +74,7 @@ def git(*args: str, cwd: Path = ROOT) -> str:
 
 # ---------------------------------------------------------------- the baseline's worktree and venv
 
+
 def _build_outputs(tree: Path) -> list[Path]:
     """What `make venv` produces in a tree (all git-ignored): the venv and the compiled gateway."""
     gw = tree / "gateway"
@@ -112,8 +113,11 @@ def baseline_tree(ref: str):
                 if stamp.exists():
                     stamp.touch()
         cached = (tree / ".venv").exists()
-        print(f"baseline {ref} = {sha[:12]}: worktree {tree}; make venv there "
-              f"({'cached venv' if cached else 'first run: a few minutes'})", flush=True)
+        print(
+            f"baseline {ref} = {sha[:12]}: worktree {tree}; make venv there "
+            f"({'cached venv' if cached else 'first run: a few minutes'})",
+            flush=True,
+        )
         with open(CACHE / f"make-venv-{sha[:12]}.log", "w") as log:
             subprocess.run(["make", "venv"], cwd=tree, check=True, stdout=log, stderr=subprocess.STDOUT)
         yield tree, sha
@@ -125,6 +129,7 @@ def baseline_tree(ref: str):
 
 
 # ---------------------------------------------------------------- one running system
+
 
 @dataclass
 class System:
@@ -149,9 +154,15 @@ def start_system(label: str, tree: Path, offset: int, replicas: int, log: Path) 
     # throttle (20/min per address, and it sees the gateway's) would make seeding 200 users take 10 min
     extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32", "THROTTLE_REGISTER_IP": "100000/min"}
     with open(log, "w") as err:
-        proc = subprocess.Popen([str(python), str(ROOT / "bench" / "mix_driver.py"), str(tree), str(offset),
-                                 str(replicas), json.dumps(extra)], cwd=tree, stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, stderr=err, text=True, start_new_session=True)
+        proc = subprocess.Popen(
+            [str(python), str(ROOT / "bench" / "mix_driver.py"), str(tree), str(offset), str(replicas), json.dumps(extra)],
+            cwd=tree,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            start_new_session=True,
+        )
     return System(label, tree, proc)
 
 
@@ -197,6 +208,7 @@ def stop_system(system: System) -> None:
 
 # ---------------------------------------------------------------- CPU per process group from /proc
 
+
 def group_of(name: str) -> str:
     """dev/stack.py process names → groups: `feed-0`, `feed-1` → `feed gunicorn`, `feed-worker` → itself."""
     service, _, role = name.partition("-")
@@ -216,7 +228,7 @@ def cpu_by_group(system: System) -> dict[str, float]:
                 raw = fh.read()
         except OSError:
             continue
-        comm = raw[raw.index("(") + 1:raw.rindex(")")]
+        comm = raw[raw.index("(") + 1 : raw.rindex(")")]
         fields = raw.rsplit(")", 1)[1].split()  # state ppid pgrp … utime(11) stime(12) cutime(13) cstime(14)
         procs[int(entry)] = (int(fields[1]), sum(int(x) for x in fields[11:15]), comm)
     roots = {pid: group_of(name) for name, pid in system.info["pids"].items()}
@@ -245,6 +257,7 @@ def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 # ---------------------------------------------------------------- data: the same for both systems
 
+
 def seed(system: System, args) -> None:
     """--users users through the public API (each from its own IP), --follows follows each (one
     seeded graph), --posts posts each; then access tokens for the load (minted with the system's
@@ -253,6 +266,7 @@ def seed(system: System, args) -> None:
     names = [f"mix{i:04d}" for i in range(args.users)]
     follows = {n: rng.sample([m for m in names if m != n], min(args.follows, len(names) - 1)) for n in names}
     with httpx.Client(base_url=system.gateway, timeout=60) as client:
+
         def call(method: str, path: str, headers: dict, body: dict, ok=(200, 201)) -> httpx.Response:
             """A seeding request, retried on 429/5xx/transport errors (the machine may be busy)."""
             for attempt in range(6):
@@ -265,13 +279,19 @@ def seed(system: System, args) -> None:
                 if response is not None and (response.status_code in ok or response.status_code < 429):
                     return response
                 time.sleep(float(response.headers.get("Retry-After", 1)) if response is not None else 1 + attempt)
-            raise SystemExit(f"{system.label}: seeding {method} {path} kept failing: "
-                             f"{response.status_code if response is not None else 'no answer'}")
+            raise SystemExit(
+                f"{system.label}: seeding {method} {path} kept failing: "
+                f"{response.status_code if response is not None else 'no answer'}"
+            )
 
         def register(i: int) -> tuple[str, int]:
             headers = {"X-Forwarded-For": ip(i)}
-            r = call("POST", "/api/v1/auth/register", headers,
-                     {"username": names[i], "email": f"{names[i]}@bench.example", "password": PASSWORD})
+            r = call(
+                "POST",
+                "/api/v1/auth/register",
+                headers,
+                {"username": names[i], "email": f"{names[i]}@bench.example", "password": PASSWORD},
+            )
             if r.status_code != 201:  # an earlier try timed out after the user was created
                 r = call("POST", "/api/v1/auth/login", headers, {"username": names[i], "password": PASSWORD})
             r.raise_for_status()
@@ -288,12 +308,27 @@ def seed(system: System, args) -> None:
             registered = list(pool.map(register, range(len(names))))
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(act, range(len(names))))
-    key = serialization.load_pem_private_key((Path(system.info["run_dir"]) / "keys" / "users-dev.pem").read_bytes(),
-                                             password=None)
+    key = serialization.load_pem_private_key(
+        (Path(system.info["run_dir"]) / "keys" / "users-dev.pem").read_bytes(), password=None
+    )
     now = int(time.time())
-    system.tokens = [jwt.encode({"iss": "social-users", "aud": "social-api", "sub": str(uid), "username": names[i],
-                                 "iat": now, "exp": now + 4 * 3600, "jti": uuid.uuid4().hex}, key, algorithm="EdDSA",
-                                headers={"kid": "dev", "typ": "at+jwt"}) for i, (_, uid) in enumerate(registered)]
+    system.tokens = [
+        jwt.encode(
+            {
+                "iss": "social-users",
+                "aud": "social-api",
+                "sub": str(uid),
+                "username": names[i],
+                "iat": now,
+                "exp": now + 4 * 3600,
+                "jti": uuid.uuid4().hex,
+            },
+            key,
+            algorithm="EdDSA",
+            headers={"kid": "dev", "typ": "at+jwt"},
+        )
+        for i, (_, uid) in enumerate(registered)
+    ]
     system.info["names"] = names
 
 
@@ -318,6 +353,7 @@ def settle(systems: list[System], timeout: float = 180, quiet: float = 0.03) -> 
 
 
 # ---------------------------------------------------------------- load: wrk and the fixed-rate generator
+
 
 def mix_lua(system: System, weights: tuple[int, int, int]) -> str:
     names = system.info["names"]
@@ -399,15 +435,17 @@ class Round:
         return self.cpu.get(group, 0.0) / max(1, self.result.requests) * 1000
 
 
-def wrk_round(system: System, name: str, *, connections: int, seconds: int,
-              weights: tuple[int, int, int] = (60, 30, 10)) -> Round:
+def wrk_round(
+    system: System, name: str, *, connections: int, seconds: int, weights: tuple[int, int, int] = (60, 30, 10)
+) -> Round:
     """One wrk run on a quiet system. Its CPU counts from the start until the system is quiet again,
     so the background work the requests caused (fan-out, notifications, events) is in it."""
     settle(systems_all, timeout=60)  # neither system's leftovers in this run
     offset = system.log.stat().st_size if system.log.exists() else 0
     before = cpu_by_group(system)
-    result = wrk.run(name, system.gateway, lua=mix_lua(system, weights), connections=connections, seconds=seconds,
-                     threads=min(2, connections))
+    result = wrk.run(
+        name, system.gateway, lua=mix_lua(system, weights), connections=connections, seconds=seconds, threads=min(2, connections)
+    )
     settle([system], timeout=60)
     cpu = cpu_delta(before, cpu_by_group(system))
     kinds = access_log_latencies(system.log, offset) if system.log.exists() else {}
@@ -453,8 +491,9 @@ async def _fixed_rate(system: System, rate: float, seconds: float, max_in_flight
         if r < 90:
             return "user", f"GET /api/v1/posts?author={names[rng.randrange(len(names))]} HTTP/1.1\r\n{head}\r\n".encode()
         body = json.dumps({"body": f"fixed-rate post {k} for @{names[rng.randrange(len(names))]}"}).encode()
-        return "compose", (f"POST /api/v1/posts HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
-                           f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        return "compose", (
+            f"POST /api/v1/posts HTTP/1.1\r\n{head}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
 
     async def one(k: int, due: float) -> None:
         nonlocal errors
@@ -502,6 +541,7 @@ def fixed_rate(system: System, rate: float, seconds: float, max_in_flight: int =
 
 # ---------------------------------------------------------------- the run
 
+
 def alternate(systems: list[System], i: int) -> list[System]:
     return systems if i % 2 == 0 else list(reversed(systems))
 
@@ -533,6 +573,7 @@ def main() -> int:
     args = parser.parse_args()
     wrk.require_wrk()
     sweep = [int(c) for c in args.sweep.split(",")]
+
     def stop(*_) -> None:
         STOP.set()
         sys.exit(143)
@@ -543,8 +584,10 @@ def main() -> int:
     print(f"start: {uptime()}", flush=True)
     with contextlib.ExitStack() as stack_:
         base_tree, base_sha = stack_.enter_context(baseline_tree(args.baseline))
-        systems = [start_system("baseline", base_tree, args.port_offset, args.replicas, CACHE / "baseline-driver.log"),
-                   start_system("HEAD", ROOT, args.port_offset + 500, args.replicas, CACHE / "head-driver.log")]
+        systems = [
+            start_system("baseline", base_tree, args.port_offset, args.replicas, CACHE / "baseline-driver.log"),
+            start_system("HEAD", ROOT, args.port_offset + 500, args.replicas, CACHE / "head-driver.log"),
+        ]
         systems_all[:] = systems
         for system in systems:
             stack_.callback(stop_system, system)
@@ -586,8 +629,10 @@ def main() -> int:
 
         # fixed rate: every system at the same rate (a share of the baseline's maximum), then each at
         # the same share of its own maximum
-        best = {s.label: max([r.result.rps for r in rounds[s.label]] + [r.result.rps for r in sweeps[s.label].values()])
-                for s in systems}
+        best = {
+            s.label: max([r.result.rps for r in rounds[s.label]] + [r.result.rps for r in sweeps[s.label].values()])
+            for s in systems
+        }
         fixed: dict[str, dict] = {}
         plan = [(f"{s.label} at the baseline's rate", s, best["baseline"] * args.fixed_share) for s in systems]
         plan += [(f"{s.label} at its own rate", s, best[s.label] * args.fixed_share) for s in reversed(systems)]
@@ -598,34 +643,35 @@ def main() -> int:
 
         compose: dict[str, dict] = {}
         for system in systems:  # worker CPU per post, counted until the system is quiet again
-            rnd = wrk_round(system, f"compose only {system.label}", connections=2, seconds=args.seconds,
-                            weights=(0, 0, 100))
-            compose[system.label] = {"round": rnd, "cpu": rnd.cpu,
-                                     "posts": max(1, rnd.result.requests - rnd.result.errors)}
+            rnd = wrk_round(system, f"compose only {system.label}", connections=2, seconds=args.seconds, weights=(0, 0, 100))
+            compose[system.label] = {"round": rnd, "cpu": rnd.cpu, "posts": max(1, rnd.result.requests - rnd.result.errors)}
             print(f"  compose alone: {rnd.result.row()}", flush=True)
 
         home: dict[str, list[Round]] = {s.label: [] for s in systems}
         for i in range(2):
             for system in alternate(systems, i):
-                rnd = wrk_round(system, f"home only {system.label}", connections=args.connections,
-                                seconds=args.seconds, weights=(100, 0, 0))
+                rnd = wrk_round(
+                    system, f"home only {system.label}", connections=args.connections, seconds=args.seconds, weights=(100, 0, 0)
+                )
                 home[system.label].append(rnd)
                 print(f"  home timeline alone: {rnd.result.row()}", flush=True)
         end_load = uptime()
 
-    report(args, systems, base_sha, head_sha + dirty, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose,
-           end_load)
+    report(args, systems, base_sha, head_sha + dirty, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose, end_load)
     return 0
 
 
-def report(args, systems, base_sha, head_sha, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose,
-           end_load) -> None:
+def report(
+    args, systems, base_sha, head_sha, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose, end_load
+) -> None:
     labels = [s.label for s in systems]
     b, h = labels
     print(f"\n== mix benchmark: HEAD {head_sha[:12]} vs baseline {base_sha[:12]} ==")
-    print(f"{os.cpu_count()} cores shared by both systems and the load generator; {args.users} users × {args.follows} "
-          f"follows; mix 60 % home / 30 % user timeline / 10 % compose with a mention; one client IP per user; "
-          f"{args.replicas} replicas per service")
+    print(
+        f"{os.cpu_count()} cores shared by both systems and the load generator; {args.users} users × {args.follows} "
+        f"follows; mix 60 % home / 30 % user timeline / 10 % compose with a mention; one client IP per user; "
+        f"{args.replicas} replicas per service"
+    )
     print(f"load at the end: {end_load}")
 
     print(f"\nclosed loop: wrk -c{args.connections} -d{args.seconds}s × {args.rounds} alternating rounds (medians)")
@@ -633,15 +679,22 @@ def report(args, systems, base_sha, head_sha, idle, idle_load0, idle_load, round
     med = {}
     for label in labels:
         rs = rounds[label]
-        med[label] = (median([r.result.rps for r in rs]), median([r.result.p50_ms for r in rs]),
-                      median([r.result.p99_ms for r in rs]))
+        med[label] = (
+            median([r.result.rps for r in rs]),
+            median([r.result.p50_ms for r in rs]),
+            median([r.result.p99_ms for r in rs]),
+        )
         kinds = {k: [v for r in rs for v in r.kinds.get(k, [])] for k in KINDS}
-        per_kind = "  ".join(f"{k} {pct(v, .5):.1f}/{pct(v, .99):.1f}" for k, v in kinds.items())
-        print(f"{label:10} {med[label][0]:>8.0f} {med[label][1]:>8.1f} {med[label][2]:>8.1f} "
-              f"{sum(r.result.errors for r in rs):>7}   {per_kind}")
+        per_kind = "  ".join(f"{k} {pct(v, 0.5):.1f}/{pct(v, 0.99):.1f}" for k, v in kinds.items())
+        print(
+            f"{label:10} {med[label][0]:>8.0f} {med[label][1]:>8.1f} {med[label][2]:>8.1f} "
+            f"{sum(r.result.errors for r in rs):>7}   {per_kind}"
+        )
         print(f"{'':10} rounds req/s: {', '.join(f'{r.result.rps:.0f}' for r in rs)}")
-    print(f"HEAD/baseline: req/s {ratio(med[h][0], med[b][0])}, p50 {ratio(med[h][1], med[b][1])}, "
-          f"p99 {ratio(med[h][2], med[b][2])}")
+    print(
+        f"HEAD/baseline: req/s {ratio(med[h][0], med[b][0])}, p50 {ratio(med[h][1], med[b][1])}, "
+        f"p99 {ratio(med[h][2], med[b][2])}"
+    )
 
     groups = sorted({g for label in labels for r in rounds[label] for g in r.cpu})
     print("\nCPU ms per request by process group (median of the rounds)")
@@ -661,23 +714,30 @@ def report(args, systems, base_sha, head_sha, idle, idle_load0, idle_load, round
         ok = [(r.result.rps, c) for c, r in sweeps[label].items() if r.result.p99_ms <= args.p99_limit]
         best[label] = max(ok) if ok else (0.0, 0)
         print(f"{label:10} {row}")
+
     def at(label: str) -> str:
         rps, conns = best[label]
         return f"{rps:.0f} req/s (c{conns})" if conns else "none (no connection count kept p99 ≤ the limit)"
 
-    print(f"mix throughput at p99 ≤ {args.p99_limit:.0f} ms: HEAD {at(h)}, baseline {at(b)}: "
-          f"{ratio(best[h][0], best[b][0])} (goal ≥ 3×)")
+    print(
+        f"mix throughput at p99 ≤ {args.p99_limit:.0f} ms: HEAD {at(h)}, baseline {at(b)}: "
+        f"{ratio(best[h][0], best[b][0])} (goal ≥ 3×)"
+    )
 
-    print(f"\nfixed rate (open loop, {args.fixed_seconds} s, latency from each request's due time; "
-          f"{args.fixed_share:.0%} of the maximum req/s)")
+    print(
+        f"\nfixed rate (open loop, {args.fixed_seconds} s, latency from each request's due time; "
+        f"{args.fixed_share:.0%} of the maximum req/s)"
+    )
     for name, f in fixed.items():
         lat = f["latencies"]
         every = [v for vs in lat.values() for v in vs]
-        per_kind = "  ".join(f"{k} {pct(v, .5):.1f}/{pct(v, .99):.1f}" for k, v in lat.items())
+        per_kind = "  ".join(f"{k} {pct(v, 0.5):.1f}/{pct(v, 0.99):.1f}" for k, v in lat.items())
         non2xx = sum(n for st, n in f["statuses"].items() if not 200 <= st < 300)
-        print(f"{name:<30} {f['rate']:>5.0f} req/s asked, {len(every) / f['elapsed']:.0f} answered/s: p50 "
-              f"{pct(every, .5):.1f} ms, p99 {pct(every, .99):.1f} ms; per kind p50/p99 ms: {per_kind}; "
-              f"non-2xx {non2xx}, errors {f['errors']}")
+        print(
+            f"{name:<30} {f['rate']:>5.0f} req/s asked, {len(every) / f['elapsed']:.0f} answered/s: p50 "
+            f"{pct(every, 0.5):.1f} ms, p99 {pct(every, 0.99):.1f} ms; per kind p50/p99 ms: {per_kind}; "
+            f"non-2xx {non2xx}, errors {f['errors']}"
+        )
 
     print("\ncompose alone (POST with a mention, wrk -c2): CPU per post until the system is quiet again, in ms")
     per_post = {}
@@ -694,19 +754,25 @@ def report(args, systems, base_sha, head_sha, idle, idle_load0, idle_load, round
     hm = {}
     for label in labels:
         rs = home[label]
-        hm[label] = (median([r.result.rps for r in rs]), median([r.cpu_ms("feed gunicorn") for r in rs]),
-                     median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs]))
-        print(f"{label:10} {hm[label][0]:>6.0f} req/s; feed gunicorn {hm[label][1]:.2f} ms CPU per read; all processes "
-              f"{hm[label][2]:.2f} ms")
-    print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms "
-          f"(goal ≤ 1 ms)")
+        hm[label] = (
+            median([r.result.rps for r in rs]),
+            median([r.cpu_ms("feed gunicorn") for r in rs]),
+            median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs]),
+        )
+        print(
+            f"{label:10} {hm[label][0]:>6.0f} req/s; feed gunicorn {hm[label][1]:.2f} ms CPU per read; all processes "
+            f"{hm[label][2]:.2f} ms"
+        )
+    print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms (goal ≤ 1 ms)")
 
     print(f"\nidle ({args.idle_seconds} s, no traffic, both stacks at once; from {idle_load0} to {idle_load})")
     for label, cpu in zip(labels, idle, strict=True):
         app = sum(v for g, v in cpu.items() if g not in ("postgres", "redis"))
         parts = ", ".join(f"{g} {v / args.idle_seconds * 100:.2f}" for g, v in sorted(cpu.items()) if v > 0)
-        print(f"{label:10} whole stack {sum(cpu.values()) / args.idle_seconds * 100:.2f} % of one core "
-              f"(without Postgres/Redis {app / args.idle_seconds * 100:.2f} %): {parts}")
+        print(
+            f"{label:10} whole stack {sum(cpu.values()) / args.idle_seconds * 100:.2f} % of one core "
+            f"(without Postgres/Redis {app / args.idle_seconds * 100:.2f} %): {parts}"
+        )
     ib, ih = (sum(c.values()) / args.idle_seconds * 100 for c in idle)
     print(f"idle stack CPU: HEAD {ih:.2f} %, baseline {ib:.2f} % of one core (goal < 2 %)")
 

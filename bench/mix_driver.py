@@ -26,8 +26,9 @@ def main() -> int:
     import stack
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    with stack.temporary_system("bench-mix-", services=stack.available_services(), port_offset=offset,
-                                replicas=replicas, extra_env=json.loads(extra)) as ctx:
+    with stack.temporary_system(
+        "bench-mix-", services=stack.available_services(), port_offset=offset, replicas=replicas, extra_env=json.loads(extra)
+    ) as ctx:
         supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=False, log_dir=ctx.run_dir)
         try:
             supervisor.start_all()

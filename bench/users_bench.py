@@ -25,9 +25,11 @@ TARGETS = 200
 
 def seed(base: str) -> str:
     with httpx.Client(base_url=base, timeout=30) as client:
+
         def register(name: str) -> dict:
-            response = client.post("/api/v1/auth/register",
-                                   json={"username": name, "email": f"{name}@bench.example", "password": PASSWORD})
+            response = client.post(
+                "/api/v1/auth/register", json={"username": name, "email": f"{name}@bench.example", "password": PASSWORD}
+            )
             if response.status_code == 400:  # already there from an earlier run against --url
                 response = client.post("/api/v1/auth/login", json={"username": name, "password": PASSWORD})
             response.raise_for_status()
@@ -52,10 +54,15 @@ end
 """
     return [
         wrk.run("GET /users/me", f"{base}/api/v1/users/me", headers=auth, seconds=seconds, connections=connections),
-        wrk.run("POST /users/{u}/follow", base, headers=auth, lua=follow_lua, seconds=seconds,
-                connections=connections),
-        wrk.run("POST /auth/login (Argon2id)", f"{base}/api/v1/auth/login", lua=login_lua, seconds=seconds,
-                connections=min(connections, 4), timeout=30),
+        wrk.run("POST /users/{u}/follow", base, headers=auth, lua=follow_lua, seconds=seconds, connections=connections),
+        wrk.run(
+            "POST /auth/login (Argon2id)",
+            f"{base}/api/v1/auth/login",
+            lua=login_lua,
+            seconds=seconds,
+            connections=min(connections, 4),
+            timeout=30,
+        ),
     ]
 
 
@@ -69,8 +76,9 @@ def main() -> int:
     if args.url:
         results = measure(args.url.rstrip("/"), args.seconds, args.connections)
     else:
-        os.environ.update({"THROTTLE_LOGIN_IP": "1000000/min", "THROTTLE_LOGIN_ACCOUNT": "1000000/min",
-                           "THROTTLE_REGISTER_IP": "1000000/min"})
+        os.environ.update(
+            {"THROTTLE_LOGIN_IP": "1000000/min", "THROTTLE_LOGIN_ACCOUNT": "1000000/min", "THROTTLE_REGISTER_IP": "1000000/min"}
+        )
         with stack.temporary_system("bench-users-", services=["users"], port_offset=40) as ctx:
             supervisor = stack.Supervisor([stack.gunicorn(ctx, "users", 0)], stream_logs=False, log_dir=ctx.run_dir)
             try:
@@ -79,8 +87,10 @@ def main() -> int:
                 results = measure(ctx.service_urls("users")[0], args.seconds, args.connections)
             finally:
                 supervisor.stop_all()
-    print(f"\nusers service, wrk -t2 -c{args.connections} -d{args.seconds}s"
-          f" ({os.cpu_count()} cores, load generator on the same machine)")
+    print(
+        f"\nusers service, wrk -t2 -c{args.connections} -d{args.seconds}s"
+        f" ({os.cpu_count()} cores, load generator on the same machine)"
+    )
     for result in results:
         print(result.row())
     return 0

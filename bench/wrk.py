@@ -21,8 +21,10 @@ class Result:
     errors: int
 
     def row(self) -> str:
-        return f"{self.name:<28} {self.rps:>10.0f} req/s   p50 {self.p50_ms:>7.2f} ms   p99 {self.p99_ms:>7.2f} ms" \
-               f"   ({self.requests} requests, {self.errors} errors)"
+        return (
+            f"{self.name:<28} {self.rps:>10.0f} req/s   p50 {self.p50_ms:>7.2f} ms   p99 {self.p99_ms:>7.2f} ms"
+            f"   ({self.requests} requests, {self.errors} errors)"
+        )
 
 
 def require_wrk() -> str:
@@ -39,8 +41,17 @@ def _ms(value: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
-def run(name: str, url: str, *, threads: int = 2, connections: int = 32, seconds: int = 10,
-        headers: dict[str, str] | None = None, lua: str | None = None, timeout: int = 5) -> Result:
+def run(
+    name: str,
+    url: str,
+    *,
+    threads: int = 2,
+    connections: int = 32,
+    seconds: int = 10,
+    headers: dict[str, str] | None = None,
+    lua: str | None = None,
+    timeout: int = 5,
+) -> Result:
     cmd = [require_wrk(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", f"--timeout={timeout}s", "--latency"]
     for key, value in (headers or {}).items():
         cmd += ["-H", f"{key}: {value}"]

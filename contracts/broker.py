@@ -59,8 +59,9 @@ def _as_contract(path: str, text: str) -> Contract | None:
         return None
     if not isinstance(data, dict):
         return None
-    consumer, provider = (data.get(k, {}).get("name") if isinstance(data.get(k), dict) else None
-                          for k in ("consumer", "provider"))
+    consumer, provider = (
+        data.get(k, {}).get("name") if isinstance(data.get(k), dict) else None for k in ("consumer", "provider")
+    )
     if not consumer or not provider:
         return None
     return Contract(consumer, provider, path, contract_sha(data))
@@ -127,16 +128,20 @@ def can_i_deploy(name: str, version: str, environment: str, root: Path = ROOT) -
             continue
         provider_version = deployed[contract.provider]
         if contract.sha256 not in verified(verifications, contract.provider, provider_version, name):
-            problems.append(f"{name} {version} needs {contract.path} (sha256 {contract.sha256[:12]}), which "
-                            f"{contract.provider} {provider_version} ({environment}) has not verified")
+            problems.append(
+                f"{name} {version} needs {contract.path} (sha256 {contract.sha256[:12]}), which "
+                f"{contract.provider} {provider_version} ({environment}) has not verified"
+            )
     # as a provider: the contract of each deployed consumer verified by this version
     for consumer, consumer_version in sorted(deployed.items()):
         for contract in contracts_of(root, consumer, consumer_version):
             if contract.consumer != consumer or contract.provider != name:
                 continue
             if contract.sha256 not in verified(verifications, name, version, consumer):
-                problems.append(f"{consumer} {consumer_version} ({environment}) needs {contract.path} "
-                                f"(sha256 {contract.sha256[:12]}), which {name} {version} has not verified")
+                problems.append(
+                    f"{consumer} {consumer_version} ({environment}) needs {contract.path} "
+                    f"(sha256 {contract.sha256[:12]}), which {name} {version} has not verified"
+                )
     return problems
 
 
@@ -152,7 +157,8 @@ def deployed_contracts_for(provider: str, root: Path = ROOT) -> list[tuple[str, 
             if not release.git(root, "tag", "--list", tag):
                 raise release.ReleaseError(
                     f"contracts/environments.json says {consumer} {version} runs in {environment}, but there "
-                    f"is no tag {tag} (fetch the tags: git fetch --tags)")
+                    f"is no tag {tag} (fetch the tags: git fetch --tags)"
+                )
             for contract in contracts_at(tag, root):
                 if contract.consumer == consumer and contract.provider == provider:
                     out.append((environment, version, contract, release.git(root, "show", f"{tag}:{contract.path}")))
@@ -180,7 +186,8 @@ def assert_recorded(provider: str, consumer_shas: dict[str, set[str]], root: Pat
         raise AssertionError(
             f"contracts/verifications.json does not record that {provider} {version} verified {missing}. "
             f"Record it: PACT_UPDATE=1 .venv/bin/python dev/testrun.py {provider} -- -k contract, and commit "
-            f"the file (can-i-deploy reads it).")
+            f"the file (can-i-deploy reads it)."
+        )
 
 
 def check(root: Path = ROOT) -> list[str]:
@@ -221,8 +228,7 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "record-deploy":
             record_deploy(args.environment, args.component, args.version, args.root)
-            print(f"recorded: {args.component} {args.version} runs in {args.environment} "
-                  f"(commit contracts/environments.json)")
+            print(f"recorded: {args.component} {args.version} runs in {args.environment} (commit contracts/environments.json)")
             return 0
         if args.command == "check":
             problems = check(args.root)

@@ -67,16 +67,21 @@ def expect(pact: Pact, type_: str, version: int, data: dict) -> None:
     allowed (a consumer ignores what it does not know)."""
     name = interaction_name(type_, version)
     example_id = str(uuid.uuid5(NAMESPACE, f"{pact.consumer}:{pact.provider}:{name}"))  # stable pact files
-    (pact.upon_receiving(name, "Async")
-     .with_body({
-         "id": match.uuid(example_id),
-         "type": type_,
-         "version": match.int(version, min=version, max=version),
-         "occurred_at": match.regex("2026-01-01T12:00:00.123456Z",
-                                    regex=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$"),
-         "producer": pact.provider,
-         "data": data,
-     }, content_type=JSON))
+    (
+        pact.upon_receiving(name, "Async").with_body(
+            {
+                "id": match.uuid(example_id),
+                "type": type_,
+                "version": match.int(version, min=version, max=version),
+                "occurred_at": match.regex(
+                    "2026-01-01T12:00:00.123456Z", regex=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|\+00:00)$"
+                ),
+                "producer": pact.provider,
+                "data": data,
+            },
+            content_type=JSON,
+        )
+    )
 
 
 def examples(pact: Pact) -> dict[str, dict]:
@@ -138,8 +143,9 @@ def verify_producer(producer: str, scenarios: dict[tuple[str, int], Callable[[],
     try:
         verifier.verify()
     except Exception as exc:  # the FFI's error says only that it failed; its output says what
-        raise AssertionError(f"{producer} does not meet its consumers' message contracts:\n"
-                             f"{verifier.output(strip_ansi=True)}") from exc
+        raise AssertionError(
+            f"{producer} does not meet its consumers' message contracts:\n{verifier.output(strip_ansi=True)}"
+        ) from exc
     finally:
         # pact-python 4.2 shuts its message server down without closing the listening socket
         server = getattr(verifier._message_producer, "_server", None)
@@ -168,4 +174,3 @@ def consumers_table() -> str:
         cells = [", ".join(f"`{f}`" for f in fields.get((name, c), [])) for c in names]
         lines.append(f"| `{spec.type}` v{spec.version} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-

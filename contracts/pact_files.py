@@ -53,10 +53,14 @@ def assert_committed(pact: Pact, directory: Path = PACT_DIR) -> Path:
         return path
     committed = path.read_text() if path.exists() else ""
     if committed != text:
-        diff = "".join(difflib.unified_diff(committed.splitlines(True), text.splitlines(True),
-                                            f"committed {path.name}", f"generated {path.name}", n=2))
+        diff = "".join(
+            difflib.unified_diff(
+                committed.splitlines(True), text.splitlines(True), f"committed {path.name}", f"generated {path.name}", n=2
+            )
+        )
         raise AssertionError(
             f"contracts/{directory.name}/{name} is not what {pact.consumer}'s contract tests define. If the change is "
             f"intended, regenerate it ({UPDATE_ENV}=1 .venv/bin/python dev/testrun.py {pact.consumer} -- -k contract), "
-            f"review the diff and commit it with the change; {pact.provider}'s suite verifies the committed file.\n{diff}")
+            f"review the diff and commit it with the change; {pact.provider}'s suite verifies the committed file.\n{diff}"
+        )
     return path

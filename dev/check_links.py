@@ -129,8 +129,9 @@ def main(argv: list[str]) -> int:
     else:
         files = tracked()
         broken = check([f for f in files if f.suffix == ".md"])
-        broken += check_mentions([f for f in files if f.suffix != ".md" and f.is_file()
-                                  and str(f.relative_to(ROOT)) not in NOT_REFERENCES])
+        broken += check_mentions(
+            [f for f in files if f.suffix != ".md" and f.is_file() and str(f.relative_to(ROOT)) not in NOT_REFERENCES]
+        )
     for line in broken:
         print(line)
     if broken:

@@ -56,13 +56,28 @@ BASE_PACKAGES = "python3.11,python3.11-dev,python3-venv,ca-certificates"
 CACHE = Path(os.environ.get("CONTAINERS_CACHE") or Path.home() / ".cache" / "social-containers")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 # stand-in (a target of dev/containers/infra.Containerfile) -> the compose variable naming its image
-STAND_INS = {"postgres": "POSTGRES_IMAGE", "redis": "REDIS_IMAGE", "pgbouncer": "PGBOUNCER_IMAGE",
-             "prometheus": "PROMETHEUS_IMAGE", "alertmanager": "ALERTMANAGER_IMAGE",
-             "postgres-exporter": "POSTGRES_EXPORTER_IMAGE", "redis-exporter": "REDIS_EXPORTER_IMAGE"}
-LOCK_FILES = ["services/users/requirements.lock", "services/feed/requirements.lock",
-              "services/notifications/requirements.lock", "gateway/requirements.lock", "requirements/build.lock"]
-PROJECT_IMAGES = {"users": "services/users/Dockerfile", "feed": "services/feed/Dockerfile",
-                  "notifications": "services/notifications/Dockerfile", "gateway": "gateway/Dockerfile"}
+STAND_INS = {
+    "postgres": "POSTGRES_IMAGE",
+    "redis": "REDIS_IMAGE",
+    "pgbouncer": "PGBOUNCER_IMAGE",
+    "prometheus": "PROMETHEUS_IMAGE",
+    "alertmanager": "ALERTMANAGER_IMAGE",
+    "postgres-exporter": "POSTGRES_EXPORTER_IMAGE",
+    "redis-exporter": "REDIS_EXPORTER_IMAGE",
+}
+LOCK_FILES = [
+    "services/users/requirements.lock",
+    "services/feed/requirements.lock",
+    "services/notifications/requirements.lock",
+    "gateway/requirements.lock",
+    "requirements/build.lock",
+]
+PROJECT_IMAGES = {
+    "users": "services/users/Dockerfile",
+    "feed": "services/feed/Dockerfile",
+    "notifications": "services/notifications/Dockerfile",
+    "gateway": "gateway/Dockerfile",
+}
 # no Debian package to stand in for them (dev/containers/README.md); the test turns tracing off
 # (OTEL_TRACES_EXPORTER=none), so nothing sends to the collector it does not start
 NOT_STARTED = {"grafana", "otel-collector", "jaeger"}
@@ -74,12 +89,27 @@ def log(message: str) -> None:
     print(f"[containers-test {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def run(cmd: list[str], *, attempts: int = 1, capture: bool = False, env: dict | None = None,
-        check: bool = True, cwd: Path = ROOT, timeout: float | None = None) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str],
+    *,
+    attempts: int = 1,
+    capture: bool = False,
+    env: dict | None = None,
+    check: bool = True,
+    cwd: Path = ROOT,
+    timeout: float | None = None,
+) -> subprocess.CompletedProcess:
     """Run a command; network steps pass attempts > 1 and are retried with a growing pause."""
     for attempt in range(1, attempts + 1):
-        result = subprocess.run(cmd, cwd=cwd, env=env, text=True, timeout=timeout,
-                                stdout=subprocess.PIPE if capture else None, stderr=subprocess.PIPE if capture else None)
+        result = subprocess.run(
+            cmd,
+            cwd=cwd,
+            env=env,
+            text=True,
+            timeout=timeout,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+        )
         if result.returncode == 0 or not check:
             return result
         if attempt < attempts:
@@ -104,6 +134,7 @@ def phase(name: str):
 
 # --- 1. tools ------------------------------------------------------------------------------------
 
+
 def ensure_tools() -> None:
     if os.geteuid() != 0:
         raise RuntimeError("runs as root: rootful podman, debootstrap, and apt to install them")
@@ -113,8 +144,11 @@ def ensure_tools() -> None:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         run(["apt-get", "update", "-q"], attempts=4, env=env)
         # netavark + aardvark-dns: networks with DNS between containers; iptables: published ports
-        run(["apt-get", "install", "-y", "-q", "podman", "debootstrap", "runc", "netavark", "aardvark-dns", "iptables"],
-            attempts=4, env=env)
+        run(
+            ["apt-get", "install", "-y", "-q", "podman", "debootstrap", "runc", "netavark", "aardvark-dns", "iptables"],
+            attempts=4,
+            env=env,
+        )
     # As root without systemd, on a host with cgroups v1 and v2 mounted side by side: podman's default
     # ulimits cannot be applied, and crun refuses hybrid cgroups (runc accepts them).
     configure_podman({"containers": ("default_ulimits", "[]"), "engine": ("runtime", '"runc"')})
@@ -141,6 +175,7 @@ def configure_podman(settings: dict[str, tuple[str, str]], conf: Path = Path("/e
 
 
 # --- 2. images -----------------------------------------------------------------------------------
+
 
 def inputs_hash(*parts: str | Path) -> str:
     digest = hashlib.sha256()
@@ -180,8 +215,7 @@ def base_image() -> str:
 
             def debootstrap() -> None:
                 shutil.rmtree(rootfs, ignore_errors=True)
-                run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs)],
-                    capture=True)
+                run(["debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs)], capture=True)
 
             retried("debootstrap", debootstrap)
             run(["rm", "-rf", f"{rootfs}/var/cache/apt/archives", f"{rootfs}/var/lib/apt/lists"])
@@ -205,8 +239,22 @@ def wheelhouse() -> Path:
     # through the host's CA bundle, as the image builds reach it
     cert = ["--cert", str(HOST_CA_BUNDLE)] if HOST_CA_BUNDLE.exists() else []
     for lock in LOCK_FILES:
-        download = [sys.executable, "-m", "pip", "download", "--isolated", "--disable-pip-version-check", "-q",
-                    "--require-hashes", "--only-binary=:all:", "--no-deps", "--dest", str(wheels), "-r", str(ROOT / lock)]
+        download = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--isolated",
+            "--disable-pip-version-check",
+            "-q",
+            "--require-hashes",
+            "--only-binary=:all:",
+            "--no-deps",
+            "--dest",
+            str(wheels),
+            "-r",
+            str(ROOT / lock),
+        ]
         # all there already (a warm run): no index asked
         if run([*download, "--no-index", "--find-links", str(wheels)], check=False, capture=True).returncode != 0:
             run([*download, *cert], attempts=3, capture=True)
@@ -234,9 +282,24 @@ def stand_in_images(base: str) -> dict[str, str]:
     for name in STAND_INS:
         ref = f"{PREFIX}/{name}:{tag}"
         if not image_exists(ref):
-            podman("build", "-q", "--format", "docker", "--build-arg", f"DEBIAN_IMAGE={base}", "--target", name,
-                   *build_mounts(CACHE / "wheels", "infra", certs=False), "-f", str(HERE / "infra.Containerfile"), "-t", ref,
-                   str(HERE), attempts=3, capture=True)
+            podman(
+                "build",
+                "-q",
+                "--format",
+                "docker",
+                "--build-arg",
+                f"DEBIAN_IMAGE={base}",
+                "--target",
+                name,
+                *build_mounts(CACHE / "wheels", "infra", certs=False),
+                "-f",
+                str(HERE / "infra.Containerfile"),
+                "-t",
+                ref,
+                str(HERE),
+                attempts=3,
+                capture=True,
+            )
         refs[name] = ref
     return refs
 
@@ -245,9 +308,23 @@ def build_project_image(name: str, base: str, tag: str, *extra: str) -> str:
     """The project's Dockerfile as it is; only PYTHON_IMAGE changes (build_mounts: certificates,
     wheelhouse, apt cache)."""
     ref = f"{PREFIX}/{name}:{tag}"
-    podman("build", "-q", "--format", "docker", "--build-arg", f"PYTHON_IMAGE={base}",
-           *build_mounts(CACHE / "wheels", name), *extra, "-f", PROJECT_IMAGES[name], "-t", ref, ".",
-           attempts=3, capture=True)
+    podman(
+        "build",
+        "-q",
+        "--format",
+        "docker",
+        "--build-arg",
+        f"PYTHON_IMAGE={base}",
+        *build_mounts(CACHE / "wheels", name),
+        *extra,
+        "-f",
+        PROJECT_IMAGES[name],
+        "-t",
+        ref,
+        ".",
+        attempts=3,
+        capture=True,
+    )
     return ref
 
 
@@ -267,8 +344,12 @@ def build_images() -> tuple[str, dict[str, str], dict[str, str], str]:
             futures = {name: pool.submit(build_project_image, name, base, "test") for name in order}
             # the replacement feed image: the same Dockerfile, a new build once feed's layers are cached
             # (a label makes it a new image)
-            new_feed = pool.submit(lambda: futures["feed"].result() and build_project_image(
-                "feed", base, "test-next", "--label", f"build={uuid.uuid4().hex}"))
+            new_feed = pool.submit(
+                lambda: (
+                    futures["feed"].result()
+                    and build_project_image("feed", base, "test-next", "--label", f"build={uuid.uuid4().hex}")
+                )
+            )
             images = {name: future.result() for name, future in futures.items()}
             return base, stand_ins.result(), images, new_feed.result()
 
@@ -278,6 +359,7 @@ def image_size(ref: str) -> int:
 
 
 # --- 3. compose up -----------------------------------------------------------------------------
+
 
 def configs_override(compose: dict, path: Path) -> Path:
     """podman-compose (1.6) ignores the top-level `configs` (Docker Compose mounts them): a second
@@ -322,6 +404,7 @@ class Compose:
         """podman's timed health checks need systemd: run the check of each running container that is
         not healthy yet every 2 s (a healthy one is left alone: the test only waits for health, and a
         check is a process started in the container, which the two cores feel)."""
+
         def check(name: str) -> None:
             with contextlib.suppress(subprocess.TimeoutExpired):  # a slow check counts as a failed one
                 podman("healthcheck", "run", name, check=False, capture=True, timeout=30)
@@ -329,9 +412,12 @@ class Compose:
         with ThreadPoolExecutor(max_workers=4) as pool:
             while not self._stop.is_set():
                 try:
-                    names = [c["Names"][0] for c in self.containers(all_states=False)
-                             if self.has_healthcheck(c["Labels"].get("com.docker.compose.service", ""))
-                             and "(healthy)" not in c.get("Status", "")]
+                    names = [
+                        c["Names"][0]
+                        for c in self.containers(all_states=False)
+                        if self.has_healthcheck(c["Labels"].get("com.docker.compose.service", ""))
+                        and "(healthy)" not in c.get("Status", "")
+                    ]
                     list(pool.map(check, names))
                 except Exception as exc:  # the checks must go on; a stuck container shows in wait_for
                     log(f"health checks: {type(exc).__name__} {exc}")
@@ -368,8 +454,7 @@ class Compose:
                 if state["Status"] == "exited" and condition != "service_completed_successfully":
                     raise RuntimeError(f"{name} exited with {state['ExitCode']}:\n{self.logs(name)}")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{name}: not {condition} (state {state['Status']}, health {health})\n"
-                                       f"{self.logs(name)}")
+                    raise TimeoutError(f"{name}: not {condition} (state {state['Status']}, health {health})\n{self.logs(name)}")
                 time.sleep(0.5)
 
     def wait_for_container_healthy(self, name: str, deadline: float) -> None:
@@ -422,11 +507,18 @@ class Compose:
     def stop_all(self) -> None:
         """Every running container at once, each with its service's stop_grace_period (as `down`
         does), logging the ones slower than 5 s to stop."""
+
         def stop(container: dict) -> None:
             name = container["Names"][0]
             began = time.monotonic()
-            podman("stop", "-t", str(self.grace(container["Labels"].get("com.docker.compose.service", ""))), name,
-                   check=False, capture=True)
+            podman(
+                "stop",
+                "-t",
+                str(self.grace(container["Labels"].get("com.docker.compose.service", ""))),
+                name,
+                check=False,
+                capture=True,
+            )
             if time.monotonic() - began > 5:
                 log(f"stopping {name} took {time.monotonic() - began:.0f} s")
 
@@ -450,6 +542,7 @@ class Compose:
     @staticmethod
     def project_objects() -> list[tuple[str, str]]:
         """Networks, volumes and pods named after the project."""
+
         def listing(*args: str) -> list[dict]:
             return json.loads(podman(*args, "--format", "json", capture=True).stdout or "[]")
 
@@ -459,11 +552,13 @@ class Compose:
         return [(kind, name) for kind, name in found if name.startswith(PROJECT)]
 
     def leftovers(self) -> list[str]:
-        return [f"container {c['Names'][0]}" for c in self.containers()] + \
-            [f"{kind} {name}" for kind, name in self.project_objects()]
+        return [f"container {c['Names'][0]}" for c in self.containers()] + [
+            f"{kind} {name}" for kind, name in self.project_objects()
+        ]
 
 
 # --- 4. the journey -------------------------------------------------------------------------------
+
 
 def eventually(fetch, until, *, timeout: float = 60.0, what: str = "condition"):
     deadline = time.monotonic() + timeout
@@ -490,25 +585,41 @@ def journey(api: httpx.Client) -> None:
     post = api.post("/posts", headers={**alice_auth, "Idempotency-Key": uuid.uuid4().hex}, json={"body": f"hi @{bob}"})
     assert post.status_code == 201, post.text
     post_id = post.json()["id"]
-    eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-               lambda body: any(p["id"] == post_id for p in body["results"]), what="post in bob's home feed")
-    notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
-                       lambda body: [n["kind"] for n in body["results"]] == ["follow"], what="alice's follow notification")
+    eventually(
+        lambda: api.get("/feed", headers=bob_auth).json(),
+        lambda body: any(p["id"] == post_id for p in body["results"]),
+        what="post in bob's home feed",
+    )
+    notes = eventually(
+        lambda: api.get("/notifications", headers=alice_auth).json(),
+        lambda body: [n["kind"] for n in body["results"]] == ["follow"],
+        what="alice's follow notification",
+    )
     assert notes["results"][0]["actor"]["username"] == bob
-    notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
-                       lambda body: [n["kind"] for n in body["results"]] == ["mention"], what="bob's mention notification")
+    notes = eventually(
+        lambda: api.get("/notifications", headers=bob_auth).json(),
+        lambda body: [n["kind"] for n in body["results"]] == ["mention"],
+        what="bob's mention notification",
+    )
     assert (notes["results"][0]["actor"]["username"], notes["results"][0]["post_id"]) == (alice, post_id)
     deleted = api.request("DELETE", "/users/me", headers=alice_auth, json={"password": PASSWORD})
     assert deleted.status_code == 204, deleted.text
-    eventually(lambda: api.get(f"/users/{alice}", headers=bob_auth).status_code, lambda status: status == 404,
-               what="deleted account's profile")
+    eventually(
+        lambda: api.get(f"/users/{alice}", headers=bob_auth).status_code,
+        lambda status: status == 404,
+        what="deleted account's profile",
+    )
     login = api.post("/auth/login", json={"username": alice, "password": PASSWORD})
     assert login.status_code == 401, login.text
-    eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-               lambda body: all(p["id"] != post_id for p in body["results"]), what="deleted author's post out of the feed")
+    eventually(
+        lambda: api.get("/feed", headers=bob_auth).json(),
+        lambda body: all(p["id"] != post_id for p in body["results"]),
+        what="deleted author's post out of the feed",
+    )
 
 
 # --- 5. replace feed under load --------------------------------------------------------------------
+
 
 class Load:
     """A light, steady load through the gateway: home feed and post reads, one request at a time per
@@ -586,8 +697,10 @@ def replace_feed(compose: Compose, new_image: str, gateway_url: str) -> tuple[in
             podman("stop", "-t", str(grace), name, capture=True)
             podman("rm", name, capture=True)
             load.wait_for_more(20, "load after the old replica left")
-        images = {json.loads(podman("inspect", c["Names"][0], capture=True).stdout)[0]["ImageName"]
-                  for c in compose.containers("feed", all_states=False)}
+        images = {
+            json.loads(podman("inspect", c["Names"][0], capture=True).stdout)[0]["ImageName"]
+            for c in compose.containers("feed", all_states=False)
+        }
         assert images == {new_image}, images
     finally:
         load.finish()
@@ -597,6 +710,7 @@ def replace_feed(compose: Compose, new_image: str, gateway_url: str) -> tuple[in
 
 
 # --- main ----------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -620,13 +734,20 @@ def main() -> int:
     for path in workdir.iterdir():
         path.chmod(0o644)  # the services run as UID 10001; keys are bind-mounted as secret files
     gateway_port = free_port()
-    env = {**os.environ, "PYTHON_IMAGE": base, "IMAGE_PREFIX": PREFIX, "JWT_KEY_FILE": str(key),
-           **{f"{name}_TAG": "test" for name in ("USERS", "FEED", "NOTIFICATIONS", "GATEWAY")},
-           "SERVICE_KEYS_DIR": str(workdir), **{variable: stand_ins[name] for name, variable in STAND_INS.items()},
-           "OTEL_TRACES_EXPORTER": "none",
-           "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
-           "POSTGRES_PASSWORD": secrets.token_urlsafe(24), "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",
-           **{f"{name}_PUBLISH": f"127.0.0.1:{free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")}}
+    env = {
+        **os.environ,
+        "PYTHON_IMAGE": base,
+        "IMAGE_PREFIX": PREFIX,
+        "JWT_KEY_FILE": str(key),
+        **{f"{name}_TAG": "test" for name in ("USERS", "FEED", "NOTIFICATIONS", "GATEWAY")},
+        "SERVICE_KEYS_DIR": str(workdir),
+        **{variable: stand_ins[name] for name, variable in STAND_INS.items()},
+        "OTEL_TRACES_EXPORTER": "none",
+        "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
+        "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
+        "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",
+        **{f"{name}_PUBLISH": f"127.0.0.1:{free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")},
+    }
     compose = Compose(env, workdir)
     compose.down()  # a previous run that was killed leaves nothing in the way
     gateway_url = f"http://127.0.0.1:{gateway_port}"

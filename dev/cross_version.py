@@ -43,9 +43,16 @@ ROOT = stack.ROOT
 COMPONENTS = ["users", "feed", "notifications", "gateway"]
 WORK = ROOT / ".run" / "cross-version"
 # what a release's virtualenv is built from: identical to the working tree's -> reuse .venv
-LOCKED = ["requirements", "services/users/requirements.txt", "services/feed/requirements.txt",
-          "services/notifications/requirements.txt", "services/users/requirements.lock",
-          "services/feed/requirements.lock", "services/notifications/requirements.lock", "gateway/requirements.lock"]
+LOCKED = [
+    "requirements",
+    "services/users/requirements.txt",
+    "services/feed/requirements.txt",
+    "services/notifications/requirements.txt",
+    "services/users/requirements.lock",
+    "services/feed/requirements.lock",
+    "services/notifications/requirements.lock",
+    "gateway/requirements.lock",
+]
 PASSWORD = "correct horse battery staple"
 
 
@@ -64,7 +71,8 @@ def last_tags() -> dict[str, str]:
         raise CrossVersionError(
             f"no release tag for {', '.join(missing)} (looked for <component>-v<version>): the cross-version "
             f"test runs each component's last release; make the first ones with `make release SERVICE=<component>` "
-            f"(docs/releasing.md), and fetch tags in a clone (`git fetch --tags`)")
+            f"(docs/releasing.md), and fetch tags in a clone (`git fetch --tags`)"
+        )
     return tags
 
 
@@ -75,8 +83,10 @@ def combinations(tags: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
     out: list[tuple[str, dict[str, str]]] = []
     seen: set[tuple] = set()
     for name in COMPONENTS:
-        for combo in ({n: tags[n] if n == name else "current" for n in COMPONENTS},
-                      {n: "current" if n == name else tags[n] for n in COMPONENTS}):
+        for combo in (
+            {n: tags[n] if n == name else "current" for n in COMPONENTS},
+            {n: "current" if n == name else tags[n] for n in COMPONENTS},
+        ):
             # an unchanged component runs from this checkout: the same code as its tag, no worktree
             combo = {n: "current" if n in unchanged else v for n, v in combo.items()}
             key = tuple(sorted(combo.items()))
@@ -85,8 +95,11 @@ def combinations(tags: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
             seen.add(key)
             changed = [n for n, v in combo.items() if v == "current" and n not in unchanged]
             released = [tags[n] for n in COMPONENTS if n not in changed]
-            label = (f"working tree of {', '.join(changed)} with {', '.join(released)}" if changed
-                     else f"every component as released ({', '.join(released)})")
+            label = (
+                f"working tree of {', '.join(changed)} with {', '.join(released)}"
+                if changed
+                else f"every component as released ({', '.join(released)})"
+            )
             out.append((label, combo))
     return out
 
@@ -114,8 +127,11 @@ def python_for(tag: str, tree: Path) -> tuple[str, dict[str, str]]:
     if not (venv / ".installed").exists():
         print(f"  {tag}: its locked requirements differ from the working tree's: building {venv} (once)", flush=True)
         subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-                        "-r", "requirements/dev.txt"], cwd=tree, check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", "requirements/dev.txt"],
+            cwd=tree,
+            check=True,
+        )
         (venv / ".installed").touch()
     return str(python), {}
 
@@ -168,6 +184,7 @@ def check(condition: bool, what: str) -> None:
 def journey(gateway_url: str) -> None:
     """register, follow, post with a mention, the follower's feed, like, notifications, read, delete."""
     with httpx.Client(base_url=gateway_url + "/api/v1", timeout=10) as api:
+
         def register(prefix: str) -> tuple[str, dict]:
             name = f"{prefix}_{uuid.uuid4().hex[:8]}"
             r = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
@@ -183,41 +200,63 @@ def journey(gateway_url: str) -> None:
         earlier = r.json()
         # fan-out done (the post is in carol's feed) before bob follows: only the backfill of
         # user.followed by feed can then put it into bob's feed
-        eventually(lambda: api.get("/feed", headers=carol_auth).json(),
-                   lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])), what="fan-out to carol")
+        eventually(
+            lambda: api.get("/feed", headers=carol_auth).json(),
+            lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])),
+            what="fan-out to carol",
+        )
         r = api.post(f"/users/{alice}/follow", headers=bob_auth)
         check(r.status_code == 201, f"follow: {r.status_code} {r.text}")
-        eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-                   lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])),
-                   what="the earlier post backfilled into the new follower's feed (user.followed in feed)")
+        eventually(
+            lambda: api.get("/feed", headers=bob_auth).json(),
+            lambda b: any(p["id"] == earlier["id"] for p in b.get("results", [])),
+            what="the earlier post backfilled into the new follower's feed (user.followed in feed)",
+        )
         r = api.post("/posts", headers=alice_auth, json={"body": f"hello @{bob}"})
         check(r.status_code == 201, f"post: {r.status_code} {r.text}")
         post = r.json()
         check(post["mentions"] == [bob] and post["author"]["username"] == alice, f"post: {post}")
-        feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-                          lambda b: any(p["id"] == post["id"] for p in b.get("results", [])),
-                          what="the post in the follower's feed")
+        feed = eventually(
+            lambda: api.get("/feed", headers=bob_auth).json(),
+            lambda b: any(p["id"] == post["id"] for p in b.get("results", [])),
+            what="the post in the follower's feed",
+        )
         item = next(p for p in feed["results"] if p["id"] == post["id"])
         check(item["author"]["username"] == alice, f"feed item author: {item}")
         r = api.post(f"/posts/{post['id']}/like", headers=bob_auth)
         check(r.status_code in (200, 201), f"like: {r.status_code} {r.text}")
-        notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
-                           lambda b: len(b.get("results", [])) >= 3, what="alice's two follow and one like notifications")
-        check(sorted((n["kind"], n["actor"]["username"]) for n in notes["results"])
-              == sorted([("follow", carol), ("follow", bob), ("like", bob)]), f"alice's notifications: {notes}")
-        notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
-                           lambda b: len(b.get("results", [])) >= 1, what="bob's mention notification")
-        check([(n["kind"], n["actor"]["username"], n["post_id"]) for n in notes["results"]] == [("mention", alice, post["id"])],
-              f"bob's notifications: {notes}")
+        notes = eventually(
+            lambda: api.get("/notifications", headers=alice_auth).json(),
+            lambda b: len(b.get("results", [])) >= 3,
+            what="alice's two follow and one like notifications",
+        )
+        check(
+            sorted((n["kind"], n["actor"]["username"]) for n in notes["results"])
+            == sorted([("follow", carol), ("follow", bob), ("like", bob)]),
+            f"alice's notifications: {notes}",
+        )
+        notes = eventually(
+            lambda: api.get("/notifications", headers=bob_auth).json(),
+            lambda b: len(b.get("results", [])) >= 1,
+            what="bob's mention notification",
+        )
+        check(
+            [(n["kind"], n["actor"]["username"], n["post_id"]) for n in notes["results"]] == [("mention", alice, post["id"])],
+            f"bob's notifications: {notes}",
+        )
         check(api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 3}, "unread count")
         check(api.post("/notifications/read", headers=alice_auth, json={"all": True}).status_code == 204, "mark read")
         check(api.delete(f"/posts/{post['id']}", headers=alice_auth).status_code == 204, "delete")
-        eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-                   lambda b: all(p["id"] != post["id"] for p in b.get("results", [])), what="the deleted post leaves the feed")
+        eventually(
+            lambda: api.get("/feed", headers=bob_auth).json(),
+            lambda b: all(p["id"] != post["id"] for p in b.get("results", [])),
+            what="the deleted post leaves the feed",
+        )
 
 
-def run_one(index: int, label: str, combo: dict[str, str], admin_url: str, redis_url: str, offset: int,
-            run_dir: Path) -> str | None:
+def run_one(
+    index: int, label: str, combo: dict[str, str], admin_url: str, redis_url: str, offset: int, run_dir: Path
+) -> str | None:
     from shared.db_bootstrap import bootstrap
 
     directory = run_dir / f"combo{index}"
@@ -233,10 +272,18 @@ def run_one(index: int, label: str, combo: dict[str, str], admin_url: str, redis
         python, env = python_for(version, tree)
         roots[name], pythons[name] = tree, python
         envs[name] = {**env, **({"GATEWAY_PURE_PYTHON": "1"} if name == "gateway" else {})}
-    ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url.rsplit("/", 1)[0] + f"/{index + 1}",
-                        service_database_urls=urls, run_dir=directory, replicas=1, port_offset=offset,
-                        extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min"},
-                        roots=roots, pythons=pythons, component_env=envs)
+    ctx = stack.Context(
+        admin_database_url=admin_url,
+        redis_url=redis_url.rsplit("/", 1)[0] + f"/{index + 1}",
+        service_database_urls=urls,
+        run_dir=directory,
+        replicas=1,
+        port_offset=offset,
+        extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min"},
+        roots=roots,
+        pythons=pythons,
+        component_env=envs,
+    )
     started = time.monotonic()
     print(f"\n[{index}] {label}", flush=True)
     supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=False, log_dir=directory)
@@ -246,9 +293,12 @@ def run_one(index: int, label: str, combo: dict[str, str], admin_url: str, redis
         supervisor.wait_ready(timeout=120)
         journey(f"http://127.0.0.1:{ctx.gateway_port}")
     except Exception as exc:
-        logs = "\n".join(f"--- {p.name} (last lines)\n" + "\n".join(
-            (directory / f"{p.name}.log").read_text(errors="replace").splitlines()[-15:])
-            for p in supervisor.procs if (directory / f"{p.name}.log").exists())
+        logs = "\n".join(
+            f"--- {p.name} (last lines)\n"
+            + "\n".join((directory / f"{p.name}.log").read_text(errors="replace").splitlines()[-15:])
+            for p in supervisor.procs
+            if (directory / f"{p.name}.log").exists()
+        )
         print(f"[{index}] FAILED after {time.monotonic() - started:.0f}s: {type(exc).__name__}: {exc}\n{logs}", flush=True)
         return f"{label}: {type(exc).__name__}: {exc}"
     finally:

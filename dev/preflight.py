@@ -23,14 +23,17 @@ def check_python() -> list[str]:
         problems.append(
             f"Python {wanted} is required, but {sys.executable} is Python {found[0]}.{found[1]}. Install it "
             "(Debian/Ubuntu: `apt-get install python3.11 python3.11-venv`) or name it: "
-            "`make run PY=/path/to/python3.11`.")
+            "`make run PY=/path/to/python3.11`."
+        )
     else:
         try:
             import ensurepip  # noqa: F401 - Debian splits venv's pip bootstrap into python3.X-venv
             import venv  # noqa: F401
         except ImportError:
-            problems.append(f"{sys.executable} cannot create virtualenvs (no `venv`/`ensurepip`): "
-                            f"`apt-get install python{found[0]}.{found[1]}-venv`.")
+            problems.append(
+                f"{sys.executable} cannot create virtualenvs (no `venv`/`ensurepip`): "
+                f"`apt-get install python{found[0]}.{found[1]}-venv`."
+            )
     return problems
 
 
@@ -47,13 +50,15 @@ def check_compiler() -> list[str]:
         problems.append(
             f"no C compiler ({named}) on PATH: the gateway's data path is compiled with Cython. "
             "Install one (Debian/Ubuntu: `apt-get install gcc`), or run the gateway uncompiled "
-            "(slower): `GATEWAY_PURE_PYTHON=1 make run`.")
+            "(slower): `GATEWAY_PURE_PYTHON=1 make run`."
+        )
     header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
     if not os.path.exists(header):
         problems.append(
             f"no Python headers ({header} is missing): the gateway's Cython build needs them. Install them "
             "(Debian/Ubuntu: `apt-get install python3.11-dev`), or run the gateway uncompiled (slower): "
-            "`GATEWAY_PURE_PYTHON=1 make run`.")
+            "`GATEWAY_PURE_PYTHON=1 make run`."
+        )
     return problems
 
 

@@ -69,8 +69,11 @@ def ensure(tool: str, *, attempts: int = 4) -> Path:
         if candidate and Path(candidate).is_file() and _run([candidate, "--version"], timeout=30).returncode == 0:
             return Path(candidate)
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
-        raise Unavailable(f"{tool} not found and this machine has no apt-get/dpkg-deb to fetch Debian's "
-                          f"{package} package: install {tool} or set {tool.upper()}", apt_missing=True)
+        raise Unavailable(
+            f"{tool} not found and this machine has no apt-get/dpkg-deb to fetch Debian's "
+            f"{package} package: install {tool} or set {tool.upper()}",
+            apt_missing=True,
+        )
     target = ROOT / ".venv" / "bin" / tool
     errors: list[str] = []
     updated = False
@@ -83,7 +86,7 @@ def ensure(tool: str, *, attempts: int = 4) -> Path:
             if not updated and os.geteuid() == 0:  # package lists missing or stale (fresh container)
                 updated = True
                 _run(["apt-get", "update"], timeout=600)
-            time.sleep(min(30, 2 ** attempt))
+            time.sleep(min(30, 2**attempt))
     raise Unavailable(f"could not fetch {tool} ({package}) after {attempts} attempts: {errors[-1]}")
 
 

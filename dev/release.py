@@ -40,8 +40,12 @@ class Component:
 
 COMPONENTS: dict[str, Component] = {
     # a service's release is built from its directory and shared's code (not shared's changelog)
-    **{s: Component(s, (f"services/{s}", "shared/src", "shared/pyproject.toml"), f"services/{s}/VERSION",
-                    f"services/{s}/CHANGELOG.md", s) for s in SERVICES},
+    **{
+        s: Component(
+            s, (f"services/{s}", "shared/src", "shared/pyproject.toml"), f"services/{s}/VERSION", f"services/{s}/CHANGELOG.md", s
+        )
+        for s in SERVICES
+    },
     "gateway": Component("gateway", ("gateway",), "gateway/VERSION", "gateway/CHANGELOG.md", "gateway"),
     "shared": Component("shared", ("shared",), "shared/src/shared/VERSION", "shared/CHANGELOG.md", None),
 }
@@ -82,7 +86,7 @@ def tag_name(name: str, version: str) -> str:
 
 def tags(root: Path, name: str) -> list[str]:
     """Released versions of the component, oldest first."""
-    found = [t[len(name) + 2:] for t in git(root, "tag", "--list", f"{name}-v*").split()]
+    found = [t[len(name) + 2 :] for t in git(root, "tag", "--list", f"{name}-v*").split()]
     return sorted((v for v in found if VERSION_RE.match(v)), key=parse)
 
 
@@ -92,7 +96,8 @@ def last_release(root: Path, name: str) -> str:
     if not released:
         raise ReleaseError(
             f"no release tag {name}-v* in {root}: the first releases are made with "
-            f"`make release SERVICE={name}` (docs/releasing.md); a clone needs the tags (`git fetch --tags`)")
+            f"`make release SERVICE={name}` (docs/releasing.md); a clone needs the tags (`git fetch --tags`)"
+        )
     return released[-1]
 
 
@@ -125,7 +130,7 @@ def update_changelog(path: Path, version: str, notes: list[str], today: str) -> 
         text = text.rstrip("\n") + f"\n\n{UNRELEASED}\n"
     head, rest = text.split(UNRELEASED, 1)
     following = re.search(r"^## ", rest, re.M)
-    tail = rest[following.start():] if following else ""
+    tail = rest[following.start() :] if following else ""
     body = "\n".join(notes).strip()
     path.write_text(f"{head}{UNRELEASED}\n\n## {version} — {today}\n\n{body}\n\n{tail}".rstrip("\n") + "\n")
 
@@ -135,7 +140,7 @@ def unreleased_notes(path: Path) -> list[str]:
         return []
     rest = path.read_text().split(UNRELEASED, 1)[1]
     following = re.search(r"^## ", rest, re.M)
-    return [line for line in (rest[:following.start()] if following else rest).strip().splitlines()]
+    return [line for line in (rest[: following.start()] if following else rest).strip().splitlines()]
 
 
 def set_image_tags(root: Path, image: str, version: str) -> list[str]:
@@ -197,12 +202,12 @@ def release(root: Path, name: str, part: str, today: str | None = None) -> str:
     notes = unreleased_notes(changelog)
     if not notes:
         subjects = git(root, "log", "--no-merges", "--format=%s", log_range, "--", *comp.paths).splitlines()
-        notes = ([f"- {s}" for s in subjects[:200]] if released else [f"- First release of {name} as a component of its own."])
+        notes = [f"- {s}" for s in subjects[:200]] if released else [f"- First release of {name} as a component of its own."]
     (root / comp.version_file).write_text(version + "\n")
     update_changelog(changelog, version, notes, today)
     touched = [comp.version_file, comp.changelog]
     shared = file_version(root, "shared")
-    for service in (SERVICES if name == "shared" else (name,) if name in SERVICES else ()):
+    for service in SERVICES if name == "shared" else (name,) if name in SERVICES else ():
         pin = root / "services" / service / "SHARED_VERSION"
         pin.write_text((version if name == "shared" else shared) + "\n")
         touched.append(str(pin.relative_to(root)))
@@ -229,8 +234,10 @@ def main(argv: list[str]) -> int:
     try:
         if args.command == "release":
             version = release(args.root, args.component, args.part)
-            print(f"released {args.component} {version}: commit and tag {tag_name(args.component, version)} "
-                  f"made; push them (git push --follow-tags)")
+            print(
+                f"released {args.component} {version}: commit and tag {tag_name(args.component, version)} "
+                f"made; push them (git push --follow-tags)"
+            )
         elif args.command == "version":
             print(current_version(args.root, args.component))
         else:

@@ -46,11 +46,14 @@ def main(argv: list[str]) -> int:
             raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_signal)
-    with open(log_dir / "infra.log", "a") as infra_log, \
-            infra.embedded(run_dir, pg_port=15432, redis_port=16379, log=infra_log, announce=True) as (admin_url, redis_url):
+    with (
+        open(log_dir / "infra.log", "a") as infra_log,
+        infra.embedded(run_dir, pg_port=15432, redis_port=16379, log=infra_log, announce=True) as (admin_url, redis_url),
+    ):
         urls = bootstrap(admin_url, DATABASE, {name: f"{name}-dev-password" for name in stack.SERVICES})
-        ctx = stack.Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                            run_dir=run_dir, replicas=args.replicas)
+        ctx = stack.Context(
+            admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls, run_dir=run_dir, replicas=args.replicas
+        )
         print("==> applying migrations (first run: about 20 s; later runs: nothing to apply)", flush=True)
         stack.prepare(ctx)
         supervisor: stack.Supervisor
@@ -67,8 +70,9 @@ def main(argv: list[str]) -> int:
                 print(f"==> {proc.name}: {exc}", flush=True)
             print("\n" + supervisor.status_table() + "\n", flush=True)
 
-        supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=not args.quiet, log_dir=log_dir, restart=True,
-                                      on_event=on_event)
+        supervisor = stack.Supervisor(
+            stack.plan(ctx), stream_logs=not args.quiet, log_dir=log_dir, restart=True, on_event=on_event
+        )
         signal.signal(signal.SIGUSR1, lambda *_: print("\n" + supervisor.status_table() + "\n", flush=True))
         try:
             supervisor.start_all()

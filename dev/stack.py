@@ -121,12 +121,19 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
 def gunicorn(ctx: Context, service: str, replica: int) -> Proc:
     port = ctx.port(service, replica)
     metrics_dir = ctx.run_dir / "metrics" / f"{service}-{replica}"
-    env = {**service_env(ctx, service), "BIND": f"127.0.0.1:{port}", "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-           "SERVICE_NAME": service}
+    env = {
+        **service_env(ctx, service),
+        "BIND": f"127.0.0.1:{port}",
+        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        "SERVICE_NAME": service,
+    }
     return Proc(
-        name=f"{service}-{replica}", cwd=ctx.root(service) / "services" / service, env=env,
+        name=f"{service}-{replica}",
+        cwd=ctx.root(service) / "services" / service,
+        env=env,
         cmd=[ctx.python(service), "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
-        ready_url=f"http://127.0.0.1:{port}/health/ready", url=f"http://127.0.0.1:{port}",
+        ready_url=f"http://127.0.0.1:{port}/health/ready",
+        url=f"http://127.0.0.1:{port}",
     )
 
 
@@ -134,15 +141,27 @@ def gateway(ctx: Context) -> Proc | None:
     if not (ROOT / "gateway" / "__main__.py").exists() and not (ROOT / "gateway" / "gateway" / "__main__.py").exists():
         return None
     upstreams = ";".join(
-        f"{name}=" + ",".join(f"127.0.0.1:{ctx.port(name, i)}" for i in range(ctx.replicas))
-        for name in available_services())
-    env = {**os.environ, "GATEWAY_PORT": str(ctx.gateway_port), "GATEWAY_ADMIN_PORT": str(ctx.gateway_admin_port),
-           "GATEWAY_UPSTREAMS": upstreams, "REDIS_URL": ctx.redis_url, "PYTHONUNBUFFERED": "1",
-           "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json", **ctx.extra_env,
-           **ctx.component_env.get("gateway", {})}
-    return Proc(name="gateway", cwd=ctx.root("gateway"), env=env, cmd=[ctx.python("gateway"), "-m", "gateway"],
-                ready_url=f"http://127.0.0.1:{ctx.gateway_admin_port}/health/ready",
-                url=f"http://127.0.0.1:{ctx.gateway_port}")
+        f"{name}=" + ",".join(f"127.0.0.1:{ctx.port(name, i)}" for i in range(ctx.replicas)) for name in available_services()
+    )
+    env = {
+        **os.environ,
+        "GATEWAY_PORT": str(ctx.gateway_port),
+        "GATEWAY_ADMIN_PORT": str(ctx.gateway_admin_port),
+        "GATEWAY_UPSTREAMS": upstreams,
+        "REDIS_URL": ctx.redis_url,
+        "PYTHONUNBUFFERED": "1",
+        "JWKS_URL": f"{ctx.service_urls('users')[0]}/.well-known/jwks.json",
+        **ctx.extra_env,
+        **ctx.component_env.get("gateway", {}),
+    }
+    return Proc(
+        name="gateway",
+        cwd=ctx.root("gateway"),
+        env=env,
+        cmd=[ctx.python("gateway"), "-m", "gateway"],
+        ready_url=f"http://127.0.0.1:{ctx.gateway_admin_port}/health/ready",
+        url=f"http://127.0.0.1:{ctx.gateway_port}",
+    )
 
 
 # Every service has the same background processes: a Celery worker on its own queue (event
@@ -159,15 +178,52 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
     app = f"{service}_service"
     worker_port, relay_port = ctx.metrics_port(service, "worker"), ctx.metrics_port(service, "relay")
     return [
-        Proc(name=f"{service}-worker", cwd=cwd, env={**env, "METRICS_PORT": str(worker_port)},
-             cmd=[python, "-m", "celery", "-A", app, "worker", "-Q", service, "-c", str(WORKER_CONCURRENCY[service]),
-                  "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-             url=f"http://127.0.0.1:{worker_port}/metrics"),
-        Proc(name=f"{service}-relay", cwd=cwd, env={**env, "METRICS_PORT": str(relay_port)},
-             cmd=[python, "manage.py", "events_relay"], url=f"http://127.0.0.1:{relay_port}/metrics"),
-        Proc(name=f"{service}-beat", cwd=cwd, env=env,
-             cmd=[python, "-m", "celery", "-A", app, "beat", "--loglevel", "WARNING",
-                  "--schedule", str(ctx.run_dir / f"{service}-celerybeat-schedule")]),
+        Proc(
+            name=f"{service}-worker",
+            cwd=cwd,
+            env={**env, "METRICS_PORT": str(worker_port)},
+            cmd=[
+                python,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "worker",
+                "-Q",
+                service,
+                "-c",
+                str(WORKER_CONCURRENCY[service]),
+                "--loglevel",
+                "INFO",
+                "--without-gossip",
+                "--without-mingle",
+            ],
+            url=f"http://127.0.0.1:{worker_port}/metrics",
+        ),
+        Proc(
+            name=f"{service}-relay",
+            cwd=cwd,
+            env={**env, "METRICS_PORT": str(relay_port)},
+            cmd=[python, "manage.py", "events_relay"],
+            url=f"http://127.0.0.1:{relay_port}/metrics",
+        ),
+        Proc(
+            name=f"{service}-beat",
+            cwd=cwd,
+            env=env,
+            cmd=[
+                python,
+                "-m",
+                "celery",
+                "-A",
+                app,
+                "beat",
+                "--loglevel",
+                "WARNING",
+                "--schedule",
+                str(ctx.run_dir / f"{service}-celerybeat-schedule"),
+            ],
+        ),
     ]
 
 
@@ -191,8 +247,12 @@ def prepare(ctx: Context, services: list[str] | None = None) -> None:
     generate_key_file(ctx.run_dir / "keys" / "users-dev.pem")
     write_dev_keys(ctx.run_dir / "keys", SERVICES)  # one service-credential key per service + the key set
     for service in services or available_services():
-        subprocess.run([ctx.python(service), "manage.py", "migrate", "--no-input", "-v", "0"], check=True,
-                       cwd=ctx.root(service) / "services" / service, env=service_env(ctx, service))
+        subprocess.run(
+            [ctx.python(service), "manage.py", "migrate", "--no-input", "-v", "0"],
+            check=True,
+            cwd=ctx.root(service) / "services" / service,
+            env=service_env(ctx, service),
+        )
 
 
 def describe_exit(code: int | None) -> str:
@@ -215,9 +275,18 @@ class Supervisor:
     every exit and restart (make run prints them).
     """
 
-    def __init__(self, procs: list[Proc], *, stream_logs: bool = True, log_dir: Path | None = None,
-                 restart: bool = False, backoff: float = 1.0, max_backoff: float = 30.0, stable: float = 30.0,
-                 on_event=None):
+    def __init__(
+        self,
+        procs: list[Proc],
+        *,
+        stream_logs: bool = True,
+        log_dir: Path | None = None,
+        restart: bool = False,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        stable: float = 30.0,
+        on_event=None,
+    ):
         self.procs = procs
         self.stream_logs = stream_logs
         self.log_dir = log_dir
@@ -238,8 +307,16 @@ class Supervisor:
             for stale in metrics_dir.glob("*.db"):
                 stale.unlink()
         with self._lock:
-            proc.popen = subprocess.Popen(proc.cmd, cwd=proc.cwd, env=proc.env, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, start_new_session=True, text=True, bufsize=1)
+            proc.popen = subprocess.Popen(
+                proc.cmd,
+                cwd=proc.cwd,
+                env=proc.env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                text=True,
+                bufsize=1,
+            )
             proc.held, proc.restart_at, proc.started_at = False, None, time.monotonic()
         threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
 
@@ -318,8 +395,17 @@ class Supervisor:
 
     def status_table(self) -> str:
         rows = [("process", "pid", "url", "health", "restarts", "last exit")]
-        rows += [(p.name, str(p.popen.pid if p.popen else "-"), p.url or "-", self.health(p), str(p.restarts),
-                  describe_exit(p.last_exit)) for p in self.procs]
+        rows += [
+            (
+                p.name,
+                str(p.popen.pid if p.popen else "-"),
+                p.url or "-",
+                self.health(p),
+                str(p.restarts),
+                describe_exit(p.last_exit),
+            )
+            for p in self.procs
+        ]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) for row in rows)
 
@@ -363,8 +449,9 @@ class Supervisor:
 
 
 @contextlib.contextmanager
-def temporary_system(prefix: str, *, services: list[str], port_offset: int, replicas: int = 1,
-                     extra_env: dict[str, str] | None = None):
+def temporary_system(
+    prefix: str, *, services: list[str], port_offset: int, replicas: int = 1, extra_env: dict[str, str] | None = None
+):
     """A throwaway Postgres + Redis (or DATABASE_URL/REDIS_URL), bootstrapped and migrated, for a
     benchmark: yields the Context; nothing is started yet and everything is gone afterwards."""
     import tempfile
@@ -376,7 +463,14 @@ def temporary_system(prefix: str, *, services: list[str], port_offset: int, repl
         os.chmod(run_dir, 0o755)  # the unprivileged postgres user must reach its data dir
         with open(run_dir / "infra.log", "w") as log, infra.embedded(run_dir, log=log, ephemeral=True) as (admin_url, redis_url):
             urls = bootstrap(admin_url, "social_bench", {name: f"{name}-bench" for name in SERVICES})
-            ctx = Context(admin_database_url=admin_url, redis_url=redis_url, service_database_urls=urls,
-                          run_dir=run_dir, replicas=replicas, port_offset=port_offset, extra_env=extra_env or {})
+            ctx = Context(
+                admin_database_url=admin_url,
+                redis_url=redis_url,
+                service_database_urls=urls,
+                run_dir=run_dir,
+                replicas=replicas,
+                port_offset=port_offset,
+                extra_env=extra_env or {},
+            )
             prepare(ctx, services)
             yield ctx

@@ -72,8 +72,12 @@ def suites() -> dict[str, tuple[Path, list[str]]]:
         directory = ROOT / "services" / name
         if (directory / "pytest.ini").exists():
             found[name] = (directory, [])
-    for name, path in [("shared", "shared/tests"), ("gateway", "gateway/tests"), ("gateway-pure", "gateway/tests"),
-                       ("system", "tests")]:
+    for name, path in [
+        ("shared", "shared/tests"),
+        ("gateway", "gateway/tests"),
+        ("gateway-pure", "gateway/tests"),
+        ("system", "tests"),
+    ]:
         if (ROOT / path).is_dir() and any((ROOT / path).rglob("test_*.py")):
             found[name] = (ROOT, [path])
     return found
@@ -122,7 +126,7 @@ def coverage_check(run_dir: Path, enforce: bool) -> bool:
 def main(argv: list[str]) -> int:
     if "--" in argv:
         split = argv.index("--")
-        wanted, extra = argv[:split], argv[split + 1:]
+        wanted, extra = argv[:split], argv[split + 1 :]
     else:
         wanted, extra = argv, []
     available = suites()
@@ -138,13 +142,19 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="social-test-") as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)  # the unprivileged postgres user must reach its data dir
-        with open(run_dir / "infra.log", "w") as infra_log, \
-                infra.embedded(run_dir, log=infra_log, ephemeral=True) as (admin_url, redis_url):
+        with (
+            open(run_dir / "infra.log", "w") as infra_log,
+            infra.embedded(run_dir, log=infra_log, ephemeral=True) as (admin_url, redis_url),
+        ):
             urls = bootstrap(admin_url, DATABASE, service_passwords())
             key_file = run_dir / "keys" / "test.pem"
             base_env = {
-                **os.environ, "DJANGO_DEV": "1", "ADMIN_DATABASE_URL": admin_url, "REDIS_URL_BASE": redis_url,
-                "JWT_SIGNING_KEYS": f"test={key_file}", "PYTHONDONTWRITEBYTECODE": "1",
+                **os.environ,
+                "DJANGO_DEV": "1",
+                "ADMIN_DATABASE_URL": admin_url,
+                "REDIS_URL_BASE": redis_url,
+                "JWT_SIGNING_KEYS": f"test={key_file}",
+                "PYTHONDONTWRITEBYTECODE": "1",
                 "SERVICE_PUBLIC_KEYS": str(run_dir / "keys" / "service-keys.json"),
                 **{f"{name.upper()}_DATABASE_URL": url for name, url in urls.items()},
             }
@@ -165,8 +175,11 @@ def main(argv: list[str]) -> int:
                 junit = run_dir / f"{name}.xml"
                 print(f"\n=== {name} ===", flush=True)
                 started = time.monotonic()
-                code = subprocess.call([PYTHON, "-m", "pytest", *target, f"--junitxml={junit}", "-q", *cov_args,
-                                        *extra], cwd=directory, env={**env, **cov_env})
+                code = subprocess.call(
+                    [PYTHON, "-m", "pytest", *target, f"--junitxml={junit}", "-q", *cov_args, *extra],
+                    cwd=directory,
+                    env={**env, **cov_env},
+                )
                 print(f"=== {name}: exit {code} in {time.monotonic() - started:.0f}s ===", flush=True)
                 if code not in (0, 5):  # 5: no tests collected (e.g. filtered by -k)
                     exit_code = 1

@@ -40,8 +40,9 @@ class AdminConn(asyncio.Protocol):
         method = self.parser.get_method()
         keep = self.parser.should_keep_alive()
         if method not in (b"GET", b"HEAD"):
-            return self._send(405, "application/problem+json",
-                              problems.body(405, "only GET", "method-not-allowed", "Method not allowed"), keep)
+            return self._send(
+                405, "application/problem+json", problems.body(405, "only GET", "method-not-allowed", "Method not allowed"), keep
+            )
         if path == b"/health/live":
             return self._send(200, "application/json", buildinfo.info_json(status="ok"), keep)
         if path == b"/version":
@@ -58,10 +59,11 @@ class AdminConn(asyncio.Protocol):
         if self.transport.is_closing():
             return
         keep = keep and not close
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
-                             b"Cache-Control: no-store\r\nConnection: %s\r\n\r\n%s" % (
-                                 status, problems.reason(status), ctype.encode(), len(body),
-                                 b"keep-alive" if keep else b"close", body))
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Cache-Control: no-store\r\nConnection: %s\r\n\r\n%s"
+            % (status, problems.reason(status), ctype.encode(), len(body), b"keep-alive" if keep else b"close", body)
+        )
         if not keep:
             self.transport.close()
 

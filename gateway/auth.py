@@ -49,14 +49,12 @@ class Identity:
         keys = [b"auth:revoked:user:" + sub.encode()]
         if sid:
             keys.append(b"auth:revoked:sid:" + sid.encode())
-        self.revoked_check = b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1) + b"".join(
-            b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
+        self.revoked_check = b"*%d\r\n$6\r\nEXISTS\r\n" % (len(keys) + 1) + b"".join(b"$%d\r\n%s\r\n" % (len(k), k) for k in keys)
         self.sub_json = json.dumps(sub)  # for the access log
         self.username = username
         self.exp = exp
         # Forwarded as-is to the upstream; username percent-encoded so no byte can break a header.
-        self.headers = b"X-User-Id: %s\r\nX-Username: %s\r\n" % (
-            sub.encode(), quote(username, safe="@.+-_").encode())
+        self.headers = b"X-User-Id: %s\r\nX-Username: %s\r\n" % (sub.encode(), quote(username, safe="@.+-_").encode())
 
 
 class Verifier:
@@ -114,8 +112,13 @@ class Verifier:
             return FAIL, "unknown signing key" if self.loaded_at is not None else "signing keys are unavailable"
         try:
             claims = jwt.decode(
-                token, key=key, algorithms=[ALGORITHM], audience=self.audience, issuer=self.issuer,
-                leeway=self.leeway, options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
+                token,
+                key=key,
+                algorithms=[ALGORITHM],
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             return self._reject(token, "token expired")
@@ -131,8 +134,9 @@ class Verifier:
         if not isinstance(username, str) or not isinstance(exp, (int, float)):
             return self._reject(token, "invalid token claims")
         sid = claims.get("sid")
-        if sid is not None and (not isinstance(sid, str) or not sid or len(sid) > 128 or not sid.isascii()
-                                or not sid.isprintable() or " " in sid):
+        if sid is not None and (
+            not isinstance(sid, str) or not sid or len(sid) > 128 or not sid.isascii() or not sid.isprintable() or " " in sid
+        ):
             return self._reject(token, "invalid token session")
         ident = Identity(sub, username, float(exp), sid or None)
         if len(self.cache) >= CACHE_MAX:
@@ -166,8 +170,13 @@ class Verifier:
             doc = json.loads(await self._fetch_doc())
             keys = {}
             for jwk in doc.get("keys", []):
-                if (isinstance(jwk, dict) and jwk.get("kty") == "OKP" and jwk.get("crv") == "Ed25519"
-                        and isinstance(jwk.get("kid"), str) and jwk.get("alg", ALGORITHM) == ALGORITHM):
+                if (
+                    isinstance(jwk, dict)
+                    and jwk.get("kty") == "OKP"
+                    and jwk.get("crv") == "Ed25519"
+                    and isinstance(jwk.get("kid"), str)
+                    and jwk.get("alg", ALGORITHM) == ALGORITHM
+                ):
                     keys[jwk["kid"]] = OKPAlgorithm.from_jwk(jwk)
             if not keys:
                 raise ValueError("JWKS has no Ed25519 keys")

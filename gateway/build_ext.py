@@ -38,8 +38,9 @@ def main() -> int:
         lib = Path(tmp) / "lib"
         setup(
             name="gateway-ext",
-            ext_modules=cythonize(exts, language_level=3, quiet=True, build_dir=tmp,
-                                  compiler_directives={"binding": False, "embedsignature": False}),
+            ext_modules=cythonize(
+                exts, language_level=3, quiet=True, build_dir=tmp, compiler_directives={"binding": False, "embedsignature": False}
+            ),
             script_args=["-q", "build_ext", "--build-temp", tmp, "--build-lib", str(lib)],
         )
         # os.replace, not a copy over the old file: a running gateway keeps its mapping of the

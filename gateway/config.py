@@ -196,8 +196,9 @@ _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9a-f
 # request headers a browser may send cross-origin (Access-Control-Allow-Headers)
 DEFAULT_CORS_ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, If-None-Match, If-Match, X-Request-ID"
 # response headers a browser script may read besides the CORS-safelisted ones
-CORS_EXPOSE_HEADERS = ("RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-ID, ETag, "
-                       "Location, Idempotent-Replayed")
+CORS_EXPOSE_HEADERS = (
+    "RateLimit-Limit, RateLimit-Remaining, RateLimit-Reset, Retry-After, X-Request-ID, ETag, Location, Idempotent-Replayed"
+)
 
 _ADDR = re.compile(r"^(dns:)?([A-Za-z0-9.\-_]+|\[[0-9a-fA-F:]+\]):(\d{1,5})$")
 
@@ -209,9 +210,11 @@ def check_address(addr: str, where: str) -> None:
 
 def _limits(spec: dict, base: Limits, where: str) -> Limits:
     try:
-        lim = Limits(max_outstanding=int(spec.get("max_outstanding", base.max_outstanding)),
-                     queue_timeout=float(spec.get("queue_timeout", base.queue_timeout)),
-                     max_queue=int(spec.get("max_queue", base.max_queue)))
+        lim = Limits(
+            max_outstanding=int(spec.get("max_outstanding", base.max_outstanding)),
+            queue_timeout=float(spec.get("queue_timeout", base.queue_timeout)),
+            max_queue=int(spec.get("max_queue", base.max_queue)),
+        )
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: max_outstanding and max_queue must be integers, queue_timeout a number") from None
     if lim.max_outstanding < 0 or lim.max_queue < 0 or lim.queue_timeout <= 0:
@@ -236,9 +239,11 @@ def load(env: dict | None = None) -> Settings:
 
     # concurrency limit and queue: the file's defaults, then the environment, then per upstream
     base = _limits(defaults, DEFAULT_LIMITS, f"{routes_file}: defaults")
-    base = Limits(max_outstanding=_int(env, "GATEWAY_MAX_OUTSTANDING", base.max_outstanding),
-                  queue_timeout=_float(env, "GATEWAY_QUEUE_TIMEOUT", base.queue_timeout),
-                  max_queue=_int(env, "GATEWAY_MAX_QUEUE", base.max_queue))
+    base = Limits(
+        max_outstanding=_int(env, "GATEWAY_MAX_OUTSTANDING", base.max_outstanding),
+        queue_timeout=_float(env, "GATEWAY_QUEUE_TIMEOUT", base.queue_timeout),
+        max_queue=_int(env, "GATEWAY_MAX_QUEUE", base.max_queue),
+    )
     base = _limits({}, base, "GATEWAY_MAX_OUTSTANDING / GATEWAY_QUEUE_TIMEOUT / GATEWAY_MAX_QUEUE")
     upstreams: dict[str, list[str]] = {}
     limits: dict[str, Limits] = {}
@@ -272,12 +277,19 @@ def load(env: dict | None = None) -> Settings:
                 raise ConfigError(f"{where}: unknown method in {sorted(methods)}")
         rl_spec = spec.get("ratelimit", default_rl)
         label = str(spec.get("name") or (prefix if methods is None else f"{'|'.join(sorted(methods))} {prefix}"))
-        routes.append(Route(
-            prefix=prefix, service=str(spec["service"]), auth=auth == "required", methods=methods,
-            exact=bool(spec.get("exact", False)), timeout=float(spec.get("timeout", default_timeout)),
-            ratelimit=_ratelimit(rl_spec, label if "ratelimit" in spec else "default", where),
-            max_body=int(spec.get("max_body", max_body)), label=label,
-        ))
+        routes.append(
+            Route(
+                prefix=prefix,
+                service=str(spec["service"]),
+                auth=auth == "required",
+                methods=methods,
+                exact=bool(spec.get("exact", False)),
+                timeout=float(spec.get("timeout", default_timeout)),
+                ratelimit=_ratelimit(rl_spec, label if "ratelimit" in spec else "default", where),
+                max_body=int(spec.get("max_body", max_body)),
+                label=label,
+            )
+        )
     # Longest prefix first; among equal prefixes, method-restricted routes first.
     routes.sort(key=lambda r: (-len(r.prefix), r.methods is None))
 
@@ -302,7 +314,7 @@ def load(env: dict | None = None) -> Settings:
     allow_headers = env.get("GATEWAY_CORS_ALLOW_HEADERS") or DEFAULT_CORS_ALLOW_HEADERS
     if not re.fullmatch(r"[A-Za-z0-9-]+(\s*,\s*[A-Za-z0-9-]+)*", allow_headers.strip()):
         raise ConfigError("GATEWAY_CORS_ALLOW_HEADERS: a comma-separated list of header names")
-    revocation = (env.get("GATEWAY_REVOCATION", "1") not in ("0", "false", "no", "off"))
+    revocation = env.get("GATEWAY_REVOCATION", "1") not in ("0", "false", "no", "off")
     revocation_cache = _float(env, "GATEWAY_REVOCATION_CACHE", 1.0)
     if revocation_cache < 0:
         raise ConfigError("GATEWAY_REVOCATION_CACHE must be >= 0")
@@ -313,8 +325,7 @@ def load(env: dict | None = None) -> Settings:
     redis_url = env.get("REDIS_URL") or None
     max_ejection_percent = _int(env, "GATEWAY_MAX_EJECTION_PERCENT", 10)
     panic_threshold = _float(env, "GATEWAY_PANIC_THRESHOLD", 0.0)
-    for name, value in (("GATEWAY_MAX_EJECTION_PERCENT", max_ejection_percent),
-                        ("GATEWAY_PANIC_THRESHOLD", panic_threshold)):
+    for name, value in (("GATEWAY_MAX_EJECTION_PERCENT", max_ejection_percent), ("GATEWAY_PANIC_THRESHOLD", panic_threshold)):
         if not 0 <= value <= 100:
             raise ConfigError(f"{name} must be a percentage (0-100), got {value:g}")
     return Settings(

@@ -31,8 +31,9 @@ class _Collector:
         self.done = True
 
 
-async def get(host: str, port: int, path: str, *, timeout: float, use_ssl: bool = False,
-              host_header: str | None = None) -> tuple[int, bytes]:
+async def get(
+    host: str, port: int, path: str, *, timeout: float, use_ssl: bool = False, host_header: str | None = None
+) -> tuple[int, bytes]:
     """GET path from host:port; returns (status, body). Raises OSError/ValueError/TimeoutError."""
     return await asyncio.wait_for(_get(host, port, path, use_ssl, host_header), timeout)
 
@@ -74,5 +75,4 @@ async def get_url(url: str, *, timeout: float) -> tuple[int, bytes]:
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
-    return await get(parts.hostname, port, path, timeout=timeout, use_ssl=parts.scheme == "https",
-                     host_header=parts.netloc)
+    return await get(parts.hostname, port, path, timeout=timeout, use_ssl=parts.scheme == "https", host_header=parts.netloc)

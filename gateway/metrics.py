@@ -17,47 +17,65 @@ BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.
 N_BUCKETS = len(BUCKETS)  # the histogram's last bucket is +Inf
 
 REQUESTS = Counter("gateway_requests_total", "Requests answered, by route and status", ["route", "status"])
-LATENCY = Histogram("gateway_request_duration_seconds", "Time from request start to response end",
-                    ["route", "upstream"], buckets=BUCKETS)
+LATENCY = Histogram(
+    "gateway_request_duration_seconds", "Time from request start to response end", ["route", "upstream"], buckets=BUCKETS
+)
 RETRIES = Counter("gateway_upstream_retries_total", "Requests retried on another replica", ["service", "reason"])
-RETRY_BUDGET_EXHAUSTED = Counter("gateway_retry_budget_exhausted_total", "Retries refused by the retry budget",
-                                 ["service"])
-EJECTIONS = Counter("gateway_upstream_ejections_total", "Replicas ejected by outlier detection",
-                    ["service", "replica"])
-EJECTIONS_SKIPPED = Counter("gateway_upstream_ejections_skipped_total",
-                            "Ejections not made (reason: last_in_rotation, max_ejection_percent)",
-                            ["service", "reason"])
-DEPENDENCY_FAILURES = Counter("gateway_upstream_dependency_failures_total",
-                              "5xx answers caused by the replica's dependencies (not counted toward ejection)",
-                              ["service", "replica"])
-PANIC = Gauge("gateway_upstream_panic", "1 while the service is in panic mode (balanced over every replica)",
-              ["service"], multiprocess_mode="max")
-HEALTHY = Gauge("gateway_upstream_replica_up", "1 if the replica is in rotation (healthy and not ejected)",
-                ["service", "replica"], multiprocess_mode="max")
-QUEUED = Counter("gateway_upstream_queued_total",
-                 "Requests that waited because every replica was at max_outstanding", ["service"])
-QUEUE_REJECTED = Counter("gateway_upstream_queue_rejections_total",
-                         "Requests answered 503 because no replica freed a slot (reason: full, timeout)",
-                         ["service", "reason"])
-OUTSTANDING = Gauge("gateway_upstream_outstanding", "Requests in flight to the replica",
-                    ["service", "replica"], multiprocess_mode="livesum")
-QUEUE_DEPTH = Gauge("gateway_upstream_queue_depth", "Requests waiting for a free replica",
-                    ["service"], multiprocess_mode="livesum")
+RETRY_BUDGET_EXHAUSTED = Counter("gateway_retry_budget_exhausted_total", "Retries refused by the retry budget", ["service"])
+EJECTIONS = Counter("gateway_upstream_ejections_total", "Replicas ejected by outlier detection", ["service", "replica"])
+EJECTIONS_SKIPPED = Counter(
+    "gateway_upstream_ejections_skipped_total",
+    "Ejections not made (reason: last_in_rotation, max_ejection_percent)",
+    ["service", "reason"],
+)
+DEPENDENCY_FAILURES = Counter(
+    "gateway_upstream_dependency_failures_total",
+    "5xx answers caused by the replica's dependencies (not counted toward ejection)",
+    ["service", "replica"],
+)
+PANIC = Gauge(
+    "gateway_upstream_panic",
+    "1 while the service is in panic mode (balanced over every replica)",
+    ["service"],
+    multiprocess_mode="max",
+)
+HEALTHY = Gauge(
+    "gateway_upstream_replica_up",
+    "1 if the replica is in rotation (healthy and not ejected)",
+    ["service", "replica"],
+    multiprocess_mode="max",
+)
+QUEUED = Counter(
+    "gateway_upstream_queued_total", "Requests that waited because every replica was at max_outstanding", ["service"]
+)
+QUEUE_REJECTED = Counter(
+    "gateway_upstream_queue_rejections_total",
+    "Requests answered 503 because no replica freed a slot (reason: full, timeout)",
+    ["service", "reason"],
+)
+OUTSTANDING = Gauge(
+    "gateway_upstream_outstanding", "Requests in flight to the replica", ["service", "replica"], multiprocess_mode="livesum"
+)
+QUEUE_DEPTH = Gauge(
+    "gateway_upstream_queue_depth", "Requests waiting for a free replica", ["service"], multiprocess_mode="livesum"
+)
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Upstream failures", ["service", "replica", "kind"])
 RATELIMITED = Counter("gateway_ratelimit_rejections_total", "Requests rejected with 429", ["route", "scope"])
 RATELIMIT_FAILOPEN = Counter("gateway_ratelimit_failopen_total", "Requests let through because Redis failed")
 REVOKED = Counter("gateway_revoked_tokens_total", "Requests rejected with 401 because the token was revoked")
-REVOCATION_FAILOPEN = Counter("gateway_revocation_failopen_total",
-                              "Revocation checks skipped (token accepted) because Redis failed")
+REVOCATION_FAILOPEN = Counter(
+    "gateway_revocation_failopen_total", "Revocation checks skipped (token accepted) because Redis failed"
+)
 AUTH_FAILURES = Counter("gateway_auth_failures_total", "Requests rejected with 401")
 OPEN_CONNECTIONS = Gauge("gateway_open_connections", "Open client connections", multiprocess_mode="livesum")
-UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream connections",
-                             multiprocess_mode="livesum")
+UPSTREAM_CONNECTIONS = Gauge("gateway_upstream_connections", "Open upstream connections", multiprocess_mode="livesum")
 DRAINING = Gauge("gateway_draining", "1 while draining after SIGTERM", multiprocess_mode="max")
 JWKS_FETCHES = Counter("gateway_jwks_fetches_total", "JWKS fetches", ["result"])
-PROXY_COMPILED = Gauge("gateway_proxy_compiled", "1 if the data path runs compiled (Cython), 0 if plain Python",
-                       multiprocess_mode="min")
+PROXY_COMPILED = Gauge(
+    "gateway_proxy_compiled", "1 if the data path runs compiled (Cython), 0 if plain Python", multiprocess_mode="min"
+)
 CONFIG_RELOADS = Counter("gateway_config_reloads_total", "Configuration reloads", ["result"])
+
 
 class Local:  # compiled: an extension type (metrics.pxd), whose observe() proxy.py calls in C
     """Per-process counts taken on the hot path with plain dict/list arithmetic and folded into

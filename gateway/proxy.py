@@ -67,8 +67,24 @@ _LOCAL = cython.declare(Local, metrics.local)  # per-process request counts and 
 
 # the access log: one JSON line per request with these fields (ClientConn._record): the log schema's
 # (gateway/logs.py; trace_id and span_id when tracing is on), then the request's
-ACCESS_FIELDS = ("ts", "level", "logger", "service", "pid", "request_id", "msg", "method", "path", "route", "status",
-                 "upstream", "duration_ms", "user", "client", "tries")
+ACCESS_FIELDS = (
+    "ts",
+    "level",
+    "logger",
+    "service",
+    "pid",
+    "request_id",
+    "msg",
+    "method",
+    "path",
+    "route",
+    "status",
+    "upstream",
+    "duration_ms",
+    "user",
+    "client",
+    "tries",
+)
 DRAIN_IDLE_GRACE = 0.3  # seconds an idle connection may still send a request after a SIGTERM's drain starts
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 SANE_ID = re.compile(rb"[A-Za-z0-9._-]{1,128}")
@@ -84,6 +100,7 @@ RESP_NONE, RESP_RAW, RESP_CHUNKED, RESP_CLOSE, RESP_BUFFER = 0, 1, 2, 3, 4
 # An HTTP/1.0 client cannot read chunked framing: an upstream body without a length is collected
 # and sent with a Content-Length (keep-alive works), up to this size; beyond, close-delimited.
 MAX_BUFFERED_RESPONSE = 8 << 20
+
 
 @cython.cclass
 class GatewayBase:
@@ -400,7 +417,7 @@ class UpstreamConn:
                 scan = scan_response(data, end)  # None: not for the fast path, the parser decides
                 if scan is not None and len(data) == end + 4 + scan[2]:
                     try:
-                        client.upstream_whole(self, scan[0], scan[1], data[end + 4:])
+                        client.upstream_whole(self, scan[0], scan[1], data[end + 4 :])
                     except Exception:
                         log.exception("error handling upstream data")
                         self.close()
@@ -458,7 +475,7 @@ class UpstreamConn:
             raise ValueError("response head without CRLF CRLF")
         if status < 200:  # 1xx: not forwarded, the final response follows
             self.informational = True
-            self.hbuf = buf[end + 4:]
+            self.hbuf = buf[end + 4 :]
             return
         head = buf[:end]
         self.hbuf = b""
@@ -555,8 +572,9 @@ class ClientConn:
             self.peer = peer[0]
             self.peer_b = self.peer.encode()
             # X-Client-IP: the one client address the services believe (shared/client_ip.py)
-            self.fwd_tail = (b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: http\r\nX-Client-IP: "
-                             + self.peer_b + b"\r\n")
+            self.fwd_tail = (
+                b"\r\nX-Forwarded-For: " + self.peer_b + b"\r\nX-Forwarded-Proto: http\r\nX-Client-IP: " + self.peer_b + b"\r\n"
+            )
             self.peer_trusted = gw.is_trusted(self.peer)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -592,8 +610,7 @@ class ClientConn:
     def data_received(self, data: bytes):
         if self.closed or (self.must_close and self.active is None):
             return
-        if (self.req is None and self.active is None and len(data) <= MAX_URL and data.endswith(b"\r\n\r\n")
-                and not self.queue):
+        if self.req is None and self.active is None and len(data) <= MAX_URL and data.endswith(b"\r\n\r\n") and not self.queue:
             scan = scan_request(data)
             if scan is not None:
                 try:
@@ -763,7 +780,7 @@ class ClientConn:
             kept = []
             for i in range(0, len(pieces), 4):
                 if pieces[i].lower() not in r.hop:
-                    kept += pieces[i:i + 4]
+                    kept += pieces[i : i + 4]
             pieces = kept
             if b"authorization" in r.hop:
                 r.authz = None
@@ -958,15 +975,18 @@ class ClientConn:
             allowed, limit, remaining, reset, retry_ms, denied = res
         except (TypeError, ValueError):
             return self._dispatch(r)
-        hdr = b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (
-            limit, max(0, remaining), reset)
+        hdr = b"RateLimit-Limit: %d\r\nRateLimit-Remaining: %d\r\nRateLimit-Reset: %d\r\n" % (limit, max(0, remaining), reset)
         if not allowed:
             rl = r.route.ratelimit
             scope = "ip" if (denied == 1 and rl.ip is not None) else "user"
             metrics.RATELIMITED.labels(r.route.label, scope).inc()
             retry_after = max(1, -(-retry_ms // 1000))
-            return self._error(r, 429, f"rate limit exceeded ({scope}); retry in {retry_after}s",
-                               extra=hdr + b"Retry-After: %d\r\n" % retry_after)
+            return self._error(
+                r,
+                429,
+                f"rate limit exceeded ({scope}); retry in {retry_after}s",
+                extra=hdr + b"Retry-After: %d\r\n" % retry_after,
+            )
         r.rl_hdr = hdr + r.cors_hdr if r.cors_hdr else hdr
         self._dispatch(r)
 
@@ -1018,8 +1038,12 @@ class ClientConn:
         if r.queue_deadline == 0.0:  # first time (a request can go back to the end: Cluster.wake)
             if len(cluster.waiting) >= cluster.max_queue:
                 metrics.QUEUE_REJECTED.labels(cluster.name, "full").inc()
-                return self._error(r, 503, f"every replica of {r.route.service} is busy and {cluster.max_queue} "
-                                   "requests are already waiting", extra=b"Retry-After: 1\r\n")
+                return self._error(
+                    r,
+                    503,
+                    f"every replica of {r.route.service} is busy and {cluster.max_queue} requests are already waiting",
+                    extra=b"Retry-After: 1\r\n",
+                )
             r.queue_deadline = time.monotonic() + cluster.queue_timeout
             cluster.m_queued.inc()
         r.queued = True
@@ -1039,7 +1063,8 @@ class ClientConn:
         try:
             _, conn = await asyncio.wait_for(
                 gw.loop.create_connection(functools.partial(UpstreamConn, rep, gw), rep.host, rep.port),
-                gw.settings.connect_timeout)
+                gw.settings.connect_timeout,
+            )
         except (TimeoutError, OSError) as exc:
             self._unbind(r)
             cluster.failure(rep, "connect")
@@ -1048,8 +1073,9 @@ class ClientConn:
             if self._may_retry(r, cluster):  # nothing was sent: safe for any method
                 return self._retry(r, cluster, "connect")
             timeout = isinstance(exc, asyncio.TimeoutError)
-            return self._error(r, 504 if timeout else 502,
-                               f"could not connect to {r.route.service}" + (" in time" if timeout else ""))
+            return self._error(
+                r, 504 if timeout else 502, f"could not connect to {r.route.service}" + (" in time" if timeout else "")
+            )
         if r is not self.active or self.closed:
             # the client went away while connecting: close, do not pool a connection that never
             # carried a request (gunicorn's gthread worker holds a thread on a new connection
@@ -1086,8 +1112,15 @@ class ClientConn:
             peer = self.peer_b
             xff = r.xff_in + b", " + peer if r.xff_in else peer
             proto = r.proto_in if r.proto_in in (b"http", b"https") else b"http"
-            tail = (b"\r\nX-Forwarded-For: " + xff + b"\r\nX-Forwarded-Proto: " + proto + b"\r\nX-Client-IP: "
-                    + r.client_ip.encode() + b"\r\n")
+            tail = (
+                b"\r\nX-Forwarded-For: "
+                + xff
+                + b"\r\nX-Forwarded-Proto: "
+                + proto
+                + b"\r\nX-Client-IP: "
+                + r.client_ip.encode()
+                + b"\r\n"
+            )
         else:
             tail = self.fwd_tail  # the common case, the same for every request on this connection
         parts = [r.mbytes, b" ", r.url, b" HTTP/1.1\r\n", r.fwd, b"X-Request-ID: ", r.rid, tail]
@@ -1114,8 +1147,7 @@ class ClientConn:
         tracer = gw.tracer
         if tracer is None:
             if self.peer_trusted and r.tp_in is not None:
-                r.trace_hdr = b"traceparent: " + r.tp_in + b"\r\n" + (
-                    b"tracestate: " + r.ts_in + b"\r\n" if r.ts_in else b"")
+                r.trace_hdr = b"traceparent: " + r.tp_in + b"\r\n" + (b"tracestate: " + r.ts_in + b"\r\n" if r.ts_in else b"")
             else:
                 r.trace_hdr = b""
             return
@@ -1151,14 +1183,16 @@ class ClientConn:
         parent = f',"parentSpanId":"{r.parent}"' if r.parent is not None else ""
         status = ',"status":{"code":2}' if r.status >= 500 else ""
         tp: str = hdr[16:65].decode()  # "<trace id>-<span id>"
-        return (f'{{"traceId":"{tp[:32]}","spanId":"{tp[33:]}"{parent},'
-                f'"name":"{name}","kind":2,"startTimeUnixNano":"{start_ns}","endTimeUnixNano":"{end_ns}",'
-                f'"attributes":[{{"key":"http.request.method","value":{{"stringValue":"{r.method}"}}}},'
-                f'{{"key":"url.path","value":{{"stringValue":"{path}"}}}},'
-                f'{{"key":"url.scheme","value":{{"stringValue":"http"}}}},'
-                f'{{"key":"http.response.status_code","value":{{"intValue":"{r.status}"}}}},'
-                f'{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
-                f'{{"key":"gateway.upstream","value":{{"stringValue":"{upstream}"}}}}{extra}]{status}}}')
+        return (
+            f'{{"traceId":"{tp[:32]}","spanId":"{tp[33:]}"{parent},'
+            f'"name":"{name}","kind":2,"startTimeUnixNano":"{start_ns}","endTimeUnixNano":"{end_ns}",'
+            f'"attributes":[{{"key":"http.request.method","value":{{"stringValue":"{r.method}"}}}},'
+            f'{{"key":"url.path","value":{{"stringValue":"{path}"}}}},'
+            f'{{"key":"url.scheme","value":{{"stringValue":"http"}}}},'
+            f'{{"key":"http.response.status_code","value":{{"intValue":"{r.status}"}}}},'
+            f'{{"key":"client.address","value":{{"stringValue":"{client}"}}}},'
+            f'{{"key":"gateway.upstream","value":{{"stringValue":"{upstream}"}}}}{extra}]{status}}}'
+        )
 
     @cython.ccall
     def _client_ip(self, r: Req) -> str:
@@ -1213,8 +1247,12 @@ class ClientConn:
         cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
         if status >= 500:
             # the replica's own failure counts and is retried; one its dependencies caused is not
-            if (cluster.failed_answer(r.replica, status, conn.head) and status in (502, 503, 504)
-                    and replayable(r.method, r.fwd) and self._may_retry(r, cluster)):
+            if (
+                cluster.failed_answer(r.replica, status, conn.head)
+                and status in (502, 503, 504)
+                and replayable(r.method, r.fwd)
+                and self._may_retry(r, cluster)
+            ):
                 conn.close()  # drop the rest of this answer; the connection is not reused
                 self._unbind(r)
                 return self._retry(r, cluster, f"status_{status}")
@@ -1273,8 +1311,12 @@ class ClientConn:
         rep = r.replica
         if status >= 500:
             cluster = gw.clusters.get(r.route.service) or gw.cluster_of(rep)
-            if (cluster.failed_answer(rep, status, head) and status in (502, 503, 504)
-                    and replayable(r.method, r.fwd) and self._may_retry(r, cluster)):
+            if (
+                cluster.failed_answer(rep, status, head)
+                and status in (502, 503, 504)
+                and replayable(r.method, r.fwd)
+                and self._may_retry(r, cluster)
+            ):
                 conn.close()
                 self._unbind(r)
                 return self._retry(r, cluster, f"status_{status}")
@@ -1355,7 +1397,9 @@ class ClientConn:
             if not keep:
                 self.must_close = True
             buf[0] += b"Content-Length: %d\r\n%s" % (
-                r.rbuf_len, b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n")
+                r.rbuf_len,
+                b"Connection: keep-alive\r\n\r\n" if keep else b"Connection: close\r\n\r\n",
+            )
             self.wbuf.extend(buf)
         self.flush()
         conn.client = None
@@ -1455,14 +1499,19 @@ class ClientConn:
                 f'{{"ts":"{_log_ts_str}",{gw.access_head},"request_id":"{rid}"{ids},"msg":"request",'
                 f'"method":"{r.method}","path":"{path}","route":{route_json},'
                 f'"status":{r.status},"upstream":"{upstream}","duration_ms":{d // 100}.{d % 100:02d},'
-                f'"user":{user},"client":"{client}","tries":{r.tries}}}\n')
+                f'"user":{user},"client":"{client}","tries":{r.tries}}}\n'
+            )
 
     @cython.ccall
     def _unauthorized(self, r: Req, detail: str):
         metrics.AUTH_FAILURES.inc()
-        return self._error(r, 401, detail,
-                           extra=b'WWW-Authenticate: Bearer error="invalid_token", error_description="%s"\r\n'
-                           % detail.replace('"', "'").encode())
+        return self._error(
+            r,
+            401,
+            detail,
+            extra=b'WWW-Authenticate: Bearer error="invalid_token", error_description="%s"\r\n'
+            % detail.replace('"', "'").encode(),
+        )
 
     def _error(self, r: Req, status: int, detail: str, *, extra: bytes = b"", close: bool = False):
         """Answer the active request with a problem+json (nothing was sent to the client yet)."""
@@ -1486,8 +1535,11 @@ class ClientConn:
         if r.cors_hdr:
             extra = extra + r.cors_hdr
         self.flush()
-        self.transport.write(problems.response(status, detail, request_id=r.rid.decode(), keep_alive=keep,
-                                               head=r.method == "HEAD", extra_headers=extra))
+        self.transport.write(
+            problems.response(
+                status, detail, request_id=r.rid.decode(), keep_alive=keep, head=r.method == "HEAD", extra_headers=extra
+            )
+        )
         r.resp_started = True
         self._finish(r)
 
@@ -1502,10 +1554,15 @@ class ClientConn:
             # the route the actual request will take (a route may be restricted to some methods)
             route = gw.match(path, r.acrm.decode("latin-1").strip().upper()) or r.route
             methods = route.methods
-            allowed = ", ".join(sorted(methods)) if methods is not None else \
-                "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-            out += [b"Access-Control-Allow-Origin: ", r.origin, b"\r\nAccess-Control-Allow-Methods: ",
-                    allowed.encode(), b"\r\n", gw.cors_preflight]
+            allowed = ", ".join(sorted(methods)) if methods is not None else "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+            out += [
+                b"Access-Control-Allow-Origin: ",
+                r.origin,
+                b"\r\nAccess-Control-Allow-Methods: ",
+                allowed.encode(),
+                b"\r\n",
+                gw.cors_preflight,
+            ]
         out.append(b"Vary: Origin, Access-Control-Request-Method, Access-Control-Request-Headers\r\n")
         r.status = 204
         if not r.complete and not self.must_close:
@@ -1583,8 +1640,9 @@ class ClientConn:
             gw: GatewayBase = self.gw
             if r.queued:
                 metrics.QUEUE_REJECTED.labels(r.route.service, "timeout").inc()
-                return self._error(r, 503, f"every replica of {r.route.service} stayed busy for the queue "
-                                   "timeout", extra=b"Retry-After: 1\r\n")
+                return self._error(
+                    r, 503, f"every replica of {r.route.service} stayed busy for the queue timeout", extra=b"Retry-After: 1\r\n"
+                )
             if r.replica is not None:
                 cluster = gw.clusters.get(r.route.service) or gw.cluster_of(r.replica)
                 cluster.failure(r.replica, "timeout")

@@ -167,8 +167,8 @@ class RedisLimiter:
     def _resend_eval(self, payload: bytes, callback, ctx) -> None:
         # payload is EVALSHA <sha> ...; swap the first two bulk strings for EVAL <script>
         head = _cmd(b"EVALSHA", SHA)
-        rest = payload[len(head):]
-        count = int(payload[1:payload.index(b"\r\n")])
+        rest = payload[len(head) :]
+        count = int(payload[1 : payload.index(b"\r\n")])
         new = b"*%d\r\n" % count + b"$4\r\nEVAL\r\n" + b"$%d\r\n%s\r\n" % (len(SCRIPT), SCRIPT) + rest
         if self.proto is None:
             self._failopen("redis not connected")
@@ -194,7 +194,8 @@ class RedisLimiter:
             ssl = True if self.ssl else None
             _, proto = await asyncio.wait_for(
                 loop.create_connection(lambda: _RedisProtocol(self), self.host, self.port, ssl=ssl),
-                timeout=max(self.timeout, 1.0))
+                timeout=max(self.timeout, 1.0),
+            )
         except (TimeoutError, OSError) as exc:
             self._failopen(f"redis connect failed: {exc}")
             return
@@ -202,8 +203,11 @@ class RedisLimiter:
             self.connecting = False
         setup = []
         if self.password:
-            setup.append(_cmd(b"AUTH", self.username.encode(), self.password.encode()) if self.username
-                         else _cmd(b"AUTH", self.password.encode()))
+            setup.append(
+                _cmd(b"AUTH", self.username.encode(), self.password.encode())
+                if self.username
+                else _cmd(b"AUTH", self.password.encode())
+            )
         if self.db:
             setup.append(_cmd(b"SELECT", str(self.db).encode()))
         setup.append(_cmd(b"SCRIPT", b"LOAD", SCRIPT))

@@ -43,17 +43,27 @@ class Gateway(GatewayBase):
         self.rl_prefix = settings.ratelimit_prefix.encode()
         self.rids = RequestIds(os.urandom(7).hex().encode())  # X-Request-ID: 14 random hex digits + a counter
         self._next_idle_sweep = 0.0
-        self.verifier = auth.Verifier(issuer=settings.jwt_issuer, audience=settings.jwt_audience,
-                                      leeway=settings.jwt_leeway, fetch=self._fetch_jwks)
-        self.limiter = (RedisLimiter(settings.redis_url, timeout=settings.redis_timeout,
-                                     on_failopen=metrics.RATELIMIT_FAILOPEN.inc)
-                        if settings.redis_url else None)
+        self.verifier = auth.Verifier(
+            issuer=settings.jwt_issuer, audience=settings.jwt_audience, leeway=settings.jwt_leeway, fetch=self._fetch_jwks
+        )
+        self.limiter = (
+            RedisLimiter(settings.redis_url, timeout=settings.redis_timeout, on_failopen=metrics.RATELIMIT_FAILOPEN.inc)
+            if settings.redis_url
+            else None
+        )
         if self.limiter is None:
             log.warning("REDIS_URL not set: rate limiting is disabled")
         # the access-token revocation set (shared/revocation.py), its own pipelined connection
-        self.revocation = (RedisLimiter(settings.revocation_url, timeout=settings.redis_timeout,
-                                        on_failopen=metrics.REVOCATION_FAILOPEN.inc, what="revocation checking")
-                           if settings.revocation_url else None)
+        self.revocation = (
+            RedisLimiter(
+                settings.revocation_url,
+                timeout=settings.redis_timeout,
+                on_failopen=metrics.REVOCATION_FAILOPEN.inc,
+                what="revocation checking",
+            )
+            if settings.revocation_url
+            else None
+        )
         if self.revocation is None:
             log.warning("REDIS_URL (or REVOCATION_REDIS_URL) not set: revoked tokens are not refused at the edge")
         self.orphans = {}
@@ -86,10 +96,15 @@ class Gateway(GatewayBase):
         # CORS: the response headers per allowed origin (bytes, as the Origin header arrives)
         if s.cors_origins:
             expose = b"Access-Control-Expose-Headers: " + config.CORS_EXPOSE_HEADERS.encode() + b"\r\n"
-            self.cors = {o.encode(): b"Access-Control-Allow-Origin: " + o.encode() + b"\r\n" + expose
-                         + b"Vary: Origin\r\n" for o in s.cors_origins}
-            self.cors_preflight = (b"Access-Control-Allow-Headers: " + s.cors_allow_headers.encode()
-                                   + b"\r\nAccess-Control-Max-Age: %d\r\n" % s.cors_max_age)
+            self.cors = {
+                o.encode(): b"Access-Control-Allow-Origin: " + o.encode() + b"\r\n" + expose + b"Vary: Origin\r\n"
+                for o in s.cors_origins
+            }
+            self.cors_preflight = (
+                b"Access-Control-Allow-Headers: "
+                + s.cors_allow_headers.encode()
+                + b"\r\nAccess-Control-Max-Age: %d\r\n" % s.cors_max_age
+            )
         else:
             self.cors = None
             self.cors_preflight = b""
@@ -120,8 +135,12 @@ class Gateway(GatewayBase):
         # listeners, workers and Redis are fixed for the life of the process
         self.apply(s)
         metrics.CONFIG_RELOADS.labels("ok").inc()
-        log.info("config reloaded from %s: %d routes, upstreams %s", s.routes_file, len(s.routes),
-                 {k: v for k, v in s.upstreams.items()})
+        log.info(
+            "config reloaded from %s: %d routes, upstreams %s",
+            s.routes_file,
+            len(s.routes),
+            {k: v for k, v in s.upstreams.items()},
+        )
         self.loop.create_task(self._resolve_all())
         self.loop.create_task(self._check_all())
 
@@ -215,10 +234,12 @@ class Gateway(GatewayBase):
 
     def start_background(self) -> list:
         loop = self.loop
-        tasks = [loop.create_task(self.tick_loop()),
-                 loop.create_task(self._every(lambda: self.settings.dns_interval, self._resolve_all)),
-                 loop.create_task(self._every(lambda: self.settings.health_interval, self._check_all)),
-                 loop.create_task(self.verifier.run(self.stopping))]
+        tasks = [
+            loop.create_task(self.tick_loop()),
+            loop.create_task(self._every(lambda: self.settings.dns_interval, self._resolve_all)),
+            loop.create_task(self._every(lambda: self.settings.health_interval, self._check_all)),
+            loop.create_task(self.verifier.run(self.stopping)),
+        ]
         if self.limiter is not None:
             self.limiter.connect_soon()
         if self.revocation is not None:
@@ -236,13 +257,17 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
     loop = _new_loop()
     gw = Gateway(settings, loop)
     loop.run_until_complete(gw._resolve_all())
-    server = loop.run_until_complete(loop.create_server(
-        lambda: ClientConn(gw), settings.host, settings.port, reuse_port=reuse_port or None,
-        reuse_address=True, backlog=4096))
+    server = loop.run_until_complete(
+        loop.create_server(
+            lambda: ClientConn(gw), settings.host, settings.port, reuse_port=reuse_port or None, reuse_address=True, backlog=4096
+        )
+    )
     admin_server = None
     if serve_admin:
+
         def ready():
             return (False, "draining") if gw.draining else (True, "serving")
+
         admin_server = loop.run_until_complete(admin.serve(loop, settings.admin_host, settings.admin_port, ready))
     tasks = gw.start_background()
     done = asyncio.Event()
@@ -274,9 +299,14 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
     loop.add_signal_handler(signal.SIGINT, on_term)
     loop.add_signal_handler(signal.SIGHUP, gw.reload)
     metrics.PROXY_COMPILED.set(1 if proxy.COMPILED else 0)
-    log.info("gateway listening on http://%s:%d (admin %s, pid %d, data path %s)", settings.host, settings.port,
-             f"http://{settings.admin_host}:{settings.admin_port}" if serve_admin else "in master", os.getpid(),
-             PROXY_MODE)
+    log.info(
+        "gateway listening on http://%s:%d (admin %s, pid %d, data path %s)",
+        settings.host,
+        settings.port,
+        f"http://{settings.admin_host}:{settings.admin_port}" if serve_admin else "in master",
+        os.getpid(),
+        PROXY_MODE,
+    )
     if not proxy.COMPILED and os.environ.get("GATEWAY_PURE_PYTHON") != "1":
         log.warning("data path runs as plain Python (%s): several times the CPU per request", PROXY_MODE)
     try:

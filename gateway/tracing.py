@@ -49,11 +49,16 @@ class Tracer:
         self.bound = min((1 << 64) - 1, round(ratio * (1 << 64)))  # sampled if the trace id's low 64 bits < bound
         self.sink = sink
         self.done: list[str] = []  # finished sampled spans (OTLP/JSON objects) not yet exported
-        attrs = {"service.name": service, "service.namespace": "social",
-                 "service.instance.id": f"{os.uname().nodename}-{os.getpid()}"}
-        self.head = ('{"resourceSpans":[{"resource":{"attributes":['
-                     + ",".join(f'{{"key":"{k}","value":{{"stringValue":{json.dumps(v)}}}}}' for k, v in attrs.items())
-                     + ']},"scopeSpans":[{"scope":{"name":"gateway"},"spans":[')
+        attrs = {
+            "service.name": service,
+            "service.namespace": "social",
+            "service.instance.id": f"{os.uname().nodename}-{os.getpid()}",
+        }
+        self.head = (
+            '{"resourceSpans":[{"resource":{"attributes":['
+            + ",".join(f'{{"key":"{k}","value":{{"stringValue":{json.dumps(v)}}}}}' for k, v in attrs.items())
+            + ']},"scopeSpans":[{"scope":{"name":"gateway"},"spans":['
+        )
 
     @staticmethod
     def adopt(r) -> bool:
@@ -110,8 +115,9 @@ class OtlpHttpSink:
             if payload is None:
                 return
             try:
-                req = urllib.request.Request(self.endpoint, data=payload.encode(), method="POST",
-                                             headers={"Content-Type": "application/json"})
+                req = urllib.request.Request(
+                    self.endpoint, data=payload.encode(), method="POST", headers={"Content-Type": "application/json"}
+                )
                 with urllib.request.urlopen(req, timeout=self.timeout) as resp:
                     resp.read()
                 failing = False
@@ -163,8 +169,7 @@ def from_env(env=None, sink=None) -> Tracer | None:
         ratio = float(raw)
     except ValueError:
         raise ValueError(f"OTEL_TRACES_SAMPLER_ARG={raw!r}: expected a ratio between 0 and 1") from None
-    ratio = {"parentbased_always_on": 1.0, "always_on": 1.0, "parentbased_always_off": 0.0,
-             "always_off": 0.0}.get(sampler, ratio)
+    ratio = {"parentbased_always_on": 1.0, "always_on": 1.0, "parentbased_always_off": 0.0, "always_off": 0.0}.get(sampler, ratio)
     if sink is None:
         if name == "otlp":
             sink = OtlpHttpSink(otlp_endpoint(env))

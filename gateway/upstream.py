@@ -206,8 +206,9 @@ class Cluster:
             self.panic = panic
             self.m_panic.set(1 if panic else 0)
             if panic:
-                log.warning("panic mode: %s has %d of %d replicas in rotation; balancing over all of them",
-                            self.name, len(live), n)
+                log.warning(
+                    "panic mode: %s has %d of %d replicas in rotation; balancing over all of them", self.name, len(live), n
+                )
             else:
                 log.warning("panic mode over: %s has %d of %d replicas in rotation", self.name, len(live), n)
         self.rotation = self.replicas if panic else live
@@ -317,23 +318,28 @@ class Cluster:
         if ejected >= max(1, len(self.replicas) * self.settings.max_ejection_percent // 100):
             metrics.EJECTIONS_SKIPPED.labels(self.name, "max_ejection_percent").inc()
             return
-        duration = min(self.settings.eject_max, self.settings.eject_base * (2 ** r.eject_count))
+        duration = min(self.settings.eject_max, self.settings.eject_base * (2**r.eject_count))
         r.eject_count += 1
         r.ejected_until = now + duration
         r.last_ejection = now
         r.failures = 0
         r.close_idle()
         metrics.EJECTIONS.labels(self.name, r.addr).inc()
-        log.warning("replica ejected: %s %s for %.1fs after %s failures (%s)", self.name, r.addr, duration,
-                    self.settings.eject_after, kind)
+        log.warning(
+            "replica ejected: %s %s for %.1fs after %s failures (%s)",
+            self.name,
+            r.addr,
+            duration,
+            self.settings.eject_after,
+            kind,
+        )
         self.refresh_live(now)
 
     # -- background -------------------------------------------------------------------------
     async def health_check(self, r: Replica) -> None:
         s = self.settings
         try:
-            status, _ = await httpclient.get(r.host, r.port, s.health_path,
-                                             timeout=max(0.2, min(2.0, s.health_interval)))
+            status, _ = await httpclient.get(r.host, r.port, s.health_path, timeout=max(0.2, min(2.0, s.health_interval)))
             ok = status == 200
             why = f"status {status}"
         except (TimeoutError, OSError, ValueError) as exc:
@@ -359,8 +365,9 @@ class Cluster:
                     ips = sorted({info[4][0] for info in infos})
             except OSError as exc:
                 # keep the last known addresses: a DNS blip must not empty the cluster
-                log.warning("resolving %s for %s failed: %s (keeping %s)", host, self.name, exc,
-                            self.resolved.get((host, port), []))
+                log.warning(
+                    "resolving %s for %s failed: %s (keeping %s)", host, self.name, exc, self.resolved.get((host, port), [])
+                )
                 continue
             if ips != self.resolved.get((host, port)):
                 self.resolved[(host, port)] = list(ips)

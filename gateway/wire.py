@@ -22,29 +22,61 @@ import re
 
 import cython
 
-HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer",
-                        b"transfer-encoding", b"upgrade", b"proxy-authenticate", b"proxy-authorization"})
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+    }
+)
 # Client-sent identity/internal headers the services (or logs) might trust: never forwarded.
-IDENTITY = frozenset({b"x-user-id", b"x-username", b"x-forwarded-user", b"x-authenticated-user",
-                      b"x-service-token", b"x-real-ip", b"x-client-ip", b"forwarded"})
+IDENTITY = frozenset(
+    {
+        b"x-user-id",
+        b"x-username",
+        b"x-forwarded-user",
+        b"x-authenticated-user",
+        b"x-service-token",
+        b"x-real-ip",
+        b"x-client-ip",
+        b"forwarded",
+    }
+)
 # Set by the gateway itself, so the client's copy is dropped (rebuilt from the trusted view).
 REBUILT = frozenset({b"x-request-id", b"x-forwarded-for", b"x-forwarded-proto", b"content-length", b"expect"})
 STRIP_REQ = HOP_BY_HOP | IDENTITY | REBUILT
 H_DROP, H_AUTHZ, H_HOST, H_CLEN, H_TE, H_RID, H_XFF, H_XFP, H_EXPECT, H_CONN, H_ORIGIN, H_ACRM, H_TP, H_TS = range(14)
 SPECIAL = {name: H_DROP for name in STRIP_REQ}
-SPECIAL.update({b"authorization": H_AUTHZ, b"host": H_HOST, b"content-length": H_CLEN,
-                b"transfer-encoding": H_TE, b"x-request-id": H_RID, b"x-forwarded-for": H_XFF,
-                b"x-forwarded-proto": H_XFP, b"expect": H_EXPECT, b"connection": H_CONN,
-                # CORS (read, and forwarded): the request's Origin, a preflight's requested method
-                b"origin": H_ORIGIN, b"access-control-request-method": H_ACRM,
-                # W3C trace context: believed from a trusted proxy only, then re-issued (gateway/tracing.py)
-                b"traceparent": H_TP, b"tracestate": H_TS})
+SPECIAL.update(
+    {
+        b"authorization": H_AUTHZ,
+        b"host": H_HOST,
+        b"content-length": H_CLEN,
+        b"transfer-encoding": H_TE,
+        b"x-request-id": H_RID,
+        b"x-forwarded-for": H_XFF,
+        b"x-forwarded-proto": H_XFP,
+        b"expect": H_EXPECT,
+        b"connection": H_CONN,
+        # CORS (read, and forwarded): the request's Origin, a preflight's requested method
+        b"origin": H_ORIGIN,
+        b"access-control-request-method": H_ACRM,
+        # W3C trace context: believed from a trusted proxy only, then re-issued (gateway/tracing.py)
+        b"traceparent": H_TP,
+        b"tracestate": H_TS,
+    }
+)
 # `Server` names the upstream's software (gunicorn): not passed on
 STRIP_RESP = HOP_BY_HOP | {b"x-request-id", b"server"}
 # Upstream response heads are rewritten with one regex pass instead of a callback per header
 # (the upstreams are our own services; the request side keeps httptools' per-header view).
-RESP_STRIP_RE = re.compile(
-    rb"\r\n(?:" + b"|".join(re.escape(h) for h in sorted(STRIP_RESP)) + rb")[ \t]*:[^\r\n]*", re.I)
+RESP_STRIP_RE = re.compile(rb"\r\n(?:" + b"|".join(re.escape(h) for h in sorted(STRIP_RESP)) + rb")[ \t]*:[^\r\n]*", re.I)
 CLEN_RE = re.compile(rb"\r\ncontent-length[ \t]*:", re.I)
 B_GET = b"GET"
 B_HEAD = b"HEAD"
@@ -134,7 +166,7 @@ def scan_request(data: bytes):
     u0: cython.Py_ssize_t = k
     if k >= n or p[k] != 47:  # "/"
         return None
-    while k < n and 0x21 <= p[k] <= 0x7e:
+    while k < n and 0x21 <= p[k] <= 0x7E:
         k += 1
     u1: cython.Py_ssize_t = k
     if n - k < 12 or p[k] != 32 or p[k + 1] != 72 or p[k + 2] != 84 or p[k + 3] != 84 or p[k + 4] != 80:
@@ -200,7 +232,7 @@ def scan_request(data: bytes):
         elif kind == 1 or _is_internal(p, s, c - s):
             return None  # a header the gateway rewrites or strips: the general path
         k += 2
-    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0:n - 2], host, authz, origin
+    return (B_GET if u0 == 4 else B_HEAD), p[u0:u1], p[b0 : n - 2], host, authz, origin
 
 
 def scan_response(data: bytes, end: cython.Py_ssize_t):

@@ -76,10 +76,20 @@ def _context(run_dir: Path) -> stack.Context:
     if missing:
         pytest.exit(f"system tests need {missing}: run them through `make test` / dev/testrun.py", returncode=2)
     urls = {svc: os.environ[f"{svc.upper()}_DATABASE_URL"] for svc in stack.SERVICES}
-    return stack.Context(admin_database_url=os.environ["ADMIN_DATABASE_URL"], redis_url=os.environ["REDIS_URL"],
-                         service_database_urls=urls, run_dir=run_dir, replicas=2, port_offset=PORT_OFFSET,
-                         extra_env={"THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min",
-                                    "GATEWAY_ROUTES": str(_relaxed_routes(run_dir)), **_tracing_env(run_dir)})
+    return stack.Context(
+        admin_database_url=os.environ["ADMIN_DATABASE_URL"],
+        redis_url=os.environ["REDIS_URL"],
+        service_database_urls=urls,
+        run_dir=run_dir,
+        replicas=2,
+        port_offset=PORT_OFFSET,
+        extra_env={
+            "THROTTLE_LOGIN_IP": "1000/min",
+            "THROTTLE_REGISTER_IP": "1000/min",
+            "GATEWAY_ROUTES": str(_relaxed_routes(run_dir)),
+            **_tracing_env(run_dir),
+        },
+    )
 
 
 def _tracing_env(run_dir: Path) -> dict[str, str]:
@@ -87,9 +97,14 @@ def _tracing_env(run_dir: Path) -> dict[str, str]:
     console exporter into a file), sampling ratio 0: only a request whose trusted proxy sent a
     sampled traceparent is recorded (tests/test_system_tracing.py); the rest carry trace ids in
     their log lines without being exported."""
-    return {"OTEL_TRACES_EXPORTER": "file", "OTEL_TRACES_FILE_DIR": str(run_dir / "traces"),
-            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0",
-            "OTEL_BSP_SCHEDULE_DELAY": "200", "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"}
+    return {
+        "OTEL_TRACES_EXPORTER": "file",
+        "OTEL_TRACES_FILE_DIR": str(run_dir / "traces"),
+        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0",
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+        "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32",
+    }
 
 
 class System:

@@ -22,8 +22,9 @@ class Proc:
 
     def start(self) -> Proc:
         log = open(self.log_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
-        self.popen = subprocess.Popen(self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.cmd, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log.close()
         return self
 

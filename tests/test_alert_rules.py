@@ -86,8 +86,11 @@ def test_a_broken_rule_fails_its_unit_test(promtool, tmp_path):
 
 def anchors(markdown: str) -> set[str]:
     """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
-    return {re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
-            for line in markdown.splitlines() if line.startswith("#")}
+    return {
+        re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        for line in markdown.splitlines()
+        if line.startswith("#")
+    }
 
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_section():
@@ -104,8 +107,12 @@ def test_alertmanager_config_is_valid_and_routes_each_severity(amtool):
     config = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
     result = run(amtool, "check-config", config)
     assert result.returncode == 0, result.stdout + result.stderr
-    for labels, receiver in [("severity=critical", "page"), ("severity=warning", "ticket"), ("severity=info", "default"),
-                             ("alertname=OutboxStalled severity=critical producer=users", "page")]:
+    for labels, receiver in [
+        ("severity=critical", "page"),
+        ("severity=warning", "ticket"),
+        ("severity=info", "default"),
+        ("alertname=OutboxStalled severity=critical producer=users", "page"),
+    ]:
         result = run(amtool, "config", "routes", "test", f"--config.file={config}", *labels.split())
         assert result.returncode == 0 and result.stdout.strip() == receiver, (labels, result.stdout, result.stderr)
 
@@ -123,8 +130,9 @@ def test_compose_runs_alertmanager_and_the_exporters_the_rules_read():
 def test_kubernetes_alerting_manifest_is_generated_from_the_files():
     import k8s_alerting
 
-    assert (ROOT / "deploy" / "k8s" / "alerting.yaml").read_text() == k8s_alerting.render(), \
+    assert (ROOT / "deploy" / "k8s" / "alerting.yaml").read_text() == k8s_alerting.render(), (
         "deploy/k8s/alerting.yaml is stale: run python dev/k8s_alerting.py"
+    )
 
 
 def test_dashboard_queries_parse_and_name_metrics_that_exist(promtool, tmp_path):
@@ -136,18 +144,38 @@ def test_dashboard_queries_parse_and_name_metrics_that_exist(promtool, tmp_path)
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "events-gateway.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     assert len(exprs) >= 20
-    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e}
-                                                        for i, e in enumerate(exprs)]}]}
+    rules = {"groups": [{"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e} for i, e in enumerate(exprs)]}]}
     (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
     result = run(promtool, "check", "rules", tmp_path / "dashboard.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    sources = "".join(p.read_text() for p in [*(ROOT / "gateway").glob("*.py"), *(ROOT / "shared" / "src").rglob("*.py"),
-                                              *RULE_FILES, ROOT / "docs" / "operations.md"])
+    sources = "".join(
+        p.read_text()
+        for p in [
+            *(ROOT / "gateway").glob("*.py"),
+            *(ROOT / "shared" / "src").rglob("*.py"),
+            *RULE_FILES,
+            ROOT / "docs" / "operations.md",
+        ]
+    )
     keywords = {"sum", "max", "by", "on", "rate", "increase", "histogram_quantile", "le", "up"}
     for expr in exprs:
         for name in re.findall(r"[a-z_:][a-z0-9_:]*(?=\s*[{\[)\s]|$)", re.sub(r'"[^"]*"', "", expr)):
-            if name in keywords or name in {"type", "producer", "consumer", "service", "replica", "reason", "kind",
-                                            "instance", "queue", "outcome", "process", "job", "task", "route"}:
+            if name in keywords or name in {
+                "type",
+                "producer",
+                "consumer",
+                "service",
+                "replica",
+                "reason",
+                "kind",
+                "instance",
+                "queue",
+                "outcome",
+                "process",
+                "job",
+                "task",
+                "route",
+            }:
                 continue
             base = re.sub(r"_(bucket|total|count|sum)$", "", name)
             assert base in sources or name in sources, (name, expr)

@@ -52,6 +52,7 @@ def by_kind(kind: str) -> dict[str, dict]:
 
 # --- docker compose ------------------------------------------------------------------------
 
+
 def test_compose_runs_every_process_of_every_service():
     services = compose()["services"]
     for svc in SERVICES:
@@ -99,16 +100,20 @@ def test_connection_budget_fits_postgres():
     services = compose()["services"]
     command = services["postgres"]["command"]
     max_connections = _setting([c for c in command if "=" in c], "max_connections")
-    ini = dict(line.split(" = ", 1) for line in (ROOT / "deploy/pgbouncer/pgbouncer.ini").read_text().splitlines()
-               if " = " in line and not line.startswith(";"))
+    ini = dict(
+        line.split(" = ", 1)
+        for line in (ROOT / "deploy/pgbouncer/pgbouncer.ini").read_text().splitlines()
+        if " = " in line and not line.startswith(";")
+    )
     pooled = len(SERVICES) * (int(ini["default_pool_size"]) + int(ini["reserve_pool_size"]))
     direct = len(SERVICES) * 2  # a relay and a migration per service at most
     reserved = 3 + 10  # superuser_reserved_connections + admin
     assert pooled + direct + reserved <= max_connections
     # and PgBouncer accepts every gunicorn thread of every replica
     env = compose()["x-service-env"]
-    threads = sum(services[s]["deploy"]["replicas"] * int(env["GUNICORN_WORKERS"]) * int(env["GUNICORN_THREADS"])
-                  for s in SERVICES)
+    threads = sum(
+        services[s]["deploy"]["replicas"] * int(env["GUNICORN_WORKERS"]) * int(env["GUNICORN_THREADS"]) for s in SERVICES
+    )
     assert threads <= int(ini["max_client_conn"])
 
 
@@ -127,6 +132,7 @@ def test_gateway_limit_matches_what_a_replica_runs_at_once():
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 @pytest.mark.parametrize("doc", k8s_docs(), ids=lambda d: f"{d['kind']}/{d['metadata']['name']}")
@@ -166,8 +172,9 @@ def test_every_event_process_exposes_metrics():
     """Workers and relays serve /metrics on METRICS_PORT; compose, Prometheus and Kubernetes agree."""
     services = compose()["services"]
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
-    targets = {(name, sd["port"]) for job in scrape["scrape_configs"] for sd in job.get("dns_sd_configs", [])
-               for name in sd["names"]}
+    targets = {
+        (name, sd["port"]) for job in scrape["scrape_configs"] for sd in job.get("dns_sd_configs", []) for name in sd["names"]
+    }
     deployments = by_kind("Deployment")
     for svc in SERVICES:
         for process in ("worker", "relay"):
@@ -182,6 +189,7 @@ def test_every_event_process_exposes_metrics():
 
 
 # --- service credentials: one Ed25519 key per service (shared.service_keys) ------------------
+
 
 def test_compose_gives_each_service_its_own_credential_key():
     spec = compose()
@@ -206,8 +214,9 @@ def test_compose_gives_each_service_its_own_credential_key():
 def _mounts(deployment: dict) -> dict[str, str]:
     """volume source (Secret or ConfigMap name) → mount path, for the pod's one container."""
     pod = deployment["spec"]["template"]["spec"]
-    sources = {v["name"]: (v.get("secret", {}).get("secretName") or v.get("configMap", {}).get("name"))
-               for v in pod.get("volumes", [])}
+    sources = {
+        v["name"]: (v.get("secret", {}).get("secretName") or v.get("configMap", {}).get("name")) for v in pod.get("volumes", [])
+    }
     (container,) = pod["containers"]
     return {sources[m["name"]]: m["mountPath"] for m in container.get("volumeMounts", [])}
 
@@ -278,8 +287,9 @@ def test_users_processes_get_signing_keys_from_a_mounted_secret():
         volumes = {v["name"]: v for v in spec["volumes"]}
         container = spec["containers"][0]
         assert {"secretRef": {"name": "users-secrets"}} in container["envFrom"], name
-        mounts = [m for m in container["volumeMounts"]
-                  if volumes[m["name"]].get("secret", {}).get("secretName") == "users-jwt-keys"]
+        mounts = [
+            m for m in container["volumeMounts"] if volumes[m["name"]].get("secret", {}).get("secretName") == "users-jwt-keys"
+        ]
         assert len(mounts) == 1 and mounts[0]["readOnly"] is True, name
         secret = volumes[mounts[0]["name"]]["secret"]["secretName"]
         for path in paths:  # each key file is a key of the mounted Secret
@@ -335,24 +345,30 @@ def test_network_policies_deny_by_default_and_allow_only_what_the_system_needs()
         return rules
 
     # only the gateway accepts traffic from anywhere, and only on its public port
-    open_rules = [(p["metadata"]["name"], rule) for p in policies.values() for rule in p["spec"].get("ingress", [])
-                  if "from" not in rule]
+    open_rules = [
+        (p["metadata"]["name"], rule) for p in policies.values() for rule in p["spec"].get("ingress", []) if "from" not in rule
+    ]
     assert [name for name, _ in open_rules] == ["gateway-ingress"]
     assert open_rules[0][1]["ports"] == [{"port": 8000, "protocol": "TCP"}]
     # feed and notifications: the gateway only (nobody calls their /internal/); users: the gateway and
     # the services that call its /internal/ and JWKS
     for svc in ("feed", "notifications"):
         assert [peer for rule in ingress_to(svc) for peer in rule["from"]] == [
-            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}]
+            {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}}
+        ]
     users_peers = [peer for rule in ingress_to("users") for peer in rule["from"]]
     assert {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "gateway"}}} in users_peers
-    callers = next(peer["podSelector"]["matchExpressions"][0]["values"] for peer in users_peers
-                   if "matchExpressions" in peer.get("podSelector", {}))
+    callers = next(
+        peer["podSelector"]["matchExpressions"][0]["values"]
+        for peer in users_peers
+        if "matchExpressions" in peer.get("podSelector", {})
+    )
     assert set(callers) == {"users", "feed", "notifications"}
     # metrics: only Prometheus, on the metrics ports
     scrape = policies["prometheus-scrape"]["spec"]["ingress"]
     assert [peer["podSelector"]["matchLabels"] for rule in scrape for peer in rule["from"]] == [
-        {"app.kubernetes.io/name": "prometheus"}]
+        {"app.kubernetes.io/name": "prometheus"}
+    ]
     # every pod of the app carries the labels the policies select on (the tracing stack runs in
     # namespace monitoring: test_tracing_stack_receives_from_every_process)
     for name, deployment in {**by_kind("Deployment"), **by_kind("Job")}.items():
@@ -383,8 +399,7 @@ def test_tracing_stack_receives_from_every_process():
     # Kubernetes: the same configuration as a ConfigMap; the app's processes get the endpoint
     # (envFrom social-config, the gateway by reference) and may reach the collector's port
     assert by_kind("ConfigMap")["otel-collector-config"]["data"]["config.yaml"] == collector
-    assert by_kind("ConfigMap")["social-config"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == \
-        "http://otel-collector.monitoring:4318"
+    assert by_kind("ConfigMap")["social-config"]["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4318"
     for name, deployment in by_kind("Deployment").items():
         if deployment["metadata"]["namespace"] != "social":
             continue
@@ -396,8 +411,9 @@ def test_tracing_stack_receives_from_every_process():
     assert egress["podSelector"] == {"matchLabels": {"app.kubernetes.io/part-of": "social"}}
     assert egress["egress"][0]["ports"] == [{"port": 4318, "protocol": "TCP"}]
     deployments = by_kind("Deployment")
-    assert deployments["otel-collector"]["metadata"]["namespace"] == deployments["jaeger"]["metadata"]["namespace"] \
-        == "monitoring"
+    assert (
+        deployments["otel-collector"]["metadata"]["namespace"] == deployments["jaeger"]["metadata"]["namespace"] == "monitoring"
+    )
 
 
 def test_client_addresses_reach_the_gateway():
@@ -425,8 +441,12 @@ def test_migrations_are_jobs_applied_before_the_rollout_with_plain_kubectl():
     app_files = {p.name for p in K8S_DIR.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(app["resources"]) == app_files
     tags = {image["name"]: image["newTag"] for image in app["images"]}
-    used = {c["image"].rsplit(":", 1)[0] for d in k8s_docs() if d["kind"] in {"Deployment", "Job"}
-            and d["metadata"]["namespace"] == "social" for c in d["spec"]["template"]["spec"]["containers"]}
+    used = {
+        c["image"].rsplit(":", 1)[0]
+        for d in k8s_docs()
+        if d["kind"] in {"Deployment", "Job"} and d["metadata"]["namespace"] == "social"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
     assert set(tags) == used == {f"ghcr.io/social/{name}" for name in [*SERVICES, "gateway"]}
     assert all(tags[image["name"]] == image["newTag"] for image in migrations["images"])
 
@@ -434,13 +454,24 @@ def test_migrations_are_jobs_applied_before_the_rollout_with_plain_kubectl():
 def _checkov(*args: str) -> subprocess.CompletedProcess:
     checkov = ROOT / ".venv" / "checkov" / "bin" / "checkov"
     assert checkov.exists(), "checkov is installed by `make venv` (requirements/checkov.txt)"
-    return subprocess.run([str(checkov), "--config-file", str(ROOT / ".checkov.yaml"), "--compact", "--quiet",
-                           "--skip-download", *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [str(checkov), "--config-file", str(ROOT / ".checkov.yaml"), "--compact", "--quiet", "--skip-download", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_checkov_passes_on_manifests_and_dockerfiles():
-    result = _checkov("-d", "deploy/k8s", "--framework", "kubernetes", "dockerfile",
-                      *[arg for dockerfile in DOCKERFILES for arg in ("-f", dockerfile)])
+    result = _checkov(
+        "-d",
+        "deploy/k8s",
+        "--framework",
+        "kubernetes",
+        "dockerfile",
+        *[arg for dockerfile in DOCKERFILES for arg in ("-f", dockerfile)],
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     counts = re.findall(r"Passed checks: (\d+), Failed checks: (\d+)", result.stdout)
     assert counts and all(int(failed) == 0 for _, failed in counts) and all(int(passed) > 0 for passed, _ in counts)
@@ -457,6 +488,7 @@ def test_every_skipped_check_is_justified_next_to_it():
 
 
 # --- images ---------------------------------------------------------------------------------
+
 
 def stages(dockerfile: str) -> list[str]:
     """The Dockerfile's stages, each from its FROM line to the next."""
@@ -490,12 +522,15 @@ def pins(path: Path) -> dict[str, str]:
     return result
 
 
-@pytest.mark.parametrize(("lock", "source"), [
-    *[(f"services/{svc}/requirements.lock", f"services/{svc}/requirements.txt") for svc in SERVICES],
-    ("gateway/requirements.lock", "requirements/gateway.txt"),
-    ("requirements/build.lock", "requirements/image-build.txt"),
-    ("requirements/build.lock", "requirements/gateway-build.txt"),
-])
+@pytest.mark.parametrize(
+    ("lock", "source"),
+    [
+        *[(f"services/{svc}/requirements.lock", f"services/{svc}/requirements.txt") for svc in SERVICES],
+        ("gateway/requirements.lock", "requirements/gateway.txt"),
+        ("requirements/build.lock", "requirements/image-build.txt"),
+        ("requirements/build.lock", "requirements/gateway-build.txt"),
+    ],
+)
 def test_lock_files_pin_every_package_with_hashes(lock, source):
     """Every package (transitive ones included) has a version and hashes; every hand-pinned version
     is the locked one (a changed requirements file without `make lock` fails here)."""
@@ -544,12 +579,14 @@ def test_base_image_is_a_build_argument_pinned_by_digest(dockerfile):
 
 
 def test_dockerignore_keeps_local_state_secrets_and_tests_out_of_the_context():
-    ignored = {line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
+    ignored = {
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
     assert {".git", ".venv", ".run", "deploy/secrets", "**/tests", "**/__pycache__", "gateway/*.so"} <= ignored
 
 
 # --- compose: secrets, keys, health -----------------------------------------------------------
+
 
 def test_compose_has_no_public_default_secrets():
     text = (ROOT / "docker-compose.yml").read_text()
@@ -586,8 +623,16 @@ def test_compose_checks_the_health_of_every_long_running_container():
 
 def test_compose_images_are_variables_defaulting_to_public_images():
     services = compose()["services"]
-    for name in ("postgres", "redis", "pgbouncer", "prometheus", "grafana", "alertmanager", "postgres-exporter",
-                 "redis-exporter"):
+    for name in (
+        "postgres",
+        "redis",
+        "pgbouncer",
+        "prometheus",
+        "grafana",
+        "alertmanager",
+        "postgres-exporter",
+        "redis-exporter",
+    ):
         assert re.fullmatch(r"\$\{[A-Z_]+_IMAGE:-[\w./-]+:[\w.\-]+\}", services[name]["image"]), name
     for name, spec in services.items():
         if "build" in spec:
@@ -613,6 +658,7 @@ def test_images_are_tagged_with_each_components_release():
 
 
 # --- make containers-test: podman's configuration on a machine that lacks it -----------------------
+
 
 def _containers_test_module():
     import importlib.util
@@ -642,8 +688,7 @@ def test_compose_image_variables_have_a_stand_in_each():
     """Every infrastructure image compose pulls is replaced in make containers-test, except those it does not start."""
     module = _containers_test_module()
     variables = set(re.findall(r"\$\{([A-Z_]+_IMAGE):-", (ROOT / "docker-compose.yml").read_text()))
-    not_started = {re.match(r"\$\{([A-Z_]+_IMAGE)", compose()["services"][name]["image"]).group(1)
-                   for name in module.NOT_STARTED}
+    not_started = {re.match(r"\$\{([A-Z_]+_IMAGE)", compose()["services"][name]["image"]).group(1) for name in module.NOT_STARTED}
     replaced = set(module.STAND_INS.values()) | not_started
     assert variables == replaced, variables ^ replaced
     assert {"grafana", "otel-collector", "jaeger"} == module.NOT_STARTED

@@ -155,8 +155,9 @@ def test_make_run_with_its_postgres_port_taken_says_so_without_a_traceback():
         pytest.skip("port 15432 is in use here (a `make run` is up), which is the case this test creates")
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     with sock:
-        result = subprocess.run([sys.executable, str(ROOT / "dev" / "run.py"), "--quiet"], env=env,
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "dev" / "run.py"), "--quiet"], env=env, capture_output=True, text=True, timeout=60
+        )
     assert result.returncode == 1
     assert "port 15432" in result.stderr and "DATABASE_URL" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -170,8 +171,12 @@ def test_preflight_names_a_wrong_python_and_the_fix(monkeypatch):
 
 def test_preflight_names_a_missing_compiler_and_the_fix(monkeypatch):
     monkeypatch.delenv("GATEWAY_PURE_PYTHON", raising=False)
-    result = subprocess.run([sys.executable, str(ROOT / "dev" / "preflight.py"), "compiler"],
-                            env={**os.environ, "PATH": "/nonexistent"}, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "dev" / "preflight.py"), "compiler"],
+        env={**os.environ, "PATH": "/nonexistent"},
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 1
     assert "no C compiler" in result.stderr and "apt-get install gcc" in result.stderr
     assert "GATEWAY_PURE_PYTHON=1" in result.stderr
@@ -179,8 +184,7 @@ def test_preflight_names_a_missing_compiler_and_the_fix(monkeypatch):
 
 def test_preflight_passes_on_this_machine():
     for check in ("python", "compiler"):
-        result = subprocess.run([sys.executable, str(ROOT / "dev" / "preflight.py"), check],
-                                capture_output=True, text=True)
+        result = subprocess.run([sys.executable, str(ROOT / "dev" / "preflight.py"), check], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
 
 

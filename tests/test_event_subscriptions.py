@@ -49,22 +49,43 @@ class Stack:
         database = urlsplit(os.environ["FEED_DATABASE_URL"]).path.lstrip("/")
         # the consumer's own role and schema, made the way every service's are
         audit_url = bootstrap(os.environ["ADMIN_DATABASE_URL"], database, {"audit": "audit-test-password"})["audit"]
-        common = {**os.environ, "DJANGO_DEV": "1", "REDIS_URL": self.redis_url, "CELERY_BROKER_URL": self.redis_url,
-                  "CELERY_VISIBILITY_TIMEOUT": "10", "CELERY_TASK_TIME_LIMIT": "8", "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-                  "EVENTS_REDELIVER_AFTER_SECONDS": "60", "PYTHONUNBUFFERED": "1"}
-        self.feed_env = {**common, "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
-                         "DJANGO_SETTINGS_MODULE": "feed_service.settings", "SERVICE_NAME": "feed",
-                         "USERS_URL": "http://127.0.0.1:9"}
-        self.audit_env = {**common, "DATABASE_URL": audit_url, "DJANGO_SETTINGS_MODULE": "audit_service.settings",
-                          "SERVICE_NAME": "audit", "PYTHONPATH": os.pathsep.join([str(AUDIT_DIR), os.environ.get(
-                              "PYTHONPATH", "")])}
+        common = {
+            **os.environ,
+            "DJANGO_DEV": "1",
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.redis_url,
+            "CELERY_VISIBILITY_TIMEOUT": "10",
+            "CELERY_TASK_TIME_LIMIT": "8",
+            "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+            "EVENTS_REDELIVER_AFTER_SECONDS": "60",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.feed_env = {
+            **common,
+            "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
+            "DJANGO_SETTINGS_MODULE": "feed_service.settings",
+            "SERVICE_NAME": "feed",
+            "USERS_URL": "http://127.0.0.1:9",
+        }
+        self.audit_env = {
+            **common,
+            "DATABASE_URL": audit_url,
+            "DJANGO_SETTINGS_MODULE": "audit_service.settings",
+            "SERVICE_NAME": "audit",
+            "PYTHONPATH": os.pathsep.join([str(AUDIT_DIR), os.environ.get("PYTHONPATH", "")]),
+        }
         self.manage(FEED_DIR, self.feed_env, "migrate", "--no-input", "-v", "0")
         # feed consumes its own post.created (fan-out), but this stack runs no feed worker: its
         # subscription (registered by the migrate above) is removed, so only audit's ledger matters
         self.manage(FEED_DIR, self.feed_env, "events_subscriptions", "remove", "feed", "--purge-queue")
         self.relay_metrics_port, self.worker_metrics_port = infra.free_port(), infra.free_port()
-        self.relay = Proc("feed-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"], cwd=FEED_DIR,
-                          env={**self.feed_env, "METRICS_PORT": str(self.relay_metrics_port)}, log_dir=run_dir).start()
+        self.relay = Proc(
+            "feed-relay",
+            [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
+            cwd=FEED_DIR,
+            env={**self.feed_env, "METRICS_PORT": str(self.relay_metrics_port)},
+            log_dir=run_dir,
+        ).start()
         self.worker: Proc | None = None
         self.db = psycopg2.connect(audit_url)
         self.db.autocommit = True
@@ -72,15 +93,33 @@ class Stack:
         self.feed_db.autocommit = True
 
     def manage(self, cwd: Path, env: dict, *args: str) -> str:
-        return subprocess.run([PYTHON, "manage.py", *args], cwd=cwd, env=env, check=True, capture_output=True,
-                              text=True).stdout
+        return subprocess.run([PYTHON, "manage.py", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
 
     def start_worker(self) -> Proc:
-        self.worker = Proc("audit-worker", [PYTHON, "-m", "celery", "-A", "audit_service", "worker", "-Q", "audit",
-                                            "-c", "2", "--pool", "prefork", "-l", "INFO", "--without-mingle",
-                                            "--without-gossip"],
-                           cwd=AUDIT_DIR, env={**self.audit_env, "METRICS_PORT": str(self.worker_metrics_port)},
-                           log_dir=self.run_dir).start()
+        self.worker = Proc(
+            "audit-worker",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "audit_service",
+                "worker",
+                "-Q",
+                "audit",
+                "-c",
+                "2",
+                "--pool",
+                "prefork",
+                "-l",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=AUDIT_DIR,
+            env={**self.audit_env, "METRICS_PORT": str(self.worker_metrics_port)},
+            log_dir=self.run_dir,
+        ).start()
         return self.worker
 
     def stop_worker(self) -> None:
@@ -89,8 +128,7 @@ class Stack:
 
     def feed(self, script: str) -> None:
         """feed's own code in its own process (the producer)."""
-        subprocess.run([PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=FEED_DIR, env=self.feed_env,
-                       check=True)
+        subprocess.run([PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=FEED_DIR, env=self.feed_env, check=True)
 
     def post(self, count: int = 1) -> list[str]:
         """Publish posts through feed's real post_create; returns their ids once the relay has sent them."""
@@ -107,8 +145,11 @@ class Stack:
 
     def unsent(self, post_ids: list[str]) -> int:
         with self.feed_db.cursor() as cursor:
-            cursor.execute("SELECT count(*) FROM events_outbox WHERE type = 'post.created' AND sent_at IS NULL "
-                           "AND data->>'post_id' = ANY(%s)", [post_ids])
+            cursor.execute(
+                "SELECT count(*) FROM events_outbox WHERE type = 'post.created' AND sent_at IS NULL "
+                "AND data->>'post_id' = ANY(%s)",
+                [post_ids],
+            )
             return cursor.fetchone()[0]
 
     def outbox_rows(self, post_ids: list[str]) -> int:
@@ -118,15 +159,19 @@ class Stack:
 
     def audited(self, post_ids: list[str]) -> list[int]:
         with self.db.cursor() as cursor:
-            cursor.execute("SELECT post_id FROM audit_post WHERE post_id = ANY(%s) ORDER BY post_id",
-                           [[int(i) for i in post_ids]])
+            cursor.execute(
+                "SELECT post_id FROM audit_post WHERE post_id = ANY(%s) ORDER BY post_id", [[int(i) for i in post_ids]]
+            )
             return [row[0] for row in cursor.fetchall()]
 
     def prune(self, *, retention_hours: int = 0) -> None:
         """feed's real pruning, keeping sent rows for `retention_hours` (0: every acknowledged row goes)."""
-        subprocess.run([PYTHON, "manage.py", "shell", "-c",
-                        "from shared.events.prune import prune_events; prune_events()"], cwd=FEED_DIR,
-                       env={**self.feed_env, "EVENTS_OUTBOX_RETENTION_HOURS": str(retention_hours)}, check=True)
+        subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", "from shared.events.prune import prune_events; prune_events()"],
+            cwd=FEED_DIR,
+            env={**self.feed_env, "EVENTS_OUTBOX_RETENTION_HOURS": str(retention_hours)},
+            check=True,
+        )
 
     def registry(self) -> set[str]:
         return {f.decode() for f in self.client.hgetall("events:subscriptions")}
@@ -142,8 +187,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack():
     keep = os.environ.get("EVENTS_TEST_LOG_DIR")
-    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="social-subs-", dir=keep)) if keep
-          else tempfile.TemporaryDirectory(prefix="social-subs-")) as tmp:
+    with (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="social-subs-", dir=keep))
+        if keep
+        else tempfile.TemporaryDirectory(prefix="social-subs-")
+    ) as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)
         s = Stack(run_dir)
@@ -173,8 +221,12 @@ def test_a_new_consumer_of_post_created_needs_no_change_or_restart_of_feed(stack
     assert stack.audited(before) == []  # committed before the consumer registered: not its event
     assert stack.relay.popen.pid == relay_pid and stack.relay.popen.poll() is None  # never restarted
     # nothing of feed or shared names the consumer: it exists only in its own code and the registry
-    assert subprocess.run(["git", "grep", "-l", "-w", "audit", "--", "services/feed", "shared"], cwd=ROOT,
-                          capture_output=True, text=True).stdout == ""
+    assert (
+        subprocess.run(
+            ["git", "grep", "-l", "-w", "audit", "--", "services/feed", "shared"], cwd=ROOT, capture_output=True, text=True
+        ).stdout
+        == ""
+    )
 
 
 def test_a_consumer_down_for_an_hour_catches_up_with_nothing_lost(stack):
@@ -202,12 +254,14 @@ def test_a_consumer_down_for_an_hour_catches_up_with_nothing_lost(stack):
 
     worker = stack.start_worker()
     wait_until(lambda: len(stack.audited(posts)) == 20, timeout=120, what="all 20 posts audited")
-    wait_until(lambda: stack.client.zcard(LEDGER) == 0 and stack.client.llen("audit") == 0,
-               what="backlog drained and settled")
+    wait_until(lambda: stack.client.zcard(LEDGER) == 0 and stack.client.llen("audit") == 0, what="backlog drained and settled")
     assert stack.audited(posts) == sorted(int(p) for p in posts)  # each exactly once
-    figures = wait_until(lambda: (lambda m: m if delta(m, {}, "events_handled_total", type="post.created",
-                                                       outcome="applied") == 20 else None)(
-        scrape_when_up(stack.worker_metrics_port)), what="applied counter")
+    figures = wait_until(
+        lambda: (lambda m: m if delta(m, {}, "events_handled_total", type="post.created", outcome="applied") == 20 else None)(
+            scrape_when_up(stack.worker_metrics_port)
+        ),
+        what="applied counter",
+    )
     assert delta(figures, {}, "events_handled_total", type="post.created", outcome="duplicate") >= 20
     assert "event applied" in worker.log()
     stack.prune(retention_hours=0)

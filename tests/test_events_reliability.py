@@ -32,48 +32,99 @@ class Stack:
         self.redis_port = infra.free_port()
         self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        common = {**os.environ, "DJANGO_DEV": "1", "REDIS_URL": self.redis_url, "CELERY_BROKER_URL": self.redis_url,
-                  "CELERY_VISIBILITY_TIMEOUT": "10", "CELERY_TASK_TIME_LIMIT": "8", "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-                  "EVENTS_RETRY_BACKOFF": "0.05", "EVENTS_RETRY_BACKOFF_MAX": "0.2", "EVENTS_MAX_RETRIES": "3",
-                  # ack ledger grace: past visibility (10 s) + hard limit (8 s), and past the queueing time of
-                  # the bursts below, so normal runs redeliver nothing; a lost message returns after ~1 min
-                  "EVENTS_REDELIVER_AFTER_SECONDS": "60",
-                  "PUSH_PROVIDER": "log", "PYTHONUNBUFFERED": "1"}
-        self.users_env = {**common, "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
-                          "DJANGO_SETTINGS_MODULE": "users_service.settings", "SERVICE_NAME": "users"}
-        self.notifications_env = {**common, "DATABASE_URL": os.environ["NOTIFICATIONS_DATABASE_URL"],
-                                  "DJANGO_SETTINGS_MODULE": "notifications_service.settings",
-                                  "SERVICE_NAME": "notifications", "USERS_URL": "http://127.0.0.1:9"}
+        common = {
+            **os.environ,
+            "DJANGO_DEV": "1",
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.redis_url,
+            "CELERY_VISIBILITY_TIMEOUT": "10",
+            "CELERY_TASK_TIME_LIMIT": "8",
+            "CELERY_TASK_SOFT_TIME_LIMIT": "6",
+            "EVENTS_RETRY_BACKOFF": "0.05",
+            "EVENTS_RETRY_BACKOFF_MAX": "0.2",
+            "EVENTS_MAX_RETRIES": "3",
+            # ack ledger grace: past visibility (10 s) + hard limit (8 s), and past the queueing time of
+            # the bursts below, so normal runs redeliver nothing; a lost message returns after ~1 min
+            "EVENTS_REDELIVER_AFTER_SECONDS": "60",
+            "PUSH_PROVIDER": "log",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.users_env = {
+            **common,
+            "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
+            "DJANGO_SETTINGS_MODULE": "users_service.settings",
+            "SERVICE_NAME": "users",
+        }
+        self.notifications_env = {
+            **common,
+            "DATABASE_URL": os.environ["NOTIFICATIONS_DATABASE_URL"],
+            "DJANGO_SETTINGS_MODULE": "notifications_service.settings",
+            "SERVICE_NAME": "notifications",
+            "USERS_URL": "http://127.0.0.1:9",
+        }
         import subprocess
 
         for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
             subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
         # feed subscribes to user.* too but runs no worker here (a registered consumer that is down):
         # its subscriptions are registered as its deploy would (docs/events.md#subscriptions)
-        subprocess.run([PYTHON, "manage.py", "events_subscriptions", "register"], cwd=ROOT / "services" / "feed",
-                       env={**common, "DATABASE_URL": os.environ["FEED_DATABASE_URL"], "SERVICE_NAME": "feed",
-                            "DJANGO_SETTINGS_MODULE": "feed_service.settings"}, check=True, capture_output=True)
+        subprocess.run(
+            [PYTHON, "manage.py", "events_subscriptions", "register"],
+            cwd=ROOT / "services" / "feed",
+            env={
+                **common,
+                "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
+                "SERVICE_NAME": "feed",
+                "DJANGO_SETTINGS_MODULE": "feed_service.settings",
+            },
+            check=True,
+            capture_output=True,
+        )
         self.worker_metrics_port, self.relay_metrics_port = infra.free_port(), infra.free_port()
-        self.relay = Proc("users-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-                          cwd=USERS_DIR, env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},
-                          log_dir=run_dir)
+        self.relay = Proc(
+            "users-relay",
+            [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
+            cwd=USERS_DIR,
+            env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},
+            log_dir=run_dir,
+        )
         self.worker = self._worker()
         self.db = psycopg2.connect(os.environ["NOTIFICATIONS_DATABASE_URL"])
         self.db.autocommit = True
 
     def _worker(self) -> Proc:
-        return Proc("notifications-worker", [PYTHON, "-m", "celery", "-A", "notifications_service", "worker",
-                                             "-Q", "notifications", "-c", "2", "--pool", "prefork", "-l", "INFO",
-                                             "--without-mingle", "--without-gossip"],
-                    cwd=NOTIFICATIONS_DIR, env={**self.notifications_env, "METRICS_PORT": str(self.worker_metrics_port)},
-                    log_dir=self.run_dir)
+        return Proc(
+            "notifications-worker",
+            [
+                PYTHON,
+                "-m",
+                "celery",
+                "-A",
+                "notifications_service",
+                "worker",
+                "-Q",
+                "notifications",
+                "-c",
+                "2",
+                "--pool",
+                "prefork",
+                "-l",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ],
+            cwd=NOTIFICATIONS_DIR,
+            env={**self.notifications_env, "METRICS_PORT": str(self.worker_metrics_port)},
+            log_dir=self.run_dir,
+        )
 
     def produce(self, script: str, *, check: bool = True) -> int:
         """Run users code in its own process (the producer)."""
         import subprocess
 
-        return subprocess.run([PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=USERS_DIR,
-                              env=self.users_env, check=check).returncode
+        return subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=USERS_DIR, env=self.users_env, check=check
+        ).returncode
 
     def make_users(self, count: int) -> list[int]:
         tag = uuid.uuid4().hex[:8]
@@ -98,8 +149,7 @@ class Stack:
 
     def notifications(self, recipient_id: int) -> list[tuple]:
         with self.db.cursor() as cursor:
-            cursor.execute("SELECT actor_id, kind FROM notification WHERE recipient_id = %s ORDER BY actor_id",
-                           [recipient_id])
+            cursor.execute("SELECT actor_id, kind FROM notification WHERE recipient_id = %s ORDER BY actor_id", [recipient_id])
             return cursor.fetchall()
 
     def count(self, recipient_id: int) -> int:
@@ -115,8 +165,11 @@ class Stack:
 @pytest.fixture(scope="module")
 def stack():
     keep = os.environ.get("EVENTS_TEST_LOG_DIR")  # keep the processes' logs there (for diagnosis)
-    with (contextlib.nullcontext(tempfile.mkdtemp(prefix="social-events-", dir=keep)) if keep
-          else tempfile.TemporaryDirectory(prefix="social-events-")) as tmp:
+    with (
+        contextlib.nullcontext(tempfile.mkdtemp(prefix="social-events-", dir=keep))
+        if keep
+        else tempfile.TemporaryDirectory(prefix="social-events-")
+    ) as tmp:
         run_dir = Path(tmp)
         os.chmod(run_dir, 0o755)
         s = Stack(run_dir)
@@ -146,10 +199,12 @@ def test_a_follow_becomes_one_notification_with_the_request_id_in_the_worker_log
     wait_until(lambda: running.count(star) == 1, what="follow notification")
     assert running.notifications(star) == [(fan, "follow")]
     wait_until(lambda: "req-sys-follow-1" in running.worker.log(), what="request id in worker log")
-    line = next(json.loads(x) for x in running.worker.log().splitlines()
-                if "req-sys-follow-1" in x and x.startswith("{") and "event applied" in x)
-    assert (line["request_id"], line["event_type"], line["service"]) == ("req-sys-follow-1", "user.followed",
-                                                                          "notifications")
+    line = next(
+        json.loads(x)
+        for x in running.worker.log().splitlines()
+        if "req-sys-follow-1" in x and x.startswith("{") and "event applied" in x
+    )
+    assert (line["request_id"], line["event_type"], line["service"]) == ("req-sys-follow-1", "user.followed", "notifications")
 
 
 def scrape(port: int) -> dict[tuple, float]:
@@ -159,8 +214,11 @@ def scrape(port: int) -> dict[tuple, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def scrape_when_up(port: int) -> dict[tuple, float]:
@@ -186,9 +244,12 @@ def test_worker_and_relay_metrics_count_every_event_exactly(running):
     wait_until(lambda: running.count(star) == 5, what="5 notifications")
     followed = {"type": "user.followed"}
     # the counter moves right after the handler's commit: wait for it, then check every figure exactly
-    worker = wait_until(lambda: (lambda m: m if delta(m, worker_before, "events_handled_total", outcome="applied",
-                                                     **followed) >= 5 else None)(scrape(running.worker_metrics_port)),
-                        what="handled counter")
+    worker = wait_until(
+        lambda: (lambda m: m if delta(m, worker_before, "events_handled_total", outcome="applied", **followed) >= 5 else None)(
+            scrape(running.worker_metrics_port)
+        ),
+        what="handled counter",
+    )
     relay = scrape(running.relay_metrics_port)
     assert delta(worker, worker_before, "events_handled_total", outcome="applied", **followed) == 5
     assert delta(worker, worker_before, "events_handled_total", outcome="duplicate", **followed) == 0
@@ -226,13 +287,16 @@ def test_the_same_envelope_published_twice_makes_one_notification(running):
 def test_producer_killed_right_after_commit_still_delivers(running):
     star, fan = running.make_users(2)
     running.relay.stop()  # nothing may be published by anyone but the relay
-    code = running.produce(f"""
+    code = running.produce(
+        f"""
         import os, signal
         from accounts.models import User
         from follows.services import follow_create
         follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
         os.kill(os.getpid(), signal.SIGKILL)  # committed; the process dies before anything else
-    """, check=False)
+    """,
+        check=False,
+    )
     assert code == -9
     assert running.count(star) == 0
     running.relay.start()
@@ -261,17 +325,23 @@ def test_a_message_lost_between_brpop_and_its_unacked_record_is_redelivered_once
     # a relay with a short grace period (the suite's relay waits 60 s), and the worker back
     running.relay.stop()
     metrics_port = infra.free_port()
-    fast_relay = Proc("users-relay-fast", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"], cwd=USERS_DIR,
-                      env={**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2",
-                           "METRICS_PORT": str(metrics_port)}, log_dir=running.run_dir)
+    fast_relay = Proc(
+        "users-relay-fast",
+        [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
+        cwd=USERS_DIR,
+        env={**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2", "METRICS_PORT": str(metrics_port)},
+        log_dir=running.run_dir,
+    )
     running.worker = running._worker().start()  # a fresh worker: its counters start at zero
     fast_relay.start()
 
     def figures():
         relay, worker = scrape(metrics_port), scrape(running.worker_metrics_port)
-        return (delta(relay, {}, "events_redelivered_total", consumer="notifications", type="user.followed"),
-                delta(worker, {}, "events_handled_total", outcome="applied", type="user.followed"),
-                delta(worker, {}, "events_handled_total", outcome="duplicate", type="user.followed"))
+        return (
+            delta(relay, {}, "events_redelivered_total", consumer="notifications", type="user.followed"),
+            delta(worker, {}, "events_handled_total", outcome="applied", type="user.followed"),
+            delta(worker, {}, "events_handled_total", outcome="duplicate", type="user.followed"),
+        )
 
     try:
         wait_until(lambda: running.count(star) == 1, what="the lost event, redelivered")
@@ -279,8 +349,8 @@ def test_a_message_lost_between_brpop_and_its_unacked_record_is_redelivered_once
         scrape_when_up(metrics_port)
         # every redelivery after the first reaches a worker that has applied the event: an inbox hit
         redelivered, applied, duplicates = wait_until(
-            lambda: (lambda f: f if f[0] >= 1 and f[2] == f[0] - 1 else None)(figures()),
-            what="every redelivery handled")
+            lambda: (lambda f: f if f[0] >= 1 and f[2] == f[0] - 1 else None)(figures()), what="every redelivery handled"
+        )
     finally:
         fast_relay.stop()
     assert applied == 1
@@ -368,6 +438,7 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     running.follow_all([fan], star)
     wait_until(lambda: running.count(star) == 1, what="later event handled despite the poison one")
     with running.db.cursor() as cursor:
+
         def dead():
             cursor.execute("SELECT type, attempts, error FROM events_dead_letter WHERE event_id = %s", [poison_id])
             return cursor.fetchall()
@@ -377,9 +448,12 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     assert "out of range" in rows[0][2]
     assert client.llen("notifications") == 0
     # 4 attempts: 3 retried, the 4th given up (EVENTS_MAX_RETRIES=3), plus the good event applied
-    after = wait_until(lambda: (lambda m: m if delta(m, before, "events_handled_total", outcome="dead",
-                                                     type="user.followed") else None)(
-        scrape(running.worker_metrics_port)), what="dead-letter metric")
+    after = wait_until(
+        lambda: (lambda m: m if delta(m, before, "events_handled_total", outcome="dead", type="user.followed") else None)(
+            scrape(running.worker_metrics_port)
+        ),
+        what="dead-letter metric",
+    )
     assert delta(after, before, "events_handled_total", outcome="dead", type="user.followed") == 1
     assert delta(after, before, "events_dead_letters_total", type="user.followed") == 1
     assert delta(after, before, "events_handled_total", outcome="retry", type="user.followed") == 3
@@ -393,5 +467,9 @@ def test_stranded_messages_are_swept_for_well_within_the_visibility_timeout(monk
     for visibility, interval in [(3600, 10), (10, 1), (60, 6)]:
         monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", str(visibility))
         options = celery_config("x")["broker_transport_options"]
-        assert (options["visibility_timeout"], options["unacked_restore_interval"],
-                options["unacked_restore_throttle"], options["unacked_mutex_expire"]) == (visibility, interval, 1, 3 * interval)
+        assert (
+            options["visibility_timeout"],
+            options["unacked_restore_interval"],
+            options["unacked_restore_throttle"],
+            options["unacked_mutex_expire"],
+        ) == (visibility, interval, 1, 3 * interval)

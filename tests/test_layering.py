@@ -12,16 +12,20 @@ HTTP_MODULES = ("rest_framework", "shared.problems", "django.http")
 
 
 def domain_modules() -> list[Path]:
-    return sorted(p for pattern in ("services/*/*/services.py", "services/*/*/selectors.py")
-                  for p in ROOT.glob(pattern))
+    return sorted(p for pattern in ("services/*/*/services.py", "services/*/*/selectors.py") for p in ROOT.glob(pattern))
 
 
 def http_imports(path: Path) -> list[str]:
     """`line: module` for each import of the HTTP layer in one file."""
     found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
-                 else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        names = (
+            [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else [node.module or ""]
+            if isinstance(node, ast.ImportFrom)
+            else []
+        )
         found += [f"{node.lineno}: {n}" for n in names if any(n == m or n.startswith(m + ".") for m in HTTP_MODULES)]
     return found
 
@@ -37,6 +41,8 @@ def test_services_and_selectors_do_not_import_the_http_layer():
 
 def test_the_check_sees_each_kind_of_http_import(tmp_path):
     bad = tmp_path / "services.py"
-    bad.write_text("from rest_framework.exceptions import NotFound\nimport django.http\n"
-                   "from shared.problems import Problem\nfrom shared.errors import NotFound as Missing\n")
+    bad.write_text(
+        "from rest_framework.exceptions import NotFound\nimport django.http\n"
+        "from shared.problems import Problem\nfrom shared.errors import NotFound as Missing\n"
+    )
     assert http_imports(bad) == ["1: rest_framework.exceptions", "2: django.http", "3: shared.problems"]

@@ -25,15 +25,22 @@ def test_headings_are_slugged_as_github_does():
 
 def test_each_kind_of_broken_link_is_reported_with_its_line(tmp_path):
     write(tmp_path / "docs" / "ops.md", "# Operations\n\n## Outbox lagging\n\n## Outbox lagging\n")
-    readme = write(tmp_path / "README.md", "\n".join([
-        "[ok](docs/ops.md#outbox-lagging) [second heading of the same name](docs/ops.md#outbox-lagging-1)",
-        "[gone](docs/missing.md)",
-        "[outside](../shared/API.md)",
-        "[anchor](docs/ops.md#no-such-heading)",
-        "`[in code](nowhere.md)` and [web](https://example.org/x)",
-        "```", "[in a fence](nowhere.md)", "```",
-        "[ref]: docs/also-missing.md",
-    ]))
+    readme = write(
+        tmp_path / "README.md",
+        "\n".join(
+            [
+                "[ok](docs/ops.md#outbox-lagging) [second heading of the same name](docs/ops.md#outbox-lagging-1)",
+                "[gone](docs/missing.md)",
+                "[outside](../shared/API.md)",
+                "[anchor](docs/ops.md#no-such-heading)",
+                "`[in code](nowhere.md)` and [web](https://example.org/x)",
+                "```",
+                "[in a fence](nowhere.md)",
+                "```",
+                "[ref]: docs/also-missing.md",
+            ]
+        ),
+    )
     assert check_links.check([readme], root=tmp_path) == [
         "README.md:2: docs/missing.md: no such file",
         "README.md:3: ../shared/API.md: leaves the repository",
@@ -44,8 +51,10 @@ def test_each_kind_of_broken_link_is_reported_with_its_line(tmp_path):
 
 def test_doc_references_in_code_must_exist(tmp_path):
     write(tmp_path / "docs" / "ops.md", "# Operations\n\n## Outbox lagging\n")
-    code = write(tmp_path / "relay.py", '"""See docs/ops.md#outbox-lagging and docs/ops.md#gone;\n'
-                                        'docs/old.md is history; README.md is prose."""\n')
+    code = write(
+        tmp_path / "relay.py",
+        '"""See docs/ops.md#outbox-lagging and docs/ops.md#gone;\ndocs/old.md is history; README.md is prose."""\n',
+    )
     assert check_links.check_mentions([code], root=tmp_path) == [
         "relay.py:1: docs/ops.md#gone: no such heading",
         "relay.py:2: docs/old.md: no such file",

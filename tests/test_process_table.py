@@ -69,14 +69,20 @@ def image_env(name: str) -> set[str]:
 
 # --- the table itself -------------------------------------------------------------------------
 
+
 def _settings_env(service: str) -> dict[str, str]:
     values = {
-        "DATABASE_URL": f"postgresql://{service}:pw@127.0.0.1:9/social", "REDIS_URL": "redis://127.0.0.1:9/0",
+        "DATABASE_URL": f"postgresql://{service}:pw@127.0.0.1:9/social",
+        "REDIS_URL": "redis://127.0.0.1:9/0",
         "DJANGO_SECRET_KEY": "k" * 40 + "-settings-check",
-        "JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json", "SERVICE_NAME": service,
-        "JWT_SIGNING_KEYS": "k1=/nonexistent.pem", "USERS_URL": "http://127.0.0.1:9", "METRICS_PORT": "9100",
+        "JWKS_URL": "http://127.0.0.1:9/.well-known/jwks.json",
+        "SERVICE_NAME": service,
+        "JWT_SIGNING_KEYS": "k1=/nonexistent.pem",
+        "USERS_URL": "http://127.0.0.1:9",
+        "METRICS_PORT": "9100",
         "PROMETHEUS_MULTIPROC_DIR": "/tmp/metrics",
-        "SERVICE_SIGNING_KEYS": f"{service}-k1=/nonexistent.pem", "SERVICE_PUBLIC_KEYS": "/nonexistent.json",
+        "SERVICE_SIGNING_KEYS": f"{service}-k1=/nonexistent.pem",
+        "SERVICE_PUBLIC_KEYS": "/nonexistent.json",
     }
     keep = {"PATH", "HOME", "LANG", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE"}
     env = {k: v for k, v in os.environ.items() if k in keep}
@@ -89,8 +95,9 @@ def test_declared_variables_are_all_the_settings_need(service):
     """Production settings (no DJANGO_DEV) load with only the table's variables set: none missing."""
     load = "import django; django.setup(); from django.conf import settings; print(settings.SERVICE_NAME)"
     env = {**_settings_env(service), "DJANGO_SETTINGS_MODULE": f"{service}_service.settings"}
-    result = subprocess.run([sys.executable, "-c", load], cwd=ROOT / "services" / service, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", load], cwd=ROOT / "services" / service, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == service
 
@@ -103,10 +110,15 @@ def test_table_covers_every_service_process_kind():
 
 # --- make run ---------------------------------------------------------------------------------
 
+
 def make_run_processes(tmp_path: Path) -> dict[str, stack.Proc]:
-    ctx = stack.Context(admin_database_url="postgresql://postgres@127.0.0.1:1/postgres", redis_url="redis://127.0.0.1:1/0",
-                        service_database_urls={s: f"postgresql://{s}@127.0.0.1:1/social" for s in SERVICES},
-                        run_dir=tmp_path, replicas=2)
+    ctx = stack.Context(
+        admin_database_url="postgresql://postgres@127.0.0.1:1/postgres",
+        redis_url="redis://127.0.0.1:1/0",
+        service_database_urls={s: f"postgresql://{s}@127.0.0.1:1/social" for s in SERVICES},
+        run_dir=tmp_path,
+        replicas=2,
+    )
     procs = {}
     for proc in stack.plan(ctx):  # replicas are users-0, users-1: one table entry
         name = re.sub(r"-\d+$", "", proc.name)
@@ -125,6 +137,7 @@ def test_make_run_runs_the_table(tmp_path):
 
 # --- compose ----------------------------------------------------------------------------------
 
+
 def test_compose_runs_the_table():
     services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
     long_running = {name for name, spec in services.items() if "build" in spec and spec.get("restart") != "no"}
@@ -138,6 +151,7 @@ def test_compose_runs_the_table():
 
 # --- Kubernetes -------------------------------------------------------------------------------
 
+
 def k8s_docs() -> list[dict]:
     docs = []
     for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
@@ -148,8 +162,11 @@ def k8s_docs() -> list[dict]:
 
 def test_kubernetes_runs_the_table():
     docs = k8s_docs()
-    data = {(d["kind"], d["metadata"]["name"]): {**d.get("data", {}), **d.get("stringData", {})}
-            for d in docs if d["kind"] in {"ConfigMap", "Secret"}}
+    data = {
+        (d["kind"], d["metadata"]["name"]): {**d.get("data", {}), **d.get("stringData", {})}
+        for d in docs
+        if d["kind"] in {"ConfigMap", "Secret"}
+    }
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
     assert set(deployments) == set(PROCESSES)
     for name, deployment in deployments.items():
@@ -164,6 +181,7 @@ def test_kubernetes_runs_the_table():
 
 
 # --- the test catches drift ----------------------------------------------------------------------
+
 
 def test_normalise_keeps_what_differs():
     """A different command is not hidden by the comparison: only the declared options go."""

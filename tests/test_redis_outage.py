@@ -34,35 +34,87 @@ class Outage:
         self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
         self.ports = {service: infra.free_port() for service in SERVICES}
         self.urls = {service: f"http://127.0.0.1:{port}" for service, port in self.ports.items()}
-        common = {**os.environ, "DJANGO_DEV": "1", "REDIS_URL": self.redis_url, "CELERY_BROKER_URL": self.redis_url,
-                  "USERS_URL": self.urls["users"], "JWKS_URL": self.urls["users"] + "/.well-known/jwks.json",
-                  "THROTTLE_LOGIN_IP": "1000/min", "THROTTLE_REGISTER_IP": "1000/min",
-                  "EVENTS_RETRY_BACKOFF": "0.05", "EVENTS_RETRY_BACKOFF_MAX": "0.5", "PYTHONUNBUFFERED": "1"}
+        common = {
+            **os.environ,
+            "DJANGO_DEV": "1",
+            "REDIS_URL": self.redis_url,
+            "CELERY_BROKER_URL": self.redis_url,
+            "USERS_URL": self.urls["users"],
+            "JWKS_URL": self.urls["users"] + "/.well-known/jwks.json",
+            "THROTTLE_LOGIN_IP": "1000/min",
+            "THROTTLE_REGISTER_IP": "1000/min",
+            "EVENTS_RETRY_BACKOFF": "0.05",
+            "EVENTS_RETRY_BACKOFF_MAX": "0.5",
+            "PYTHONUNBUFFERED": "1",
+        }
         from shared.service_keys import dev_key_path
 
         keys = Path(os.environ["SERVICE_PUBLIC_KEYS"]).parent  # the key set dev/testrun.py wrote, one key per service
-        self.env = {service: {**common, "DATABASE_URL": os.environ[f"{service.upper()}_DATABASE_URL"],
-                              "DJANGO_SETTINGS_MODULE": f"{service}_service.settings", "SERVICE_NAME": service,
-                              "SERVICE_SIGNING_KEYS": f"{service}-dev={dev_key_path(keys, service)}"}
-                    for service in SERVICES}
+        self.env = {
+            service: {
+                **common,
+                "DATABASE_URL": os.environ[f"{service.upper()}_DATABASE_URL"],
+                "DJANGO_SETTINGS_MODULE": f"{service}_service.settings",
+                "SERVICE_NAME": service,
+                "SERVICE_SIGNING_KEYS": f"{service}-dev={dev_key_path(keys, service)}",
+            }
+            for service in SERVICES
+        }
         import subprocess
 
         for service in SERVICES:
-            subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=self.cwd(service),
-                           env=self.env[service], check=True)
+            subprocess.run(
+                [PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"],
+                cwd=self.cwd(service),
+                env=self.env[service],
+                check=True,
+            )
         self.procs: list[Proc] = []
         for service in SERVICES:
-            self.procs.append(Proc(service, [PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf",
-                                             f"{service}_service.wsgi"], cwd=self.cwd(service),
-                                   env={**self.env[service], "BIND": f"127.0.0.1:{self.ports[service]}"},
-                                   log_dir=run_dir))
-            self.procs.append(Proc(f"{service}-relay", [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-                                   cwd=self.cwd(service), env={**self.env[service], "METRICS_PORT": "0"},
-                                   log_dir=run_dir))
-        self.procs.append(Proc("feed-worker", [PYTHON, "-m", "celery", "-A", "feed_service", "worker", "-Q", "feed",
-                                               "-c", "2", "--pool", "prefork", "-l", "INFO", "--without-mingle",
-                                               "--without-gossip"],
-                               cwd=self.cwd("feed"), env={**self.env["feed"], "METRICS_PORT": "0"}, log_dir=run_dir))
+            self.procs.append(
+                Proc(
+                    service,
+                    [PYTHON, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
+                    cwd=self.cwd(service),
+                    env={**self.env[service], "BIND": f"127.0.0.1:{self.ports[service]}"},
+                    log_dir=run_dir,
+                )
+            )
+            self.procs.append(
+                Proc(
+                    f"{service}-relay",
+                    [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
+                    cwd=self.cwd(service),
+                    env={**self.env[service], "METRICS_PORT": "0"},
+                    log_dir=run_dir,
+                )
+            )
+        self.procs.append(
+            Proc(
+                "feed-worker",
+                [
+                    PYTHON,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "feed_service",
+                    "worker",
+                    "-Q",
+                    "feed",
+                    "-c",
+                    "2",
+                    "--pool",
+                    "prefork",
+                    "-l",
+                    "INFO",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                cwd=self.cwd("feed"),
+                env={**self.env["feed"], "METRICS_PORT": "0"},
+                log_dir=run_dir,
+            )
+        )
         for proc in self.procs:
             proc.start()
         self.http = httpx.Client(timeout=10)
@@ -87,8 +139,12 @@ class Outage:
         return response
 
     def register(self, name: str) -> tuple[int, str]:
-        response = self.call("POST", "users", "/api/v1/auth/register",
-                             json={"username": name, "email": f"{name}@example.com", "password": "correct horse battery"})
+        response = self.call(
+            "POST",
+            "users",
+            "/api/v1/auth/register",
+            json={"username": name, "email": f"{name}@example.com", "password": "correct horse battery"},
+        )
         assert response.status_code == 201, response.text
         return int(response.json()["user"]["id"]), response.json()["access"]
 
@@ -142,8 +198,7 @@ def test_redis_down_reads_and_writes_served_from_postgres_then_everything_recove
     assert mine.json()["results"][0]["author"]["username"] == author  # profile from users, cache bypassed
     profile = outage.call("GET", "users", f"/api/v1/users/{author}", reader_token)
     assert profile.status_code == 200 and profile.json()["username"] == author, profile.text
-    login = outage.call("POST", "users", "/api/v1/auth/login",
-                        json={"username": reader, "password": "correct horse battery"})
+    login = outage.call("POST", "users", "/api/v1/auth/login", json={"username": reader, "password": "correct horse battery"})
     assert login.status_code == 200, login.text  # login throttles fail open
     during = [outage.post(author_token, f"written while Redis is down {i}") for i in range(3)]
     liked = outage.call("POST", "feed", f"/api/v1/posts/{before}/like", reader_token)
@@ -155,8 +210,11 @@ def test_redis_down_reads_and_writes_served_from_postgres_then_everything_recove
 
     outage.redis = infra.start_redis(outage.run_dir / "redis", outage.redis_port)
     # the events waited in the outbox: every post written during the outage reaches the reader
-    wait_until(lambda: set(during) <= set(outage.home_ids(reader_token)), timeout=90,
-               what="posts written during the outage in the follower's timeline")
+    wait_until(
+        lambda: set(during) <= set(outage.home_ids(reader_token)),
+        timeout=90,
+        what="posts written during the outage in the follower's timeline",
+    )
     assert outage.home_ids(reader_token) == [*reversed(during), before]
     after = outage.post(author_token, "after the outage")
     wait_until(lambda: after in outage.home_ids(reader_token), timeout=60, what="fan-out after the outage")

@@ -20,8 +20,12 @@ PY = sys.executable
 
 @pytest.fixture
 def clone(tmp_path, monkeypatch):
-    for var, value in {"GIT_AUTHOR_NAME": "release test", "GIT_AUTHOR_EMAIL": "release@example.com",
-                       "GIT_COMMITTER_NAME": "release test", "GIT_COMMITTER_EMAIL": "release@example.com"}.items():
+    for var, value in {
+        "GIT_AUTHOR_NAME": "release test",
+        "GIT_AUTHOR_EMAIL": "release@example.com",
+        "GIT_COMMITTER_NAME": "release test",
+        "GIT_COMMITTER_EMAIL": "release@example.com",
+    }.items():
         monkeypatch.setenv(var, value)
     path = tmp_path / "repo"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(path)], check=True)
@@ -32,8 +36,9 @@ def clone(tmp_path, monkeypatch):
     diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=ROOT, capture_output=True, check=True).stdout
     if diff:
         subprocess.run(["git", "apply"], cwd=path, input=diff, check=True)
-    untracked = subprocess.run(["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=ROOT,
-                               capture_output=True, text=True, check=True).stdout.split("\0")
+    untracked = subprocess.run(
+        ["git", "ls-files", "--others", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\0")
     for name in filter(None, untracked):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, path / name)
@@ -139,9 +144,11 @@ def test_can_i_deploy_answers_from_recorded_verifications_and_deployments(clone)
     assert "feed 1.0.0 (production) needs contracts/pacts/feed-users.json" in refused.stderr
     assert "users 1.0.0+dev has not verified" in refused.stderr
     # what users' provider verification records when it passes (broker.record_verified)
-    code = ("import broker, sys; from pathlib import Path; root = Path(sys.argv[1]); "
-            "shas = {c.consumer: {c.sha256} for c in broker.contracts_in_tree(root) if c.provider == 'users'}; "
-            "broker.record_verified('users', shas, root)")
+    code = (
+        "import broker, sys; from pathlib import Path; root = Path(sys.argv[1]); "
+        "shas = {c.consumer: {c.sha256} for c in broker.contracts_in_tree(root) if c.provider == 'users'}; "
+        "broker.record_verified('users', shas, root)"
+    )
     run(clone, PY, "-c", code, str(clone), cwd_contracts=True)
     assert "1.0.0+dev" in json.loads((clone / "contracts/verifications.json").read_text())["users"]
     assert "yes" in make(clone, "can-i-deploy", "SERVICE=users").stdout
@@ -177,8 +184,10 @@ def test_the_provider_verification_also_gets_the_deployed_consumers_pacts(clone)
     assert '"description": "a batch' in released
     _pact(clone, "feed").write_text(released.replace('"description": "a batch', '"description": "A batch'))
     git(clone, "commit", "-qam", "feed deployed to staging; its pact changed since")
-    code = ("import broker, sys, json; from pathlib import Path; root = Path(sys.argv[1]); "
-            "print(json.dumps([[e, v, c.consumer, c.path, t] for e, v, c, t in broker.deployed_contracts_for('users', root)]))")
+    code = (
+        "import broker, sys, json; from pathlib import Path; root = Path(sys.argv[1]); "
+        "print(json.dumps([[e, v, c.consumer, c.path, t] for e, v, c, t in broker.deployed_contracts_for('users', root)]))"
+    )
     found = json.loads(run(clone, PY, "-c", code, str(clone), cwd_contracts=True).stdout)
     assert [row[:4] for row in found] == [["staging", "1.0.0", "feed", "contracts/pacts/feed-users.json"]]
     assert found[0][4] == released.rstrip("\n")  # the tag's text, not the working tree's

@@ -24,8 +24,14 @@ def _serves(url: str) -> bool:
 def test_a_killed_process_is_restarted_with_backoff_and_serves(system, tmp_path):
     proc = stack.gunicorn(system.ctx, "users", REPLICA)
     events: list[str] = []
-    supervisor = stack.Supervisor([proc], stream_logs=False, log_dir=tmp_path, restart=True, backoff=0.5,
-                                  on_event=lambda p, message: events.append(f"{p.name} {message}"))
+    supervisor = stack.Supervisor(
+        [proc],
+        stream_logs=False,
+        log_dir=tmp_path,
+        restart=True,
+        backoff=0.5,
+        on_event=lambda p, message: events.append(f"{p.name} {message}"),
+    )
     try:
         supervisor.start_all()
         supervisor.wait_ready(timeout=90)
@@ -40,7 +46,9 @@ def test_a_killed_process_is_restarted_with_backoff_and_serves(system, tmp_path)
             assert _serves(proc.url)
         # the second quick death waited twice as long (0.5 s, then 1 s): CrashLoopBackOff's doubling
         assert [e for e in events if "exited" in e] == [
-            f"users-{REPLICA} exited (SIGKILL); restarting in 0.5 s", f"users-{REPLICA} exited (SIGKILL); restarting in 1 s"]
+            f"users-{REPLICA} exited (SIGKILL); restarting in 0.5 s",
+            f"users-{REPLICA} exited (SIGKILL); restarting in 1 s",
+        ]
         assert proc.failures == 2
         row = next(line for line in supervisor.status_table().splitlines() if line.startswith(f"users-{REPLICA}"))
         assert row.split()[-2:] == ["2", "SIGKILL"], row

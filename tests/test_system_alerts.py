@@ -64,8 +64,10 @@ def test_a_stopped_relay_raises_the_outbox_lag_gauge_and_fires_the_alert(system,
 
     def scrape() -> tuple[float, float]:
         text = httpx.get(worker.url, timeout=5).text
-        return (sample(text, "events_outbox_oldest_unsent_age_seconds", producer="users"),
-                sample(text, "events_outbox_unsent", producer="users"))
+        return (
+            sample(text, "events_outbox_oldest_unsent_age_seconds", producer="users"),
+            sample(text, "events_outbox_unsent", producer="users"),
+        )
 
     alice, alice_auth = register(api, "lag_a")
     _, bob_auth = register(api, "lag_b")
@@ -91,8 +93,14 @@ def test_a_stopped_relay_raises_the_outbox_lag_gauge_and_fires_the_alert(system,
             tick(k)
             k += 1
         outage_end = k - 1
-        status = subprocess.run([str(relay.cmd[0]), "manage.py", "events_status", "--json"], cwd=relay.cwd,
-                                env=relay.env, capture_output=True, text=True, timeout=60)
+        status = subprocess.run(
+            [str(relay.cmd[0]), "manage.py", "events_status", "--json"],
+            cwd=relay.cwd,
+            env=relay.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert status.returncode == 0, status.stderr
         outbox = json.loads(status.stdout)["outbox"]
         assert outbox["unsent"] >= 1 and outbox["oldest_unsent_age"] >= OUTAGE - STEP
@@ -106,41 +114,52 @@ def test_a_stopped_relay_raises_the_outbox_lag_gauge_and_fires_the_alert(system,
         if unsent[-1] == 0 or (k - outage_end) * STEP > 120:
             break
     assert unsent[-1] == 0 and ages[-1] == 0, f"backlog not drained after the relay restarted: {relay_log(system)}"
-    notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
-                       lambda body: len(body["results"]) >= 1)
+    notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(), lambda body: len(body["results"]) >= 1)
     assert [n["kind"] for n in notes["results"]] == ["follow"]
 
     # the gauge rose with the outage: every scrape older than the one before, by about the time between
-    during = ages[1:outage_end + 1]
+    during = ages[1 : outage_end + 1]
     assert ages[0] == 0 and all(b > a for a, b in itertools.pairwise(during))
     assert during[-1] - during[0] >= OUTAGE - 2 * STEP
-    assert min(unsent[1:outage_end + 1]) >= 1
+    assert min(unsent[1 : outage_end + 1]) >= 1
 
     # the real rule file evaluated on the scraped series
     first_over = next(i for i, age in enumerate(ages) if age > 60)
     fires_at = first_over + 120 // STEP  # `for: 2m` after the first evaluation above the threshold
     assert fires_at <= outage_end
-    series = f'events_outbox_oldest_unsent_age_seconds{{job="events", instance="{worker.url.split("/")[2]}", ' \
-             f'process="users-worker", producer="users"}}'
+    series = (
+        f'events_outbox_oldest_unsent_age_seconds{{job="events", instance="{worker.url.split("/")[2]}", '
+        f'process="users-worker", producer="users"}}'
+    )
     test = {
         "rule_files": [str(PROMETHEUS / "rules" / "events.yml")],
         "evaluation_interval": f"{STEP}s",
-        "tests": [{
-            "interval": f"{STEP}s",
-            "input_series": [{"series": series, "values": " ".join(f"{v:.3f}" for v in ages)}],
-            "alert_rule_test": [
-                {"eval_time": f"{(first_over - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
-                {"eval_time": f"{(fires_at - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
-                {"eval_time": f"{outage_end * STEP}s", "alertname": "OutboxLagging", "exp_alerts": [{
-                    "exp_labels": {"severity": "warning", "producer": "users"},
-                    "exp_annotations": {
-                        "summary": "users: outbox rows wait more than a minute for the relay",
-                        "description": f"The oldest unsent outbox row of users is "
-                                       f"{humanize_duration(float(f'{ages[outage_end]:.3f}'))} old (normally milliseconds).",
-                        "runbook": "docs/operations.md#outbox-lagging"}}]},
-                {"eval_time": f"{(len(ages) - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
-            ],
-        }],
+        "tests": [
+            {
+                "interval": f"{STEP}s",
+                "input_series": [{"series": series, "values": " ".join(f"{v:.3f}" for v in ages)}],
+                "alert_rule_test": [
+                    {"eval_time": f"{(first_over - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
+                    {"eval_time": f"{(fires_at - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
+                    {
+                        "eval_time": f"{outage_end * STEP}s",
+                        "alertname": "OutboxLagging",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "warning", "producer": "users"},
+                                "exp_annotations": {
+                                    "summary": "users: outbox rows wait more than a minute for the relay",
+                                    "description": f"The oldest unsent outbox row of users is "
+                                    f"{humanize_duration(float(f'{ages[outage_end]:.3f}'))} old (normally milliseconds).",
+                                    "runbook": "docs/operations.md#outbox-lagging",
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": f"{(len(ages) - 1) * STEP}s", "alertname": "OutboxLagging", "exp_alerts": []},
+                ],
+            }
+        ],
     }
     path = tmp_path / "observed_test.yml"
     path.write_text(yaml.safe_dump(test, sort_keys=False))

@@ -44,8 +44,9 @@ def test_follow_post_mention_like_feed_and_notifications(api):
     assert post["mentions"] == [bob] and post["author"]["username"] == alice
 
     # fan-out: the post reaches bob's home timeline
-    feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-                      lambda body: any(p["id"] == post["id"] for p in body["results"]))
+    feed = eventually(
+        lambda: api.get("/feed", headers=bob_auth).json(), lambda body: any(p["id"] == post["id"] for p in body["results"])
+    )
     item = next(p for p in feed["results"] if p["id"] == post["id"])
     assert (item["author"]["username"], item["like_count"], item["liked_by_me"]) == (alice, 0, False)
 
@@ -54,15 +55,12 @@ def test_follow_post_mention_like_feed_and_notifications(api):
     assert (liked["like_count"], liked["liked_by_me"]) == (1, True)
 
     # alice: follow + like; bob: mention
-    alice_notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(),
-                             lambda body: len(body["results"]) >= 2)
+    alice_notes = eventually(lambda: api.get("/notifications", headers=alice_auth).json(), lambda body: len(body["results"]) >= 2)
     assert sorted(n["kind"] for n in alice_notes["results"]) == ["follow", "like"]
     assert {n["actor"]["username"] for n in alice_notes["results"]} == {bob}
     assert next(n for n in alice_notes["results"] if n["kind"] == "like")["post_id"] == post["id"]
-    bob_notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(),
-                           lambda body: len(body["results"]) >= 1)
-    assert [(n["kind"], n["actor"]["username"], n["post_id"]) for n in bob_notes["results"]] == \
-        [("mention", alice, post["id"])]
+    bob_notes = eventually(lambda: api.get("/notifications", headers=bob_auth).json(), lambda body: len(body["results"]) >= 1)
+    assert [(n["kind"], n["actor"]["username"], n["post_id"]) for n in bob_notes["results"]] == [("mention", alice, post["id"])]
 
     assert api.get("/notifications/unread-count", headers=alice_auth).json() == {"count": 2}
     assert api.post("/notifications/read", headers=alice_auth, json={"all": True}).status_code == 204
@@ -71,8 +69,9 @@ def test_follow_post_mention_like_feed_and_notifications(api):
 
     # deleting the post removes it from bob's feed (event → fan-out removal)
     assert api.delete(f"/posts/{post['id']}", headers=alice_auth).status_code == 204
-    feed = eventually(lambda: api.get("/feed", headers=bob_auth).json(),
-                      lambda body: all(p["id"] != post["id"] for p in body["results"]))
+    feed = eventually(
+        lambda: api.get("/feed", headers=bob_auth).json(), lambda body: all(p["id"] != post["id"] for p in body["results"])
+    )
     assert all(p["id"] != post["id"] for p in feed["results"])
 
 
@@ -83,7 +82,7 @@ def sample(text: str, name: str, **labels: str) -> float:
     for line in text.splitlines():
         if not line.startswith(name + "{"):
             continue
-        got = ",".join(sorted(line[len(name) + 1:line.index("}")].split(",")))
+        got = ",".join(sorted(line[len(name) + 1 : line.index("}")].split(",")))
         if got == want:
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -98,8 +97,7 @@ def test_every_worker_and_relay_serves_metrics(system, api):
     before = httpx.get(system.proc("notifications-worker").url, timeout=5).text
     applied_before = sample(before, "events_handled_total", type="user.followed", outcome="applied")
     assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
-    eventually(lambda: api.get("/notifications/unread-count", headers=alice_auth).json(),
-               lambda body: body["count"] >= 1)
+    eventually(lambda: api.get("/notifications/unread-count", headers=alice_auth).json(), lambda body: body["count"] >= 1)
 
     for service in ("users", "feed", "notifications"):
         for process in ("worker", "relay"):
@@ -111,7 +109,8 @@ def test_every_worker_and_relay_serves_metrics(system, api):
 
     relay = httpx.get(system.proc("users-relay").url, timeout=5).text
     assert sample(relay, "events_published_total", type="user.followed", consumer="notifications") >= 1
-    worker = eventually(lambda: httpx.get(system.proc("notifications-worker").url, timeout=5).text,
-                        lambda text: sample(text, "events_handled_total", type="user.followed",
-                                            outcome="applied") > applied_before)
+    worker = eventually(
+        lambda: httpx.get(system.proc("notifications-worker").url, timeout=5).text,
+        lambda text: sample(text, "events_handled_total", type="user.followed", outcome="applied") > applied_before,
+    )
     assert sample(worker, "events_handled_total", type="user.followed", outcome="applied") > applied_before

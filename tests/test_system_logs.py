@@ -20,8 +20,18 @@ from harness import wait_until
 SCHEMA = ("ts", "level", "logger", "service", "pid", "request_id", "msg")
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00$")
 HEX = {"trace_id": re.compile(r"^[0-9a-f]{32}$"), "span_id": re.compile(r"^[0-9a-f]{16}$")}
-KINDS = ("gateway", "users-0", "feed-0", "notifications-0", "users-worker", "feed-worker", "notifications-worker",
-         "users-relay", "feed-relay", "notifications-relay")
+KINDS = (
+    "gateway",
+    "users-0",
+    "feed-0",
+    "notifications-0",
+    "users-worker",
+    "feed-worker",
+    "notifications-worker",
+    "users-relay",
+    "feed-relay",
+    "notifications-relay",
+)
 QUIET = ("users-beat", "feed-beat", "notifications-beat")  # log warnings only: checked when they wrote any
 
 
@@ -48,23 +58,39 @@ def test_every_process_kind_writes_the_same_schema_with_trace_ids(system):
     name = f"logs_{uuid.uuid4().hex[:8]}"
     rid = f"log-schema-{uuid.uuid4().hex[:8]}"
     with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as api:
-        response = api.post("/auth/register", headers={"X-Request-ID": rid},
-                            json={"username": name, "email": f"{name}@example.com", "password": "correct horse battery"})
+        response = api.post(
+            "/auth/register",
+            headers={"X-Request-ID": rid},
+            json={"username": name, "email": f"{name}@example.com", "password": "correct horse battery"},
+        )
         assert response.status_code == 201, response.text
         token = response.json()["access"]
         # a post: a request through the gateway to feed, and an event to the workers
-        post = api.post("/posts", headers={"Authorization": f"Bearer {token}", "X-Request-ID": rid + "-post"},
-                        json={"body": "logs"})
+        post = api.post(
+            "/posts", headers={"Authorization": f"Bearer {token}", "X-Request-ID": rid + "-post"}, json={"body": "logs"}
+        )
         assert post.status_code == 201, post.text
 
-    access = wait_until(lambda: [line for line in json_lines(system, "gateway")
-                                 if line.get("request_id") == rid + "-post" and line.get("logger") == "gateway.access"],
-                        timeout=10, what="the gateway's access line")
+    access = wait_until(
+        lambda: [
+            line
+            for line in json_lines(system, "gateway")
+            if line.get("request_id") == rid + "-post" and line.get("logger") == "gateway.access"
+        ],
+        timeout=10,
+        what="the gateway's access line",
+    )
     assert access[0]["trace_id"] and access[0]["span_id"]
     # the post's event, applied by notifications' worker, is logged in the request's trace
-    applied = wait_until(lambda: [line for line in json_lines(system, "notifications-worker")
-                                  if line.get("request_id") == rid + "-post" and line["msg"].startswith("event ")],
-                         timeout=30, what="the worker's line for the post's event")
+    applied = wait_until(
+        lambda: [
+            line
+            for line in json_lines(system, "notifications-worker")
+            if line.get("request_id") == rid + "-post" and line["msg"].startswith("event ")
+        ],
+        timeout=30,
+        what="the worker's line for the post's event",
+    )
     assert applied[0]["trace_id"] == access[0]["trace_id"], (applied[0], access[0])
     assert applied[0]["span_id"] != access[0]["span_id"]
 

@@ -44,21 +44,29 @@ def spans_of(system, trace_id: str) -> list[dict]:
             if f'"trace_id": "0x{trace_id}"' in line:
                 out.append(json.loads(line))
             elif f'"traceId":"{trace_id}"' in line:
-                out += [otlp_span(rs, span) for rs in json.loads(line)["resourceSpans"] for ss in rs["scopeSpans"]
-                        for span in ss["spans"] if span["traceId"] == trace_id]
+                out += [
+                    otlp_span(rs, span)
+                    for rs in json.loads(line)["resourceSpans"]
+                    for ss in rs["scopeSpans"]
+                    for span in ss["spans"]
+                    if span["traceId"] == trace_id
+                ]
     return out
 
 
 def otlp_span(resource_spans: dict, span: dict) -> dict:
     def value(v: dict):
-        (kind, x), = v.items()
+        ((kind, x),) = v.items()
         return int(x) if kind == "intValue" else x
 
-    return {"name": span["name"], "context": {"trace_id": f"0x{span['traceId']}", "span_id": f"0x{span['spanId']}"},
-            "parent_id": f"0x{span['parentSpanId']}" if span.get("parentSpanId") else None,
-            "kind": {1: "SpanKind.INTERNAL", 2: "SpanKind.SERVER", 3: "SpanKind.CLIENT"}[span["kind"]],
-            "attributes": {a["key"]: value(a["value"]) for a in span["attributes"]},
-            "resource": {"attributes": {a["key"]: value(a["value"]) for a in resource_spans["resource"]["attributes"]}}}
+    return {
+        "name": span["name"],
+        "context": {"trace_id": f"0x{span['traceId']}", "span_id": f"0x{span['spanId']}"},
+        "parent_id": f"0x{span['parentSpanId']}" if span.get("parentSpanId") else None,
+        "kind": {1: "SpanKind.INTERNAL", 2: "SpanKind.SERVER", 3: "SpanKind.CLIENT"}[span["kind"]],
+        "attributes": {a["key"]: value(a["value"]) for a in span["attributes"]},
+        "resource": {"attributes": {a["key"]: value(a["value"]) for a in resource_spans["resource"]["attributes"]}},
+    }
 
 
 def service(span: dict) -> str:
@@ -80,8 +88,11 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
     assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
 
     trace_id, proxy_span = secrets.token_hex(16), secrets.token_hex(8)
-    post = api.post("/posts", headers={**alice_auth, "traceparent": f"00-{trace_id}-{proxy_span}-01",
-                                       "X-Request-ID": "trace-post-1"}, json={"body": f"traced @{bob}"})
+    post = api.post(
+        "/posts",
+        headers={**alice_auth, "traceparent": f"00-{trace_id}-{proxy_span}-01", "X-Request-ID": "trace-post-1"},
+        json={"body": f"traced @{bob}"},
+    )
     assert post.status_code == 201, post.text
 
     seen: set = set()
@@ -90,8 +101,7 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
         spans = spans_of(system, trace_id)
         seen.clear()
         seen.update((service(s), s["name"]) for s in spans)
-        want = {("notifications", "run/events.handle"), ("feed", "run/events.handle"),
-                ("feed", "run/feed.fanout_deliver")}
+        want = {("notifications", "run/events.handle"), ("feed", "run/events.handle"), ("feed", "run/feed.fanout_deliver")}
         return spans if want <= seen and any(service(s) == "gateway" for s in spans) else None
 
     try:
@@ -113,11 +123,15 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
     (feed_request,) = [s for s in spans if service(s) == "feed" and s["kind"] == "SpanKind.SERVER"]
     assert feed_request["parent_id"] == edge["context"]["span_id"]
     assert feed_request["attributes"]["http.response.status_code"] == 201
-    users_in_request = [s for s in spans if service(s) == "users" and s["kind"] == "SpanKind.SERVER"
-                        and feed_request in ancestors(s, by_id)]
+    users_in_request = [
+        s for s in spans if service(s) == "users" and s["kind"] == "SpanKind.SERVER" and feed_request in ancestors(s, by_id)
+    ]
     assert users_in_request, "no users span under feed's request span"
-    assert any(s["attributes"].get("db.system.name", s["attributes"].get("db.system")) == "postgresql"
-               for s in spans if service(s) == "feed" and feed_request in ancestors(s, by_id)), "no feed query span"
+    assert any(
+        s["attributes"].get("db.system.name", s["attributes"].get("db.system")) == "postgresql"
+        for s in spans
+        if service(s) == "feed" and feed_request in ancestors(s, by_id)
+    ), "no feed query span"
 
     # feed → outbox → relay → each consumer's task, all under feed's request span
     for consumer in ("feed", "notifications"):
@@ -128,9 +142,13 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
             assert feed_request in chain and edge in chain
             publish = by_id[handler["parent_id"]]
             assert (service(publish), publish["name"], publish["kind"]) == (
-                "feed", "apply_async/events.handle", "SpanKind.PRODUCER")
-            assert publish["resource"]["attributes"]["process.pid"] != feed_request["resource"]["attributes"][
-                "process.pid"], "the publish span should come from the relay process"
+                "feed",
+                "apply_async/events.handle",
+                "SpanKind.PRODUCER",
+            )
+            assert publish["resource"]["attributes"]["process.pid"] != feed_request["resource"]["attributes"]["process.pid"], (
+                "the publish span should come from the relay process"
+            )
     # the fan-out: post.created's handler in feed's worker queues the deliveries
     feed_handler = next(s for s in spans if service(s) == "feed" and s["name"] == "run/events.handle")
     deliveries = [s for s in spans if s["name"] == "run/feed.fanout_deliver"]

@@ -71,8 +71,14 @@ def test_gateway_rejects_bad_tokens_before_the_service(api):
 def test_spoofed_identity_header_is_ignored_end_to_end(api):
     me = register(api, unique("dave"))
     other = register(api, unique("erin"))
-    response = api.get("/users/me", headers={"Authorization": f"Bearer {me['access']}",
-                                             "X-User-Id": other["user"]["id"], "X-Username": other["user"]["username"]})
+    response = api.get(
+        "/users/me",
+        headers={
+            "Authorization": f"Bearer {me['access']}",
+            "X-User-Id": other["user"]["id"],
+            "X-Username": other["user"]["username"],
+        },
+    )
     assert response.json()["id"] == me["user"]["id"]
 
 

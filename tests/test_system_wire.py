@@ -34,8 +34,9 @@ def test_home_timeline_gzip_and_304_through_the_gateway(system):
         _bob, bob_auth = register(api, "bob")
         assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
         for i in range(20):
-            created = api.post("/posts", headers=alice_auth,
-                               json={"body": f"post {i}: what a mobile timeline looks like, a sentence or two"})
+            created = api.post(
+                "/posts", headers=alice_auth, json={"body": f"post {i}: what a mobile timeline looks like, a sentence or two"}
+            )
             assert created.status_code == 201, created.text
         deadline = time.monotonic() + 30
         while len(api.get("/feed", headers=bob_auth).json()["results"]) < 20:  # fan-out is asynchronous

@@ -70,8 +70,12 @@ class Upstream:
         return f"{self.host}:{self.port}"
 
     def start(self) -> Upstream:
-        self.proc = subprocess.Popen([PY, UPSTREAM, self.addr, self.name, self.jwks_file or ""],
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [PY, UPSTREAM, self.addr, self.name, self.jwks_file or ""],
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         wait_port(self.port, self.host, proc=self.proc)
         return self
 
@@ -106,11 +110,17 @@ class Keys:
         tmp.write_text(json.dumps({"keys": keys}))
         tmp.replace(self.path)
 
-    def token(self, sub="42", username="alice", *, kid="k1", key=None, alg="EdDSA", typ="at+jwt",
-              exp_in=600, **overrides) -> str:
+    def token(self, sub="42", username="alice", *, kid="k1", key=None, alg="EdDSA", typ="at+jwt", exp_in=600, **overrides) -> str:
         now = int(time.time())
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "username": username, "iat": now,
-                  "exp": now + exp_in, "jti": uuid.uuid4().hex}
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": sub,
+            "username": username,
+            "iat": now,
+            "exp": now + exp_in,
+            "jti": uuid.uuid4().hex,
+        }
         claims.update(overrides)
         claims = {k: v for k, v in claims.items() if v is not None}
         headers = {"kid": kid}
@@ -128,10 +138,16 @@ class Gateway:
         if routes is not None:
             self.routes_file.write_text(routes)
         self.env = {
-            **{k: v for k, v in os.environ.items()
-               if not k.startswith(("GATEWAY_", "JWKS", "JWT_", "REDIS_URL")) or k == "GATEWAY_PURE_PYTHON"},
-            "GATEWAY_PORT": str(self.port), "GATEWAY_ADMIN_PORT": str(self.admin_port),
-            "GATEWAY_DRAIN_DELAY": "0.2", "GATEWAY_HEALTH_INTERVAL": "1", "PYTHONUNBUFFERED": "1",
+            **{
+                k: v
+                for k, v in os.environ.items()
+                if not k.startswith(("GATEWAY_", "JWKS", "JWT_", "REDIS_URL")) or k == "GATEWAY_PURE_PYTHON"
+            },
+            "GATEWAY_PORT": str(self.port),
+            "GATEWAY_ADMIN_PORT": str(self.admin_port),
+            "GATEWAY_DRAIN_DELAY": "0.2",
+            "GATEWAY_HEALTH_INTERVAL": "1",
+            "PYTHONUNBUFFERED": "1",
             **({"GATEWAY_ROUTES": str(self.routes_file)} if routes is not None else {}),
             **env,
         }
@@ -140,8 +156,14 @@ class Gateway:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Gateway:
-        self.proc = subprocess.Popen([PY, "-m", "gateway"], cwd=ROOT, env=self.env, start_new_session=True,
-                                     stdout=self.stdout.open("wb"), stderr=self.stderr.open("wb"))
+        self.proc = subprocess.Popen(
+            [PY, "-m", "gateway"],
+            cwd=ROOT,
+            env=self.env,
+            start_new_session=True,
+            stdout=self.stdout.open("wb"),
+            stderr=self.stderr.open("wb"),
+        )
         wait_port(self.admin_port, proc=self.proc)
         wait_port(self.port, proc=self.proc)
         return self
@@ -206,8 +228,7 @@ class Response:
 
 
 def problem(status: int, slug: str, title: str, detail: str) -> dict:
-    return {"type": f"https://docs.social.example/problems/{slug}", "title": title, "status": status,
-            "detail": detail}
+    return {"type": f"https://docs.social.example/problems/{slug}", "title": title, "status": status, "detail": detail}
 
 
 @pytest.fixture(scope="session")

@@ -86,8 +86,9 @@ def test_queue_timeout_is_503_and_the_request_never_reaches_a_replica(tmp_path, 
     assert r.status == 503
     assert r.headers["content-type"] == "application/problem+json"
     assert r.headers["retry-after"] == "1"
-    assert r.json() == problem(503, "service-unavailable", "Service unavailable",
-                               "every replica of svc stayed busy for the queue timeout")
+    assert r.json() == problem(
+        503, "service-unavailable", "Service unavailable", "every replica of svc stayed busy for the queue timeout"
+    )
     for t in busy:
         t.join()
     assert sum(u.stats()["served"] for u in ups) == 2  # the timed-out request was never sent
@@ -157,20 +158,29 @@ routes:
     assert s.limits["a"] == config.Limits(max_outstanding=3, queue_timeout=5.0, max_queue=50)
     assert s.limits["b"] == config.Limits(max_outstanding=8, queue_timeout=0.5, max_queue=50)
     # the environment replaces the file's defaults; a value set on an upstream still wins
-    s = config.load({"GATEWAY_ROUTES": str(routes), "GATEWAY_MAX_OUTSTANDING": "0", "GATEWAY_MAX_QUEUE": "7",
-                     "GATEWAY_UPSTREAMS": "c=127.0.0.1:3"})
+    s = config.load(
+        {
+            "GATEWAY_ROUTES": str(routes),
+            "GATEWAY_MAX_OUTSTANDING": "0",
+            "GATEWAY_MAX_QUEUE": "7",
+            "GATEWAY_UPSTREAMS": "c=127.0.0.1:3",
+        }
+    )
     assert s.limits["a"].max_outstanding == 3
     assert s.limits["b"] == config.Limits(max_outstanding=0, queue_timeout=0.5, max_queue=7)
     assert s.limits["c"] == config.Limits(max_outstanding=0, queue_timeout=5.0, max_queue=7)
 
 
-@pytest.mark.parametrize("spec, env, message", [
-    ("{replicas: [], max_outstanding: -1}", {}, "upstreams.a: max_outstanding and max_queue must be >= 0"),
-    ("{replicas: [], queue_timeout: 0}", {}, "upstreams.a: max_outstanding and max_queue must be >= 0, queue_timeout > 0"),
-    ("{replicas: [], max_queue: lots}", {}, "upstreams.a: max_outstanding and max_queue must be integers"),
-    ("{replicas: []}", {"GATEWAY_MAX_OUTSTANDING": "x"}, "GATEWAY_MAX_OUTSTANDING must be an integer"),
-    ("{replicas: []}", {"GATEWAY_QUEUE_TIMEOUT": "-1"}, "queue_timeout > 0"),
-])
+@pytest.mark.parametrize(
+    "spec, env, message",
+    [
+        ("{replicas: [], max_outstanding: -1}", {}, "upstreams.a: max_outstanding and max_queue must be >= 0"),
+        ("{replicas: [], queue_timeout: 0}", {}, "upstreams.a: max_outstanding and max_queue must be >= 0, queue_timeout > 0"),
+        ("{replicas: [], max_queue: lots}", {}, "upstreams.a: max_outstanding and max_queue must be integers"),
+        ("{replicas: []}", {"GATEWAY_MAX_OUTSTANDING": "x"}, "GATEWAY_MAX_OUTSTANDING must be an integer"),
+        ("{replicas: []}", {"GATEWAY_QUEUE_TIMEOUT": "-1"}, "queue_timeout > 0"),
+    ],
+)
 def test_bad_limits_are_rejected_with_a_clear_message(tmp_path, spec, env, message):
     routes = tmp_path / "routes.yaml"
     routes.write_text(f"upstreams:\n  a: {spec}\nroutes:\n  - {{prefix: /a, service: a}}\n")

@@ -154,8 +154,7 @@ def test_connect_failures_are_retried_for_any_method_and_502_when_all_fail(tmp_p
 def test_replica_ejected_then_returns(tmp_path, procs):
     ups = _replicas(2, procs)
     # passive detection only (no active checks in the window): 3 consecutive failures eject for 2 s
-    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="60", GATEWAY_EJECT_AFTER="3",
-                 GATEWAY_EJECT_BASE="2")
+    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="60", GATEWAY_EJECT_AFTER="3", GATEWAY_EJECT_BASE="2")
     time.sleep(0.3)  # the start-up health check has passed
     ups[1].kill()
     statuses = [g.request("GET", "/a/x").status for _ in range(30)]
@@ -163,8 +162,7 @@ def test_replica_ejected_then_returns(tmp_path, procs):
     assert g.metric("gateway_upstream_ejections_total", service="svc", replica=ups[1].addr) == 1
     assert g.metric("gateway_upstream_replica_up", service="svc", replica=ups[1].addr) == 0
     ups[1].start()  # same address comes back
-    eventually(lambda: g.request("GET", "/a/x").upstream == "r2", 10, "ejected replica back in rotation",
-               interval=0.05)
+    eventually(lambda: g.request("GET", "/a/x").upstream == "r2", 10, "ejected replica back in rotation", interval=0.05)
     assert g.metric("gateway_upstream_ejections_total", service="svc", replica=ups[1].addr) == 1
     assert g.metric("gateway_upstream_replica_up", service="svc", replica=ups[1].addr) == 1
 

@@ -34,17 +34,21 @@ def gw(tmp_path_factory, keys, module_procs, redis_url):
     module_procs.extend(ups.values())
     env = {
         "GATEWAY_UPSTREAMS": "users={};feed={};notifications={}".format(
-            ups["users-1"].addr, ups["feed-1"].addr, ups["notifications-1"].addr),
-        "GATEWAY_HEADER_TIMEOUT": "2", "GATEWAY_BODY_TIMEOUT": "2",
+            ups["users-1"].addr, ups["feed-1"].addr, ups["notifications-1"].addr
+        ),
+        "GATEWAY_HEADER_TIMEOUT": "2",
+        "GATEWAY_BODY_TIMEOUT": "2",
         "GATEWAY_TRUSTED_PROXIES": TRUSTED,
         "GATEWAY_CORS_ORIGINS": f"{APP}, http://localhost:3000",
-        "REDIS_URL": redis_url, "GATEWAY_RATELIMIT_PREFIX": f"test:clients:{uuid.uuid4().hex}:",
+        "REDIS_URL": redis_url,
+        "GATEWAY_RATELIMIT_PREFIX": f"test:clients:{uuid.uuid4().hex}:",
         "GATEWAY_REVOCATION_CACHE": "0.2",
     }
     g = Gateway(tmp, env).start()
     module_procs.append(g)
-    eventually(lambda: g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200, 10,
-               "JWKS loaded", interval=0.1)
+    eventually(
+        lambda: g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200, 10, "JWKS loaded", interval=0.1
+    )
     return g
 
 
@@ -123,22 +127,31 @@ def one(h: dict, name: str) -> str:
 
 # -- 1. the true client IP -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("source,xff,want", [
-    # behind two trusted proxies: the right-most untrusted address of the chain
-    ("127.0.0.2", "203.0.113.7, 10.0.0.5, 10.0.0.6", "203.0.113.7"),
-    # a client that writes its own X-Forwarded-For before the proxies append theirs: its claim is left of the real one
-    ("127.0.0.2", "6.6.6.6, 203.0.113.7, 10.0.0.5", "203.0.113.7"),
-    # the peer is no trusted proxy: its X-Forwarded-For means nothing
-    ("127.0.0.1", "203.0.113.7, 10.0.0.5, 10.0.0.6", "127.0.0.1"),
-    # a trusted proxy that did not say who its client was: the proxy is the client
-    ("127.0.0.2", None, "127.0.0.2"),
-    # garbage in the chain: only what the gateway saw
-    ("127.0.0.2", "203.0.113.7, not-an-ip, 10.0.0.5", "127.0.0.2"),
-])
+
+@pytest.mark.parametrize(
+    "source,xff,want",
+    [
+        # behind two trusted proxies: the right-most untrusted address of the chain
+        ("127.0.0.2", "203.0.113.7, 10.0.0.5, 10.0.0.6", "203.0.113.7"),
+        # a client that writes its own X-Forwarded-For before the proxies append theirs: its claim is left of the real one
+        ("127.0.0.2", "6.6.6.6, 203.0.113.7, 10.0.0.5", "203.0.113.7"),
+        # the peer is no trusted proxy: its X-Forwarded-For means nothing
+        ("127.0.0.1", "203.0.113.7, 10.0.0.5, 10.0.0.6", "127.0.0.1"),
+        # a trusted proxy that did not say who its client was: the proxy is the client
+        ("127.0.0.2", None, "127.0.0.2"),
+        # garbage in the chain: only what the gateway saw
+        ("127.0.0.2", "203.0.113.7, not-an-ip, 10.0.0.5", "127.0.0.2"),
+    ],
+)
 def test_services_get_the_one_resolved_client_ip(gw, keys, source, xff, want):
     rid = uuid.uuid4().hex
-    headers = [("Host", "x"), ("Authorization", f"Bearer {keys.token()}"), ("X-Client-IP", "1.2.3.4"),
-               ("X-Real-IP", "1.2.3.5"), ("X-Request-ID", rid)]
+    headers = [
+        ("Host", "x"),
+        ("Authorization", f"Bearer {keys.token()}"),
+        ("X-Client-IP", "1.2.3.4"),
+        ("X-Real-IP", "1.2.3.5"),
+        ("X-Request-ID", rid),
+    ]
     if xff is not None:
         headers.append(("X-Forwarded-For", xff))
     with connect(gw.port, source) as s:
@@ -160,6 +173,7 @@ def test_client_ip_on_the_fast_path_is_the_peer(gw, keys):
 
 # -- 5. checks before the body ---------------------------------------------------------------------
 
+
 def test_chunked_body_without_a_token_is_refused_before_it_is_read(gw):
     with connect(gw.port) as s:
         # head and one chunk; the rest never comes: the 401 must not wait for it
@@ -171,8 +185,11 @@ def test_chunked_body_without_a_token_is_refused_before_it_is_read(gw):
 
 def test_chunked_body_to_an_unknown_path_is_refused_before_it_is_read(gw, keys):
     with connect(gw.port) as s:
-        s.sendall(b"POST /nowhere HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + keys.token().encode()
-                  + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        s.sendall(
+            b"POST /nowhere HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + keys.token().encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
         status, _, _ = Reader(s).response()
     assert status == 404
 
@@ -185,8 +202,13 @@ def test_expect_continue_is_answered_only_after_the_checks(gw, keys):
         assert status == 401  # no "100 Continue" first: the client is not invited to send a body
         # with a valid token: 100 Continue, then the body is read and forwarded
         with connect(gw.port) as s:
-            s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nAuthorization: Bearer "
-                      + keys.token().encode() + b"\r\n" + body_kind + b"\r\n")
+            s.sendall(
+                b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nAuthorization: Bearer "
+                + keys.token().encode()
+                + b"\r\n"
+                + body_kind
+                + b"\r\n"
+            )
             reader = Reader(s)
             status, _, _ = reader.response()
             assert status == 100
@@ -198,11 +220,15 @@ def test_expect_continue_is_answered_only_after_the_checks(gw, keys):
 
 # -- 6. trailers -----------------------------------------------------------------------------------
 
+
 def test_a_request_trailer_is_dropped_and_never_replaces_the_request_id(gw, keys):
     with connect(gw.port) as s:
-        s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nX-Request-ID: client-id-1\r\nAuthorization: Bearer "
-                  + keys.token().encode() + b"\r\nTransfer-Encoding: chunked\r\nTrailer: X-Request-ID, X-Extra\r\n\r\n"
-                  b"5\r\nhello\r\n0\r\nX-Request-ID: evil\r\nX-Extra: 1\r\nX-User-Id: 1\r\n\r\n")
+        s.sendall(
+            b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nX-Request-ID: client-id-1\r\nAuthorization: Bearer "
+            + keys.token().encode()
+            + b"\r\nTransfer-Encoding: chunked\r\nTrailer: X-Request-ID, X-Extra\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Request-ID: evil\r\nX-Extra: 1\r\nX-User-Id: 1\r\n\r\n"
+        )
         status, headers, body = Reader(s).response()
     assert status == 200, body
     assert one(headers, "x-request-id") == "client-id-1"
@@ -215,6 +241,7 @@ def test_a_request_trailer_is_dropped_and_never_replaces_the_request_id(gw, keys
 
 # -- 8. no upstream Server header ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/api/v1/feed", "/api/v1/feed?chunked=2"])
 def test_upstream_server_header_does_not_pass(gw, keys, path):
     r = gw.request("GET", path, headers=auth(keys.token()))
@@ -224,10 +251,17 @@ def test_upstream_server_header_does_not_pass(gw, keys, path):
 
 # -- 15. CORS --------------------------------------------------------------------------------------
 
+
 def test_preflight_is_answered_at_the_edge_without_a_token(gw):
-    r = gw.request("OPTIONS", "/api/v1/posts", headers={
-        "Origin": APP, "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization, content-type, idempotency-key"})
+    r = gw.request(
+        "OPTIONS",
+        "/api/v1/posts",
+        headers={
+            "Origin": APP,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+        },
+    )
     assert r.status == 204, r
     assert r.headers["access-control-allow-origin"] == APP
     assert "POST" in r.headers["access-control-allow-methods"]
@@ -237,15 +271,17 @@ def test_preflight_is_answered_at_the_edge_without_a_token(gw):
     assert "Origin" in r.headers["vary"]
     assert "access-control-allow-credentials" not in r.headers  # bearer tokens, no cookies
     # an exact route restricted to POST offers POST only
-    r = gw.request("OPTIONS", "/api/v1/auth/login", headers={"Origin": "http://localhost:3000",
-                                                             "Access-Control-Request-Method": "POST"})
+    r = gw.request(
+        "OPTIONS", "/api/v1/auth/login", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "POST"}
+    )
     assert r.status == 204 and r.headers["access-control-allow-origin"] == "http://localhost:3000"
     assert r.headers["access-control-allow-methods"] == "POST"
 
 
 def test_unknown_origins_get_no_cors_headers(gw, keys):
-    r = gw.request("OPTIONS", "/api/v1/posts", headers={"Origin": "https://evil.example",
-                                                        "Access-Control-Request-Method": "POST"})
+    r = gw.request(
+        "OPTIONS", "/api/v1/posts", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
     assert r.status == 204
     assert not [h for h in r.headers if h.startswith("access-control-")]
     r = gw.request("GET", "/api/v1/feed", headers={"Origin": "https://evil.example", **auth(keys.token())})
@@ -255,11 +291,16 @@ def test_unknown_origins_get_no_cors_headers(gw, keys):
 
 
 def test_allowed_origin_can_read_the_answer_and_its_headers(gw, keys):
-    for headers in ({"Origin": APP, **auth(keys.token())},  # the fast path (GET, Host, Authorization, Origin)
-                    {"Origin": APP, "Accept": "application/json", "X-Request-ID": "abc", **auth(keys.token())}):
+    for headers in (
+        {"Origin": APP, **auth(keys.token())},  # the fast path (GET, Host, Authorization, Origin)
+        {"Origin": APP, "Accept": "application/json", "X-Request-ID": "abc", **auth(keys.token())},
+    ):
         with connect(gw.port) as s:
-            s.sendall(b"GET /api/v1/feed HTTP/1.1\r\nHost: x\r\n"
-                      + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n")
+            s.sendall(
+                b"GET /api/v1/feed HTTP/1.1\r\nHost: x\r\n"
+                + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items())
+                + b"\r\n"
+            )
             status, h, _ = Reader(s).response()
         assert status == 200
         assert one(h, "access-control-allow-origin") == APP
@@ -274,13 +315,13 @@ def test_allowed_origin_can_read_the_answer_and_its_headers(gw, keys):
 
 # -- 16. HTTP/1.0 keep-alive -----------------------------------------------------------------------
 
+
 def test_http10_client_gets_delimited_answers_and_keeps_its_connection(gw, keys):
     token = keys.token().encode()
     with connect(gw.port) as s:
         reader = Reader(s)
         for path in (b"/api/v1/feed?chunked=3", b"/api/v1/feed", b"/api/v1/feed?chunked=2"):
-            s.sendall(b"GET " + path + b" HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer " + token
-                      + b"\r\n\r\n")
+            s.sendall(b"GET " + path + b" HTTP/1.0\r\nConnection: keep-alive\r\nAuthorization: Bearer " + token + b"\r\n\r\n")
             status, h, body = reader.response()
             assert status == 200
             assert "transfer-encoding" not in h
@@ -291,7 +332,7 @@ def test_http10_client_gets_delimited_answers_and_keeps_its_connection(gw, keys)
 
 # -- 7. limits below gunicorn's --------------------------------------------------------------------
 
-WSGI_APP = '''
+WSGI_APP = """
 import os
 
 def app(environ, start_response):
@@ -302,7 +343,7 @@ def app(environ, start_response):
         body = ("%s %s" % (environ["REQUEST_METHOD"], environ["PATH_INFO"])).encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -315,13 +356,28 @@ def behind_gunicorn(tmp_path_factory, keys, module_procs):
     (tmp / "echo_app.py").write_text(WSGI_APP)
     port = free_port()
     proc = subprocess.Popen(
-        [str(Path(PY).with_name("gunicorn")), "--chdir", str(tmp), "-b", f"127.0.0.1:{port}", "-k", "gthread",
-         # what the services run with (gunicorn's defaults for what the file does not set)
-         "--limit-request-line", str(getattr(gunicorn_conf, "limit_request_line", 4094)),
-         "--limit-request-fields", str(getattr(gunicorn_conf, "limit_request_fields", 100)),
-         "--limit-request-field_size", str(getattr(gunicorn_conf, "limit_request_field_size", 8190)), "echo_app:app"],
-        start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env={**os.environ, "JWKS_FILE": str(keys.path)})
+        [
+            str(Path(PY).with_name("gunicorn")),
+            "--chdir",
+            str(tmp),
+            "-b",
+            f"127.0.0.1:{port}",
+            "-k",
+            "gthread",
+            # what the services run with (gunicorn's defaults for what the file does not set)
+            "--limit-request-line",
+            str(getattr(gunicorn_conf, "limit_request_line", 4094)),
+            "--limit-request-fields",
+            str(getattr(gunicorn_conf, "limit_request_fields", 100)),
+            "--limit-request-field_size",
+            str(getattr(gunicorn_conf, "limit_request_field_size", 8190)),
+            "echo_app:app",
+        ],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "JWKS_FILE": str(keys.path)},
+    )
 
     class Proc:
         def kill(self):
@@ -329,11 +385,16 @@ def behind_gunicorn(tmp_path_factory, keys, module_procs):
 
     module_procs.append(Proc())
     wait_port(port, proc=proc)
-    g = Gateway(tmp, {"GATEWAY_UPSTREAMS": f"users=127.0.0.1:{port};feed=127.0.0.1:{port};"
-                                           f"notifications=127.0.0.1:{port}"}).start()
+    g = Gateway(
+        tmp, {"GATEWAY_UPSTREAMS": f"users=127.0.0.1:{port};feed=127.0.0.1:{port};notifications=127.0.0.1:{port}"}
+    ).start()
     module_procs.append(g)
-    eventually(lambda: g.request("GET", "/api/v1/devices/x", headers={"Authorization": f"Bearer {keys.token()}"})
-               .status == 200, 10, "JWKS loaded", interval=0.1)
+    eventually(
+        lambda: g.request("GET", "/api/v1/devices/x", headers={"Authorization": f"Bearer {keys.token()}"}).status == 200,
+        10,
+        "JWKS loaded",
+        interval=0.1,
+    )
     return g
 
 
@@ -348,8 +409,7 @@ def test_oversized_requests_are_refused_by_the_gateway_with_problem_json(behind_
     path = b"/.well-known/jwks.json"  # a route without a token: without the gateway's limits gunicorn would answer
     cases = [
         (b"GET " + path + b"?" + b"a" * 8100 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
-        (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n",
-         431),
+        (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-H%d: v\r\n" % i for i in range(120)) + b"\r\n", 431),
         (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n", 431),
         (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", 400),
         (b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nHost: y\r\nContent-Length: 0\r\n\r\n", 400),
@@ -366,18 +426,22 @@ def test_what_the_gateway_accepts_gunicorn_accepts(behind_gunicorn, keys):
     largest length (4096) can be deleted; the most header fields and the longest field pass."""
     authz = b"Authorization: Bearer " + keys.token().encode() + b"\r\n"
     token = b"t" * 4096
-    status, _, body = _raw(behind_gunicorn.port, b"DELETE /api/v1/devices/" + token + b" HTTP/1.1\r\nHost: x\r\n"
-                           + authz + b"\r\n")
+    status, _, body = _raw(
+        behind_gunicorn.port, b"DELETE /api/v1/devices/" + token + b" HTTP/1.1\r\nHost: x\r\n" + authz + b"\r\n"
+    )
     assert status == 200, body[:200]
     assert body == b"DELETE /api/v1/devices/" + token
-    status, _, body = _raw(behind_gunicorn.port, b"GET /api/v1/devices/x?" + b"q" * 7950 + b" HTTP/1.1\r\n"
-                           b"Host: x\r\n" + authz + b"".join(b"X-H%d: v\r\n" % i for i in range(97))
-                           + b"X-Big: " + b"v" * 8000 + b"\r\n\r\n")
+    status, _, body = _raw(
+        behind_gunicorn.port,
+        b"GET /api/v1/devices/x?" + b"q" * 7950 + b" HTTP/1.1\r\n"
+        b"Host: x\r\n" + authz + b"".join(b"X-H%d: v\r\n" % i for i in range(97)) + b"X-Big: " + b"v" * 8000 + b"\r\n\r\n",
+    )
     assert status == 200, body[:200]
     assert body == b"GET /api/v1/devices/x"
 
 
 # -- revoked tokens ----------------------------------------------------------------------------------
+
 
 def test_revoked_session_or_user_is_refused_at_the_edge(gw, keys, redis_url):
     r = redis.Redis.from_url(redis_url)
@@ -386,8 +450,11 @@ def test_revoked_session_or_user_is_refused_at_the_edge(gw, keys, redis_url):
     other = keys.token(sub="9001", sid=uuid.uuid4().hex)  # another session of the same user
     assert gw.request("GET", "/api/v1/feed", headers=auth(token)).status == 200
     r.set(f"auth:revoked:sid:{sid}", 1, ex=60)
-    got = eventually(lambda: (x := gw.request("GET", "/api/v1/feed", headers=auth(token))).status == 401 and x,
-                     5, "session revoked at the edge")
+    got = eventually(
+        lambda: (x := gw.request("GET", "/api/v1/feed", headers=auth(token))).status == 401 and x,
+        5,
+        "session revoked at the edge",
+    )
     assert got.json()["detail"] == "token revoked"
     assert gw.request("GET", "/api/v1/feed", headers=auth(other)).status == 200
     r.set("auth:revoked:user:9001", 1, ex=60)
@@ -400,12 +467,17 @@ def test_revocation_check_fails_open_without_redis(tmp_path, keys, procs):
     up = Upstream("feed-1", free_port(), str(keys.path)).start()
     procs.append(up)
     dead = free_port()  # nothing listens there
-    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"users={up.addr};feed={up.addr};notifications={up.addr}",
-                           "REDIS_URL": f"redis://127.0.0.1:{dead}/0", "GATEWAY_REVOCATION_CACHE": "0"}).start()
+    g = Gateway(
+        tmp_path,
+        {
+            "GATEWAY_UPSTREAMS": f"users={up.addr};feed={up.addr};notifications={up.addr}",
+            "REDIS_URL": f"redis://127.0.0.1:{dead}/0",
+            "GATEWAY_REVOCATION_CACHE": "0",
+        },
+    ).start()
     procs.append(g)
     token = keys.token(sid="s1")
-    eventually(lambda: g.request("GET", "/api/v1/feed", headers=auth(token)).status == 200, 10, "JWKS loaded",
-               interval=0.1)
+    eventually(lambda: g.request("GET", "/api/v1/feed", headers=auth(token)).status == 200, 10, "JWKS loaded", interval=0.1)
     assert [g.request("GET", "/api/v1/feed", headers=auth(token)).status for _ in range(5)] == [200] * 5
     assert g.metric("gateway_revocation_failopen_total") >= 5
     assert "revocation checking fails open" in g.log_text()

@@ -24,19 +24,24 @@ WWW_AUTH = 'Bearer error="invalid_token", error_description="%s"'
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, keys, module_procs):
     tmp = tmp_path_factory.mktemp("edge")
-    ups = {name: Upstream(name, free_port(), str(keys.path)).start()
-           for name in ("users-1", "users-2", "feed-1", "notifications-1")}
+    ups = {
+        name: Upstream(name, free_port(), str(keys.path)).start() for name in ("users-1", "users-2", "feed-1", "notifications-1")
+    }
     module_procs.extend(ups.values())
     env = {
         "GATEWAY_UPSTREAMS": "users={},{};feed={};notifications={}".format(
-            ups["users-1"].addr, ups["users-2"].addr, ups["feed-1"].addr, ups["notifications-1"].addr),
-        "GATEWAY_HEADER_TIMEOUT": "1", "GATEWAY_BODY_TIMEOUT": "1", "JWKS_REFETCH_INTERVAL": "1",
+            ups["users-1"].addr, ups["users-2"].addr, ups["feed-1"].addr, ups["notifications-1"].addr
+        ),
+        "GATEWAY_HEADER_TIMEOUT": "1",
+        "GATEWAY_BODY_TIMEOUT": "1",
+        "JWKS_REFETCH_INTERVAL": "1",
     }
     g = Gateway(tmp, env).start()
     module_procs.append(g)
     # the JWKS is fetched asynchronously at start
-    eventually(lambda: g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200, 10,
-               "JWKS loaded", interval=0.1)
+    eventually(
+        lambda: g.request("GET", "/api/v1/feed", headers=auth(keys.token())).status == 200, 10, "JWKS loaded", interval=0.1
+    )
     return g
 
 
@@ -44,24 +49,27 @@ def auth(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.mark.parametrize("method,path,service", [
-    ("POST", "/api/v1/auth/register", "users"),
-    ("POST", "/api/v1/auth/login", "users"),
-    ("POST", "/api/v1/auth/refresh", "users"),
-    ("POST", "/api/v1/auth/logout", "users"),
-    ("GET", "/api/v1/users/me", "users"),
-    ("PATCH", "/api/v1/users/me", "users"),
-    ("GET", "/api/v1/users/bob/followers?cursor=abc&limit=5", "users"),
-    ("POST", "/api/v1/posts", "feed"),
-    ("GET", "/api/v1/posts/123", "feed"),
-    ("GET", "/api/v1/posts?author=bob", "feed"),
-    ("DELETE", "/api/v1/posts/123/like", "feed"),
-    ("GET", "/api/v1/feed", "feed"),
-    ("GET", "/api/v1/notifications/unread-count", "notifications"),
-    ("POST", "/api/v1/notifications/read", "notifications"),
-    ("POST", "/api/v1/devices", "notifications"),
-    ("DELETE", "/api/v1/devices/abc", "notifications"),
-])
+@pytest.mark.parametrize(
+    "method,path,service",
+    [
+        ("POST", "/api/v1/auth/register", "users"),
+        ("POST", "/api/v1/auth/login", "users"),
+        ("POST", "/api/v1/auth/refresh", "users"),
+        ("POST", "/api/v1/auth/logout", "users"),
+        ("GET", "/api/v1/users/me", "users"),
+        ("PATCH", "/api/v1/users/me", "users"),
+        ("GET", "/api/v1/users/bob/followers?cursor=abc&limit=5", "users"),
+        ("POST", "/api/v1/posts", "feed"),
+        ("GET", "/api/v1/posts/123", "feed"),
+        ("GET", "/api/v1/posts?author=bob", "feed"),
+        ("DELETE", "/api/v1/posts/123/like", "feed"),
+        ("GET", "/api/v1/feed", "feed"),
+        ("GET", "/api/v1/notifications/unread-count", "notifications"),
+        ("POST", "/api/v1/notifications/read", "notifications"),
+        ("POST", "/api/v1/devices", "notifications"),
+        ("DELETE", "/api/v1/devices/abc", "notifications"),
+    ],
+)
 def test_routes_go_to_the_owning_service(gw, keys, method, path, service):
     body = b"{}" if method in ("POST", "PATCH") else None
     r = gw.request(method, path, body=body, headers=auth(keys.token()))
@@ -72,10 +80,15 @@ def test_routes_go_to_the_owning_service(gw, keys, method, path, service):
     assert echoed["path"] == path
 
 
-@pytest.mark.parametrize("method,path", [
-    ("POST", "/api/v1/auth/register"), ("POST", "/api/v1/auth/login"),
-    ("POST", "/api/v1/auth/refresh"), ("GET", "/.well-known/jwks.json"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("POST", "/api/v1/auth/register"),
+        ("POST", "/api/v1/auth/login"),
+        ("POST", "/api/v1/auth/refresh"),
+        ("GET", "/.well-known/jwks.json"),
+    ],
+)
 def test_public_routes_need_no_token(gw, method, path):
     r = gw.request(method, path, body=b"{}" if method == "POST" else None)
     assert r.status == 200
@@ -85,11 +98,18 @@ def test_public_routes_need_no_token(gw, method, path):
         assert r.json()["path"] == path
 
 
-@pytest.mark.parametrize("method,path", [
-    ("GET", "/api/v1/auth/login"),  # public only for POST
-    ("POST", "/api/v1/auth/logout"), ("GET", "/api/v1/users/me"), ("GET", "/api/v1/feed"),
-    ("POST", "/api/v1/posts"), ("GET", "/api/v1/notifications"), ("POST", "/api/v1/devices"),
-])
+@pytest.mark.parametrize(
+    "method,path",
+    [
+        ("GET", "/api/v1/auth/login"),  # public only for POST
+        ("POST", "/api/v1/auth/logout"),
+        ("GET", "/api/v1/users/me"),
+        ("GET", "/api/v1/feed"),
+        ("POST", "/api/v1/posts"),
+        ("GET", "/api/v1/notifications"),
+        ("POST", "/api/v1/devices"),
+    ],
+)
 def test_everything_else_needs_a_token(gw, method, path):
     r = gw.request(method, path, body=b"{}" if method == "POST" else None)
     assert r.status == 401
@@ -98,11 +118,26 @@ def test_everything_else_needs_a_token(gw, method, path):
     assert r.json() == problem(401, "invalid-token", "Authentication failed", "missing bearer token")
 
 
-@pytest.mark.parametrize("path", [
-    "/internal/users/1", "/metrics", "/health/ready", "/health/live", "/version", "/api/schema/", "/api/schema",
-    "/admin/", "/%69nternal/users/1", "//internal/users/1", "/api/v2/posts", "/api/v1/postsx",
-    "/api/v1", "/", "/api/v1/users",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/internal/users/1",
+        "/metrics",
+        "/health/ready",
+        "/health/live",
+        "/version",
+        "/api/schema/",
+        "/api/schema",
+        "/admin/",
+        "/%69nternal/users/1",
+        "//internal/users/1",
+        "/api/v2/posts",
+        "/api/v1/postsx",
+        "/api/v1",
+        "/",
+        "/api/v1/users",
+    ],
+)
 def test_internal_and_unknown_paths_are_404_problems(gw, keys, path):
     r = gw.request("GET", path, headers=auth(keys.token()))
     assert r.status == 404
@@ -110,13 +145,13 @@ def test_internal_and_unknown_paths_are_404_problems(gw, keys, path):
     assert r.json() == problem(404, "not-found", "Not found", "no route for this path")
 
 
-@pytest.mark.parametrize("path", ["/api/v1/posts/../../internal/x", "/api/v1/posts/%2e%2e/%2e%2e/internal/x",
-                                  "/api/v1/posts/..%2F..%2Finternal"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/posts/../../internal/x", "/api/v1/posts/%2e%2e/%2e%2e/internal/x", "/api/v1/posts/..%2F..%2Finternal"]
+)
 def test_dot_segments_are_rejected(gw, keys, path):
     r = gw.request("GET", path, headers=auth(keys.token()))
     assert r.status == 400
-    assert r.json() == problem(400, "malformed-request", "Malformed request",
-                               "path must not contain dot segments or backslashes")
+    assert r.json() == problem(400, "malformed-request", "Malformed request", "path must not contain dot segments or backslashes")
 
 
 def test_service_without_replicas_is_503(tmp_path, keys, procs):
@@ -133,19 +168,33 @@ def test_service_without_replicas_is_503(tmp_path, keys, procs):
 
     r = eventually(past_auth, 10, "JWKS loaded", interval=0.1)
     assert r.status == 503
-    assert r.json() == problem(503, "service-unavailable", "Service unavailable",
-                               "no replicas available for service feed")
+    assert r.json() == problem(503, "service-unavailable", "Service unavailable", "no replicas available for service feed")
 
 
 def test_identity_headers_are_stripped_and_verified_identity_forwarded(gw, keys):
     token = keys.token(sub="7", username="carol")
-    r = gw.request("GET", "/api/v1/feed", headers={
-        **auth(token), "X-User-Id": "1", "X-Username": "admin", "X-Forwarded-User": "admin",
-        "X-Authenticated-User": "admin", "X-Service-Token": "forged", "X-Internal-Role": "admin",
-        "X-Internal-Anything": "x", "Connection": "keep-alive, X-Custom-Hop", "X-Custom-Hop": "1",
-        "Keep-Alive": "timeout=5", "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Proto": "https",
-        "X-Real-IP": "6.6.6.6", "Forwarded": "for=6.6.6.6", "X-Kept": "yes",
-    })
+    r = gw.request(
+        "GET",
+        "/api/v1/feed",
+        headers={
+            **auth(token),
+            "X-User-Id": "1",
+            "X-Username": "admin",
+            "X-Forwarded-User": "admin",
+            "X-Authenticated-User": "admin",
+            "X-Service-Token": "forged",
+            "X-Internal-Role": "admin",
+            "X-Internal-Anything": "x",
+            "Connection": "keep-alive, X-Custom-Hop",
+            "X-Custom-Hop": "1",
+            "Keep-Alive": "timeout=5",
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Proto": "https",
+            "X-Real-IP": "6.6.6.6",
+            "Forwarded": "for=6.6.6.6",
+            "X-Kept": "yes",
+        },
+    )
     assert r.status == 200
     h = r.json()["headers"]
     assert h["x-user-id"] == "7"
@@ -154,8 +203,17 @@ def test_identity_headers_are_stripped_and_verified_identity_forwarded(gw, keys)
     assert h["x-forwarded-for"] == "127.0.0.1"  # client-sent chain ignored: not a trusted proxy
     assert h["x-forwarded-proto"] == "http"
     assert h["x-kept"] == "yes"
-    for name in ("x-forwarded-user", "x-authenticated-user", "x-service-token", "x-internal-role",
-                 "x-internal-anything", "x-custom-hop", "keep-alive", "x-real-ip", "forwarded"):
+    for name in (
+        "x-forwarded-user",
+        "x-authenticated-user",
+        "x-service-token",
+        "x-internal-role",
+        "x-internal-anything",
+        "x-custom-hop",
+        "keep-alive",
+        "x-real-ip",
+        "forwarded",
+    ):
         assert name not in h, name
     assert "connection" not in h  # hop-by-hop: the upstream hop is the gateway's own keep-alive
 
@@ -182,12 +240,18 @@ def test_request_id_passed_through_when_sane_else_generated(gw, keys):
 
 def test_access_log_line_per_request(gw, keys):
     gw.request("GET", "/api/v1/posts/5", headers={**auth(keys.token(sub="99")), "X-Request-ID": "log-check-1"})
-    lines = eventually(lambda: [entry for entry in gw.access_log() if entry["request_id"] == "log-check-1"], 5,
-                       "access log line", interval=0.1)
+    lines = eventually(
+        lambda: [entry for entry in gw.access_log() if entry["request_id"] == "log-check-1"], 5, "access log line", interval=0.1
+    )
     assert len(lines) == 1
     entry = lines[0]
     assert (entry["method"], entry["path"], entry["route"], entry["status"], entry["user"]) == (
-        "GET", "/api/v1/posts/5", "/api/v1/posts", 200, "99")
+        "GET",
+        "/api/v1/posts/5",
+        "/api/v1/posts",
+        200,
+        "99",
+    )
     assert entry["upstream"].startswith("127.0.0.1:")
     assert isinstance(entry["duration_ms"], float)
 
@@ -199,20 +263,27 @@ def test_body_limit(gw, keys):
     # Judged by Content-Length before any body byte is read: the client gets its 413 without
     # having to send (and race the close with) the megabyte first.
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-        s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + keys.token().encode() +
-                  b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (limit + 1))
+        s.sendall(
+            b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + keys.token().encode()
+            + b"\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (limit + 1)
+        )
         data = _read_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413 ")
-    assert json.loads(body) == problem(413, "payload-too-large", "Request body too large",
-                                       f"request body larger than {limit} bytes")
+    assert json.loads(body) == problem(
+        413, "payload-too-large", "Request body too large", f"request body larger than {limit} bytes"
+    )
 
 
 def test_chunked_request_body_is_forwarded_with_length_and_limited(gw, keys):
     token = keys.token()
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-        s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
-                  b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+        s.sendall(
+            b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
         data = _read_all(s)
     head, _, body = data.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200 ")
@@ -222,8 +293,13 @@ def test_chunked_request_body_is_forwarded_with_length_and_limited(gw, keys):
     assert "transfer-encoding" not in echoed["headers"]
     big = b"%x\r\n%s\r\n" % (600_000, b"b" * 600_000)
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-        s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token.encode() +
-                  b"\r\nTransfer-Encoding: chunked\r\n\r\n" + big + big)
+        s.sendall(
+            b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + token.encode()
+            + b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + big
+            + big
+        )
         data = _read_all(s)
     assert data.startswith(b"HTTP/1.1 413 ")
 
@@ -239,8 +315,13 @@ def test_head_and_pipelined_requests(gw, keys):
     token = keys.token().encode()
     req = b"GET /api/v1/posts/%d HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token + b"\r\n\r\n"
     with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as s:
-        s.sendall(req % 1 + b"HEAD /api/v1/posts/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + token +
-                  b"\r\n\r\n" + (req % 3).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n"))
+        s.sendall(
+            req % 1
+            + b"HEAD /api/v1/posts/2 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + token
+            + b"\r\n\r\n"
+            + (req % 3).replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n")
+        )
         data = _read_all(s)
     assert data.count(b"HTTP/1.1 200 OK") == 3
     assert data.index(b'"/api/v1/posts/1"') < data.index(b'"/api/v1/posts/3"')
@@ -282,8 +363,11 @@ def test_idle_connection_without_request_is_cut(gw):
 
 def test_slow_body_is_cut(gw, keys):
     with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as s:
-        s.sendall(b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + keys.token().encode() +
-                  b"\r\nContent-Length: 100\r\n\r\nabc")
+        s.sendall(
+            b"POST /api/v1/posts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + keys.token().encode()
+            + b"\r\nContent-Length: 100\r\n\r\nabc"
+        )
         data = _read_all(s)
     assert data.startswith(b"HTTP/1.1 408 ")
 
@@ -303,6 +387,7 @@ def _read_all(s: socket.socket) -> bytes:
 
 # -- token attacks --------------------------------------------------------------------------------
 
+
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
@@ -313,13 +398,22 @@ def _forge(header: dict, claims: dict, signature: bytes = b"") -> str:
 
 def _claims(**kw):
     now = int(time.time())
-    return {"iss": "social-users", "aud": "social-api", "sub": "42", "username": "alice", "iat": now,
-            "exp": now + 600, "jti": "j1", **kw}
+    return {
+        "iss": "social-users",
+        "aud": "social-api",
+        "sub": "42",
+        "username": "alice",
+        "iat": now,
+        "exp": now + 600,
+        "jti": "j1",
+        **kw,
+    }
 
 
 def _public_pem(keys) -> bytes:
-    return keys.private["k1"].public_key().public_bytes(serialization.Encoding.PEM,
-                                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (
+        keys.private["k1"].public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def _tampered(keys) -> str:
@@ -345,16 +439,14 @@ ATTACKS = {
     "expired": (lambda k: k.token(exp_in=-120), "token expired"),
     "tampered-signature": (_tampered, "invalid token"),
     "signature-of-other-key": (lambda k: k.token(key=Ed25519PrivateKey.generate()), "invalid token"),
-    "alg-none": (lambda k: _forge({"alg": "none", "typ": "at+jwt", "kid": "k1"}, _claims()),
-                 "unsupported token algorithm"),
+    "alg-none": (lambda k: _forge({"alg": "none", "typ": "at+jwt", "kid": "k1"}, _claims()), "unsupported token algorithm"),
     "hs256-with-public-key": (_hs256_with_public_key, "unsupported token algorithm"),
     "wrong-aud": (lambda k: k.token(aud="other-api"), "token audience not accepted"),
     "wrong-iss": (lambda k: k.token(iss="evil"), "token issuer not accepted"),
     "unknown-kid": (lambda k: k.token(kid="nope", key=k.private["k1"]), "unknown signing key"),
     "missing-typ": (lambda k: k.token(typ=None), "not an access token"),
     "wrong-typ": (lambda k: k.token(typ="JWT"), "not an access token"),
-    "missing-kid": (lambda k: _forge({"alg": "EdDSA", "typ": "at+jwt"}, _claims(), b"x" * 64),
-                    "token has no key id"),
+    "missing-kid": (lambda k: _forge({"alg": "EdDSA", "typ": "at+jwt"}, _claims(), b"x" * 64), "token has no key id"),
     "missing-exp": (lambda k: k.token(exp=None), "invalid token"),
     "non-numeric-sub": (lambda k: k.token(sub="alice"), "invalid token subject"),
     "future-iat": (lambda k: k.token(iat=int(time.time()) + 3600), "invalid token"),

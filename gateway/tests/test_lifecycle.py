@@ -116,8 +116,9 @@ def test_dns_discovery_follows_a_name_that_gains_and_loses_addresses(tmp_path, p
     procs.extend(ups.values())
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 svc.internal\n127.0.0.2 svc.internal\n10.9.9.9 other\n")
-    g = Gateway(tmp_path, {"GATEWAY_HOSTS_FILE": str(hosts), "GATEWAY_DNS_INTERVAL": "0.2"},
-                _routes(f'"dns:svc.internal:{port}"')).start()
+    g = Gateway(
+        tmp_path, {"GATEWAY_HOSTS_FILE": str(hosts), "GATEWAY_DNS_INTERVAL": "0.2"}, _routes(f'"dns:svc.internal:{port}"')
+    ).start()
     procs.append(g)
 
     def served(n=40):
@@ -159,8 +160,9 @@ def test_admin_endpoints_and_metrics(tmp_path, procs):
     procs.append(g)
     live = g.admin("/health/live").json()
     version = (Path(gateway.__file__).parent / "VERSION").read_text().strip()
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                            cwd=Path(gateway.__file__).parent).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=Path(gateway.__file__).parent
+    ).stdout.strip()
     assert live == {"status": "ok", "service": "gateway", "version": version, "commit": commit}
     assert g.admin("/version").json() == {"service": "gateway", "version": version, "commit": commit}
     assert g.admin("/health/ready").json() == {"status": "ok", "detail": "serving"}

@@ -31,9 +31,11 @@ def _flag(tmp_path, name):
     return base, base.with_name(base.name + ".unready")
 
 
-@pytest.mark.parametrize("query", ["status=503&retry_after=2", "status=500&cause=dependency",
-                                   "status=503&cause=dependency"],
-                         ids=["503-retry-after", "500-marked", "503-marked"])
+@pytest.mark.parametrize(
+    "query",
+    ["status=503&retry_after=2", "status=500&cause=dependency", "status=503&cause=dependency"],
+    ids=["503-retry-after", "500-marked", "503-marked"],
+)
 def test_answers_caused_by_dependencies_neither_eject_nor_retry(tmp_path, procs, query):
     ups = _replicas(2, procs)
     g = _gateway(tmp_path, procs, ups, **PASSIVE)
@@ -98,11 +100,15 @@ def test_the_last_healthy_replica_is_never_ejected_whatever_the_cap(tmp_path, pr
     ups = [Upstream("r1", free_port(), str(base)).start(), Upstream("r2", free_port()).start()]
     procs.extend(ups)
     unready.write_text("")  # r1 fails its health checks: r2 is the only healthy replica
-    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.3", GATEWAY_EJECT_AFTER="2",
-                 GATEWAY_MAX_EJECTION_PERCENT="100")
-    eventually(lambda: g.metric("gateway_upstream_replica_up", service="svc", replica=ups[0].addr) == 0
-               and g.metric("gateway_upstream_replica_up", service="svc", replica=ups[1].addr) == 1,
-               10, "r1 out of rotation by its health check")
+    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.3", GATEWAY_EJECT_AFTER="2", GATEWAY_MAX_EJECTION_PERCENT="100")
+    eventually(
+        lambda: (
+            g.metric("gateway_upstream_replica_up", service="svc", replica=ups[0].addr) == 0
+            and g.metric("gateway_upstream_replica_up", service="svc", replica=ups[1].addr) == 1
+        ),
+        10,
+        "r1 out of rotation by its health check",
+    )
     answers = [g.request("GET", "/a/x?status=500") for _ in range(20)]
     assert {(r.status, r.upstream) for r in answers} == {(500, "r2")}
     assert _ejections(g) == 0
@@ -115,8 +121,7 @@ def test_a_replica_failing_health_checks_stays_out_of_rotation(tmp_path, procs):
     base, unready = _flag(tmp_path, "r2")
     ups = [Upstream("r1", free_port()).start(), Upstream("r2", free_port(), str(base)).start()]
     procs.extend(ups)
-    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.3", GATEWAY_EJECT_AFTER="2",
-                 GATEWAY_EJECT_BASE="0.2")
+    g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.3", GATEWAY_EJECT_AFTER="2", GATEWAY_EJECT_BASE="0.2")
     for _ in range(30):  # r2 ejected for 0.2 s by its own failures
         g.request("GET", "/a/x?status=502&only=r2")
     assert _ejections(g, ups[1].addr) >= 1
@@ -148,8 +153,11 @@ def test_panic_mode_when_no_replica_is_in_rotation(tmp_path, procs):
 
 def test_panic_threshold_balances_over_all_when_too_few_are_healthy(tmp_path, procs):
     base, unready = _flag(tmp_path, "r3")
-    ups = [Upstream("r1", free_port()).start(), Upstream("r2", free_port()).start(),
-           Upstream("r3", free_port(), str(base)).start()]
+    ups = [
+        Upstream("r1", free_port()).start(),
+        Upstream("r2", free_port()).start(),
+        Upstream("r3", free_port(), str(base)).start(),
+    ]
     procs.extend(ups)
     unready.write_text("")
     g = _gateway(tmp_path, procs, ups, GATEWAY_HEALTH_INTERVAL="0.3", GATEWAY_PANIC_THRESHOLD="80")
@@ -183,8 +191,9 @@ def test_retries_are_bounded_by_the_budget(tmp_path, procs):
     """No retry storm: with a bank of 2 and nothing earned per request, the third 502 of r2 reaches
     the client."""
     ups = _replicas(2, procs)
-    g = _gateway(tmp_path, procs, ups, **{**PASSIVE, "GATEWAY_EJECT_AFTER": "1000"},
-                 GATEWAY_RETRY_MIN="2", GATEWAY_RETRY_BUDGET="0")
+    g = _gateway(
+        tmp_path, procs, ups, **{**PASSIVE, "GATEWAY_EJECT_AFTER": "1000"}, GATEWAY_RETRY_MIN="2", GATEWAY_RETRY_BUDGET="0"
+    )
     answers = [g.request("GET", "/a/x?status=502&only=r2") for _ in range(40)]
     assert g.metric("gateway_upstream_retries_total", service="svc", reason="status_502") == 2
     assert g.metric("gateway_retry_budget_exhausted_total", service="svc") >= 1

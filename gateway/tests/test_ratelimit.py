@@ -40,10 +40,17 @@ def upstream(procs, keys):
 
 def _gateway(tmp_path, procs, upstream, redis_url, **env):
     n = free_port()  # fresh bucket names per test: the Redis is shared by the session
-    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"svc={upstream.addr}", "REDIS_URL": redis_url,
-                           "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json",
-                           "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:", **env},
-                ROUTES % {"n": n}).start()
+    g = Gateway(
+        tmp_path,
+        {
+            "GATEWAY_UPSTREAMS": f"svc={upstream.addr}",
+            "REDIS_URL": redis_url,
+            "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json",
+            "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:",
+            **env,
+        },
+        ROUTES % {"n": n},
+    ).start()
     procs.append(g)
     return g
 
@@ -100,15 +107,24 @@ def test_buckets_are_shared_by_gateway_processes(tmp_path, procs, upstream, redi
     _wait_redis(g, workers=2)
     statuses = [g.request("GET", "/ip/x").status for _ in range(6)]  # a new connection each: both workers
     assert statuses == [200, 200, 200, 429, 429, 429]
-    workers = {line["pid"] for line in map(__import__("json").loads, g.log_text().splitlines())
-               if "gateway listening" in line.get("msg", "")}
+    workers = {
+        line["pid"]
+        for line in map(__import__("json").loads, g.log_text().splitlines())
+        if "gateway listening" in line.get("msg", "")
+    }
     assert len(workers) == 2
 
 
 def test_login_and_register_have_strict_buckets(tmp_path, procs, upstream, redis_url):
     n = free_port()
-    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"users={upstream.addr};feed=;notifications=",
-                           "REDIS_URL": redis_url, "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:"}).start()
+    g = Gateway(
+        tmp_path,
+        {
+            "GATEWAY_UPSTREAMS": f"users={upstream.addr};feed=;notifications=",
+            "REDIS_URL": redis_url,
+            "GATEWAY_RATELIMIT_PREFIX": f"test:{n}:",
+        },
+    ).start()
     procs.append(g)
     _wait_redis(g)
     logins = [g.request("POST", "/api/v1/auth/login", body=b"{}").status for _ in range(11)]

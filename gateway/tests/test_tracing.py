@@ -36,8 +36,11 @@ def upstream(procs, keys):
 
 
 def _gateway(tmp_path, procs, upstream, **env):
-    g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": f"svc={upstream.addr}",
-                           "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json", **env}, ROUTES).start()
+    g = Gateway(
+        tmp_path,
+        {"GATEWAY_UPSTREAMS": f"svc={upstream.addr}", "JWKS_URL": f"http://{upstream.addr}/.well-known/jwks.json", **env},
+        ROUTES,
+    ).start()
     procs.append(g)
     return g
 
@@ -60,21 +63,27 @@ def _attrs(span: dict) -> dict:
 
 def test_tracing_off_drops_an_untrusted_traceparent_and_forwards_a_trusted_one(tmp_path, procs, upstream):
     plain = _gateway(tmp_path, procs, upstream)
-    echoed = plain.request("GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
-                                                     "tracestate": "k=v"}).json()["headers"]
+    echoed = plain.request(
+        "GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "tracestate": "k=v"}
+    ).json()["headers"]
     assert "traceparent" not in echoed and "tracestate" not in echoed
     behind_proxy = _gateway(tmp_path, procs, upstream, GATEWAY_TRUSTED_PROXIES="127.0.0.1/32")
-    echoed = behind_proxy.request("GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
-                                                            "tracestate": "k=v"}).json()["headers"]
+    echoed = behind_proxy.request(
+        "GET", "/api/x", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "tracestate": "k=v"}
+    ).json()["headers"]
     assert (echoed["traceparent"], echoed["tracestate"]) == (f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "k=v")
 
 
 def test_untrusted_client_gets_a_new_trace_started_by_the_gateway(tmp_path, procs, upstream):
     traces = tmp_path / "traces"
-    g = _gateway(tmp_path, procs, upstream, OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE_DIR=str(traces),
-                 OTEL_TRACES_SAMPLER_ARG="1")
-    r = g.request("GET", "/api/untrusted", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
-                                                    "tracestate": "k=v", "X-Request-ID": "trace-untrusted"})
+    g = _gateway(
+        tmp_path, procs, upstream, OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE_DIR=str(traces), OTEL_TRACES_SAMPLER_ARG="1"
+    )
+    r = g.request(
+        "GET",
+        "/api/untrusted",
+        headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "tracestate": "k=v", "X-Request-ID": "trace-untrusted"},
+    )
     echoed = r.json()["headers"]
     trace_id, span_id, flags = TRACEPARENT.match(echoed["traceparent"]).groups()
     assert trace_id != CLIENT_TRACE and flags == "01" and "tracestate" not in echoed
@@ -82,8 +91,12 @@ def test_untrusted_client_gets_a_new_trace_started_by_the_gateway(tmp_path, proc
     assert span["traceId"] == trace_id and "parentSpanId" not in span  # the gateway's span is the root
     assert span["name"] == "GET /api" and span["kind"] == 2
     attrs = _attrs(span)
-    assert (attrs["http.request.method"], attrs["url.path"], attrs["http.route"], attrs["http.response.status_code"]) \
-        == ("GET", "/api/untrusted", "/api", "200")
+    assert (attrs["http.request.method"], attrs["url.path"], attrs["http.route"], attrs["http.response.status_code"]) == (
+        "GET",
+        "/api/untrusted",
+        "/api",
+        "200",
+    )
     assert int(span["endTimeUnixNano"]) >= int(span["startTimeUnixNano"]) > 0
     (line,) = [e for e in g.access_log() if e["request_id"] == "trace-untrusted"]
     assert (line["trace_id"], line["span_id"]) == (trace_id, span_id)
@@ -91,11 +104,19 @@ def test_untrusted_client_gets_a_new_trace_started_by_the_gateway(tmp_path, proc
 
 def test_trusted_proxy_trace_is_continued_and_its_sampling_decision_kept(tmp_path, procs, upstream):
     traces = tmp_path / "traces"
-    g = _gateway(tmp_path, procs, upstream, OTEL_TRACES_EXPORTER="file", OTEL_TRACES_FILE_DIR=str(traces),
-                 OTEL_TRACES_SAMPLER_ARG="0", GATEWAY_TRUSTED_PROXIES="127.0.0.1/32")
+    g = _gateway(
+        tmp_path,
+        procs,
+        upstream,
+        OTEL_TRACES_EXPORTER="file",
+        OTEL_TRACES_FILE_DIR=str(traces),
+        OTEL_TRACES_SAMPLER_ARG="0",
+        GATEWAY_TRUSTED_PROXIES="127.0.0.1/32",
+    )
     # sampled upstream of us: kept although our own ratio is 0 (parent-based)
-    echoed = g.request("GET", "/api/a", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
-                                                 "tracestate": "k=v"}).json()["headers"]
+    echoed = g.request(
+        "GET", "/api/a", headers={"traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01", "tracestate": "k=v"}
+    ).json()["headers"]
     trace_id, span_id, flags = TRACEPARENT.match(echoed["traceparent"]).groups()
     assert (trace_id, flags, echoed["tracestate"]) == (CLIENT_TRACE, "01", "k=v") and span_id != CLIENT_SPAN
     (span,) = eventually(lambda: [s for s in _spans(traces) if s["spanId"] == span_id], 5, "the gateway's span")

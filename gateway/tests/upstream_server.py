@@ -97,20 +97,33 @@ class Handler(BaseHTTPRequestHandler):
         if "needs_redis" in q:
             if _redis_answers(int(q["needs_redis"])):
                 return self._send(200, {"server": NAME, "redis": "ok"})
-            return self._send(503, {"type": "https://docs.social.example/problems/dependency-unavailable",
-                                    "title": "Service unavailable", "status": 503},
-                              headers={"Retry-After": "2", "Content-Type": "application/problem+json"})
+            return self._send(
+                503,
+                {
+                    "type": "https://docs.social.example/problems/dependency-unavailable",
+                    "title": "Service unavailable",
+                    "status": 503,
+                },
+                headers={"Retry-After": "2", "Content-Type": "application/problem+json"},
+            )
         status = int(q.get("status", 200)) if q.get("only", NAME) == NAME else 200
         headers = {}
         if status >= 500 and "retry_after" in q:
             headers["Retry-After"] = q["retry_after"]
         if status >= 500 and q.get("cause"):
             headers["X-Failure-Cause"] = q["cause"]
-        self._send(status, {
-            "server": NAME, "method": self.command, "path": self.path,
-            "headers": {k.lower(): v for k, v in self.headers.items()},
-            "body_len": len(body), "body": body[:200].decode("latin-1"),
-        }, headers=headers)
+        self._send(
+            status,
+            {
+                "server": NAME,
+                "method": self.command,
+                "path": self.path,
+                "headers": {k.lower(): v for k, v in self.headers.items()},
+                "body_len": len(body),
+                "body": body[:200].decode("latin-1"),
+            },
+            headers=headers,
+        )
 
     def _send(self, status, payload, raw=None, headers=None):
         data = raw if raw is not None else json.dumps(payload).encode()

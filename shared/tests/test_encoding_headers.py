@@ -7,12 +7,27 @@ from shared.compression import accepts_gzip
 from shared.conditional import etag_for, none_match
 
 
-@pytest.mark.parametrize(("header", "accepted"), [
-    ("gzip", True), ("GZIP", True), ("gzip, deflate, br", True), ("br;q=1.0, gzip;q=0.8", True),
-    ("x-gzip", True), ("*", True), ("identity, *;q=0.5", True),
-    ("", False), ("identity", False), ("br", False), ("gzip;q=0", False), ("gzip;q=0.000", False),
-    ("gzip;q=0, *", False), ("*;q=0", False), ("gzip;q=nope", False), ("gzipper", False),
-])
+@pytest.mark.parametrize(
+    ("header", "accepted"),
+    [
+        ("gzip", True),
+        ("GZIP", True),
+        ("gzip, deflate, br", True),
+        ("br;q=1.0, gzip;q=0.8", True),
+        ("x-gzip", True),
+        ("*", True),
+        ("identity, *;q=0.5", True),
+        ("", False),
+        ("identity", False),
+        ("br", False),
+        ("gzip;q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=0, *", False),
+        ("*;q=0", False),
+        ("gzip;q=nope", False),
+        ("gzipper", False),
+    ],
+)
 def test_accept_encoding(header, accepted):
     assert accepts_gzip(header) is accepted
 

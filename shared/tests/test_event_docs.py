@@ -13,7 +13,7 @@ sys.path.insert(0, str(ROOT / "contracts"))
 def block(name: str) -> str:
     text = (ROOT / "docs" / "events.md").read_text()
     start, end = f"<!-- {name}:start -->\n", f"<!-- {name}:end -->"
-    return text[text.index(start) + len(start):text.index(end)]
+    return text[text.index(start) + len(start) : text.index(end)]
 
 
 def test_the_catalogue_table_is_rendered_from_the_catalogue():

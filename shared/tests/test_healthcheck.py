@@ -14,8 +14,9 @@ import pytest
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "shared.healthcheck", *args], env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "shared.healthcheck", *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=30
+    )
 
 
 @pytest.fixture

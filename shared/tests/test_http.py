@@ -69,9 +69,7 @@ class ScriptedServer:
         # A handler thread may still be sleeping on a slow reply at teardown.
         self.httpd.block_on_close = False
         self.httpd.handle_error = lambda request, client_address: None  # client hung up
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 
     @property
@@ -137,9 +135,7 @@ class ScriptedServer:
                 if self.command != "HEAD":
                     self.wfile.write(payload)
 
-            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = (
-                _handle
-            )
+            do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _handle
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -187,9 +183,7 @@ def sleeps() -> list[float]:
 
 
 @pytest.fixture
-def make_client(
-    server: ScriptedServer, sleeps: list[float]
-) -> Iterator[Callable[..., ServiceClient]]:
+def make_client(server: ScriptedServer, sleeps: list[float]) -> Iterator[Callable[..., ServiceClient]]:
     clients: list[ServiceClient] = []
 
     def make(**kw: Any) -> ServiceClient:
@@ -223,9 +217,7 @@ def test_get_json_returns_decoded_body_and_sends_params(server, make_client):
         "id": 7,
         "username": "ada",
     }
-    assert [(s.method, s.path) for s in server.seen] == [
-        ("GET", "/internal/users/7?fields=username")
-    ]
+    assert [(s.method, s.path) for s in server.seen] == [("GET", "/internal/users/7?fields=username")]
     assert server.seen[0].headers["user-agent"] == "feed (shared.http)"
 
 
@@ -233,9 +225,7 @@ def test_post_json_sends_json_body(server, make_client):
     server.script("/internal/follows", Reply(201, {"created": True}))
     client = make_client()
 
-    assert client.post_json("/internal/follows", {"follower": 1, "followee": 2}) == {
-        "created": True
-    }
+    assert client.post_json("/internal/follows", {"follower": 1, "followee": 2}) == {"created": True}
     assert json.loads(server.seen[0].body) == {"follower": 1, "followee": 2}
     assert server.seen[0].headers["content-type"] == "application/json"
 
@@ -277,9 +267,7 @@ def test_get_retried_on_503_until_success(server, make_client, sleeps):
     assert len(sleeps) == 2
 
 
-@pytest.mark.parametrize(
-    ("status", "attempts"), [(502, 3), (503, 3), (504, 3), (500, 1)]
-)
+@pytest.mark.parametrize(("status", "attempts"), [(502, 3), (503, 3), (504, 3), (500, 1)])
 def test_get_retries_only_gateway_statuses(server, make_client, status, attempts):
     server.script("/internal/down", Reply(status, {"detail": "down"}))
     client = make_client(max_retries=2)
@@ -305,9 +293,7 @@ def test_get_retries_only_gateway_statuses(server, make_client, status, attempts
         ("PATCH", 1),
     ],
 )
-def test_only_idempotent_methods_retried_on_503(
-    server, make_client, sleeps, method, attempts
-):
+def test_only_idempotent_methods_retried_on_503(server, make_client, sleeps, method, attempts):
     server.script("/internal/x", Reply(503))
     client = make_client(max_retries=1)
 
@@ -366,9 +352,7 @@ def test_post_retried_when_connection_refused(sleeps):
         random=RecordingRandom(),
     )
     try:
-        assert client.post_json("/internal/follows", {"followee": 2}) == {
-            "created": True
-        }
+        assert client.post_json("/internal/follows", {"followee": 2}) == {"created": True}
     finally:
         client.close()
         for srv in started:
@@ -694,9 +678,7 @@ def fake_requestid_module(value: str | None) -> types.ModuleType:
 
 
 def test_request_id_propagated(server, make_client, monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "shared.requestid", fake_requestid_module("req-42")
-    )
+    monkeypatch.setitem(sys.modules, "shared.requestid", fake_requestid_module("req-42"))
     server.script("/internal/flaky", Reply(503), Reply(200, {}))
 
     make_client().get_json("/internal/flaky")
@@ -714,9 +696,7 @@ def test_no_request_id_header_without_one(server, make_client, monkeypatch):
 
 
 def test_works_without_requestid_module(server, make_client, monkeypatch):
-    monkeypatch.setitem(
-        sys.modules, "shared.requestid", None
-    )  # import raises ImportError
+    monkeypatch.setitem(sys.modules, "shared.requestid", None)  # import raises ImportError
     server.script("/internal/a", Reply(200, {"ok": 1}))
 
     assert make_client().get_json("/internal/a") == {"ok": 1}
@@ -763,9 +743,7 @@ def test_metrics_count_outcomes_and_retries(server, make_client):
         client.get_json("/internal/missing")
 
     def requests(outcome: str) -> float | None:
-        return sample(
-            "downstream_requests_total", service="feed", target=target, outcome=outcome
-        )
+        return sample("downstream_requests_total", service="feed", target=target, outcome=outcome)
 
     assert requests("success") == 1.0
     assert requests("retry") == 1.0

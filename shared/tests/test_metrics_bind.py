@@ -11,8 +11,10 @@ import time
 import httpx
 import pytest
 
-SERVE = ("import time; from shared.events.exposition import start_metrics_server; "
-         "start_metrics_server(); print('up', flush=True); time.sleep(120)")
+SERVE = (
+    "import time; from shared.events.exposition import start_metrics_server; "
+    "start_metrics_server(); print('up', flush=True); time.sleep(120)"
+)
 
 
 def _free_port() -> int:
@@ -38,7 +40,7 @@ def _listening_addresses(port: int) -> set[str]:
             if family == 4:
                 found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
             else:
-                words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
                 found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
@@ -46,8 +48,9 @@ def _listening_addresses(port: int) -> set[str]:
 def _serve(extra_env: dict) -> tuple[subprocess.Popen, int]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("METRICS_ADDR", "PROMETHEUS_MULTIPROC_DIR")}
-    process = subprocess.Popen([sys.executable, "-c", SERVE], env={**env, "METRICS_PORT": str(port), **extra_env},
-                               stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", SERVE], env={**env, "METRICS_PORT": str(port), **extra_env}, stdout=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 30
     while not _listening_addresses(port):
         assert process.poll() is None, "the metrics server exited"
@@ -56,8 +59,9 @@ def _serve(extra_env: dict) -> tuple[subprocess.Popen, int]:
     return process, port
 
 
-@pytest.mark.parametrize(("env", "expected"), [({}, {"127.0.0.1"}), ({"METRICS_ADDR": ""}, {"127.0.0.1"}),
-                                               ({"METRICS_ADDR": "0.0.0.0"}, {"0.0.0.0"})])
+@pytest.mark.parametrize(
+    ("env", "expected"), [({}, {"127.0.0.1"}), ({"METRICS_ADDR": ""}, {"127.0.0.1"}), ({"METRICS_ADDR": "0.0.0.0"}, {"0.0.0.0"})]
+)
 def test_metrics_bind_address(env, expected):
     process, port = _serve(env)
     try:

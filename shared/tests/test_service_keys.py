@@ -39,8 +39,10 @@ def test_write_dev_keys_makes_one_key_per_service_and_the_key_set(tmp_path):
     keyset = KeySet(path)
     assert verify_service_token(token("feed", feed), audience="users", keys=keyset)["iss"] == "feed"
     assert write_dev_keys(tmp_path, ["users", "feed"]) == path  # kept, not replaced
-    assert load_private_key(dev_key_path(tmp_path, "feed")).public_key().public_bytes_raw() == \
-        feed.private_key.public_key().public_bytes_raw()
+    assert (
+        load_private_key(dev_key_path(tmp_path, "feed")).public_key().public_bytes_raw()
+        == feed.private_key.public_key().public_bytes_raw()
+    )
 
 
 def test_a_key_speaks_only_for_the_service_it_is_listed_under(tmp_path):
@@ -62,13 +64,18 @@ def test_invalid_credentials_are_refused(tmp_path, case):
     if case == "audience":
         bad = token("feed", feed, target="notifications")
     elif case == "expired":
-        bad = jwt.encode({**claims, "iat": now - 600, "exp": now - 300}, feed.private_key, algorithm="EdDSA",
-                         headers={"typ": "svc+jwt", "kid": "feed-1"})
+        bad = jwt.encode(
+            {**claims, "iat": now - 600, "exp": now - 300},
+            feed.private_key,
+            algorithm="EdDSA",
+            headers={"typ": "svc+jwt", "kid": "feed-1"},
+        )
     elif case == "typ":
         bad = jwt.encode(claims, feed.private_key, algorithm="EdDSA", headers={"typ": "at+jwt", "kid": "feed-1"})
     elif case == "alg":
-        bad = jwt.encode(claims, "a-secret-at-least-32-bytes-long-0123456789", algorithm="HS256",
-                         headers={"typ": "svc+jwt", "kid": "feed-1"})
+        bad = jwt.encode(
+            claims, "a-secret-at-least-32-bytes-long-0123456789", algorithm="HS256", headers={"typ": "svc+jwt", "kid": "feed-1"}
+        )
     else:
         bad = jwt.encode(claims, feed.private_key, algorithm="EdDSA", headers={"typ": "svc+jwt"})
     with pytest.raises(InvalidToken):

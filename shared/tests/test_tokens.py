@@ -66,8 +66,16 @@ class Clock:
 
 def token(key, kid, **overrides):
     now = int(time.time())
-    claims = {"iss": ISSUER, "aud": AUDIENCE, "sub": "42", "username": "alice", "iat": now, "exp": now + 60,
-              "jti": "j", **overrides}
+    claims = {
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "sub": "42",
+        "username": "alice",
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j",
+        **overrides,
+    }
     return jwt.encode(claims, key, algorithm="EdDSA", headers={"kid": kid, "typ": "at+jwt"})
 
 
@@ -116,10 +124,15 @@ def test_no_keys_at_all_is_invalid_token(jwks):
         JWKSKeys(jwks.url).get_key("k1")
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    ({"exp": 1}, "token expired"), ({"aud": "x"}, "invalid token"), ({"iss": "x"}, "invalid token"),
-    ({"sub": "abc"}, "invalid token subject"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"exp": 1}, "token expired"),
+        ({"aud": "x"}, "invalid token"),
+        ({"iss": "x"}, "invalid token"),
+        ({"sub": "abc"}, "invalid token subject"),
+    ],
+)
 def test_claim_checks(jwks, overrides, message):
     key = jwks.add_key("k1")
     with pytest.raises(InvalidToken, match=message):
@@ -131,13 +144,19 @@ def test_header_checks(jwks):
     keys = JWKSKeys(jwks.url)
     good = {"iss": ISSUER, "aud": AUDIENCE, "sub": "1", "iat": 1, "exp": int(time.time()) + 60, "jti": "j"}
     with pytest.raises(InvalidToken, match="not an access token"):
-        verify_access_token(jwt.encode(good, key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}), keys,
-                            issuer=ISSUER, audience=AUDIENCE)
+        verify_access_token(
+            jwt.encode(good, key, algorithm="EdDSA", headers={"kid": "k1", "typ": "JWT"}), keys, issuer=ISSUER, audience=AUDIENCE
+        )
     with pytest.raises(InvalidToken, match="no key id"):
-        verify_access_token(jwt.encode(good, key, algorithm="EdDSA", headers={"typ": "at+jwt"}), keys,
-                            issuer=ISSUER, audience=AUDIENCE)
+        verify_access_token(
+            jwt.encode(good, key, algorithm="EdDSA", headers={"typ": "at+jwt"}), keys, issuer=ISSUER, audience=AUDIENCE
+        )
     with pytest.raises(InvalidToken, match="unsupported token algorithm"):
-        verify_access_token(jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": "k1", "typ": "at+jwt"}),
-                            keys, issuer=ISSUER, audience=AUDIENCE)
+        verify_access_token(
+            jwt.encode(good, "x" * 32, algorithm="HS256", headers={"kid": "k1", "typ": "at+jwt"}),
+            keys,
+            issuer=ISSUER,
+            audience=AUDIENCE,
+        )
     with pytest.raises(InvalidToken, match="malformed token"):
         verify_access_token("garbage", keys, issuer=ISSUER, audience=AUDIENCE)

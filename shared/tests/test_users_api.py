@@ -19,10 +19,20 @@ from shared.users_api import (
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize(("value", "ok"), [
-    ("bob", True), ("a_1", True), ("x" * USERNAME_MAX_LENGTH, True), ("ab", False),
-    ("x" * (USERNAME_MAX_LENGTH + 1), False), ("bob!", False), ("bøb", False), ("bob\n", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [
+        ("bob", True),
+        ("a_1", True),
+        ("x" * USERNAME_MAX_LENGTH, True),
+        ("ab", False),
+        ("x" * (USERNAME_MAX_LENGTH + 1), False),
+        ("bob!", False),
+        ("bøb", False),
+        ("bob\n", False),
+        ("", False),
+    ],
+)
 def test_the_username_rule(value, ok):
     assert is_username(value) is ok
     assert (re.fullmatch(USERNAME_PATTERN, value) is not None) is ok  # the OpenAPI form says the same

@@ -20,8 +20,9 @@ def users_client() -> UsersClient:
     if _client is None:
         with _lock:
             if _client is None:
-                _client = UsersClient(settings.USERS_URL, caller="feed", read_timeout=settings.USERS_TIMEOUT,
-                                      deadline=settings.USERS_DEADLINE)
+                _client = UsersClient(
+                    settings.USERS_URL, caller="feed", read_timeout=settings.USERS_TIMEOUT, deadline=settings.USERS_DEADLINE
+                )
     return _client
 
 

@@ -25,8 +25,13 @@ def _key(user_id: int) -> str:
 
 
 def _public(summary: dict) -> dict:
-    return {"id": str(summary["id"]), "username": summary["username"], "display_name": summary["display_name"],
-            "avatar_url": summary["avatar_url"], "placeholder": False}
+    return {
+        "id": str(summary["id"]),
+        "username": summary["username"],
+        "display_name": summary["display_name"],
+        "avatar_url": summary["avatar_url"],
+        "placeholder": False,
+    }
 
 
 def placeholder(user_id: int) -> dict:

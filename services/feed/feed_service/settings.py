@@ -33,4 +33,3 @@ MENTIONS_PER_POST = env_int("MENTIONS_PER_POST", 20)
 MENTIONS_PER_HOUR = env_int("MENTIONS_PER_HOUR", 100)
 POST_CACHE_SECONDS = env_int("POST_CACHE_SECONDS", 60)  # rendered post rows in Redis; bounds like_count staleness
 SNOWFLAKE_NAMESPACES = ["posts"]  # id leases taken when a gunicorn worker starts (shared.ids.lease_early)
-

@@ -58,8 +58,9 @@ class PostCreateSerializer(serializers.Serializer):
         ref_name = "PostCreate"
 
 
-LIKE_RESULT = inline_serializer("LikeResult", fields={"liked": serializers.BooleanField(),
-                                                      "like_count": serializers.IntegerField(min_value=0)})
+LIKE_RESULT = inline_serializer(
+    "LikeResult", fields={"liked": serializers.BooleanField(), "like_count": serializers.IntegerField(min_value=0)}
+)
 
 
 def parse_post_id(raw: str) -> int:
@@ -71,8 +72,13 @@ def parse_post_id(raw: str) -> int:
 
 def cursor_position(page: PageRequest) -> int | None:
     if page.position is not None and (isinstance(page.position, bool) or not isinstance(page.position, int)):
-        raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
-                      errors={"cursor": ["Invalid cursor."]})
+        raise Problem(
+            400,
+            "validation-error",
+            "One or more fields are invalid.",
+            title="Invalid input",
+            errors={"cursor": ["Invalid cursor."]},
+        )
     return page.position
 
 
@@ -85,8 +91,13 @@ class PostListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         body = StrictCharField(max_length=None, allow_blank=True, trim_whitespace=False)
 
-    @extend_schema(operation_id="posts_create", tags=["posts"], request=PostCreateSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={201: PostSerializer, **problems(*BODY, 401, 409, 422, 429, 503)})
+    @extend_schema(
+        operation_id="posts_create",
+        tags=["posts"],
+        request=PostCreateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: PostSerializer, **problems(*BODY, 401, 409, 422, 429, 503)},
+    )
     @idempotent(scope="posts.create")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
@@ -95,16 +106,32 @@ class PostListCreateApi(APIView):
         row = selectors.post_by_id(post_id=post.id)
         return Response(_render_one(row, request.user.id), status=status.HTTP_201_CREATED)
 
-    @extend_schema(operation_id="posts_by_author", tags=["timelines"], parameters=[
-        OpenApiParameter("author", {"type": "string", "pattern": USERNAME_PATTERN}, OpenApiParameter.QUERY,
-                         required=True, description="Username whose posts to list, newest first."), *CURSOR_PARAMETERS],
-        responses={200: page_of(PostSerializer), **problems(400, 401, 404, 503)})
+    @extend_schema(
+        operation_id="posts_by_author",
+        tags=["timelines"],
+        parameters=[
+            OpenApiParameter(
+                "author",
+                {"type": "string", "pattern": USERNAME_PATTERN},
+                OpenApiParameter.QUERY,
+                required=True,
+                description="Username whose posts to list, newest first.",
+            ),
+            *CURSOR_PARAMETERS,
+        ],
+        responses={200: page_of(PostSerializer), **problems(400, 401, 404, 503)},
+    )
     def get(self, request):
         """User timeline: GET /api/v1/posts?author={username}."""
         username = request.query_params.get("author", "")
         if not username:
-            raise Problem(400, "validation-error", "One or more fields are invalid.", title="Invalid input",
-                          errors={"author": ["A username is required."]})
+            raise Problem(
+                400,
+                "validation-error",
+                "One or more fields are invalid.",
+                title="Invalid input",
+                errors={"author": ["A username is required."]},
+            )
         page = page_request(request.query_params, salt="author-posts")
         before_id = cursor_position(page)
         try:
@@ -112,28 +139,40 @@ class PostListCreateApi(APIView):
         except DownstreamHTTPError:
             found = {}
         except DownstreamUnavailable as exc:
-            raise Problem(503, "dependency-unavailable", "Users cannot be looked up right now.",
-                          title="Service unavailable") from exc
+            raise Problem(
+                503, "dependency-unavailable", "Users cannot be looked up right now.", title="Service unavailable"
+            ) from exc
         author = found.get(username.lower())
         if author is None:
             raise Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
         rows = selectors.author_posts_page(author_id=author.id, before_id=before_id, limit=page.limit)
-        return Response(page_response(
-            rows, page, salt="author-posts", key=lambda row: row["id"],
-            serialize=lambda batch: selectors.posts_render(rows=list(batch), viewer_id=request.user.id)[0]))
+        return Response(
+            page_response(
+                rows,
+                page,
+                salt="author-posts",
+                key=lambda row: row["id"],
+                serialize=lambda batch: selectors.posts_render(rows=list(batch), viewer_id=request.user.id)[0],
+            )
+        )
 
 
 class PostDetailApi(APIView):
-    @extend_schema(operation_id="posts_get", tags=["posts"], parameters=[POST_ID],
-                   responses={200: PostSerializer, **problems(401, 404)})
+    @extend_schema(
+        operation_id="posts_get", tags=["posts"], parameters=[POST_ID], responses={200: PostSerializer, **problems(401, 404)}
+    )
     def get(self, request, post_id: str):
         row = selectors.post_by_id(post_id=parse_post_id(post_id))
         if row is None:
             raise Problem(404, "not-found", "No such post.", title="Not found")
         return Response(_render_one(row, request.user.id))
 
-    @extend_schema(operation_id="posts_delete", tags=["posts"], parameters=[POST_ID, IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(400, 401, 403, 404, 409, 422)})
+    @extend_schema(
+        operation_id="posts_delete",
+        tags=["posts"],
+        parameters=[POST_ID, IDEMPOTENCY_KEY],
+        responses={204: None, **problems(400, 401, 403, 404, 409, 422)},
+    )
     @idempotent(scope="posts.delete")
     def delete(self, request, post_id: str):
         services.post_delete(post_id=parse_post_id(post_id), user_id=request.user.id)
@@ -141,17 +180,25 @@ class PostDetailApi(APIView):
 
 
 class PostLikeApi(APIView):
-    @extend_schema(operation_id="posts_like", tags=["likes"], request=None, parameters=[POST_ID, IDEMPOTENCY_KEY],
-                   responses={201: LIKE_RESULT, 200: LIKE_RESULT, **problems(400, 401, 404, 409, 422)},
-                   description="Idempotent: 201 when the like is new, 200 when it already existed.")
+    @extend_schema(
+        operation_id="posts_like",
+        tags=["likes"],
+        request=None,
+        parameters=[POST_ID, IDEMPOTENCY_KEY],
+        responses={201: LIKE_RESULT, 200: LIKE_RESULT, **problems(400, 401, 404, 409, 422)},
+        description="Idempotent: 201 when the like is new, 200 when it already existed.",
+    )
     @idempotent(scope="posts.like")
     def post(self, request, post_id: str):
         created, count = services.like_create(post_id=parse_post_id(post_id), user_id=request.user.id)
-        return Response({"liked": True, "like_count": count},
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response({"liked": True, "like_count": count}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(operation_id="posts_unlike", tags=["likes"], parameters=[POST_ID, IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(400, 401, 404, 409, 422)})
+    @extend_schema(
+        operation_id="posts_unlike",
+        tags=["likes"],
+        parameters=[POST_ID, IDEMPOTENCY_KEY],
+        responses={204: None, **problems(400, 401, 404, 409, 422)},
+    )
     @idempotent(scope="posts.unlike")
     def delete(self, request, post_id: str):
         services.like_delete(post_id=parse_post_id(post_id), user_id=request.user.id)

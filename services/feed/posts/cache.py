@@ -29,8 +29,7 @@ from shared import redis_clients
 log = logging.getLogger("feed.posts")
 
 TOMBSTONE = b"-"
-_SQL = (f"SELECT id, author_id, body, mentions, like_count, created_at FROM {Post._meta.db_table} "
-        "WHERE id = ANY(%s)")
+_SQL = f"SELECT id, author_id, body, mentions, like_count, created_at FROM {Post._meta.db_table} WHERE id = ANY(%s)"
 
 
 def _key(post_id: int) -> str:
@@ -63,13 +62,14 @@ def rows_by_ids(ids: Sequence[int]) -> dict[int, dict]:
     if missing:
         with connection.cursor() as cursor:
             cursor.execute(_SQL, [missing])
-            fetched = [{"id": r[0], "author_id": r[1], "body": r[2], "mentions": r[3], "like_count": r[4],
-                        "created_at": iso(r[5])} for r in cursor.fetchall()]
+            fetched = [
+                {"id": r[0], "author_id": r[1], "body": r[2], "mentions": r[3], "like_count": r[4], "created_at": iso(r[5])}
+                for r in cursor.fetchall()
+            ]
         if fetched and redis is not None:
             pipe = redis.pipeline(transaction=False)
             for row in fetched:
-                pipe.set(_key(row["id"]), json.dumps(row, separators=(",", ":")), nx=True,
-                         ex=settings.POST_CACHE_SECONDS)
+                pipe.set(_key(row["id"]), json.dumps(row, separators=(",", ":")), nx=True, ex=settings.POST_CACHE_SECONDS)
             redis_clients.best_effort("post cache fill", pipe.execute)
         found.update((row["id"], row) for row in fetched)
     return found

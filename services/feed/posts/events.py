@@ -15,11 +15,15 @@ def _emit(event_type: str, data: dict) -> None:
 
 
 def post_created(post: Post) -> None:
-    _emit("post.created", {
-        "post_id": str(post.id), "author_id": str(post.author_id),
-        "mentioned_user_ids": [str(u) for u in post.mentioned_user_ids],
-        "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
-    })
+    _emit(
+        "post.created",
+        {
+            "post_id": str(post.id),
+            "author_id": str(post.author_id),
+            "mentioned_user_ids": [str(u) for u in post.mentioned_user_ids],
+            "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
+        },
+    )
 
 
 def post_deleted(*, post_id: int, author_id: int) -> None:

@@ -62,12 +62,15 @@ def posts_render(*, rows: list[dict], viewer_id: int) -> tuple[list[dict], bool]
         return [], False
     authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
     liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
-    return [{
-        "id": str(row["id"]),
-        "author": authors[row["author_id"]],
-        "body": row["body"],
-        "mentions": row["mentions"],
-        "like_count": row["like_count"],
-        "liked_by_me": row["id"] in liked,
-        "created_at": post_cache.iso(row["created_at"]),
-    } for row in rows], degraded
+    return [
+        {
+            "id": str(row["id"]),
+            "author": authors[row["author_id"]],
+            "body": row["body"],
+            "mentions": row["mentions"],
+            "like_count": row["like_count"],
+            "liked_by_me": row["id"] in liked,
+            "created_at": post_cache.iso(row["created_at"]),
+        }
+        for row in rows
+    ], degraded

@@ -47,9 +47,12 @@ def mention_allowance_take(*, author_id: int, count: int) -> None:
     except redis.RedisError as exc:
         logger.warning("mention limit unavailable; allowing", extra={"error": str(exc)})
         return
-    raise LimitReached(f"At most {settings.MENTIONS_PER_HOUR} mentions an hour; nothing was posted. "
-                       "Post without mentions, or retry later.", code="mention-rate-limited",
-                       title="Too many mentions", retry_after=int(3600 - now % 3600))
+    raise LimitReached(
+        f"At most {settings.MENTIONS_PER_HOUR} mentions an hour; nothing was posted. Post without mentions, or retry later.",
+        code="mention-rate-limited",
+        title="Too many mentions",
+        retry_after=int(3600 - now % 3600),
+    )
 
 
 def _mentions_resolve(body: str) -> list[tuple[int, str]]:
@@ -60,8 +63,7 @@ def _mentions_resolve(body: str) -> list[tuple[int, str]]:
     try:
         found = users_client().summaries_by_username(names)
     except (DownstreamUnavailable, DownstreamHTTPError) as exc:
-        raise DependencyUnavailable("Mentions cannot be resolved right now; nothing was posted. "
-                                    "Retry shortly.") from exc
+        raise DependencyUnavailable("Mentions cannot be resolved right now; nothing was posted. Retry shortly.") from exc
     return [(found[n.lower()].id, found[n.lower()].username) for n in names if n.lower() in found]
 
 
@@ -73,12 +75,15 @@ def post_create(*, author_id: int, body: str) -> Post:
         raise InvalidInput({"body": ["Must contain visible characters."]})
     # HTTP before the write's transaction (inside the Idempotency-Key's when the request has one)
     mentioned = [(uid, name) for uid, name in _mentions_resolve(body) if uid != author_id]
-    mentioned = mentioned[:settings.MENTIONS_PER_POST]  # the rest stay plain text: no link, no notification
+    mentioned = mentioned[: settings.MENTIONS_PER_POST]  # the rest stay plain text: no link, no notification
     mention_allowance_take(author_id=author_id, count=len(mentioned))
     with transaction.atomic():
         post = Post.objects.create(
-            id=ids.next_id(namespace="posts"), author_id=author_id, body=body,
-            mentions=[name for _, name in mentioned], mentioned_user_ids=[uid for uid, _ in mentioned],
+            id=ids.next_id(namespace="posts"),
+            author_id=author_id,
+            body=body,
+            mentions=[name for _, name in mentioned],
+            mentioned_user_ids=[uid for uid, _ in mentioned],
             created_at=timezone.now(),
         )
         events.post_created(post)

@@ -26,12 +26,19 @@ _seq = itertools.count(1)
 
 def users_env() -> dict:
     base = os.environ["REDIS_URL"].rsplit("/", 1)[0]
-    return {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "REDIS_URL": f"{base}/14",
-            "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "8",
-            "THROTTLE_REGISTER_IP": "100000/min", "THROTTLE_LOGIN_IP": "100000/min", "SERVICE_NAME": "users",
-            "DJANGO_SETTINGS_MODULE": "users_service.settings",
-            # the revocation set is one Redis for every service: users writes where feed checks
-            "REVOCATION_REDIS_URL": os.environ["REDIS_URL"]}
+    return {
+        **os.environ,
+        "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
+        "REDIS_URL": f"{base}/14",
+        "GUNICORN_WORKERS": "1",
+        "GUNICORN_THREADS": "8",
+        "THROTTLE_REGISTER_IP": "100000/min",
+        "THROTTLE_LOGIN_IP": "100000/min",
+        "SERVICE_NAME": "users",
+        "DJANGO_SETTINGS_MODULE": "users_service.settings",
+        # the revocation set is one Redis for every service: users writes where feed checks
+        "REVOCATION_REDIS_URL": os.environ["REDIS_URL"],
+    }
 
 
 def UsersProcess() -> ServiceProcess:
@@ -52,8 +59,7 @@ def point_feed_at(url: str) -> None:
 
 @pytest.fixture(scope="session")
 def users_service():
-    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=USERS_DIR,
-                   env=users_env(), check=True)
+    subprocess.run([sys.executable, "manage.py", "migrate", "--verbosity", "0"], cwd=USERS_DIR, env=users_env(), check=True)
     process = UsersProcess()
     point_feed_at(process.url)
     yield process
@@ -74,9 +80,15 @@ class Person:
     def __init__(self, users_url: str, stem: str):
         self.users_url = users_url
         self.username = f"{stem}_{RUN_ID}_{next(_seq)}"[:30]
-        response = _http.post(users_url + "/api/v1/auth/register", json={
-            "username": self.username, "email": f"{self.username}@example.com",
-            "password": "correct horse battery staple", "display_name": stem.title()})
+        response = _http.post(
+            users_url + "/api/v1/auth/register",
+            json={
+                "username": self.username,
+                "email": f"{self.username}@example.com",
+                "password": "correct horse battery staple",
+                "display_name": stem.title(),
+            },
+        )
         assert response.status_code == 201, response.text
         body = response.json()
         self.id = int(body["user"]["id"])
@@ -85,18 +97,25 @@ class Person:
         self.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.access}")
 
     def follow(self, other: "Person") -> None:
-        response = _http.post(f"{self.users_url}/api/v1/users/{other.username}/follow",
-                              headers={"Authorization": f"Bearer {self.access}"})
+        response = _http.post(
+            f"{self.users_url}/api/v1/users/{other.username}/follow", headers={"Authorization": f"Bearer {self.access}"}
+        )
         assert response.status_code == 201, response.text
 
     def unfollow(self, other: "Person") -> None:
-        response = _http.delete(f"{self.users_url}/api/v1/users/{other.username}/follow",
-                                headers={"Authorization": f"Bearer {self.access}"})
+        response = _http.delete(
+            f"{self.users_url}/api/v1/users/{other.username}/follow", headers={"Authorization": f"Bearer {self.access}"}
+        )
         assert response.status_code == 204, response.text
 
     def summary(self) -> dict:
-        return {"id": str(self.id), "username": self.username, "display_name": self.display_name,
-                "avatar_url": "", "placeholder": False}
+        return {
+            "id": str(self.id),
+            "username": self.username,
+            "display_name": self.display_name,
+            "avatar_url": "",
+            "placeholder": False,
+        }
 
     @property
     def display_name(self) -> str:

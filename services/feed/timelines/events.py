@@ -30,8 +30,11 @@ from timelines import services
 def on_post_created(event: Event) -> None:
     from timelines import tasks
 
-    services.fanout_pages(post_id=int(event.data["post_id"]), author_id=int(event.data["author_id"]),
-                          deliver=lambda *, post_id, user_ids: tasks.fanout_deliver.delay(post_id, user_ids, time.time()))
+    services.fanout_pages(
+        post_id=int(event.data["post_id"]),
+        author_id=int(event.data["author_id"]),
+        deliver=lambda *, post_id, user_ids: tasks.fanout_deliver.delay(post_id, user_ids, time.time()),
+    )
 
 
 @handler("post.deleted")
@@ -46,8 +49,7 @@ def on_user_followed(event: Event) -> None:
 
 @handler("user.unfollowed")
 def on_user_unfollowed(event: Event) -> None:
-    services.unfollow_apply(follower_id=int(event.data["follower_id"]),
-                            followee_id=int(event.data["followee_id"]))
+    services.unfollow_apply(follower_id=int(event.data["follower_id"]), followee_id=int(event.data["followee_id"]))
 
 
 @handler("user.updated")
@@ -56,8 +58,11 @@ def on_user_updated(event: Event) -> None:
     from authors.selectors import author_cache_put
 
     data = event.data
-    author_cache_put(summary=UserSummary(id=int(data["user_id"]), username=data["username"],
-                                         display_name=data["display_name"], avatar_url=data["avatar_url"]))
+    author_cache_put(
+        summary=UserSummary(
+            id=int(data["user_id"]), username=data["username"], display_name=data["display_name"], avatar_url=data["avatar_url"]
+        )
+    )
 
 
 @handler("user.deleted")

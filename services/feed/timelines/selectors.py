@@ -34,7 +34,8 @@ _BIG_SQL = f"SELECT author_id FROM {BigAuthorFollow._meta.db_table} WHERE user_i
 _BIG_MERGE_SQL = (
     f"SELECT p.id FROM unnest(%s::bigint[]) AS b(author_id) CROSS JOIN LATERAL ("
     f"SELECT id FROM {Post._meta.db_table} WHERE author_id = b.author_id AND id < %s ORDER BY id DESC LIMIT %s) p "
-    "ORDER BY p.id DESC LIMIT %s")
+    "ORDER BY p.id DESC LIMIT %s"
+)
 # One big followee (the usual case): the same bounded scan as a plain statement, which Postgres
 # plans for less than the LATERAL form (~0.5 ms less per read, measured on the 1M-user data).
 _ONE_BIG_SQL = f"SELECT id FROM {Post._meta.db_table} WHERE author_id = %s AND id < %s ORDER BY id DESC LIMIT %s"

@@ -29,8 +29,12 @@ def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[
     """Write posts into these users' timelines: bulk_create in batches of FANOUT_BATCH, then Redis."""
     if not user_ids or not post_ids_by_author:
         return
-    rows = [TimelineEntry(user_id=user_id, post_id=post_id, author_id=author_id)
-            for user_id in user_ids for author_id, post_ids in post_ids_by_author.items() for post_id in post_ids]
+    rows = [
+        TimelineEntry(user_id=user_id, post_id=post_id, author_id=author_id)
+        for user_id in user_ids
+        for author_id, post_ids in post_ids_by_author.items()
+        for post_id in post_ids
+    ]
     TimelineEntry.objects.bulk_create(rows, batch_size=settings.FANOUT_BATCH, ignore_conflicts=True)
     store.add(user_ids=user_ids, post_ids=[p for ids in post_ids_by_author.values() for p in ids])
 
@@ -44,7 +48,8 @@ def _entries_insert(*, user_ids: list[int], post_id: int, author_id: int) -> Non
         cursor.execute(
             f"INSERT INTO {TimelineEntry._meta.db_table} (user_id, post_id, author_id) "
             "SELECT u, %s, %s FROM unnest(%s::bigint[]) AS u ON CONFLICT DO NOTHING",
-            [post_id, author_id, list(user_ids)])
+            [post_id, author_id, list(user_ids)],
+        )
 
 
 def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None = None) -> bool:
@@ -69,8 +74,17 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
         t3 = time.monotonic()
     t4 = time.monotonic()
     wait = max(0.0, time.time() - queued_at - (t4 - t0)) if queued_at else 0.0
-    log.info("fanout-phase deliver post=%s n=%d wait=%.3f lock=%.3f pg=%.3f redis=%.3f commit=%.3f end=%.3f",
-             post_id, len(user_ids), wait, t1 - t0, t2 - t1, t3 - t2, t4 - t3, time.time())
+    log.info(
+        "fanout-phase deliver post=%s n=%d wait=%.3f lock=%.3f pg=%.3f redis=%.3f commit=%.3f end=%.3f",
+        post_id,
+        len(user_ids),
+        wait,
+        t1 - t0,
+        t2 - t1,
+        t3 - t2,
+        t4 - t3,
+        time.time(),
+    )
     return True
 
 
@@ -113,10 +127,18 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
     if author_is_big(author_id=author_id):
         return 0
     started = time.monotonic()
-    total, pages, fetch_wait = walk_followers(author_id=author_id,
-                                              deliver=lambda user_ids: deliver(post_id=post_id, user_ids=user_ids))
-    log.info("fanout-phase walk post=%s followers=%d pages=%d fetch=%.3f total=%.3f end=%.3f",
-             post_id, total, pages, fetch_wait, time.monotonic() - started, time.time())
+    total, pages, fetch_wait = walk_followers(
+        author_id=author_id, deliver=lambda user_ids: deliver(post_id=post_id, user_ids=user_ids)
+    )
+    log.info(
+        "fanout-phase walk post=%s followers=%d pages=%d fetch=%.3f total=%.3f end=%.3f",
+        post_id,
+        total,
+        pages,
+        fetch_wait,
+        time.monotonic() - started,
+        time.time(),
+    )
     return total
 
 
@@ -136,7 +158,8 @@ def _followers_count_shift(*, author_id: int, delta: int) -> tuple[int, bool]:
             f"INSERT INTO {AuthorStats._meta.db_table} AS s (author_id, followers_count, is_big) "
             "VALUES (%s, GREATEST(%s, 0), false) ON CONFLICT (author_id) DO UPDATE "
             "SET followers_count = GREATEST(s.followers_count + %s, 0) RETURNING followers_count, is_big",
-            [author_id, delta, delta])
+            [author_id, delta, delta],
+        )
         count, is_big = cursor.fetchone()
     return count, is_big
 
@@ -153,11 +176,9 @@ def follow_apply(*, follower_id: int, followee_id: int) -> None:
         # walking every follower calls users: after commit, in its own task, not in this transaction
         transaction.on_commit(lambda: tasks.author_promote.delay(followee_id))
     if is_big:
-        BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=follower_id, author_id=followee_id)],
-                                            ignore_conflicts=True)
+        BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=follower_id, author_id=followee_id)], ignore_conflicts=True)
         return
-    recent = post_selectors.recent_post_ids_by_authors(author_ids=[followee_id], before_id=None,
-                                                       limit=settings.BACKFILL_POSTS)
+    recent = post_selectors.recent_post_ids_by_authors(author_ids=[followee_id], before_id=None, limit=settings.BACKFILL_POSTS)
     entries_deliver(post_ids_by_author={followee_id: [post_id for post_id, _ in recent]}, user_ids=[follower_id])
 
 
@@ -181,8 +202,11 @@ def author_promote(*, author_id: int) -> None:
     after = None
     while True:
         page = users_client().follower_ids(author_id, after=after, limit=settings.FANOUT_PAGE)
-        BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=u, author_id=author_id) for u in page.ids],
-                                            batch_size=settings.FANOUT_BATCH, ignore_conflicts=True)
+        BigAuthorFollow.objects.bulk_create(
+            [BigAuthorFollow(user_id=u, author_id=author_id) for u in page.ids],
+            batch_size=settings.FANOUT_BATCH,
+            ignore_conflicts=True,
+        )
         if page.next_after is None:
             break
         after = page.next_after
@@ -226,8 +250,7 @@ def author_demote(*, author_id: int, deliver=None) -> int:
     and walks again; deliveries write with ON CONFLICT DO NOTHING. A follower no delivery reached
     (its task dead-lettered) keeps its row and so the merged posts: nothing is lost."""
     with transaction.atomic():
-        row = AuthorStats.objects.select_for_update().filter(author_id=author_id).values_list(
-            "followers_count", "is_big").first()
+        row = AuthorStats.objects.select_for_update().filter(author_id=author_id).values_list("followers_count", "is_big").first()
         if row is None:
             return 0
         count, is_big = row
@@ -235,19 +258,29 @@ def author_demote(*, author_id: int, deliver=None) -> int:
             AuthorStats.objects.filter(author_id=author_id).update(is_big=False)
         elif is_big or not BigAuthorFollow.objects.filter(author_id=author_id).exists():
             return 0  # still (or again) big, or already demoted
-    post_ids = [post_id for post_id, _ in post_selectors.recent_post_ids_by_authors(
-        author_ids=[author_id], before_id=None, limit=settings.BACKFILL_POSTS)]
+    post_ids = [
+        post_id
+        for post_id, _ in post_selectors.recent_post_ids_by_authors(
+            author_ids=[author_id], before_id=None, limit=settings.BACKFILL_POSTS
+        )
+    ]
     deliver = deliver or _demotion_queue
     chunk = max(1, settings.DEMOTE_ROWS_PER_DELIVERY // max(1, len(post_ids)))
 
     def deliver_page(user_ids: list[int]) -> None:
         for start in range(0, len(user_ids), chunk):
-            deliver(author_id=author_id, post_ids=post_ids, user_ids=user_ids[start:start + chunk])
+            deliver(author_id=author_id, post_ids=post_ids, user_ids=user_ids[start : start + chunk])
 
     started = time.monotonic()
     total, pages, _ = walk_followers(author_id=author_id, deliver=deliver_page)
-    log.info("author %s demoted to fan-out: %d followers in %d pages walked in %.2f s, %d posts backfilled each",
-             author_id, total, pages, time.monotonic() - started, len(post_ids))
+    log.info(
+        "author %s demoted to fan-out: %d followers in %d pages walked in %.2f s, %d posts backfilled each",
+        author_id,
+        total,
+        pages,
+        time.monotonic() - started,
+        len(post_ids),
+    )
     return total
 
 
@@ -266,15 +299,18 @@ def demotion_backfill(*, author_id: int, post_ids: list[int], user_ids: list[int
         if author_is_big(author_id=author_id):
             return []
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT id FROM {Post._meta.db_table} WHERE id = ANY(%s) AND author_id = %s "
-                           "ORDER BY id DESC FOR SHARE",
-                           [list(post_ids), author_id])
+            cursor.execute(
+                f"SELECT id FROM {Post._meta.db_table} WHERE id = ANY(%s) AND author_id = %s ORDER BY id DESC FOR SHARE",
+                [list(post_ids), author_id],
+            )
             live = [row[0] for row in cursor.fetchall()]
             if live:
                 cursor.execute(
                     f"INSERT INTO {TimelineEntry._meta.db_table} (user_id, post_id, author_id) "
                     "SELECT u, p, %s FROM unnest(%s::bigint[]) AS u CROSS JOIN unnest(%s::bigint[]) AS p "
-                    "ON CONFLICT DO NOTHING", [author_id, list(user_ids), live])
+                    "ON CONFLICT DO NOTHING",
+                    [author_id, list(user_ids), live],
+                )
     if live:
         store.add(user_ids=user_ids, post_ids=live)
     return live
@@ -286,13 +322,14 @@ def demotion_release(*, author_id: int, user_ids: list[int]) -> int:
     FOR SHARE, so a promotion (which updates it) is either before (rows kept) or after (its walk
     records the edges again). Returns the rows deleted."""
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"SELECT is_big FROM {AuthorStats._meta.db_table} WHERE author_id = %s FOR SHARE",
-                       [author_id])
+        cursor.execute(f"SELECT is_big FROM {AuthorStats._meta.db_table} WHERE author_id = %s FOR SHARE", [author_id])
         row = cursor.fetchone()
         if row is not None and row[0]:
             return 0
-        cursor.execute(f"DELETE FROM {BigAuthorFollow._meta.db_table} WHERE author_id = %s AND user_id = ANY(%s)",
-                       [author_id, list(user_ids)])
+        cursor.execute(
+            f"DELETE FROM {BigAuthorFollow._meta.db_table} WHERE author_id = %s AND user_id = ANY(%s)",
+            [author_id, list(user_ids)],
+        )
         return cursor.rowcount
 
 

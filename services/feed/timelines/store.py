@@ -74,7 +74,7 @@ def add(*, user_ids: Sequence[int], post_ids: Sequence[int]) -> int:
     pipe = conn.pipeline(transaction=False)  # every chunk's script call in one round trip
     add_script = _add_script(conn)
     for start in range(0, len(user_ids), KEYS_PER_CALL):
-        keys = [key(u) for u in user_ids[start:start + KEYS_PER_CALL]]
+        keys = [key(u) for u in user_ids[start : start + KEYS_PER_CALL]]
         add_script(keys=keys, args=args, client=pipe)
     return sum(pipe.execute())
 

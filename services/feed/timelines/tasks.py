@@ -7,8 +7,14 @@ from celery import shared_task
 from timelines import services
 
 
-@shared_task(name="feed.fanout_deliver", autoretry_for=(Exception,), max_retries=10, retry_backoff=1,
-             retry_backoff_max=60, retry_jitter=True)
+@shared_task(
+    name="feed.fanout_deliver",
+    autoretry_for=(Exception,),
+    max_retries=10,
+    retry_backoff=1,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
 def fanout_deliver(post_id: int, user_ids: list[int], queued_at: float | None = None) -> None:
     """One page of a post.created fan-out (queued by the event handler). Retried with backoff on
     any failure (database or Redis blip); late acks redeliver it if the worker dies. `queued_at`
@@ -32,8 +38,14 @@ def author_demote(author_id: int) -> None:
     services.author_demote(author_id=author_id)
 
 
-@shared_task(name="feed.demotion_deliver", autoretry_for=(Exception,), max_retries=10, retry_backoff=1,
-             retry_backoff_max=60, retry_jitter=True)
+@shared_task(
+    name="feed.demotion_deliver",
+    autoretry_for=(Exception,),
+    max_retries=10,
+    retry_backoff=1,
+    retry_backoff_max=60,
+    retry_jitter=True,
+)
 def demotion_deliver(author_id: int, post_ids: list[int], user_ids: list[int]) -> None:
     """One chunk of a demotion: backfill the author's recent posts, then drop the followers'
     big-author rows. Retried like a fan-out page; idempotent."""

@@ -32,22 +32,32 @@ class DeviceCreateApi(APIView):
         class Meta:
             ref_name = "Device"
 
-    @extend_schema(operation_id="devices_register", tags=["devices"], request=InputSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={201: OutputSerializer, 200: OutputSerializer, **problems(*BODY, 401, 409, 422)},
-                   description="201 for a new device token, 200 when this user had already registered it.")
+    @extend_schema(
+        operation_id="devices_register",
+        tags=["devices"],
+        request=InputSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: OutputSerializer, 200: OutputSerializer, **problems(*BODY, 401, 409, 422)},
+        description="201 for a new device token, 200 when this user had already registered it.",
+    )
     @idempotent(scope="devices.register")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         device, created = services.device_register(user_id=request.user.id, **data.validated_data)
-        return Response(self.OutputSerializer(device).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(self.OutputSerializer(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
 
 class DeviceDeleteApi(APIView):
-    @extend_schema(operation_id="devices_delete", tags=["devices"], parameters=[
-        path_parameter("token", pattern=TOKEN_PATTERN, max_length=4096, description="The device's push token."),
-        IDEMPOTENCY_KEY], responses={204: None, **problems(400, 401, 404, 409, 422)})
+    @extend_schema(
+        operation_id="devices_delete",
+        tags=["devices"],
+        parameters=[
+            path_parameter("token", pattern=TOKEN_PATTERN, max_length=4096, description="The device's push token."),
+            IDEMPOTENCY_KEY,
+        ],
+        responses={204: None, **problems(400, 401, 404, 409, 422)},
+    )
     @idempotent(scope="devices.delete")
     def delete(self, request, token: str):
         if len(token) > 4096:

@@ -53,8 +53,12 @@ class WebhookProvider:
     def send(self, message: PushMessage) -> None:
         body = json.dumps(message.__dict__, separators=(",", ":"), sort_keys=True).encode()
         timestamp = str(int(time.time()))
-        headers = {"Content-Type": "application/json", TIMESTAMP_HEADER: timestamp,
-                   SIGNATURE_HEADER: sign(self.secret, timestamp, body), "Idempotency-Key": message.push_id}
+        headers = {
+            "Content-Type": "application/json",
+            TIMESTAMP_HEADER: timestamp,
+            SIGNATURE_HEADER: sign(self.secret, timestamp, body),
+            "Idempotency-Key": message.push_id,
+        }
         try:
             response = self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:

@@ -66,9 +66,20 @@ def deliveries_create(*, notifications) -> None:
     if not notifications:
         return
     now = timezone.now()
-    Delivery.objects.bulk_create([
-        Delivery(user_id=n.recipient_id, notification_id=n.id, kind=n.kind, actor_id=n.actor_id,
-                 created_at=now, next_attempt_at=now) for n in notifications], batch_size=BATCH)
+    Delivery.objects.bulk_create(
+        [
+            Delivery(
+                user_id=n.recipient_id,
+                notification_id=n.id,
+                kind=n.kind,
+                actor_id=n.actor_id,
+                created_at=now,
+                next_attempt_at=now,
+            )
+            for n in notifications
+        ],
+        batch_size=BATCH,
+    )
     user_ids = sorted({n.recipient_id for n in notifications})
     transaction.on_commit(lambda: push_schedule(user_ids=user_ids))
 
@@ -132,9 +143,11 @@ def push_flush(*, user_id: int) -> int:
     Raises PushError (after recording the attempt) when a retry should follow."""
     now = timezone.now()
     with transaction.atomic():
-        due = list(Delivery.objects.select_for_update(skip_locked=True)
-                   .filter(user_id=user_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now + timedelta(seconds=1))
-                   .order_by("id")[:BATCH])
+        due = list(
+            Delivery.objects.select_for_update(skip_locked=True)
+            .filter(user_id=user_id, status=Delivery.Status.PENDING, next_attempt_at__lte=now + timedelta(seconds=1))
+            .order_by("id")[:BATCH]
+        )
         if not due:
             return 0
         ids = [d.id for d in due]
@@ -153,28 +166,40 @@ def push_flush(*, user_id: int) -> int:
         for device in devices:
             push_id = hashlib.sha256(f"{device['token']}|{','.join(notification_ids)}".encode()).hexdigest()[:32]
             try:
-                provider().send(PushMessage(push_id=push_id, user_id=user_id, platform=device["platform"],
-                                            token=device["token"], title=title, body=body,
-                                            notification_ids=notification_ids))
+                provider().send(
+                    PushMessage(
+                        push_id=push_id,
+                        user_id=user_id,
+                        platform=device["platform"],
+                        token=device["token"],
+                        title=title,
+                        body=body,
+                        notification_ids=notification_ids,
+                    )
+                )
             except PushError as exc:
                 error = exc
         if error is None:
-            Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.SENT, sent_at=timezone.now(),
-                                                       attempts=F("attempts") + 1)
+            Delivery.objects.filter(id__in=ids).update(
+                status=Delivery.Status.SENT, sent_at=timezone.now(), attempts=F("attempts") + 1
+            )
             PUSHES.labels("sent").inc(len(ids))
             return len(ids)
         attempts = due[0].attempts + 1
         give_up = error.permanent or attempts >= settings.PUSH_MAX_ATTEMPTS
         if give_up:
-            Delivery.objects.filter(id__in=ids).update(status=Delivery.Status.FAILED, attempts=F("attempts") + 1,
-                                                       last_error=str(error)[:2000])
+            Delivery.objects.filter(id__in=ids).update(
+                status=Delivery.Status.FAILED, attempts=F("attempts") + 1, last_error=str(error)[:2000]
+            )
             PUSHES.labels("failed").inc(len(ids))
-            logger.error("push given up", extra={"user_id": user_id, "deliveries": len(ids), "attempts": attempts,
-                                                 "error": str(error)})
+            logger.error(
+                "push given up", extra={"user_id": user_id, "deliveries": len(ids), "attempts": attempts, "error": str(error)}
+            )
             return 0
         delay = push_backoff(attempts)
-        Delivery.objects.filter(id__in=ids).update(attempts=F("attempts") + 1, last_error=str(error)[:2000],
-                                                   next_attempt_at=now + timedelta(seconds=delay))
+        Delivery.objects.filter(id__in=ids).update(
+            attempts=F("attempts") + 1, last_error=str(error)[:2000], next_attempt_at=now + timedelta(seconds=delay)
+        )
         PUSHES.labels("retry").inc(len(ids))
     raise PushRetry(str(error), delay)
 
@@ -193,5 +218,9 @@ def push_due_users(*, limit: int = 1000) -> list[int]:
     """Users with deliveries due and not just scheduled (older than twice the coalescing window)."""
     now = timezone.now()
     cutoff = now - timedelta(seconds=2 * settings.PUSH_COALESCE_SECONDS)
-    return list(Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now, created_at__lte=cutoff)
-                .order_by().values_list("user_id", flat=True).distinct()[:limit])
+    return list(
+        Delivery.objects.filter(status=Delivery.Status.PENDING, next_attempt_at__lte=now, created_at__lte=cutoff)
+        .order_by()
+        .values_list("user_id", flat=True)
+        .distinct()[:limit]
+    )

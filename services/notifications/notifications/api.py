@@ -24,9 +24,13 @@ class NotificationSerializer(serializers.Serializer):
     id = IdField()
     kind = serializers.ChoiceField(choices=["follow", "like", "mention"])
     actor = ActorSerializer()
-    actor_count = serializers.IntegerField(min_value=1, help_text=(
-        "How many people this notification stands for: likes of one post are grouped while unread "
-        "(`actor` is the latest of them: \"alice and 3 others liked your post\" has actor_count 4)."))
+    actor_count = serializers.IntegerField(
+        min_value=1,
+        help_text=(
+            "How many people this notification stands for: likes of one post are grouped while unread "
+            '(`actor` is the latest of them: "alice and 3 others liked your post" has actor_count 4).'
+        ),
+    )
     post_id = IdField(allow_null=True)
     created_at = serializers.DateTimeField()
     read = serializers.BooleanField()
@@ -35,10 +39,20 @@ class NotificationSerializer(serializers.Serializer):
 class NotificationListApi(APIView):
     OutputSerializer = NotificationSerializer
 
-    @extend_schema(operation_id="notifications_list", tags=["notifications"], parameters=[
-        OpenApiParameter("unread", {"type": "string", "enum": ["true", "false"]}, OpenApiParameter.QUERY,
-                         description="`true`: only unread notifications."), *CURSOR_PARAMETERS],
-        responses={200: page_of(NotificationSerializer), **problems(400, 401)})
+    @extend_schema(
+        operation_id="notifications_list",
+        tags=["notifications"],
+        parameters=[
+            OpenApiParameter(
+                "unread",
+                {"type": "string", "enum": ["true", "false"]},
+                OpenApiParameter.QUERY,
+                description="`true`: only unread notifications.",
+            ),
+            *CURSOR_PARAMETERS,
+        ],
+        responses={200: page_of(NotificationSerializer), **problems(400, 401)},
+    )
     def get(self, request):
         raw_unread = request.query_params.get("unread")
         if raw_unread not in (None, "true", "false"):
@@ -46,34 +60,69 @@ class NotificationListApi(APIView):
         unread_only = raw_unread == "true"
         salt = f"notifications:{request.user.id}:{int(unread_only)}"
         page = page_request(request.query_params, salt=salt)
-        rows = selectors.notifications_page(recipient_id=request.user.id, unread_only=unread_only,
-                                            before_id=page.position, limit=page.limit)
+        rows = selectors.notifications_page(
+            recipient_id=request.user.id, unread_only=unread_only, before_id=page.position, limit=page.limit
+        )
 
         def serialize(items):
             actors = actor_profiles(ids=[r["actor_id"] for r in items])  # one batch call for the page
-            return self.OutputSerializer([
-                {"id": r["id"], "kind": r["kind"], "actor": actors[r["actor_id"]].public(), "actor_count": r["actor_count"],
-                 "post_id": None if r["post_id"] is None else str(r["post_id"]), "created_at": r["created_at"],
-                 "read": r["read_at"] is not None} for r in items], many=True).data
+            return self.OutputSerializer(
+                [
+                    {
+                        "id": r["id"],
+                        "kind": r["kind"],
+                        "actor": actors[r["actor_id"]].public(),
+                        "actor_count": r["actor_count"],
+                        "post_id": None if r["post_id"] is None else str(r["post_id"]),
+                        "created_at": r["created_at"],
+                        "read": r["read_at"] is not None,
+                    }
+                    for r in items
+                ],
+                many=True,
+            ).data
 
         return Response(page_response(rows, page, salt=salt, key=lambda r: r["id"], serialize=serialize))
 
 
 class UnreadCountApi(APIView):
-    @extend_schema(operation_id="notifications_unread_count", tags=["notifications"], responses={
-        200: inline_serializer("UnreadCount", fields={"count": serializers.IntegerField(min_value=0)}), **problems(401)})
+    @extend_schema(
+        operation_id="notifications_unread_count",
+        tags=["notifications"],
+        responses={
+            200: inline_serializer("UnreadCount", fields={"count": serializers.IntegerField(min_value=0)}),
+            **problems(401),
+        },
+    )
     def get(self, request):
         return Response({"count": unread_count(user_id=request.user.id)})
 
 
 # either ids or all: true, nothing else: a oneOf the serializer below cannot express by itself
-MARK_READ_BODY = {"oneOf": [
-    {"type": "object", "additionalProperties": False, "required": ["ids"], "properties": {"ids": {
-        "type": "array", "minItems": 1, "maxItems": 1000, "items": {"type": "string", "pattern": ID_PATTERN},
-        "description": "Ids of the caller's notifications to mark read (others' ids are ignored)."}}},
-    {"type": "object", "additionalProperties": False, "required": ["all"], "properties": {"all": {
-        "type": "boolean", "enum": [True], "description": "Mark every notification read."}}},
-]}
+MARK_READ_BODY = {
+    "oneOf": [
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["ids"],
+            "properties": {
+                "ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {"type": "string", "pattern": ID_PATTERN},
+                    "description": "Ids of the caller's notifications to mark read (others' ids are ignored).",
+                }
+            },
+        },
+        {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["all"],
+            "properties": {"all": {"type": "boolean", "enum": [True], "description": "Mark every notification read."}},
+        },
+    ]
+}
 
 
 class MarkReadApi(APIView):
@@ -94,14 +143,19 @@ class MarkReadApi(APIView):
                 raise ValidationError({"all": ["Only true is accepted."]})
             return attrs
 
-    @extend_schema(operation_id="notifications_mark_read", tags=["notifications"],
-                   request={"application/json": MARK_READ_BODY}, parameters=[IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(*BODY, 401, 409, 422)},
-                   description="Give either `ids` (up to 1,000 of the caller's notifications) or `all: true`.")
+    @extend_schema(
+        operation_id="notifications_mark_read",
+        tags=["notifications"],
+        request={"application/json": MARK_READ_BODY},
+        parameters=[IDEMPOTENCY_KEY],
+        responses={204: None, **problems(*BODY, 401, 409, 422)},
+        description="Give either `ids` (up to 1,000 of the caller's notifications) or `all: true`.",
+    )
     @idempotent(scope="notifications.read")
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        services.notifications_mark_read(recipient_id=request.user.id, ids=data.validated_data.get("ids"),
-                                         mark_all=bool(data.validated_data.get("all")))
+        services.notifications_mark_read(
+            recipient_id=request.user.id, ids=data.validated_data.get("ids"), mark_all=bool(data.validated_data.get("all"))
+        )
         return Response(status=status.HTTP_204_NO_CONTENT)

@@ -15,24 +15,38 @@ from shared.users_api import UserSummary
 
 @handler("user.followed")
 def on_user_followed(event: Event) -> None:
-    services.follow_notify(follower_id=int(event.data["follower_id"]), followee_id=int(event.data["followee_id"]),
-                           event_id=event.id, created_at=event.occurred_at)
+    services.follow_notify(
+        follower_id=int(event.data["follower_id"]),
+        followee_id=int(event.data["followee_id"]),
+        event_id=event.id,
+        created_at=event.occurred_at,
+    )
 
 
 @handler("post.liked")
 def on_post_liked(event: Event) -> None:
     # liking your own post notifies nobody; likes of one post are grouped
-    services.like_notify(liker_id=int(event.data["liker_id"]), author_id=int(event.data["author_id"]),
-                         post_id=int(event.data["post_id"]), event_id=event.id, created_at=event.occurred_at)
+    services.like_notify(
+        liker_id=int(event.data["liker_id"]),
+        author_id=int(event.data["author_id"]),
+        post_id=int(event.data["post_id"]),
+        event_id=event.id,
+        created_at=event.occurred_at,
+    )
 
 
 @handler("post.created")
 def on_post_created(event: Event) -> None:
     mentioned = [int(i) for i in event.data["mentioned_user_ids"]]
     if mentioned:
-        services.notifications_create(kind=Notification.Kind.MENTION, actor_id=int(event.data["author_id"]),
-                                      recipient_ids=mentioned, post_id=int(event.data["post_id"]),
-                                      event_id=event.id, created_at=event.occurred_at)
+        services.notifications_create(
+            kind=Notification.Kind.MENTION,
+            actor_id=int(event.data["author_id"]),
+            recipient_ids=mentioned,
+            post_id=int(event.data["post_id"]),
+            event_id=event.id,
+            created_at=event.occurred_at,
+        )
 
 
 @handler("post.deleted")
@@ -43,8 +57,11 @@ def on_post_deleted(event: Event) -> None:
 @handler("user.updated")
 def on_user_updated(event: Event) -> None:
     data = event.data
-    actor_cache_put_on_commit(UserSummary(id=int(data["user_id"]), username=data["username"],
-                                          display_name=data["display_name"], avatar_url=data["avatar_url"]))
+    actor_cache_put_on_commit(
+        UserSummary(
+            id=int(data["user_id"]), username=data["username"], display_name=data["display_name"], avatar_url=data["avatar_url"]
+        )
+    )
 
 
 @handler("user.deleted")

@@ -23,9 +23,12 @@ def partition_name(month: date) -> str:
 
 def partitions() -> list[str]:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-                       "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s "
-                       "AND p.relnamespace = c.relnamespace AND pg_table_is_visible(p.oid) ORDER BY c.relname", [TABLE])
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = %s "
+            "AND p.relnamespace = c.relnamespace AND pg_table_is_visible(p.oid) ORDER BY c.relname",
+            [TABLE],
+        )
         return [row[0] for row in cursor.fetchall()]
 
 
@@ -42,8 +45,10 @@ def partitions_ensure(*, today: date | None = None, ahead: int | None = None) ->
             name = partition_name(start)
             if name in existing:
                 continue
-            cursor.execute(f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" '
-                           f"FOR VALUES FROM ('{start.isoformat()}T00:00:00+00:00') TO ('{end.isoformat()}T00:00:00+00:00')")
+            cursor.execute(
+                f'CREATE TABLE "{name}" PARTITION OF "{TABLE}" '
+                f"FOR VALUES FROM ('{start.isoformat()}T00:00:00+00:00') TO ('{end.isoformat()}T00:00:00+00:00')"
+            )
             created.append(name)
     if created:
         logger.info("notification partitions created", extra={"partitions": created})

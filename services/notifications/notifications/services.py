@@ -21,12 +21,29 @@ GROUP_IDS_KEPT = 200  # likers remembered per grouped notification, to tell a re
 
 
 @transaction.atomic
-def notifications_create(*, kind: str, actor_id: int, recipient_ids: Iterable[int], event_id: uuid.UUID,
-                         created_at: datetime, post_id: int | None = None) -> list[Notification]:
+def notifications_create(
+    *,
+    kind: str,
+    actor_id: int,
+    recipient_ids: Iterable[int],
+    event_id: uuid.UUID,
+    created_at: datetime,
+    post_id: int | None = None,
+) -> list[Notification]:
     """One notification per recipient (never to the actor), queued for push delivery."""
     recipients = sorted({r for r in recipient_ids if r != actor_id})
-    rows = [Notification(recipient_id=r, kind=kind, actor_id=actor_id, post_id=post_id, event_id=event_id,
-                         created_at=created_at, actor_ids=[actor_id]) for r in recipients]
+    rows = [
+        Notification(
+            recipient_id=r,
+            kind=kind,
+            actor_id=actor_id,
+            post_id=post_id,
+            event_id=event_id,
+            created_at=created_at,
+            actor_ids=[actor_id],
+        )
+        for r in recipients
+    ]
     created = Notification.objects.bulk_create(rows, batch_size=BATCH)
     device_services.deliveries_create(notifications=created)
     unread_changed(*recipients)
@@ -48,11 +65,19 @@ def follow_notify(*, follower_id: int, followee_id: int, event_id: uuid.UUID, cr
         return False
     _lock("follow", followee_id, follower_id)
     since = created_at - timedelta(seconds=settings.NOTIFY_GROUP_WINDOW)
-    if Notification.objects.filter(recipient_id=followee_id, actor_id=follower_id, kind=Notification.Kind.FOLLOW,
-                                   created_at__gte=since).exists():
+    if Notification.objects.filter(
+        recipient_id=followee_id, actor_id=follower_id, kind=Notification.Kind.FOLLOW, created_at__gte=since
+    ).exists():
         return False
-    return bool(notifications_create(kind=Notification.Kind.FOLLOW, actor_id=follower_id, recipient_ids=[followee_id],
-                                     event_id=event_id, created_at=created_at))
+    return bool(
+        notifications_create(
+            kind=Notification.Kind.FOLLOW,
+            actor_id=follower_id,
+            recipient_ids=[followee_id],
+            event_id=event_id,
+            created_at=created_at,
+        )
+    )
 
 
 @transaction.atomic
@@ -65,9 +90,11 @@ def like_notify(*, liker_id: int, author_id: int, post_id: int, event_id: uuid.U
         return False
     _lock("like", author_id, post_id)
     since = created_at - timedelta(seconds=settings.NOTIFY_GROUP_WINDOW)
-    recent = list(Notification.objects.filter(recipient_id=author_id, post_id=post_id, kind=Notification.Kind.LIKE,
-                                              created_at__gte=since).order_by("-id")
-                  .values("id", "actor_id", "actor_ids", "actor_count", "read_at")[:20])
+    recent = list(
+        Notification.objects.filter(recipient_id=author_id, post_id=post_id, kind=Notification.Kind.LIKE, created_at__gte=since)
+        .order_by("-id")
+        .values("id", "actor_id", "actor_ids", "actor_count", "read_at")[:20]
+    )
     if any(liker_id == r["actor_id"] or liker_id in r["actor_ids"] for r in recent):
         return False
     head = next((r for r in recent if r["read_at"] is None), None)
@@ -77,9 +104,16 @@ def like_notify(*, liker_id: int, author_id: int, post_id: int, event_id: uuid.U
         ids = [liker_id, *head["actor_ids"]][:GROUP_IDS_KEPT]
         Notification.objects.filter(recipient_id=author_id, id=head["id"]).delete()
         device_services.deliveries_forget(notification_ids=[head["id"]])
-    row = Notification.objects.create(recipient_id=author_id, kind=Notification.Kind.LIKE, actor_id=liker_id,
-                                      post_id=post_id, event_id=event_id, created_at=created_at,
-                                      actor_count=count, actor_ids=ids)
+    row = Notification.objects.create(
+        recipient_id=author_id,
+        kind=Notification.Kind.LIKE,
+        actor_id=liker_id,
+        post_id=post_id,
+        event_id=event_id,
+        created_at=created_at,
+        actor_count=count,
+        actor_ids=ids,
+    )
     device_services.deliveries_create(notifications=[row])
     unread_changed(author_id)
     return True
@@ -101,7 +135,7 @@ def notifications_mark_read(*, recipient_id: int, ids: list[int] | None = None, 
     else:
         wanted = ids or []
         for start in range(0, len(wanted), BATCH):
-            updated += mine_unread.filter(id__in=wanted[start:start + BATCH]).update(read_at=now)
+            updated += mine_unread.filter(id__in=wanted[start : start + BATCH]).update(read_at=now)
     if updated:
         unread_changed(recipient_id)
     return updated
@@ -110,8 +144,9 @@ def notifications_mark_read(*, recipient_id: int, ids: list[int] | None = None, 
 @transaction.atomic
 def notifications_delete_for_user(*, user_id: int) -> int:
     """A deleted account: its notifications, and those it caused for others, go."""
-    affected = set(Notification.objects.filter(actor_id=user_id, read_at__isnull=True)
-                   .values_list("recipient_id", flat=True).distinct())
+    affected = set(
+        Notification.objects.filter(actor_id=user_id, read_at__isnull=True).values_list("recipient_id", flat=True).distinct()
+    )
     deleted, _ = Notification.objects.filter(recipient_id=user_id).delete()
     deleted_by_actor, _ = Notification.objects.filter(actor_id=user_id).delete()
     unread_changed(user_id, *affected)
@@ -120,8 +155,9 @@ def notifications_delete_for_user(*, user_id: int) -> int:
 
 @transaction.atomic
 def notifications_delete_for_post(*, post_id: int) -> int:
-    affected = set(Notification.objects.filter(post_id=post_id, read_at__isnull=True)
-                   .values_list("recipient_id", flat=True).distinct())
+    affected = set(
+        Notification.objects.filter(post_id=post_id, read_at__isnull=True).values_list("recipient_id", flat=True).distinct()
+    )
     deleted, _ = Notification.objects.filter(post_id=post_id).delete()
     unread_changed(*affected)
     return deleted

@@ -12,9 +12,17 @@ from shared.env import env_int
 from shared.events.celery_app import make_celery
 
 app = make_celery("notifications")
-app.conf.beat_schedule.update({
-    "notification-partitions": {"task": "notifications.partitions_maintain", "schedule": crontab(minute=7, hour="*/6"),
-                                "options": {"queue": "notifications"}},
-    "push-sweep": {"task": "devices.push_sweep", "schedule": timedelta(seconds=env_int("PUSH_SWEEP_SECONDS", 30)),
-                   "options": {"queue": "notifications"}},
-})
+app.conf.beat_schedule.update(
+    {
+        "notification-partitions": {
+            "task": "notifications.partitions_maintain",
+            "schedule": crontab(minute=7, hour="*/6"),
+            "options": {"queue": "notifications"},
+        },
+        "push-sweep": {
+            "task": "devices.push_sweep",
+            "schedule": timedelta(seconds=env_int("PUSH_SWEEP_SECONDS", 30)),
+            "options": {"queue": "notifications"},
+        },
+    }
+)

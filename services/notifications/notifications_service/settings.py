@@ -4,8 +4,7 @@ from shared.django_settings import service_settings
 from shared.env import env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-globals().update(service_settings("notifications", base_dir=BASE_DIR,
-                                  apps=["shared.events", "notifications", "devices"]))
+globals().update(service_settings("notifications", base_dir=BASE_DIR, apps=["shared.events", "notifications", "devices"]))
 
 # users' internal API, for actor profiles (batch call, cached in Redis, refreshed by user.updated)
 USERS_URL = env_str("USERS_URL", "http://127.0.0.1:8100")

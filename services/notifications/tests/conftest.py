@@ -17,8 +17,13 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.fixture(scope="session")
 def users_url():
     """The real users service (gunicorn), as notifications meets it in production."""
-    env = {**os.environ, "DATABASE_URL": os.environ["USERS_DATABASE_URL"], "DJANGO_SETTINGS_MODULE": "users_service.settings",
-           "GUNICORN_WORKERS": "1", "THROTTLE_REGISTER_IP": "100000/min"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
+        "DJANGO_SETTINGS_MODULE": "users_service.settings",
+        "GUNICORN_WORKERS": "1",
+        "THROTTLE_REGISTER_IP": "100000/min",
+    }
     cwd = ROOT / "services" / "users"
     subprocess.run([sys.executable, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
     users = ServiceProcess(cwd, "users", env, quiet=False)
@@ -56,9 +61,16 @@ def register(users_url):
 
     def make(prefix: str = "u", display_name: str = "") -> RegisteredUser:
         name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-        response = httpx.post(f"{users_url}/api/v1/auth/register", json={
-            "username": name, "email": f"{name}@example.com", "password": "correct horse battery staple",
-            "display_name": display_name or name.upper()}, timeout=10)
+        response = httpx.post(
+            f"{users_url}/api/v1/auth/register",
+            json={
+                "username": name,
+                "email": f"{name}@example.com",
+                "password": "correct horse battery staple",
+                "display_name": display_name or name.upper(),
+            },
+            timeout=10,
+        )
         assert response.status_code == 201, response.text
         return RegisteredUser(response.json())
 
@@ -85,8 +97,17 @@ def deliver(django_capture_on_commit_callbacks):
     def run(type_: str, data: dict, *, event_id: uuid.UUID | None = None, producer: str = "users") -> tuple[bool, dict]:
         from django.utils import timezone
 
-        envelope = envelope_to(Event(id=event_id or uuid.uuid4(), type=type_, version=1, occurred_at=timezone.now(),
-                                     producer=producer, data=data, request_id="req-test"))
+        envelope = envelope_to(
+            Event(
+                id=event_id or uuid.uuid4(),
+                type=type_,
+                version=1,
+                occurred_at=timezone.now(),
+                producer=producer,
+                data=data,
+                request_id="req-test",
+            )
+        )
         with django_capture_on_commit_callbacks(execute=True):
             applied = dispatch(envelope)
         return applied, envelope

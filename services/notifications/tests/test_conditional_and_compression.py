@@ -19,9 +19,9 @@ def alice_and_fans(register, deliver):
     return alice, fans
 
 
-def test_unread_count_etag_304_without_queries_and_after_a_change(alice_and_fans, client_for,
-                                                                   django_capture_on_commit_callbacks,
-                                                                   django_assert_num_queries):
+def test_unread_count_etag_304_without_queries_and_after_a_change(
+    alice_and_fans, client_for, django_capture_on_commit_callbacks, django_assert_num_queries
+):
     alice, fans = alice_and_fans
     client = client_for(alice)
     first = client.get("/api/v1/notifications/unread-count")  # computes and caches the count

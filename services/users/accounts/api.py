@@ -63,8 +63,13 @@ class AuthSerializer(TokenPairSerializer):
 
 
 def _auth_body(user, pair) -> dict:
-    return {"user": OwnProfileSerializer(user).data, "access": pair.access, "refresh": pair.refresh,
-            "token_type": "Bearer", "expires_in": pair.expires_in}
+    return {
+        "user": OwnProfileSerializer(user).data,
+        "access": pair.access,
+        "refresh": pair.refresh,
+        "token_type": "Bearer",
+        "expires_in": pair.expires_in,
+    }
 
 
 class RegisterApi(APIView):
@@ -82,8 +87,12 @@ class RegisterApi(APIView):
         class Meta:
             ref_name = "Register"
 
-    @extend_schema(operation_id="auth_register", tags=["auth"], request=InputSerializer,
-                   responses={201: AuthSerializer, **problems(*BODY, 429)})
+    @extend_schema(
+        operation_id="auth_register",
+        tags=["auth"],
+        request=InputSerializer,
+        responses={201: AuthSerializer, **problems(*BODY, 429)},
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -110,8 +119,12 @@ class LoginApi(APIView):
                 raise ValidationError({"username": ["Give a username or an email."]})
             return attrs
 
-    @extend_schema(operation_id="auth_login", tags=["auth"], request=InputSerializer,
-                   responses={200: AuthSerializer, **problems(*BODY, 401, 429)})
+    @extend_schema(
+        operation_id="auth_login",
+        tags=["auth"],
+        request=InputSerializer,
+        responses={200: AuthSerializer, **problems(*BODY, 401, 429)},
+    )
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -129,20 +142,28 @@ class RefreshApi(APIView):
     authentication_classes: list = []
     permission_classes: list = []
 
-    @extend_schema(operation_id="auth_refresh", tags=["auth"], request=RefreshInputSerializer,
-                   responses={200: TokenPairSerializer, **problems(*BODY, 401)},
-                   description="Rotates the refresh token; a reused one is 401 and revokes its whole family.")
+    @extend_schema(
+        operation_id="auth_refresh",
+        tags=["auth"],
+        request=RefreshInputSerializer,
+        responses={200: TokenPairSerializer, **problems(*BODY, 401)},
+        description="Rotates the refresh token; a reused one is 401 and revokes its whole family.",
+    )
     def post(self, request):
         data = RefreshInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         pair = services.token_refresh(refresh=data.validated_data["refresh"])
-        return Response({"access": pair.access, "refresh": pair.refresh, "token_type": "Bearer",
-                         "expires_in": pair.expires_in})
+        return Response({"access": pair.access, "refresh": pair.refresh, "token_type": "Bearer", "expires_in": pair.expires_in})
 
 
 class LogoutApi(APIView):
-    @extend_schema(operation_id="auth_logout", tags=["auth"], request=RefreshInputSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(*BODY, 401, 409, 422)})
+    @extend_schema(
+        operation_id="auth_logout",
+        tags=["auth"],
+        request=RefreshInputSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={204: None, **problems(*BODY, 401, 409, 422)},
+    )
     @idempotent(scope="auth.logout")
     def post(self, request):
         data = RefreshInputSerializer(data=request.data)
@@ -181,9 +202,13 @@ class MeApi(APIView):
             raise NotFound("This account no longer exists.")
         return Response(OwnProfileSerializer(user).data)
 
-    @extend_schema(operation_id="users_me_update", tags=["users"], request=UpdateSerializer,
-                   parameters=[IDEMPOTENCY_KEY],
-                   responses={200: OwnProfileSerializer, **problems(*BODY, 401, 404, 409, 422)})
+    @extend_schema(
+        operation_id="users_me_update",
+        tags=["users"],
+        request=UpdateSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={200: OwnProfileSerializer, **problems(*BODY, 401, 404, 409, 422)},
+    )
     @idempotent(scope="users.me.update")
     def patch(self, request):
         data = self.UpdateSerializer(data=request.data)
@@ -191,9 +216,14 @@ class MeApi(APIView):
         user = services.user_update(user_id=request.user.id, **data.validated_data)
         return Response(OwnProfileSerializer(user).data)
 
-    @extend_schema(operation_id="users_me_delete", tags=["users"], request=DeleteSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(*BODY, 401, 403, 404, 409, 422, 429)},
-                   description="Deletes the account; asks for the password again (403 `wrong-password` when wrong).")
+    @extend_schema(
+        operation_id="users_me_delete",
+        tags=["users"],
+        request=DeleteSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={204: None, **problems(*BODY, 401, 403, 404, 409, 422, 429)},
+        description="Deletes the account; asks for the password again (403 `wrong-password` when wrong).",
+    )
     @idempotent(scope="users.me.delete")
     def delete(self, request):
         data = self.DeleteSerializer(data=request.data)
@@ -206,9 +236,18 @@ class JwksApi(APIView):
     authentication_classes: list = []
     permission_classes: list = []
 
-    @extend_schema(operation_id="jwks", tags=["auth"], responses={200: inline_serializer("Jwks", fields={
-        "keys": serializers.ListField(child=serializers.DictField(), help_text="Public JWKs (OKP/Ed25519)."),
-    })})
+    @extend_schema(
+        operation_id="jwks",
+        tags=["auth"],
+        responses={
+            200: inline_serializer(
+                "Jwks",
+                fields={
+                    "keys": serializers.ListField(child=serializers.DictField(), help_text="Public JWKs (OKP/Ed25519)."),
+                },
+            )
+        },
+    )
     def get(self, request):
         response = Response(keys.jwks())
         response["Cache-Control"] = "public, max-age=300"

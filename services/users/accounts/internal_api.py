@@ -19,9 +19,20 @@ class UsersBatchApi(InternalApiView):
 
     allowed_callers = frozenset({"feed", "notifications"})
 
-    @extend_schema(operation_id="internal_users_batch", tags=["internal"], parameters=[OpenApiParameter(
-        "ids", {"type": "string", "pattern": r"^[0-9]{1,19}(,[0-9]{1,19}){0,99}$"}, OpenApiParameter.QUERY, required=True,
-        description="1 to 100 comma-separated user ids.")], responses={200: SUMMARIES, **problems(400, 401, 403)})
+    @extend_schema(
+        operation_id="internal_users_batch",
+        tags=["internal"],
+        parameters=[
+            OpenApiParameter(
+                "ids",
+                {"type": "string", "pattern": r"^[0-9]{1,19}(,[0-9]{1,19}){0,99}$"},
+                OpenApiParameter.QUERY,
+                required=True,
+                description="1 to 100 comma-separated user ids.",
+            )
+        ],
+        responses={200: SUMMARIES, **problems(400, 401, 403)},
+    )
     def get(self, request):
         ids = parse_id_list(request.query_params.get("ids"))
         rows = selectors.summaries_by_ids(ids=ids)
@@ -33,10 +44,20 @@ class UsersByUsernameApi(InternalApiView):
 
     allowed_callers = frozenset({"feed"})
 
-    @extend_schema(operation_id="internal_users_by_username", tags=["internal"], parameters=[OpenApiParameter(
-        "usernames", {"type": "string", "pattern": USERNAMES_PATTERN},
-        OpenApiParameter.QUERY, required=True, description="1 to 100 comma-separated usernames.")],
-        responses={200: SUMMARIES, **problems(400, 401, 403)})
+    @extend_schema(
+        operation_id="internal_users_by_username",
+        tags=["internal"],
+        parameters=[
+            OpenApiParameter(
+                "usernames",
+                {"type": "string", "pattern": USERNAMES_PATTERN},
+                OpenApiParameter.QUERY,
+                required=True,
+                description="1 to 100 comma-separated usernames.",
+            )
+        ],
+        responses={200: SUMMARIES, **problems(400, 401, 403)},
+    )
     def get(self, request):
         names = [n for n in (request.query_params.get("usernames") or "").split(",") if n]
         if not names or len(names) > MAX_IDS_PER_CALL or not all(is_username(n) for n in names):

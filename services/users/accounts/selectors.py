@@ -43,8 +43,9 @@ def profile_by_username(*, username: str) -> dict | None:
     key = _profile_key(username)
     profile = cache.get(key)
     if profile is None:
-        profile = (User.objects.alias(username_ci=Lower("username")).filter(username_ci=username.lower())
-                   .values(*PROFILE_FIELDS).first())
+        profile = (
+            User.objects.alias(username_ci=Lower("username")).filter(username_ci=username.lower()).values(*PROFILE_FIELDS).first()
+        )
         if profile is None:
             return None
         cache.set(key, profile, settings.PROFILE_CACHE_SECONDS)
@@ -61,8 +62,9 @@ def summaries_by_ids(*, ids: Iterable[int]) -> list[dict]:
 
 def summaries_by_usernames(*, usernames: Iterable[str]) -> list[dict]:
     lowered = sorted({u.lower() for u in usernames})
-    return list(User.objects.alias(username_ci=Lower("username")).filter(username_ci__in=lowered)
-                .values(*SUMMARY_FIELDS).order_by("id"))
+    return list(
+        User.objects.alias(username_ci=Lower("username")).filter(username_ci__in=lowered).values(*SUMMARY_FIELDS).order_by("id")
+    )
 
 
 def user_by_id(*, user_id: int) -> User | None:

@@ -51,8 +51,12 @@ def access_token_issue(*, user: User, sid: uuid.UUID | None = None) -> str:
     key = active_key()
     now = int(timezone.now().timestamp())
     claims = {
-        "iss": settings.JWT_ISSUER, "aud": settings.JWT_AUDIENCE, "sub": str(user.id),
-        "username": user.username, "iat": now, "exp": now + settings.ACCESS_TOKEN_TTL,
+        "iss": settings.JWT_ISSUER,
+        "aud": settings.JWT_AUDIENCE,
+        "sub": str(user.id),
+        "username": user.username,
+        "iat": now,
+        "exp": now + settings.ACCESS_TOKEN_TTL,
         "jti": uuid.uuid4().hex,
     }
     if sid is not None:
@@ -63,7 +67,9 @@ def access_token_issue(*, user: User, sid: uuid.UUID | None = None) -> str:
 def _refresh_token_create(*, user_id: int, family: uuid.UUID) -> str:
     token = secrets.token_urlsafe(32)
     RefreshToken.objects.create(
-        user_id=user_id, family=family, token_hash=_hash(token),
+        user_id=user_id,
+        family=family,
+        token_hash=_hash(token),
         expires_at=timezone.now() + timedelta(seconds=settings.REFRESH_TOKEN_TTL),
     )
     return token
@@ -71,9 +77,11 @@ def _refresh_token_create(*, user_id: int, family: uuid.UUID) -> str:
 
 def token_pair_issue(*, user: User, family: uuid.UUID | None = None) -> TokenPair:
     family = family or uuid.uuid4()
-    return TokenPair(access=access_token_issue(user=user, sid=family),
-                     refresh=_refresh_token_create(user_id=user.id, family=family),
-                     expires_in=settings.ACCESS_TOKEN_TTL)
+    return TokenPair(
+        access=access_token_issue(user=user, sid=family),
+        refresh=_refresh_token_create(user_id=user.id, family=family),
+        expires_in=settings.ACCESS_TOKEN_TTL,
+    )
 
 
 def _display_name_check(*, display_name: str, own_username: str) -> None:
@@ -134,8 +142,7 @@ def token_refresh(*, refresh: str) -> TokenPair:
     legitimate holder and the thief both lose it, and the user logs in again."""
     reused = False
     with transaction.atomic():
-        row = (RefreshToken.objects.select_for_update().select_related("user")
-               .filter(token_hash=_hash(refresh)).first())
+        row = RefreshToken.objects.select_for_update().select_related("user").filter(token_hash=_hash(refresh)).first()
         if row is None or row.revoked_at is not None or row.expires_at <= timezone.now():
             raise CredentialsRejected("Invalid refresh token.")
         if row.used_at is not None:
@@ -170,8 +177,15 @@ def user_update(*, user_id: int, **fields) -> User:
     user.updated_at = timezone.now()
     user.save(update_fields=[*fields, "updated_at"])
     if set(fields) & PUBLIC_SUMMARY_FIELDS:  # what other services show of a user (bio is not)
-        publish("user.updated", {"user_id": str(user.id), "username": user.username,
-                                 "display_name": user.display_name, "avatar_url": user.avatar_url})
+        publish(
+            "user.updated",
+            {
+                "user_id": str(user.id),
+                "username": user.username,
+                "display_name": user.display_name,
+                "avatar_url": user.avatar_url,
+            },
+        )
     profiles_forget_on_commit(user.username)
     return user
 
@@ -203,8 +217,9 @@ def user_delete(*, user_id: int, password: str) -> None:
     if user is None:
         raise NotFound("This account no longer exists.")
     if not check_password(password, user.password):
-        raise NotAllowed("The password is not correct; the account was not deleted.", code="wrong-password",
-                         title="Wrong password")
+        raise NotAllowed(
+            "The password is not correct; the account was not deleted.", code="wrong-password", title="Wrong password"
+        )
     followees = Follow.objects.filter(follower_id=user_id).values("followee_id")
     followers = Follow.objects.filter(followee_id=user_id).values("follower_id")
     names = list(User.objects.filter(Q(id__in=followees) | Q(id__in=followers)).values_list("username", flat=True))

@@ -40,27 +40,41 @@ FOLLOW_RESULT = inline_serializer("FollowResult", fields={"following": serialize
 
 
 class UserDetailApi(APIView):
-    @extend_schema(operation_id="users_get", tags=["users"], parameters=[USERNAME_PATH],
-                   responses={200: UserProfileSerializer, **problems(401, 404)})
+    @extend_schema(
+        operation_id="users_get",
+        tags=["users"],
+        parameters=[USERNAME_PATH],
+        responses={200: UserProfileSerializer, **problems(401, 404)},
+    )
     def get(self, request, username: str):
         profile = _user_or_404(username)
         body = PublicProfileSerializer(profile).data
-        body["is_following"] = (profile["id"] != request.user.id and
-                                selectors.is_following(follower_id=request.user.id, followee_id=profile["id"]))
+        body["is_following"] = profile["id"] != request.user.id and selectors.is_following(
+            follower_id=request.user.id, followee_id=profile["id"]
+        )
         return Response(body)
 
 
 class FollowApi(APIView):
-    @extend_schema(operation_id="users_follow", tags=["follows"], request=None, parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
-                   responses={201: FOLLOW_RESULT, 200: FOLLOW_RESULT, **problems(400, 401, 404, 409, 422)},
-                   description="Idempotent: 201 when the follow is new, 200 when it already existed.")
+    @extend_schema(
+        operation_id="users_follow",
+        tags=["follows"],
+        request=None,
+        parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
+        responses={201: FOLLOW_RESULT, 200: FOLLOW_RESULT, **problems(400, 401, 404, 409, 422)},
+        description="Idempotent: 201 when the follow is new, 200 when it already existed.",
+    )
     @idempotent(scope="users.follow")
     def post(self, request, username: str):
         created = services.follow_create(follower_id=request.user.id, followee_username=_valid_name(username))
         return Response({"following": True}, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 
-    @extend_schema(operation_id="users_unfollow", tags=["follows"], parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
-                   responses={204: None, **problems(400, 401, 404, 409, 422)})
+    @extend_schema(
+        operation_id="users_unfollow",
+        tags=["follows"],
+        parameters=[USERNAME_PATH, IDEMPOTENCY_KEY],
+        responses={204: None, **problems(400, 401, 404, 409, 422)},
+    )
     @idempotent(scope="users.unfollow")
     def delete(self, request, username: str):
         services.follow_delete(follower_id=request.user.id, followee_username=_valid_name(username))
@@ -75,24 +89,31 @@ def _profile_list(request, username: str, *, selector, prefix: str, salt: str) -
     rows = selector(user_id=user["id"], before_id=page.position, limit=page.limit)
 
     def serialize(batch):
-        profiles = [{field: row[f"{prefix}__{field}"] for field in ("id", "username", "display_name", "avatar_url")}
-                    for row in batch]
+        profiles = [
+            {field: row[f"{prefix}__{field}"] for field in ("id", "username", "display_name", "avatar_url")} for row in batch
+        ]
         return ProfileSummarySerializer(profiles, many=True).data
 
     return Response(page_response(rows, page, salt=salt, key=lambda row: row["id"], serialize=serialize))
 
 
 class FollowersApi(APIView):
-    @extend_schema(operation_id="users_followers", tags=["follows"], parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
-                   responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)})
+    @extend_schema(
+        operation_id="users_followers",
+        tags=["follows"],
+        parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
+        responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)},
+    )
     def get(self, request, username: str):
-        return _profile_list(request, username, selector=selectors.followers_page, prefix="follower",
-                             salt="followers")
+        return _profile_list(request, username, selector=selectors.followers_page, prefix="follower", salt="followers")
 
 
 class FollowingApi(APIView):
-    @extend_schema(operation_id="users_following", tags=["follows"], parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
-                   responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)})
+    @extend_schema(
+        operation_id="users_following",
+        tags=["follows"],
+        parameters=[USERNAME_PATH, *CURSOR_PARAMETERS],
+        responses={200: page_of(ProfileSummarySerializer), **problems(400, 401, 404)},
+    )
     def get(self, request, username: str):
-        return _profile_list(request, username, selector=selectors.following_page, prefix="followee",
-                             salt="following")
+        return _profile_list(request, username, selector=selectors.following_page, prefix="followee", salt="following")

@@ -19,15 +19,22 @@ class FollowerIdsApi(InternalApiView):
     allowed_callers = frozenset({"feed"})
 
     @extend_schema(
-        operation_id="internal_follower_ids", tags=["internal"],
+        operation_id="internal_follower_ids",
+        tags=["internal"],
         parameters=[
             OpenApiParameter("user_id", {"type": "integer", "minimum": 0}, OpenApiParameter.PATH),
             OpenApiParameter("after", {"type": "string", "pattern": r"^[0-9]{1,19}$"}, OpenApiParameter.QUERY),
-            OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000},
-                             OpenApiParameter.QUERY)],
-        responses={200: inline_serializer("FollowerIds", fields={
-            "ids": serializers.ListField(child=IdField()), "next_after": IdField(allow_null=True)}),
-            **problems(400, 401, 403, 404)})
+            OpenApiParameter(
+                "limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE, "default": 1000}, OpenApiParameter.QUERY
+            ),
+        ],
+        responses={
+            200: inline_serializer(
+                "FollowerIds", fields={"ids": serializers.ListField(child=IdField()), "next_after": IdField(allow_null=True)}
+            ),
+            **problems(400, 401, 403, 404),
+        },
+    )
     def get(self, request, user_id: int):
         try:
             limit = int(request.query_params.get("limit", 1000))

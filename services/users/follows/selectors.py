@@ -17,16 +17,22 @@ def followers_page(*, user_id: int, before_id: int | None, limit: int) -> list[M
     rows = Follow.objects.filter(followee_id=user_id)
     if before_id is not None:
         rows = rows.filter(id__lt=before_id)
-    return list(rows.order_by("-id").values(
-        "id", "follower__id", "follower__username", "follower__display_name", "follower__avatar_url")[: limit + 1])
+    return list(
+        rows.order_by("-id").values("id", "follower__id", "follower__username", "follower__display_name", "follower__avatar_url")[
+            : limit + 1
+        ]
+    )
 
 
 def following_page(*, user_id: int, before_id: int | None, limit: int) -> list[Mapping[str, Any]]:
     rows = Follow.objects.filter(follower_id=user_id)
     if before_id is not None:
         rows = rows.filter(id__lt=before_id)
-    return list(rows.order_by("-id").values(
-        "id", "followee__id", "followee__username", "followee__display_name", "followee__avatar_url")[: limit + 1])
+    return list(
+        rows.order_by("-id").values("id", "followee__id", "followee__username", "followee__display_name", "followee__avatar_url")[
+            : limit + 1
+        ]
+    )
 
 
 def follower_ids_page(*, user_id: int, after_id: int | None, limit: int) -> list[int]:

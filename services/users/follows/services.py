@@ -15,8 +15,10 @@ from shared.events import publish
 
 
 def _counts_shift(*, follower_id: int, followee_id: int, delta: int) -> None:
-    updates = {follower_id: {"following_count": F("following_count") + delta},
-               followee_id: {"followers_count": F("followers_count") + delta}}
+    updates = {
+        follower_id: {"following_count": F("following_count") + delta},
+        followee_id: {"followers_count": F("followers_count") + delta},
+    }
     for user_id in sorted(updates):
         User.objects.filter(id=user_id).update(**updates[user_id])
 

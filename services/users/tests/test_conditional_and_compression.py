@@ -47,8 +47,9 @@ def test_own_profile_and_tokens_get_no_etag_and_no_compression(make_user, client
     assert me.status_code == 200 and me["Cache-Control"] == "no-store"
     assert not me.has_header("ETag") and not me.has_header("Content-Encoding")
     assert me.json()["email"] == "dora@example.com"
-    login = APIClient().post("/api/v1/auth/login", {"username": "dora", "password": PASSWORD}, format="json",
-                             HTTP_ACCEPT_ENCODING="gzip")
+    login = APIClient().post(
+        "/api/v1/auth/login", {"username": "dora", "password": PASSWORD}, format="json", HTTP_ACCEPT_ENCODING="gzip"
+    )
     assert login.status_code == 200 and login["Cache-Control"] == "no-store"
     assert not login.has_header("Content-Encoding") and "access" in login.json()
 
@@ -81,8 +82,7 @@ def test_follower_list_is_gzipped_when_accepted(alice, make_user, client_for):
     refused = client.get("/api/v1/users/alice/followers", HTTP_ACCEPT_ENCODING="gzip;q=0, *")
     assert not refused.has_header("Content-Encoding") and refused.content == plain.content
     # a 304 carries the Vary of the 200 it stands for
-    not_modified = client.get("/api/v1/users/alice/followers", HTTP_ACCEPT_ENCODING="gzip",
-                              HTTP_IF_NONE_MATCH=packed["ETag"])
+    not_modified = client.get("/api/v1/users/alice/followers", HTTP_ACCEPT_ENCODING="gzip", HTTP_IF_NONE_MATCH=packed["ETag"])
     assert not_modified.status_code == 304 and not_modified.content == b""
     assert "Accept-Encoding" in not_modified["Vary"] and not not_modified.has_header("Content-Encoding")
 
@@ -106,8 +106,9 @@ def test_an_already_encoded_body_is_left_alone(rf):
     from shared.compression import CompressionMiddleware
 
     body = b'{"x":"' + b"a" * 4000 + b'"}'
-    encoded = CompressionMiddleware(lambda request: HttpResponse(
-        body, content_type="application/json", headers={"Content-Encoding": "br"}))
+    encoded = CompressionMiddleware(
+        lambda request: HttpResponse(body, content_type="application/json", headers={"Content-Encoding": "br"})
+    )
     response = encoded(rf.get("/api/v1/users/alice", HTTP_ACCEPT_ENCODING="gzip"))
     assert response["Content-Encoding"] == "br" and response.content == body
     plain = CompressionMiddleware(lambda request: HttpResponse(body, content_type="application/json"))

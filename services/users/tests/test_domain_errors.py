@@ -18,20 +18,34 @@ def handled(exc: Exception):
     return response
 
 
-@pytest.mark.parametrize(("exc", "status", "code", "title"), [
-    (errors.InvalidInput({"body": ["Too long."]}), 400, "validation-error", "Invalid input"),
-    (errors.CredentialsRejected("Invalid refresh token."), 401, "invalid-token", "Authentication failed"),
-    (errors.NotAllowed("Only the author can delete a post.", code="not-post-author"), 403, "not-post-author",
-     "Forbidden"),
-    (errors.NotFound("No such post."), 404, "not-found", "Not found"),
-    (errors.Conflict("Already there."), 409, "conflict", "Conflict"),
-    (errors.RuleViolated("You cannot follow yourself.", code="cannot-follow-self", title="Cannot follow self"),
-     422, "cannot-follow-self", "Cannot follow self"),
-    (errors.LimitReached("At most 50 mentions an hour.", code="mention-rate-limited", retry_after=120), 429,
-     "mention-rate-limited", "Too many requests"),
-    (errors.DependencyUnavailable("Users cannot be reached.", retry_after=1), 503, "dependency-unavailable",
-     "Service unavailable"),
-])
+@pytest.mark.parametrize(
+    ("exc", "status", "code", "title"),
+    [
+        (errors.InvalidInput({"body": ["Too long."]}), 400, "validation-error", "Invalid input"),
+        (errors.CredentialsRejected("Invalid refresh token."), 401, "invalid-token", "Authentication failed"),
+        (errors.NotAllowed("Only the author can delete a post.", code="not-post-author"), 403, "not-post-author", "Forbidden"),
+        (errors.NotFound("No such post."), 404, "not-found", "Not found"),
+        (errors.Conflict("Already there."), 409, "conflict", "Conflict"),
+        (
+            errors.RuleViolated("You cannot follow yourself.", code="cannot-follow-self", title="Cannot follow self"),
+            422,
+            "cannot-follow-self",
+            "Cannot follow self",
+        ),
+        (
+            errors.LimitReached("At most 50 mentions an hour.", code="mention-rate-limited", retry_after=120),
+            429,
+            "mention-rate-limited",
+            "Too many requests",
+        ),
+        (
+            errors.DependencyUnavailable("Users cannot be reached.", retry_after=1),
+            503,
+            "dependency-unavailable",
+            "Service unavailable",
+        ),
+    ],
+)
 def test_each_domain_error_has_one_status_and_a_problem_body(exc, status, code, title):
     response = handled(exc)
     assert (response.get("X-Failure-Cause") == "dependency") == isinstance(exc, errors.DependencyUnavailable)
@@ -62,15 +76,21 @@ def test_rejected_credentials_ask_for_a_bearer_token_again():
 
 
 def test_every_class_has_a_status():
-    leaves = [cls for cls in vars(errors).values()
-              if isinstance(cls, type) and issubclass(cls, errors.DomainError) and cls is not errors.DomainError]
+    leaves = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, errors.DomainError) and cls is not errors.DomainError
+    ]
     assert sorted(c.__name__ for c in leaves) == sorted(c.__name__ for c in errors.STATUS)
 
 
-@pytest.mark.parametrize("error", [
-    OperationalError("terminating connection due to administrator command"),
-    InterfaceError("connection already closed"),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        OperationalError("terminating connection due to administrator command"),
+        InterfaceError("connection already closed"),
+    ],
+)
 def test_a_database_that_is_away_is_a_503_the_client_may_retry(error):
     """Postgres restarting mid-request (make chaos's postgres-restart fault) is not a 500."""
     response = handled(error)

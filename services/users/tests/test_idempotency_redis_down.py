@@ -29,8 +29,11 @@ def test_follow_keys_hold_while_redis_is_unreachable(make_user):
     alice, _ = make_user("alice")
     make_user("bob")
     make_user("carol")
-    users = ServiceProcess(USERS_DIR, "users", {**os.environ, "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "2",
-                                               "REDIS_URL": f"redis://127.0.0.1:{_unused_port()}/0"})
+    users = ServiceProcess(
+        USERS_DIR,
+        "users",
+        {**os.environ, "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "2", "REDIS_URL": f"redis://127.0.0.1:{_unused_port()}/0"},
+    )
     headers = {"Authorization": f"Bearer {account_services.access_token_issue(user=alice)}", "Idempotency-Key": "k-1"}
     try:
         first = httpx.post(users.url + "/api/v1/users/bob/follow", headers=headers, timeout=30)

@@ -16,10 +16,12 @@ pytestmark = pytest.mark.django_db
 
 def test_batch_profiles(alice, bob, service_client):
     body = service_client.get(f"/internal/v1/users?ids={bob.id},{alice.id},999999").json()
-    assert body == {"results": [
-        {"id": str(alice.id), "username": "alice", "display_name": "alice", "avatar_url": ""},
-        {"id": str(bob.id), "username": "bob", "display_name": "bob", "avatar_url": ""},
-    ]}
+    assert body == {
+        "results": [
+            {"id": str(alice.id), "username": "alice", "display_name": "alice", "avatar_url": ""},
+            {"id": str(bob.id), "username": "bob", "display_name": "bob", "avatar_url": ""},
+        ]
+    }
 
 
 def test_by_username(alice, bob, service_client):
@@ -39,9 +41,15 @@ def test_follower_ids_keyset(make_user, service_client):
     assert rest == {"ids": expected[3:], "next_after": None}
 
 
-@pytest.mark.parametrize(("query", "status"), [
-    ("", 400), ("ids=a,b", 400), ("ids=" + ",".join(["1"] * 101), 400), ("ids=" + ",".join(["1"] * 100), 200),
-])
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("", 400),
+        ("ids=a,b", 400),
+        ("ids=" + ",".join(["1"] * 101), 400),
+        ("ids=" + ",".join(["1"] * 100), 200),
+    ],
+)
 def test_batch_bad_input(service_client, query, status):
     assert service_client.get(f"/internal/v1/users?{query}").status_code == status
 
@@ -63,15 +71,24 @@ def test_bad_service_credentials(alice, case):
         token = service_token("feed", "users", clock=lambda: 1_000_000)
     elif case == "wrong_typ":
         key = dev_signing_key("feed")
-        token = jwt.encode({"iss": "feed", "aud": "users", "iat": int(time.time()), "exp": int(time.time()) + 60},
-                           key.private_key, algorithm="EdDSA", headers={"kid": key.kid})
+        token = jwt.encode(
+            {"iss": "feed", "aud": "users", "iat": int(time.time()), "exp": int(time.time()) + 60},
+            key.private_key,
+            algorithm="EdDSA",
+            headers={"kid": key.kid},
+        )
     elif case == "hs256":  # the old shared-secret credential is not accepted any more
-        token = jwt.encode({"iss": "feed", "aud": "users", "exp": 4_000_000_000}, "a-shared-secret-of-32-bytes-or-more",
-                           algorithm="HS256", headers={"typ": "svc+jwt", "kid": "feed-dev"})
+        token = jwt.encode(
+            {"iss": "feed", "aud": "users", "exp": 4_000_000_000},
+            "a-shared-secret-of-32-bytes-or-more",
+            algorithm="HS256",
+            headers={"typ": "svc+jwt", "kid": "feed-dev"},
+        )
     if case != "none":
         client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    assert_problem(client.get(f"/internal/v1/users?ids={alice.id}"), 401, "invalid-token" if case != "none" else
-                   "not-authenticated")
+    assert_problem(
+        client.get(f"/internal/v1/users?ids={alice.id}"), 401, "invalid-token" if case != "none" else "not-authenticated"
+    )
 
 
 def test_a_service_cannot_sign_as_another(alice):
@@ -82,21 +99,25 @@ def test_a_service_cannot_sign_as_another(alice):
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {forged}")
     assert_problem(client.get(f"/internal/v1/users/by-username?usernames={alice.username}"), 401, "invalid-token")
     # and notifications' key under feed's kid name is still notifications' key
-    renamed = ServiceCredential(caller="feed", target="users",
-                                key=SigningKey("feed-dev", dev_signing_key("notifications").private_key))()
+    renamed = ServiceCredential(
+        caller="feed", target="users", key=SigningKey("feed-dev", dev_signing_key("notifications").private_key)
+    )()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {renamed}")
     assert_problem(client.get(f"/internal/v1/users/by-username?usernames={alice.username}"), 401, "invalid-token")
 
 
-@pytest.mark.parametrize(("caller", "path", "status"), [
-    ("feed", "/internal/v1/users?ids={id}", 200),
-    ("notifications", "/internal/v1/users?ids={id}", 200),
-    ("feed", "/internal/v1/users/by-username?usernames=alice", 200),
-    ("notifications", "/internal/v1/users/by-username?usernames=alice", 403),
-    ("feed", "/internal/v1/users/{id}/follower-ids", 200),
-    ("notifications", "/internal/v1/users/{id}/follower-ids", 403),
-    ("users", "/internal/v1/users?ids={id}", 403),
-])
+@pytest.mark.parametrize(
+    ("caller", "path", "status"),
+    [
+        ("feed", "/internal/v1/users?ids={id}", 200),
+        ("notifications", "/internal/v1/users?ids={id}", 200),
+        ("feed", "/internal/v1/users/by-username?usernames=alice", 200),
+        ("notifications", "/internal/v1/users/by-username?usernames=alice", 403),
+        ("feed", "/internal/v1/users/{id}/follower-ids", 200),
+        ("notifications", "/internal/v1/users/{id}/follower-ids", 403),
+        ("users", "/internal/v1/users?ids={id}", 403),
+    ],
+)
 def test_each_internal_route_admits_only_its_callers(alice, caller, path, status):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {service_token(caller, 'users')}")

@@ -24,8 +24,7 @@ def _follows_migrations_with(tmp_path, monkeypatch, settings, extra: str) -> Non
     """follows' real migrations plus `extra` as 0002, loaded in their place through MIGRATION_MODULES."""
     name = f"candidate_migrations_{uuid.uuid4().hex}"  # a fresh module: imports are cached per name
     package = tmp_path / name
-    shutil.copytree(Path(follows.migrations.__file__).parent, package,
-                    ignore=shutil.ignore_patterns("__pycache__", "0002_*"))
+    shutil.copytree(Path(follows.migrations.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__", "0002_*"))
     (package / "0002_candidate.py").write_text(extra)
     monkeypatch.syspath_prepend(str(tmp_path))
     settings.MIGRATION_MODULES = {"follows": name}
@@ -49,6 +48,10 @@ def test_a_dropped_column_fails_the_check(tmp_path, monkeypatch, settings):
 
 @pytest.mark.django_db
 def test_a_dropped_column_marked_as_the_contract_step_passes(tmp_path, monkeypatch, settings):
-    _follows_migrations_with(tmp_path, monkeypatch, settings, DROP_COLUMN.format(
-        marker='reviewed_for_rolling_deploy = "contract step: created_at unread since the release before"'))
+    _follows_migrations_with(
+        tmp_path,
+        monkeypatch,
+        settings,
+        DROP_COLUMN.format(marker='reviewed_for_rolling_deploy = "contract step: created_at unread since the release before"'),
+    )
     assert not lint_migrations(include_apps=["follows"]).has_errors

@@ -32,8 +32,9 @@ def test_schema_generates_without_warnings_and_documents_every_route():
     for method, path in INTERNAL_ROUTES:
         assert schema["paths"][path][method.lower()]["security"] == [{"serviceToken": []}]
     for method, path in [("POST", "/api/v1/auth/login"), ("POST", "/api/v1/auth/register")]:
-        assert "security" not in schema["paths"][path][method.lower()] or \
-            schema["paths"][path][method.lower()]["security"] == [{}]
+        assert "security" not in schema["paths"][path][method.lower()] or schema["paths"][path][method.lower()]["security"] == [
+            {}
+        ]
 
 
 def test_schema_is_served(api_client):

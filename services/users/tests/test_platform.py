@@ -82,9 +82,13 @@ def test_unhandled_error_is_problem_json_without_traceback():
     assert response.status_code == 500
     assert response["Content-Type"] == "application/problem+json"
     body = response.json()
-    assert body == {"type": "https://docs.social.example/problems/internal-error", "title": "Internal server error",
-                    "status": 500, "detail": "The server failed to handle this request; it has been logged.",
-                    "request_id": "req-boom"}
+    assert body == {
+        "type": "https://docs.social.example/problems/internal-error",
+        "title": "Internal server error",
+        "status": 500,
+        "detail": "The server failed to handle this request; it has been logged.",
+        "request_id": "req-boom",
+    }
 
 
 def test_openapi_schema(api_client):

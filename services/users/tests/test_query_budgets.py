@@ -39,17 +39,19 @@ def test_profile_budget(star_with_fans, client_for, django_assert_max_num_querie
         client.get("/api/v1/users/star")
 
 
-@pytest.mark.parametrize(("method", "path", "budget", "status"), [
-    ("get", "/api/v1/users/me", 1, 200),
-    ("patch", "/api/v1/users/me", 4, 200),  # savepoint, row lock, update, release
-    # a new follow: 2 savepoints + 2 releases, the caller's row lock (a deleted account cannot follow),
-    # the followee, the insert, both counters, the caller's username for the event, the outbox row
-    ("post", "/api/v1/users/newcomer/follow", 11, 201),
-    ("post", "/api/v1/users/fan1/follow", 8, 200),  # already following: nothing written
-    ("delete", "/api/v1/users/fan1/follow", 9, 204),  # + the outbox row (user.unfollowed), the caller's row lock
-])
-def test_endpoint_budgets(star_with_fans, make_user, client_for, django_assert_max_num_queries, method, path, budget,
-                          status):
+@pytest.mark.parametrize(
+    ("method", "path", "budget", "status"),
+    [
+        ("get", "/api/v1/users/me", 1, 200),
+        ("patch", "/api/v1/users/me", 4, 200),  # savepoint, row lock, update, release
+        # a new follow: 2 savepoints + 2 releases, the caller's row lock (a deleted account cannot follow),
+        # the followee, the insert, both counters, the caller's username for the event, the outbox row
+        ("post", "/api/v1/users/newcomer/follow", 11, 201),
+        ("post", "/api/v1/users/fan1/follow", 8, 200),  # already following: nothing written
+        ("delete", "/api/v1/users/fan1/follow", 9, 204),  # + the outbox row (user.unfollowed), the caller's row lock
+    ],
+)
+def test_endpoint_budgets(star_with_fans, make_user, client_for, django_assert_max_num_queries, method, path, budget, status):
     star = star_with_fans[0]
     make_user("newcomer")  # nobody follows them yet
     client = client_for(star)
@@ -62,8 +64,7 @@ def test_auth_budgets(make_user, django_assert_max_num_queries):
     _, pair = make_user("dana")
     client = APIClient()
     with django_assert_max_num_queries(5):  # account id (per-account throttle), user lookup, savepoint, insert, release
-        assert client.post("/api/v1/auth/login", {"username": "dana", "password": PASSWORD},
-                           format="json").status_code == 200
+        assert client.post("/api/v1/auth/login", {"username": "dana", "password": PASSWORD}, format="json").status_code == 200
     with django_assert_max_num_queries(5):  # savepoint, lock, spend, insert, release
         assert client.post("/api/v1/auth/refresh", {"refresh": pair.refresh}, format="json").status_code == 200
 
@@ -76,13 +77,19 @@ def test_internal_batch_is_one_query(star_with_fans, django_assert_num_queries, 
             assert len(service_client.get(f"/internal/v1/users?ids={ids}").json()["results"]) == size
 
 
-def test_register_logout_jwks_budgets(make_user, client_for, api_client, django_assert_max_num_queries,
-                                      django_assert_num_queries):
+def test_register_logout_jwks_budgets(
+    make_user, client_for, api_client, django_assert_max_num_queries, django_assert_num_queries
+):
     # two uniqueness lookups, savepoints around the insert, the user and refresh token inserts, the outbox row
     with django_assert_max_num_queries(9):
-        assert api_client.post("/api/v1/auth/register", {"username": "newbie", "email": "newbie@example.com",
-                                                         "password": "correct horse battery"},
-                               format="json").status_code == 201
+        assert (
+            api_client.post(
+                "/api/v1/auth/register",
+                {"username": "newbie", "email": "newbie@example.com", "password": "correct horse battery"},
+                format="json",
+            ).status_code
+            == 201
+        )
     user, pair = make_user("leaver")
     with django_assert_max_num_queries(4):  # savepoint, find the family, revoke it, release
         assert client_for(user).post("/api/v1/auth/logout", {"refresh": pair.refresh}, format="json").status_code == 204

@@ -35,8 +35,17 @@ def test_rotation_keeps_calls_working(make_user, tmp_path):
     old, new = dev_signing_key("feed"), SigningKey("feed-2", Ed25519PrivateKey.generate())
     keyset = tmp_path / "service-keys.json"
     shutil.copy(settings.SERVICE_PUBLIC_KEYS, keyset)
-    users = ServiceProcess(USERS_DIR, "users", {**os.environ, "GUNICORN_WORKERS": "2", "GUNICORN_THREADS": "2",
-                                               "SERVICE_PUBLIC_KEYS": str(keyset), "SERVICE_KEYS_RELOAD_SECONDS": "0.2"})
+    users = ServiceProcess(
+        USERS_DIR,
+        "users",
+        {
+            **os.environ,
+            "GUNICORN_WORKERS": "2",
+            "GUNICORN_THREADS": "2",
+            "SERVICE_PUBLIC_KEYS": str(keyset),
+            "SERVICE_KEYS_RELOAD_SECONDS": "0.2",
+        },
+    )
     url = f"{users.url}/internal/v1/users?ids={alice.id}"
 
     def call(key: SigningKey) -> int:
@@ -62,6 +71,7 @@ def test_rotation_keeps_calls_working(make_user, tmp_path):
                 return False
             since[:] = since or [time.monotonic()]
             return time.monotonic() - since[0] >= 1.0
+
         return check
 
     try:
@@ -73,7 +83,9 @@ def test_rotation_keeps_calls_working(make_user, tmp_path):
         _keyset(keyset, [new])  # 3. withdraw the old key
         until(settled(lambda: call(old) == 401), signing=new, what="the old key to be withdrawn")
         assert call(new) == 200
-        assert httpx.get(url, headers={"Authorization": f"Bearer {service_token('notifications', 'users')}"},
-                         timeout=10).status_code == 200  # other services' keys untouched
+        assert (
+            httpx.get(url, headers={"Authorization": f"Bearer {service_token('notifications', 'users')}"}, timeout=10).status_code
+            == 200
+        )  # other services' keys untouched
     finally:
         users.stop()

@@ -75,8 +75,7 @@ class AccessTokenAuthentication(authentication.BaseAuthentication):
         if token is None:
             return None
         try:
-            claims = verify_access_token(token, key_source(), issuer=settings.JWT_ISSUER,
-                                         audience=settings.JWT_AUDIENCE)
+            claims = verify_access_token(token, key_source(), issuer=settings.JWT_ISSUER, audience=settings.JWT_AUDIENCE)
         except InvalidToken as exc:
             raise exceptions.AuthenticationFailed(str(exc)) from None
         if revocation.is_revoked(user_id=claims.user_id, sid=claims.sid):
@@ -123,8 +122,15 @@ def verify_service_token(token: str, *, audience: str, keys: service_keys.KeySet
     if key is None:
         raise InvalidToken("unknown key for this issuer")
     try:
-        return jwt.decode(token, key=key, algorithms=[ALGORITHM], audience=audience, issuer=issuer,
-                          leeway=LEEWAY_SECONDS, options={"require": ["exp", "iat", "iss", "aud"]})
+        return jwt.decode(
+            token,
+            key=key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
+            options={"require": ["exp", "iat", "iss", "aud"]},
+        )
     except jwt.PyJWTError:
         raise InvalidToken("invalid token") from None
 
@@ -167,8 +173,11 @@ class ServiceCredential:
             with self._lock:
                 key = self._key or service_keys.signing_keys()[0]
                 exp = int(now) + SERVICE_TOKEN_TTL
-                self._token = jwt.encode({"iss": self.caller, "aud": self.target, "iat": int(now), "exp": exp},
-                                         key.private_key, algorithm=ALGORITHM,
-                                         headers={"typ": SERVICE_TOKEN_TYPE, "kid": key.kid})
+                self._token = jwt.encode(
+                    {"iss": self.caller, "aud": self.target, "iat": int(now), "exp": exp},
+                    key.private_key,
+                    algorithm=ALGORITHM,
+                    headers={"typ": SERVICE_TOKEN_TYPE, "kid": key.kid},
+                )
                 self._expires = exp
         return self._token

@@ -42,5 +42,10 @@ def git_commit(directory: Path) -> str | None:
 def build_info(service: str, service_dir: str) -> dict[str, str]:
     directory = Path(service_dir)
     commit = os.environ.get("BUILD_COMMIT") or git_commit(directory) or "unknown"
-    return {"service": service, "version": read_version(directory / "VERSION"), "commit": commit,
-            "shared": shared_version(), "shared_pinned": read_version(directory / "SHARED_VERSION")}
+    return {
+        "service": service,
+        "version": read_version(directory / "VERSION"),
+        "commit": commit,
+        "shared": shared_version(),
+        "shared_pinned": read_version(directory / "SHARED_VERSION"),
+    }

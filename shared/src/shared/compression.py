@@ -55,10 +55,12 @@ def accepts_gzip(header: str) -> bool:
 
 def compressible(path: str, content_type: str, length: int, cache_control: str) -> bool:
     """Whether a response of this kind would be compressed for a client accepting gzip."""
-    return (path.startswith(PUBLIC_PREFIXES)
-            and content_type.split(";", 1)[0].strip().lower() in COMPRESSIBLE_TYPES
-            and length >= settings.COMPRESS_MIN_BYTES
-            and "no-store" not in cache_control.lower())
+    return (
+        path.startswith(PUBLIC_PREFIXES)
+        and content_type.split(";", 1)[0].strip().lower() in COMPRESSIBLE_TYPES
+        and length >= settings.COMPRESS_MIN_BYTES
+        and "no-store" not in cache_control.lower()
+    )
 
 
 def weak(etag: str) -> str:

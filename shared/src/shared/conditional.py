@@ -57,9 +57,14 @@ class ConditionalGetMiddleware:
 
     def __call__(self, request):
         response = self.get_response(request)
-        if (request.method not in ("GET", "HEAD") or response.status_code != 200 or response.streaming
-                or not request.path.startswith(PUBLIC_PREFIXES) or response.has_header("ETag")
-                or getattr(view_class(request), "no_store", False)):
+        if (
+            request.method not in ("GET", "HEAD")
+            or response.status_code != 200
+            or response.streaming
+            or not request.path.startswith(PUBLIC_PREFIXES)
+            or response.has_header("ETag")
+            or getattr(view_class(request), "no_store", False)
+        ):
             return response
         user = getattr(request, "user", None)
         viewer = str(getattr(user, "id", "")) if user is not None else ""

@@ -43,8 +43,10 @@ def bootstrap(admin_url: str, database: str, services: dict[str, str]) -> dict[s
         for role, password in services.items():
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role])
             verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s")
-                        .format(sql.Identifier(role)), [password])
+            cur.execute(
+                sql.SQL(verb + " ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s").format(sql.Identifier(role)),
+                [password],
+            )
         cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
     conn.close()
     conn = _connect(admin_url, database)
@@ -55,8 +57,9 @@ def bootstrap(admin_url: str, database: str, services: dict[str, str]) -> dict[s
             cur.execute(sql.SQL("GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}").format(sql.Identifier(database), ident))
             cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {} AUTHORIZATION {}").format(ident, ident))
             cur.execute(sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(ident))
-            cur.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}")
-                        .format(ident, sql.Identifier(database), ident))
+            cur.execute(
+                sql.SQL("ALTER ROLE {} IN DATABASE {} SET search_path = {}").format(ident, sql.Identifier(database), ident)
+            )
     conn.close()
     return {role: service_url(admin_url, database, role, password) for role, password in services.items()}
 

@@ -43,8 +43,11 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
         "COMPRESS_LEVEL": env_int("COMPRESS_LEVEL", 6),
         "ROOT_URLCONF": f"{service}_service.urls",
         "WSGI_APPLICATION": f"{service}_service.wsgi.application",
-        "DATABASES": {"default": database_from_url(
-            env_str("DATABASE_URL", f"postgresql://{service}@127.0.0.1:15432/social" if dev else None))},
+        "DATABASES": {
+            "default": database_from_url(
+                env_str("DATABASE_URL", f"postgresql://{service}@127.0.0.1:15432/social" if dev else None)
+            )
+        },
         "DEFAULT_AUTO_FIELD": "django.db.models.BigAutoField",
         "USE_TZ": True,
         "TIME_ZONE": "UTC",
@@ -77,8 +80,12 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
             "NUM_PROXIES": 0,
         },
         # docs/api-schema.md: views declare their contract with @extend_schema and shared.openapi
-        "SPECTACULAR_SETTINGS": {"TITLE": f"{service} service", "VERSION": "1.0.0", "SERVE_INCLUDE_SCHEMA": False,
-                                 "COMPONENT_SPLIT_REQUEST": True},
+        "SPECTACULAR_SETTINGS": {
+            "TITLE": f"{service} service",
+            "VERSION": "1.0.0",
+            "SERVE_INCLUDE_SCHEMA": False,
+            "COMPONENT_SPLIT_REQUEST": True,
+        },
         # peers whose X-Client-IP is believed (the gateway's addresses, CIDRs): shared/client_ip.py
         "TRUSTED_GATEWAY_PEERS": env_str("TRUSTED_GATEWAY_PEERS", "127.0.0.1/32,::1/128"),
         "JWT_ISSUER": env_str("JWT_ISSUER", "social-users"),
@@ -88,8 +95,9 @@ def service_settings(service: str, *, base_dir: Path, apps: list[str]) -> dict:
         # public keys; dev mode defaults to keys generated under .run/keys on first use. Outside dev
         # mode only the processes that call another service or serve /internal/ (API replicas,
         # workers) need them, so they are checked where they are used, not here.
-        "SERVICE_SIGNING_KEYS": env_str("SERVICE_SIGNING_KEYS", f"{service}-dev={dev_keys / f'service-{service}.pem'}"
-                                        if dev else ""),
+        "SERVICE_SIGNING_KEYS": env_str(
+            "SERVICE_SIGNING_KEYS", f"{service}-dev={dev_keys / f'service-{service}.pem'}" if dev else ""
+        ),
         "SERVICE_PUBLIC_KEYS": env_str("SERVICE_PUBLIC_KEYS", str(dev_keys / "service-keys.json") if dev else ""),
         "SLOW_QUERY_MS": env_float("SLOW_QUERY_MS", 30.0),
         "SLOW_REQUEST_MS": env_float("SLOW_REQUEST_MS", 100.0),

@@ -26,8 +26,9 @@ class DomainError(Exception):
     code = "error"
     title = "Error"
 
-    def __init__(self, message: str, *, code: str | None = None, title: str | None = None,
-                 retry_after: int | None = None, **extra: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, title: str | None = None, retry_after: int | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -51,9 +51,14 @@ def fuzz_settings(**overrides: Any) -> settings:
 
     The quick run (`make test`, FUZZ_EXAMPLES unset) is derandomized so it is reproducible in CI;
     `make fuzz` explores new inputs on every run."""
-    return settings(max_examples=examples(), deadline=None, database=None,
-                    derandomize="FUZZ_EXAMPLES" not in os.environ,
-                    suppress_health_check=list(HealthCheck), **overrides)
+    return settings(
+        max_examples=examples(),
+        deadline=None,
+        database=None,
+        derandomize="FUZZ_EXAMPLES" not in os.environ,
+        suppress_health_check=list(HealthCheck),
+        **overrides,
+    )
 
 
 def load_schema(application):
@@ -102,8 +107,9 @@ def assert_matches_api_doc(schema: dict, service: str) -> None:
     """The service's public operations (all but /internal/) are exactly docs/api.md's rows for it."""
     documented = {(method, path_shape(path)) for method, path in documented_routes(service)}
     public = {(method, path_shape(path)) for method, path in operations(schema) if not path.startswith("/internal/")}
-    assert documented == public, (f"only in docs/api.md: {sorted(documented - public)}; "
-                                  f"only in the schema: {sorted(public - documented)}")
+    assert documented == public, (
+        f"only in docs/api.md: {sorted(documented - public)}; only in the schema: {sorted(public - documented)}"
+    )
 
 
 def documented_schema(service: str, *, extra_routes: Iterable[tuple[str, str]] = ()) -> dict:
@@ -162,8 +168,11 @@ def _schema_cannot_tell(case, business_rules: Iterable[str]) -> bool:
     """A schema-valid request that the service may rightly refuse for reasons a schema cannot express:
     a cursor not signed by this service, an Idempotency-Key already used with another body in this run,
     or a rule of the operation itself (a password too common, a name taken)."""
-    return (bool((case.query or {}).get("cursor")) or "Idempotency-Key" in (case.headers or {})
-            or f"{case.method.upper()} {case.path}" in set(business_rules))
+    return (
+        bool((case.query or {}).get("cursor"))
+        or "Idempotency-Key" in (case.headers or {})
+        or f"{case.method.upper()} {case.path}" in set(business_rules)
+    )
 
 
 def fuzz_call(case, token: str, *, service_token: str | None = None, business_rules: Iterable[str] = ()):
@@ -176,5 +185,6 @@ def fuzz_call(case, token: str, *, service_token: str | None = None, business_ru
     with _keep_test_connection():
         # identity: schemathesis' in-process (WSGI) transport asks for gzip but does not decode it;
         # compression is tested in each service's suite and end to end (tests/test_system_wire.py)
-        return case.call_and_validate(headers={"Authorization": f"Bearer {credential}", "Accept-Encoding": "identity"},
-                                      excluded_checks=excluded)
+        return case.call_and_validate(
+            headers={"Authorization": f"Bearer {credential}", "Accept-Encoding": "identity"}, excluded_checks=excluded
+        )

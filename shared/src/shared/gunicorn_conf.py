@@ -27,8 +27,12 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "shared.jsonlog.JsonFormatter", "service": os.environ.get("SERVICE_NAME") or
-                            os.environ.get("DJANGO_SETTINGS_MODULE", "").split("_service")[0]}},
+    "formatters": {
+        "json": {
+            "()": "shared.jsonlog.JsonFormatter",
+            "service": os.environ.get("SERVICE_NAME") or os.environ.get("DJANGO_SETTINGS_MODULE", "").split("_service")[0],
+        }
+    },
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
     "root": {"level": "INFO", "handlers": ["stderr"]},  # replaces gunicorn's default (its handlers are gone)
     "loggers": {"gunicorn.error": {"level": "INFO", "handlers": ["stderr"], "propagate": False}},

@@ -173,9 +173,7 @@ class DeadlineExceeded(DownstreamUnavailable):
 class DownstreamHTTPError(DownstreamError):
     """The downstream answered with a 4xx. ``body`` is decoded JSON, else text."""
 
-    def __init__(
-        self, service: str, status: int, body: Any, detail: str | None = None
-    ) -> None:
+    def __init__(self, service: str, status: int, body: Any, detail: str | None = None) -> None:
         super().__init__(service, detail if detail is not None else f"HTTP {status}")
         self.status = status
         self.body = body
@@ -247,9 +245,7 @@ class CircuitBreaker:
     def record_success(self) -> None:
         with self._lock:
             if self._state == self.HALF_OPEN:
-                logger.warning(
-                    "circuit breaker %s closed: trial request succeeded", self.name
-                )
+                logger.warning("circuit breaker %s closed: trial request succeeded", self.name)
             # A success reported while open comes from a request sent before the
             # breaker opened; it says nothing about the downstream now.
             if self._state != self.OPEN:
@@ -284,10 +280,7 @@ class CircuitBreaker:
         self._trial_in_flight = False
 
     def _maybe_half_open(self) -> None:
-        if (
-            self._state == self.OPEN
-            and self._clock() - self._opened_at >= self.reset_timeout
-        ):
+        if self._state == self.OPEN and self._clock() - self._opened_at >= self.reset_timeout:
             self._state = self.HALF_OPEN
             self._trial_in_flight = False
 
@@ -305,8 +298,10 @@ def _current_request_id() -> str | None:
     try:
         from shared.requestid import get_request_id
     except ImportError:
+
         def get_request_id() -> str | None:
             return None
+
     return get_request_id()
 
 
@@ -473,32 +468,24 @@ class ServiceClient:
             if self._credential is not None:
                 headers["Authorization"] = f"Bearer {self._credential()}"
             if not self.breaker.allow_request():
-                raise CircuitOpenError(
-                    self.target, "circuit open; not calling"
-                ) from last_error
+                raise CircuitOpenError(self.target, "circuit open; not calling") from last_error
 
             connect_t = min(self.connect_timeout, remaining)
             read_t = min(self.read_timeout, remaining)
-            timeout = httpx.Timeout(
-                connect=connect_t, read=read_t, write=read_t, pool=connect_t
-            )
+            timeout = httpx.Timeout(connect=connect_t, read=read_t, write=read_t, pool=connect_t)
             status: int | None
             cause: BaseException | None
             try:
                 base = self._bases[(first + attempt) % len(self._bases)]
                 response = self._client.send(
-                    self._client.build_request(
-                        method, base + path, headers=headers, timeout=timeout, **kw
-                    )
+                    self._client.build_request(method, base + path, headers=headers, timeout=timeout, **kw)
                 )
             except httpx.TransportError as exc:
                 if not isinstance(exc, _NOT_SENT + _MAYBE_SENT):
                     # Misconfiguration (bad scheme, proxy) or a bug on our side:
                     # not the downstream's fault and not worth retrying.
                     self.breaker.release()
-                    raise DownstreamError(
-                        self.target, f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                    raise DownstreamError(self.target, f"{type(exc).__name__}: {exc}") from exc
                 self.breaker.record_failure()
                 detail = f"{method} {path}: {type(exc).__name__}: {exc}"
                 if isinstance(exc, httpx.TimeoutException) and (
@@ -507,9 +494,7 @@ class ServiceClient:
                     else read_t < self.read_timeout
                 ):
                     # This attempt's timeout was cut short by the deadline.
-                    raise DeadlineExceeded(
-                        self.target, f"deadline of {budget}s exceeded; {detail}"
-                    ) from exc
+                    raise DeadlineExceeded(self.target, f"deadline of {budget}s exceeded; {detail}") from exc
                 retryable = isinstance(exc, _NOT_SENT) or safe
                 status = None
                 cause = exc
@@ -537,15 +522,11 @@ class ServiceClient:
             if not retryable:
                 raise last_error from cause
             if attempt >= self.max_retries:
-                raise DownstreamUnavailable(
-                    self.target, f"{detail} (after {attempt + 1} attempts)", status
-                ) from cause
+                raise DownstreamUnavailable(self.target, f"{detail} (after {attempt + 1} attempts)", status) from cause
             if len(self._bases) > 1 and isinstance(cause, _NOT_SENT):
                 delay = 0.0  # that replica is not listening; the next one may be: no reason to wait
             else:
-                delay = self._random.uniform(
-                    0, min(self.backoff_cap, self.backoff_base * 2**attempt)
-                )
+                delay = self._random.uniform(0, min(self.backoff_cap, self.backoff_base * 2**attempt))
             if self._clock() + delay >= deadline_at:
                 raise self._deadline_error(budget, attempt + 1, last_error) from cause
             logger.info(
@@ -562,15 +543,11 @@ class ServiceClient:
             self._sleep(delay)
             attempt += 1
 
-    def _deadline_error(
-        self, budget: float, attempts: int, last_error: DownstreamUnavailable | None
-    ) -> DeadlineExceeded:
+    def _deadline_error(self, budget: float, attempts: int, last_error: DownstreamUnavailable | None) -> DeadlineExceeded:
         detail = f"deadline of {budget}s exceeded after {attempts} attempt(s)"
         if last_error is not None:
             detail = f"{detail}; last error: {last_error.detail}"
-        return DeadlineExceeded(
-            self.target, detail, last_error.status if last_error is not None else None
-        )
+        return DeadlineExceeded(self.target, detail, last_error.status if last_error is not None else None)
 
     def _decode_json(self, response: httpx.Response) -> Any:
         if not response.content:
@@ -578,9 +555,7 @@ class ServiceClient:
         try:
             return response.json()
         except ValueError as exc:
-            raise DownstreamError(
-                self.target, f"invalid JSON in response to {response.request.url.path}"
-            ) from exc
+            raise DownstreamError(self.target, f"invalid JSON in response to {response.request.url.path}") from exc
 
 
 def _body(response: httpx.Response) -> Any:

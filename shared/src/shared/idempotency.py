@@ -92,8 +92,9 @@ def idempotent(*, scope: str):
                     record = None
                 if record is not None:
                     return _replay(record, fingerprint)
-                IdempotencyKey.objects.create(key=key, fingerprint=fingerprint, created_at=now,
-                                              expires_at=now + timedelta(seconds=TTL_SECONDS))
+                IdempotencyKey.objects.create(
+                    key=key, fingerprint=fingerprint, created_at=now, expires_at=now + timedelta(seconds=TTL_SECONDS)
+                )
                 response = handler(view, request, *args, **kwargs)  # an exception rolls everything back
                 if response.status_code >= 500:
                     transaction.set_rollback(True)  # not applied: the retry runs again
@@ -110,8 +111,7 @@ def _replay(record, fingerprint: str) -> Response:
     if record is None:  # the first request has not committed yet
         raise Problem(409, "idempotency-key-in-progress", "A request with this Idempotency-Key is in progress.")
     if record.fingerprint != fingerprint:
-        raise Problem(422, "idempotency-key-reused",
-                      "This Idempotency-Key was used with a different request body.")
+        raise Problem(422, "idempotency-key-reused", "This Idempotency-Key was used with a different request body.")
     if record.status is None:  # our own claim, seen by a request nested in the same transaction
         raise Problem(409, "idempotency-key-in-progress", "A request with this Idempotency-Key is in progress.")
     status = record.status
@@ -129,8 +129,9 @@ def prune_idempotency_keys(*, now=None) -> int:
     total = 0
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {table} WHERE key IN "
-                           f"(SELECT key FROM {table} WHERE expires_at < %s LIMIT {PRUNE_BATCH})", [now])
+            cursor.execute(
+                f"DELETE FROM {table} WHERE key IN (SELECT key FROM {table} WHERE expires_at < %s LIMIT {PRUNE_BATCH})", [now]
+            )
             total += cursor.rowcount
             if cursor.rowcount < PRUNE_BATCH:
                 return total

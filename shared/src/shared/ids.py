@@ -119,8 +119,11 @@ class RedisWorkerLease:
             ours = self._redis.eval(_RENEW, 1, self._key(self.worker_id), self._token, LEASE_SECONDS)
         except redis_clients.UNAVAILABLE as exc:
             usable = age < LEASE_SECONDS - RENEW_MARGIN_SECONDS
-            log.warning("snowflake lease renewal failed; %s", "still valid" if usable else "expired",
-                        extra={"worker": self.worker_id, "error": str(exc)[:200]})
+            log.warning(
+                "snowflake lease renewal failed; %s",
+                "still valid" if usable else "expired",
+                extra={"worker": self.worker_id, "error": str(exc)[:200]},
+            )
             return usable
         if not ours:
             log.warning("snowflake lease lost to another process", extra={"worker": self.worker_id})
@@ -140,8 +143,7 @@ def next_id(*, namespace: str = "default", redis_url: str | None = None) -> int:
     if current is None or current[0] != os.getpid() or (current[2] is not None and not current[2].renew_if_due()):
         with _state_lock:
             current = _state.get(namespace)
-            if current is None or current[0] != os.getpid() or (current[2] is not None
-                                                                  and not current[2].renew_if_due()):
+            if current is None or current[0] != os.getpid() or (current[2] is not None and not current[2].renew_if_due()):
                 pinned = os.environ.get("SNOWFLAKE_WORKER_ID")
                 if pinned:
                     lease, worker = None, int(pinned)
@@ -168,5 +170,7 @@ def lease_early(namespaces: list[str] | None = None) -> None:
         try:
             next_id(namespace=namespace)
         except redis.RedisError as exc:
-            log.warning("snowflake lease not taken at start; retried at the first id",
-                        extra={"namespace": namespace, "error": str(exc)[:200]})
+            log.warning(
+                "snowflake lease not taken at start; retried at the first id",
+                extra={"namespace": namespace, "error": str(exc)[:200]},
+            )

@@ -23,13 +23,15 @@ slow_log = logging.getLogger("shared.slow")
 
 REQUESTS = Counter("http_requests_total", "HTTP requests handled", ["method", "route", "status"])
 LATENCY = Histogram(
-    "http_request_duration_seconds", "HTTP request latency", ["method", "route"],
+    "http_request_duration_seconds",
+    "HTTP request latency",
+    ["method", "route"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
-DB_QUERIES = Histogram("http_request_db_queries", "DB queries per request", ["route"],
-                       buckets=(0, 1, 2, 3, 5, 8, 13, 21, 50))
-DB_SECONDS = Histogram("http_request_db_seconds", "DB time per request", ["route"],
-                       buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0))
+DB_QUERIES = Histogram("http_request_db_queries", "DB queries per request", ["route"], buckets=(0, 1, 2, 3, 5, 8, 13, 21, 50))
+DB_SECONDS = Histogram(
+    "http_request_db_seconds", "DB time per request", ["route"], buckets=(0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+)
 SLOW_QUERIES = Counter("db_slow_queries_total", "Queries slower than SLOW_QUERY_MS", ["route"])
 
 
@@ -75,10 +77,17 @@ class MetricsMiddleware:
         DB_QUERIES.labels(route).observe(timer.count)
         DB_SECONDS.labels(route).observe(timer.seconds)
         if elapsed * 1000 > settings.SLOW_REQUEST_MS:
-            slow_log.warning("slow request", extra={
-                "method": request.method, "route": route, "status": response.status_code,
-                "duration_ms": round(elapsed * 1000, 1), "db_queries": timer.count,
-                "db_ms": round(timer.seconds * 1000, 1)})
+            slow_log.warning(
+                "slow request",
+                extra={
+                    "method": request.method,
+                    "route": route,
+                    "status": response.status_code,
+                    "duration_ms": round(elapsed * 1000, 1),
+                    "db_queries": timer.count,
+                    "db_ms": round(timer.seconds * 1000, 1),
+                },
+            )
         return response
 
     def process_view(self, request, view_func, view_args, view_kwargs):

@@ -33,8 +33,11 @@ def decimal_up_to(limit: int) -> str:
     """A regex for the canonical decimal strings (no sign, no leading zero) of 1..limit."""
     digits = str(limit)
     shorter = f"[1-9][0-9]{{0,{len(digits) - 2}}}" if len(digits) > 1 else ""
-    same_length = [f"{digits[:i]}[{1 if i == 0 else 0}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}"
-                   for i, d in enumerate(digits) if int(d) - 1 >= (1 if i == 0 else 0)]
+    same_length = [
+        f"{digits[:i]}[{1 if i == 0 else 0}-{int(d) - 1}][0-9]{{{len(digits) - i - 1}}}"
+        for i, d in enumerate(digits)
+        if int(d) - 1 >= (1 if i == 0 else 0)
+    ]
     return "^(?:" + "|".join(filter(None, [shorter, *same_length, digits])) + ")$"
 
 
@@ -47,8 +50,11 @@ def trimmed_text(min_length: int, max_length: int) -> dict:
     """A string that is min..max characters long once str.strip() has trimmed it."""
     assert min_length == 1 <= max_length
     middle = rf"(?:[\s\S]{{0,{max_length - 2}}}{NOT_BLANK})?" if max_length > 1 else ""
-    return {"type": "string", "pattern": f"^{_SPACE}*{NOT_BLANK}{middle}{_SPACE}*$",
-            "description": f"{min_length} to {max_length} characters after trimming whitespace."}
+    return {
+        "type": "string",
+        "pattern": f"^{_SPACE}*{NOT_BLANK}{middle}{_SPACE}*$",
+        "description": f"{min_length} to {max_length} characters after trimming whitespace.",
+    }
 
 
 # a 64-bit id as JSON carries it: a decimal string, 1 to 2^63-1 (JavaScript numbers cannot hold it)
@@ -64,9 +70,15 @@ class AutoSchema(openapi.AutoSchema):
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
-        if (direction == "request" and isinstance(field, serializers.CharField) and field.trim_whitespace
-                and not field.allow_blank and schema.get("type") == "string" and "pattern" not in schema
-                and not any(isinstance(v, RegexValidator) for v in field.validators)):  # its pattern goes in later
+        if (
+            direction == "request"
+            and isinstance(field, serializers.CharField)
+            and field.trim_whitespace
+            and not field.allow_blank
+            and schema.get("type") == "string"
+            and "pattern" not in schema
+            and not any(isinstance(v, RegexValidator) for v in field.validators)
+        ):  # its pattern goes in later
             schema["pattern"] = NOT_BLANK  # DRF strips whitespace first: "  " is blank, so refused
         return schema
 
@@ -97,8 +109,12 @@ class AccessTokenScheme(OpenApiAuthenticationExtension):
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "Access token from /api/v1/auth/login, /register or /refresh (EdDSA JWT, short-lived)."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "Access token from /api/v1/auth/login, /register or /refresh (EdDSA JWT, short-lived).",
+        }
 
 
 class ServiceTokenScheme(OpenApiAuthenticationExtension):
@@ -106,10 +122,14 @@ class ServiceTokenScheme(OpenApiAuthenticationExtension):
     name = "serviceToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "bearerFormat": "svc+jwt",
-                "description": "Service credential (EdDSA JWT signed with the calling service's own key, "
-                               "iss = calling service, aud = this service, 60 s). "
-                               "Internal endpoints only; never routed by the gateway."}
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "svc+jwt",
+            "description": "Service credential (EdDSA JWT signed with the calling service's own key, "
+            "iss = calling service, aud = this service, 60 s). "
+            "Internal endpoints only; never routed by the gateway.",
+        }
 
 
 class IdFieldSchema(OpenApiSerializerFieldExtension):
@@ -139,8 +159,10 @@ class ProblemSerializer(serializers.Serializer):
 
 # declared after the class: a class attribute named `errors` would shadow Serializer.errors
 ProblemSerializer._declared_fields["errors"] = serializers.DictField(
-    child=serializers.ListField(child=serializers.CharField()), required=False,
-    help_text="Validation errors only: field name → messages.")
+    child=serializers.ListField(child=serializers.CharField()),
+    required=False,
+    help_text="Validation errors only: field name → messages.",
+)
 
 
 _DESCRIPTIONS = {
@@ -160,29 +182,38 @@ _DESCRIPTIONS = {
 
 def problems(*statuses: int) -> dict[Any, OpenApiResponse]:
     """Error responses for `@extend_schema(responses=...)`: each an `application/problem+json` Problem."""
-    return {(status, PROBLEM_CONTENT_TYPE): OpenApiResponse(ProblemSerializer, description=_DESCRIPTIONS[status])
-            for status in statuses}
+    return {
+        (status, PROBLEM_CONTENT_TYPE): OpenApiResponse(ProblemSerializer, description=_DESCRIPTIONS[status])
+        for status in statuses
+    }
 
 
 # What any endpoint with a JSON body can answer besides its own errors: invalid, too large, not JSON.
 BODY = (400, 413, 415)
 
 CURSOR_PARAMETERS = [
-    OpenApiParameter("cursor", str, OpenApiParameter.QUERY,
-                     description="Opaque cursor from the previous page's `next_cursor`."),
-    OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
-                     OpenApiParameter.QUERY, description=f"Page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT})."),
+    OpenApiParameter("cursor", str, OpenApiParameter.QUERY, description="Opaque cursor from the previous page's `next_cursor`."),
+    OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT},
+        OpenApiParameter.QUERY,
+        description=f"Page size, 1–{MAX_LIMIT} (default {DEFAULT_LIMIT}).",
+    ),
 ]
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[\x20-\x7e]+$"},
-    OpenApiParameter.HEADER, required=False,
+    "Idempotency-Key",
+    {"type": "string", "minLength": 1, "maxLength": 255, "pattern": r"^[\x20-\x7e]+$"},
+    OpenApiParameter.HEADER,
+    required=False,
     description="A replay returns the first response (with `Idempotent-Replayed: true`); "
-                "the same key with a different body is 422.")
+    "the same key with a different body is 422.",
+)
 
 
-def path_parameter(name: str, *, pattern: str | None = None, max_length: int | None = None,
-                   description: str = "") -> OpenApiParameter:
+def path_parameter(
+    name: str, *, pattern: str | None = None, max_length: int | None = None, description: str = ""
+) -> OpenApiParameter:
     schema: dict[str, Any] = {"type": "string"}
     if pattern:
         schema["pattern"] = pattern
@@ -204,8 +235,11 @@ def page_of(item: type[serializers.Serializer], name: str | None = None) -> seri
     """The `{results: [item], next_cursor}` envelope of a cursor-paginated list, as a named component."""
     component = f"{name or item.__name__.removesuffix('Serializer')}Page"
     if component not in _pages:
-        _pages[component] = inline_serializer(component, fields={
-            "results": item(many=True),
-            "next_cursor": serializers.CharField(allow_null=True, help_text="Cursor of the next page; null on the last."),
-        })
+        _pages[component] = inline_serializer(
+            component,
+            fields={
+                "results": item(many=True),
+                "next_cursor": serializers.CharField(allow_null=True, help_text="Cursor of the next page; null on the last."),
+            },
+        )
     return _pages[component]

@@ -53,8 +53,9 @@ def page_request(query_params, *, salt: str) -> PageRequest:
     return PageRequest(position=position, limit=limit)
 
 
-def page_response(rows: Sequence[T], page: PageRequest, *, salt: str, key: Callable[[T], Any],
-                  serialize: Callable[[Sequence[T]], list]) -> dict:
+def page_response(
+    rows: Sequence[T], page: PageRequest, *, salt: str, key: Callable[[T], Any], serialize: Callable[[Sequence[T]], list]
+) -> dict:
     """Build the response from up to `limit + 1` rows fetched after `page.position`."""
     has_more = len(rows) > page.limit
     rows = rows[: page.limit]

@@ -50,8 +50,9 @@ def problem_body(status_code: int, slug: str, title: str, detail: str, **extra: 
 
 def problem_response(status_code: int, slug: str, title: str, detail: str, *, headers=None, **extra) -> JsonResponse:
     """A plain Django response (for middleware and handlers outside DRF)."""
-    response = JsonResponse(problem_body(status_code, slug, title, detail, **extra), status=status_code,
-                            content_type=CONTENT_TYPE)
+    response = JsonResponse(
+        problem_body(status_code, slug, title, detail, **extra), status=status_code, content_type=CONTENT_TYPE
+    )
     for key, value in (headers or {}).items():
         response[key] = value
     return response
@@ -113,16 +114,18 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         # what needs Redis cannot be done while it is away (reads and Postgres-backed writes degrade
         # instead, docs/faults.md): a 503 the client may retry, never a 500
         log.warning("redis unavailable: %s", exc)
-        exc = Problem(503, DEPENDENCY_UNAVAILABLE, "A backing service is unavailable right now. Retry shortly.",
-                      title="Service unavailable")
+        exc = Problem(
+            503, DEPENDENCY_UNAVAILABLE, "A backing service is unavailable right now. Retry shortly.", title="Service unavailable"
+        )
         exc.wait = redis_clients.RETRY_AFTER_SECONDS  # type: ignore[attr-defined]
     elif isinstance(exc, (OperationalError, InterfaceError)):
         # Postgres restarting, failing over or refusing connections (a statement timeout too): the
         # request did not complete and may be retried; the broken connection is replaced at the
         # next request (CONN_HEALTH_CHECKS), so this passes with its cause
         log.warning("database unavailable: %s", exc)
-        exc = Problem(503, DEPENDENCY_UNAVAILABLE, "The database is unavailable right now. Retry shortly.",
-                      title="Service unavailable")
+        exc = Problem(
+            503, DEPENDENCY_UNAVAILABLE, "The database is unavailable right now. Retry shortly.", title="Service unavailable"
+        )
         exc.wait = 1  # type: ignore[attr-defined]
     if not isinstance(exc, exceptions.APIException):
         return None  # unhandled: Django's handler500 answers, and the error is logged with its traceback
@@ -143,7 +146,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, (exceptions.NotAuthenticated, exceptions.AuthenticationFailed)):
         status_code = 401  # DRF downgrades to 403 on views without authenticators; a bad credential is a 401
         headers["WWW-Authenticate"] = 'Bearer realm="api"' + (
-            ', error="invalid_token"' if isinstance(exc, exceptions.AuthenticationFailed) else "")
+            ', error="invalid_token"' if isinstance(exc, exceptions.AuthenticationFailed) else ""
+        )
     wait = getattr(exc, "wait", None)
     if wait:
         headers["Retry-After"] = str(int(wait) + 1)
@@ -169,9 +173,13 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
-    return problem_response(500, "internal-error", "Internal server error",
-                            "The server failed to handle this request; it has been logged.",
-                            request_id=getattr(request, "request_id", None))
+    return problem_response(
+        500,
+        "internal-error",
+        "Internal server error",
+        "The server failed to handle this request; it has been logged.",
+        request_id=getattr(request, "request_id", None),
+    )
 
 
 class BodySizeLimitMiddleware:
@@ -187,8 +195,7 @@ class BodySizeLimitMiddleware:
         except ValueError:
             return problem_response(400, "bad-request", "Bad request", "Invalid Content-Length header.")
         if limit is not None and length > limit:
-            return problem_response(413, "payload-too-large", "Payload too large",
-                                    f"The request body is {length} bytes; the limit is {limit}.")
+            return problem_response(
+                413, "payload-too-large", "Payload too large", f"The request body is {length} bytes; the limit is {limit}."
+            )
         return self.get_response(request)
-
-

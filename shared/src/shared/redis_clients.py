@@ -62,8 +62,7 @@ class FastFailConnection(redis.Connection):
         address = (self.host, self.port)
         until = _down_until.get(address, 0.0)
         if until and time.monotonic() < until:
-            raise redis.ConnectionError(f"Redis at {self.host}:{self.port} is unreachable (retrying within "
-                                        f"{DOWN_SECONDS:g} s)")
+            raise redis.ConnectionError(f"Redis at {self.host}:{self.port} is unreachable (retrying within {DOWN_SECONDS:g} s)")
         try:
             super().connect_check_health(check_health=check_health, retry_socket_connect=retry_socket_connect)
         except UNAVAILABLE:
@@ -80,10 +79,14 @@ def _retry() -> Retry:
 
 def connection_options(*, bulk: bool = False) -> dict[str, Any]:
     """Keyword arguments for a redis-py connection pool: the timeouts, retry and health checks above."""
-    return {"socket_connect_timeout": CONNECT_TIMEOUT,
-            "socket_timeout": BULK_SOCKET_TIMEOUT if bulk else SOCKET_TIMEOUT,
-            "health_check_interval": HEALTH_CHECK_SECONDS, "retry": _retry(), "retry_on_timeout": False,
-            "connection_class": FastFailConnection}
+    return {
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        "socket_timeout": BULK_SOCKET_TIMEOUT if bulk else SOCKET_TIMEOUT,
+        "health_check_interval": HEALTH_CHECK_SECONDS,
+        "retry": _retry(),
+        "retry_on_timeout": False,
+        "connection_class": FastFailConnection,
+    }
 
 
 _clients: dict[tuple[int, str, bool], redis.Redis] = {}

@@ -40,8 +40,9 @@ SID_KEY = "auth:revoked:sid:{}"
 ERROR_BACKOFF = 1.0
 DEFAULT_ACCESS_TOKEN_TTL = 900
 
-CHECK_ERRORS = Counter("auth_revocation_check_errors_total",
-                       "Revocation checks skipped because Redis failed (the token was accepted)")
+CHECK_ERRORS = Counter(
+    "auth_revocation_check_errors_total", "Revocation checks skipped because Redis failed (the token was accepted)"
+)
 WRITE_ERRORS = Counter("auth_revocation_write_errors_total", "Revocation markers that could not be written")
 REFUSED = Counter("auth_revoked_tokens_total", "Access tokens refused as revoked", ["scope"])
 

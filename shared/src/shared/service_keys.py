@@ -107,9 +107,12 @@ def write_dev_keys(directory: Path, services: tuple[str, ...] | list[str] = DEV_
     directory = Path(directory)
     for service in services:
         generate_key_file(dev_key_path(directory, service))
-    document = keyset_document({
-        service: [(f"{service}-{kid_suffix}", load_private_key(dev_key_path(directory, service)).public_key())]
-        for service in services})
+    document = keyset_document(
+        {
+            service: [(f"{service}-{kid_suffix}", load_private_key(dev_key_path(directory, service)).public_key())]
+            for service in services
+        }
+    )
     path = directory / KEYSET_FILE
     write_keyset(path, document)
     return path

@@ -36,9 +36,11 @@ def django_db_setup(django_db_blocker):
 def _no_autovacuum() -> None:
     """Autovacuum off for every plain table of the service's schema (module docstring)."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
-                       "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                       "WHERE c.relkind = 'r' AND n.nspname = current_schema()")
+        cursor.execute(
+            "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r' AND n.nspname = current_schema()"
+        )
         for (table,) in cursor.fetchall():
             cursor.execute(f"ALTER TABLE {table} SET (autovacuum_enabled = false, toast.autovacuum_enabled = false)")
 
@@ -92,10 +94,14 @@ def lint_migrations(**options):
             reason = getattr(migration, REVIEWED_ATTRIBUTE, "")
             assert reason is None or isinstance(reason, str), f"{app_label}.{migration_name}: say why, as text"
             return bool(reason and reason.strip()) or super().should_ignore_migration(
-                app_label, migration_name, operations, is_initial)
+                app_label, migration_name, operations, is_initial
+            )
 
-    own = [config.label for config in apps.get_app_configs()
-           if not config.name.startswith(("django.", "rest_framework", "drf_spectacular"))]
+    own = [
+        config.label
+        for config in apps.get_app_configs()
+        if not config.name.startswith(("django.", "rest_framework", "drf_spectacular"))
+    ]
     options = {"include_apps": own, "ignore_initial_migrations": True, "no_cache": True, **options}
     linter = Linter(**options)
     linter.lint_all_migrations()
@@ -135,9 +141,17 @@ class ServiceProcess:
         out = subprocess.DEVNULL if quiet else None
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:shared.gunicorn_conf", f"{service}_service.wsgi"],
-            cwd=service_dir, stdout=out, stderr=out, start_new_session=True,
-            env={**env, "BIND": f"127.0.0.1:{port}", "SERVICE_NAME": service,
-                 "DJANGO_SETTINGS_MODULE": settings_module or f"{service}_service.settings"})
+            cwd=service_dir,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env={
+                **env,
+                "BIND": f"127.0.0.1:{port}",
+                "SERVICE_NAME": service,
+                "DJANGO_SETTINGS_MODULE": settings_module or f"{service}_service.settings",
+            },
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -174,8 +188,14 @@ def service_token(caller: str, target: str, **kw) -> str:
     return ServiceCredential(caller=caller, target=target, key=dev_signing_key(caller), **kw)()
 
 
-def wait_until(fetch: Callable[[], Any], until: Callable[[Any], object] = bool, *, timeout: float = 30.0,
-               interval: float = 0.05, what: str = "condition") -> Any:
+def wait_until(
+    fetch: Callable[[], Any],
+    until: Callable[[Any], object] = bool,
+    *,
+    timeout: float = 30.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> Any:
     """Poll `fetch()` until `until(value)` holds and return that value; AssertionError (naming `what`
     and the last value) once `timeout` seconds pass. The one way every suite waits for something
     another process makes true: a deadline, never a fixed sleep, and never a timing assertion
@@ -201,14 +221,19 @@ def assert_build_info(api_client) -> dict:
 
     base = Path(settings.BASE_DIR)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=base, capture_output=True, text=True, check=True)
-    expected = {"service": settings.SERVICE_NAME, "version": (base / "VERSION").read_text().strip(),
-                "commit": head.stdout.strip(), "shared": shared_version(),
-                "shared_pinned": (base / "SHARED_VERSION").read_text().strip()}
+    expected = {
+        "service": settings.SERVICE_NAME,
+        "version": (base / "VERSION").read_text().strip(),
+        "commit": head.stdout.strip(),
+        "shared": shared_version(),
+        "shared_pinned": (base / "SHARED_VERSION").read_text().strip(),
+    }
     version = api_client.get("/version")
     assert version.status_code == 200 and version.json() == expected, version.content
     assert api_client.get("/health/live").json() == {"status": "ok", **expected}
     assert expected["shared_pinned"] == expected["shared"], (
         f"{settings.SERVICE_NAME} pins shared {expected['shared_pinned']} (services/{settings.SERVICE_NAME}/SHARED_VERSION) "
         f"but runs with shared {expected['shared']} (shared/src/shared/VERSION): release shared and re-pin "
-        f"(`make release SERVICE=shared` re-pins every service), or restore the pinned version")
+        f"(`make release SERVICE=shared` re-pins every service), or restore the pinned version"
+    )
     return expected

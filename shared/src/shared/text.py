@@ -55,5 +55,10 @@ def display_text_problem(value: str) -> str | None:
 
 
 def is_invisible(value: str) -> bool:
-    return all(char.isspace() or unicodedata.category(char) in INVISIBLE_CATEGORIES or char in BLANK_LETTERS
-               or "\ufe00" <= char <= "\ufe0f" for char in value)
+    return all(
+        char.isspace()
+        or unicodedata.category(char) in INVISIBLE_CATEGORIES
+        or char in BLANK_LETTERS
+        or "\ufe00" <= char <= "\ufe0f"
+        for char in value
+    )

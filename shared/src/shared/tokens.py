@@ -116,7 +116,12 @@ def verify_access_token(token: str, keys: KeySource, *, issuer: str, audience: s
         raise InvalidToken("unknown signing key")
     try:
         claims = jwt.decode(
-            token, key=key, algorithms=[ALGORITHM], audience=audience, issuer=issuer, leeway=LEEWAY_SECONDS,
+            token,
+            key=key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            leeway=LEEWAY_SECONDS,
             options={"require": ["exp", "iat", "iss", "aud", "sub", "jti"]},
         )
     except jwt.ExpiredSignatureError:
@@ -125,7 +130,12 @@ def verify_access_token(token: str, keys: KeySource, *, issuer: str, audience: s
         raise InvalidToken("invalid token") from None
     try:
         sid = claims.get("sid")
-        return AccessClaims(user_id=int(claims["sub"]), username=str(claims.get("username", "")),
-                            jti=str(claims["jti"]), exp=int(claims["exp"]), sid=str(sid) if sid else None)
+        return AccessClaims(
+            user_id=int(claims["sub"]),
+            username=str(claims.get("username", "")),
+            jti=str(claims["jti"]),
+            exp=int(claims["exp"]),
+            sid=str(sid) if sid else None,
+        )
     except (TypeError, ValueError):
         raise InvalidToken("invalid token subject") from None

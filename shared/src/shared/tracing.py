@@ -105,16 +105,27 @@ def setup(service: str, *, django: bool = False, celery: bool = False) -> bool:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or service,
-                                "service.namespace": "social", "service.instance.id": f"{os.uname().nodename}-{os.getpid()}",
-                                "process.pid": os.getpid()})
+    resource = Resource.create(
+        {
+            "service.name": os.environ.get("OTEL_SERVICE_NAME") or service,
+            "service.namespace": "social",
+            "service.instance.id": f"{os.uname().nodename}-{os.getpid()}",
+            "process.pid": os.getpid(),
+        }
+    )
     provider = TracerProvider(resource=resource, sampler=sampler_from_env())
     provider.add_span_processor(BatchSpanProcessor(_exporter(name, service)))
     trace.set_tracer_provider(provider)
     _instrument(django=django, celery=celery)
     _state["service"] = service
-    logger.info("tracing on", extra={"exporter": name, "sampler": os.environ.get("OTEL_TRACES_SAMPLER") or
-                                     "parentbased_traceidratio", "ratio": os.environ.get("OTEL_TRACES_SAMPLER_ARG") or "0.1"})
+    logger.info(
+        "tracing on",
+        extra={
+            "exporter": name,
+            "sampler": os.environ.get("OTEL_TRACES_SAMPLER") or "parentbased_traceidratio",
+            "ratio": os.environ.get("OTEL_TRACES_SAMPLER_ARG") or "0.1",
+        },
+    )
     return True
 
 

@@ -1,7 +1,7 @@
 """What every service's URLconf starts with: health, metrics, OpenAPI schema, problem handlers.
 
-    from shared.urls import handler400, handler403, handler404, handler500, platform_urlpatterns
-    urlpatterns = [*platform_urlpatterns, path("api/v1/", include("posts.urls")), ...]
+from shared.urls import handler400, handler403, handler404, handler500, platform_urlpatterns
+urlpatterns = [*platform_urlpatterns, path("api/v1/", include("posts.urls")), ...]
 """
 
 from django.urls import include, path

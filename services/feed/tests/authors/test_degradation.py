@@ -69,10 +69,8 @@ def test_posting_a_mention_while_users_is_stopped_is_503_and_writes_nothing(pers
     point_feed_at(second_users.url)
     author.api.get("/api/v1/feed")
     second_users.stop()
-    response = author.api.post("/api/v1/posts", data=json.dumps({"body": "hi @someone"}),
-                               content_type="application/json")
+    response = author.api.post("/api/v1/posts", data=json.dumps({"body": "hi @someone"}), content_type="application/json")
     assert_problem(response, 503, "dependency-unavailable")
     assert Post.objects.count() == 0
-    plain = author.api.post("/api/v1/posts", data=json.dumps({"body": "no mentions"}),
-                            content_type="application/json")
+    plain = author.api.post("/api/v1/posts", data=json.dumps({"body": "no mentions"}), content_type="application/json")
     assert plain.status_code == 201  # posts without mentions never need users

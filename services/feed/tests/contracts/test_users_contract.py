@@ -20,8 +20,10 @@ from shared.http import DownstreamHTTPError
 
 DIGITS = r"^\d+$"
 # The service credential: a signed JWT (header.claims.signature); the example is not a valid token
-SERVICE_TOKEN = match.regex("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6InN2Yytqd3QifQ.eyJpc3MiOiJmZWVkIn0.c2lnbmF0dXJl",
-                            regex=r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+SERVICE_TOKEN = match.regex(
+    "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6InN2Yytqd3QifQ.eyJpc3MiOiJmZWVkIn0.c2lnbmF0dXJl",
+    regex=r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+)
 JSON = "application/json"
 
 
@@ -32,8 +34,12 @@ def each(first: object, *more: object) -> object:
 
 
 def profile(user_id: int, username: str, display_name: str, avatar_url: str) -> dict:
-    return {"id": match.regex(str(user_id), regex=DIGITS), "username": match.str(username),
-            "display_name": match.str(display_name), "avatar_url": match.str(avatar_url)}
+    return {
+        "id": match.regex(str(user_id), regex=DIGITS),
+        "username": match.str(username),
+        "display_name": match.str(display_name),
+        "avatar_url": match.str(avatar_url),
+    }
 
 
 def internal_get(pact: Pact, description: str, path: str):
@@ -44,73 +50,113 @@ def internal_get(pact: Pact, description: str, path: str):
 
 
 def batch_some_exist(pact: Pact) -> None:
-    (internal_get(pact, "a batch profile lookup for ids of which some exist", "/internal/v1/users")
-     .given("users exist", users=[{"id": 1001, "username": "alice"}, {"id": 1002, "username": "bob"}])
-     .given("no users have these ids", ids=[999999])
-     .with_query_parameter("ids", match.regex("1001,1002,999999", regex=r"^\d+(,\d+)*$"))
-     .will_respond_with(200)
-     # exactly the two that exist: an unknown id is left out, not answered with a placeholder or an error
-     .with_body({"results": match.like([profile(1001, "alice", "Alice", "https://img.example/alice.png"),
-                                        {"id": "1002", "username": "bob", "display_name": "Bob", "avatar_url": ""}],
-                                       min=2, max=2)}, content_type=JSON))
+    (
+        internal_get(pact, "a batch profile lookup for ids of which some exist", "/internal/v1/users")
+        .given("users exist", users=[{"id": 1001, "username": "alice"}, {"id": 1002, "username": "bob"}])
+        .given("no users have these ids", ids=[999999])
+        .with_query_parameter("ids", match.regex("1001,1002,999999", regex=r"^\d+(,\d+)*$"))
+        .will_respond_with(200)
+        # exactly the two that exist: an unknown id is left out, not answered with a placeholder or an error
+        .with_body(
+            {
+                "results": match.like(
+                    [
+                        profile(1001, "alice", "Alice", "https://img.example/alice.png"),
+                        {"id": "1002", "username": "bob", "display_name": "Bob", "avatar_url": ""},
+                    ],
+                    min=2,
+                    max=2,
+                )
+            },
+            content_type=JSON,
+        )
+    )
 
 
 def batch_none_exist(pact: Pact) -> None:
-    (internal_get(pact, "a batch profile lookup for ids none of which exist", "/internal/v1/users")
-     .given("no users have these ids", ids=[999998, 999999])
-     .with_query_parameter("ids", match.regex("999998,999999", regex=r"^\d+(,\d+)*$"))
-     .will_respond_with(200)
-     .with_body({"results": []}, content_type=JSON))
+    (
+        internal_get(pact, "a batch profile lookup for ids none of which exist", "/internal/v1/users")
+        .given("no users have these ids", ids=[999998, 999999])
+        .with_query_parameter("ids", match.regex("999998,999999", regex=r"^\d+(,\d+)*$"))
+        .will_respond_with(200)
+        .with_body({"results": []}, content_type=JSON)
+    )
 
 
 def by_username(pact: Pact) -> None:
-    (internal_get(pact, "a profile lookup by usernames in another case", "/internal/v1/users/by-username")
-     .given("users exist", users=[{"id": 1001, "username": "alice"}])
-     .with_query_parameter("usernames", "ALICE,nobody")
-     .will_respond_with(200)
-     .with_body({"results": match.like([{**profile(1001, "alice", "Alice", ""),
-                                         "username": match.regex("alice", regex=r"^(?i)alice$")}], min=1, max=1)},
-                content_type=JSON))
+    (
+        internal_get(pact, "a profile lookup by usernames in another case", "/internal/v1/users/by-username")
+        .given("users exist", users=[{"id": 1001, "username": "alice"}])
+        .with_query_parameter("usernames", "ALICE,nobody")
+        .will_respond_with(200)
+        .with_body(
+            {
+                "results": match.like(
+                    [{**profile(1001, "alice", "Alice", ""), "username": match.regex("alice", regex=r"^(?i)alice$")}],
+                    min=1,
+                    max=1,
+                )
+            },
+            content_type=JSON,
+        )
+    )
 
 
 FOLLOWED = {"user_id": 2001, "follower_ids": [2002, 2003, 2004, 2005, 2006]}
 
 
 def followers_first_page(pact: Pact) -> None:
-    (internal_get(pact, "the first page of a user's follower ids", "/internal/v1/users/2001/follower-ids")
-     .given("a user has followers", **FOLLOWED)
-     .with_query_parameter("limit", match.regex("3", regex=DIGITS))
-     .will_respond_with(200)
-     .with_body({"ids": each(match.regex("2002", regex=DIGITS), "2003", "2004"),
-                 "next_after": match.regex("2004", regex=DIGITS)}, content_type=JSON))
+    (
+        internal_get(pact, "the first page of a user's follower ids", "/internal/v1/users/2001/follower-ids")
+        .given("a user has followers", **FOLLOWED)
+        .with_query_parameter("limit", match.regex("3", regex=DIGITS))
+        .will_respond_with(200)
+        .with_body(
+            {"ids": each(match.regex("2002", regex=DIGITS), "2003", "2004"), "next_after": match.regex("2004", regex=DIGITS)},
+            content_type=JSON,
+        )
+    )
 
 
 def followers_last_page(pact: Pact) -> None:
-    (internal_get(pact, "the last page of a user's follower ids, after a cursor", "/internal/v1/users/2001/follower-ids")
-     .given("a user has followers", **FOLLOWED)
-     .with_query_parameter("after", "2004")  # the cursor the first page answered, sent back as it came
-     .with_query_parameter("limit", match.regex("3", regex=DIGITS))
-     .will_respond_with(200)
-     .with_body({"ids": each(match.regex("2005", regex=DIGITS), "2006"), "next_after": None}, content_type=JSON))
+    (
+        internal_get(pact, "the last page of a user's follower ids, after a cursor", "/internal/v1/users/2001/follower-ids")
+        .given("a user has followers", **FOLLOWED)
+        .with_query_parameter("after", "2004")  # the cursor the first page answered, sent back as it came
+        .with_query_parameter("limit", match.regex("3", regex=DIGITS))
+        .will_respond_with(200)
+        .with_body({"ids": each(match.regex("2005", regex=DIGITS), "2006"), "next_after": None}, content_type=JSON)
+    )
 
 
 def followers_none(pact: Pact) -> None:
-    (internal_get(pact, "the follower ids of a user nobody follows", "/internal/v1/users/2010/follower-ids")
-     .given("users exist", users=[{"id": 2010, "username": "loner"}])
-     .with_query_parameter("limit", match.regex("3", regex=DIGITS))
-     .will_respond_with(200)
-     .with_body({"ids": [], "next_after": None}, content_type=JSON))
+    (
+        internal_get(pact, "the follower ids of a user nobody follows", "/internal/v1/users/2010/follower-ids")
+        .given("users exist", users=[{"id": 2010, "username": "loner"}])
+        .with_query_parameter("limit", match.regex("3", regex=DIGITS))
+        .will_respond_with(200)
+        .with_body({"ids": [], "next_after": None}, content_type=JSON)
+    )
 
 
 def credential_refused(pact: Pact) -> None:
-    (internal_get(pact, "a batch profile lookup with a service credential users does not accept", "/internal/v1/users")
-     .given("the caller's service credential is not accepted")
-     .with_query_parameter("ids", match.regex("1001", regex=r"^\d+(,\d+)*$"))
-     .will_respond_with(401))
+    (
+        internal_get(pact, "a batch profile lookup with a service credential users does not accept", "/internal/v1/users")
+        .given("the caller's service credential is not accepted")
+        .with_query_parameter("ids", match.regex("1001", regex=r"^\d+(,\d+)*$"))
+        .will_respond_with(401)
+    )
 
 
-INTERACTIONS = [batch_some_exist, batch_none_exist, by_username, followers_first_page, followers_last_page,
-                followers_none, credential_refused]
+INTERACTIONS = [
+    batch_some_exist,
+    batch_none_exist,
+    by_username,
+    followers_first_page,
+    followers_last_page,
+    followers_none,
+    credential_refused,
+]
 
 
 # ------------------------------------------------------------------------------------------- tests
@@ -119,9 +165,10 @@ INTERACTIONS = [batch_some_exist, batch_none_exist, by_username, followers_first
 def test_batch_profiles_leave_out_unknown_ids(users_mock):
     with users_mock(batch_some_exist):
         found = users_client().summaries([1002, 999999, 1001, 1002])
-    assert found == {1001: UserSummary(id=1001, username="alice", display_name="Alice",
-                                       avatar_url="https://img.example/alice.png"),
-                     1002: UserSummary(id=1002, username="bob", display_name="Bob", avatar_url="")}
+    assert found == {
+        1001: UserSummary(id=1001, username="alice", display_name="Alice", avatar_url="https://img.example/alice.png"),
+        1002: UserSummary(id=1002, username="bob", display_name="Bob", avatar_url=""),
+    }
 
 
 def test_unknown_authors_render_as_placeholders(users_mock):
@@ -147,8 +194,7 @@ def test_follower_ids_walk_pages_by_keyset_cursor(users_mock):
             if page.next_after is None:
                 break
             after = page.next_after
-    assert pages == [FollowerIdsPage(ids=[2002, 2003, 2004], next_after=2004),
-                     FollowerIdsPage(ids=[2005, 2006], next_after=None)]
+    assert pages == [FollowerIdsPage(ids=[2002, 2003, 2004], next_after=2004), FollowerIdsPage(ids=[2005, 2006], next_after=None)]
 
 
 def test_follower_ids_of_unfollowed_user_is_one_empty_page(users_mock):

@@ -16,7 +16,10 @@ def test_schema_generates_without_warnings_and_documents_every_route():
     schema = documented_schema("feed")
     timeline = schema["paths"]["/api/v1/posts"]["get"]
     assert {p["name"]: p.get("required", False) for p in timeline["parameters"]} == {
-        "author": True, "cursor": False, "limit": False}
+        "author": True,
+        "cursor": False,
+        "limit": False,
+    }
     post = schema["components"]["schemas"]["Post"]
     assert set(post["required"]) == {"id", "author", "body", "mentions", "like_count", "liked_by_me", "created_at"}
 

@@ -10,8 +10,7 @@ pytestmark = pytest.mark.django_db
 
 
 def create(person, body, **headers):
-    return person.api.post("/api/v1/posts", data=json.dumps({"body": body}), content_type="application/json",
-                           **headers)
+    return person.api.post("/api/v1/posts", data=json.dumps({"body": body}), content_type="application/json", **headers)
 
 
 def test_create_returns_the_post_with_its_author_and_resolved_mentions(person):
@@ -21,9 +20,12 @@ def test_create_returns_the_post_with_its_author_and_resolved_mentions(person):
     body = response.json()
     post = Post.objects.get()
     assert body == {
-        "id": str(post.id), "author": alice.summary(),
+        "id": str(post.id),
+        "author": alice.summary(),
         "body": f"hello @{bob.username} and @nobody_{alice.id} mail@{bob.username}",
-        "mentions": [bob.username], "like_count": 0, "liked_by_me": False,
+        "mentions": [bob.username],
+        "like_count": 0,
+        "liked_by_me": False,
         "created_at": post.created_at.isoformat().replace("+00:00", "Z"),
     }
     assert post.mentioned_user_ids == [bob.id]
@@ -37,10 +39,18 @@ def test_ids_are_time_ordered_64_bit(person):
     assert all(2**40 < i < 2**63 for i in ids)
 
 
-@pytest.mark.parametrize("payload, field", [
-    ({"body": ""}, "body"), ({"body": "   \n\t "}, "body"), ({"body": "x" * 501}, "body"),
-    ({"body": 123}, "body"), ({"body": None}, "body"), ({"body": ["a"]}, "body"), ({}, "body"),
-])
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"body": ""}, "body"),
+        ({"body": "   \n\t "}, "body"),
+        ({"body": "x" * 501}, "body"),
+        ({"body": 123}, "body"),
+        ({"body": None}, "body"),
+        ({"body": ["a"]}, "body"),
+        ({}, "body"),
+    ],
+)
 def test_bad_bodies_are_problems_and_nothing_is_written(person, payload, field):
     alice = person("alice")
     response = alice.api.post("/api/v1/posts", data=json.dumps(payload), content_type="application/json")
@@ -191,14 +201,17 @@ def test_user_timeline_pages_newest_first(person):
     assert third["next_cursor"] is None
 
 
-@pytest.mark.parametrize("query, status, slug", [
-    ("author=nobody_at_all_here", 404, "not-found"),
-    ("", 400, "validation-error"),
-    ("author={name}&cursor=garbage", 400, "validation-error"),
-    ("author={name}&limit=0", 400, "validation-error"),
-    ("author={name}&limit=101", 400, "validation-error"),
-    ("author={name}&limit=ten", 400, "validation-error"),
-])
+@pytest.mark.parametrize(
+    "query, status, slug",
+    [
+        ("author=nobody_at_all_here", 404, "not-found"),
+        ("", 400, "validation-error"),
+        ("author={name}&cursor=garbage", 400, "validation-error"),
+        ("author={name}&limit=0", 400, "validation-error"),
+        ("author={name}&limit=101", 400, "validation-error"),
+        ("author={name}&limit=ten", 400, "validation-error"),
+    ],
+)
 def test_user_timeline_bad_input(person, query, status, slug):
     alice = person("alice")
     assert_problem(alice.api.get("/api/v1/posts?" + query.format(name=alice.username)), status, slug)
@@ -220,8 +233,12 @@ def test_user_timeline_query_budget_does_not_grow_with_page_size(person, limit):
 
     from shared import ids
 
-    P.objects.bulk_create([P(id=ids.next_id(namespace="posts"), author_id=alice.id, body=f"p{i}",
-                             created_at="2025-01-01T00:00:00Z") for i in range(100)])
+    P.objects.bulk_create(
+        [
+            P(id=ids.next_id(namespace="posts"), author_id=alice.id, body=f"p{i}", created_at="2025-01-01T00:00:00Z")
+            for i in range(100)
+        ]
+    )
     bob.api.get(f"/api/v1/posts?author={alice.username}&limit=1")  # warm the author cache
     with QueryCounter() as queries:
         response = bob.api.get(f"/api/v1/posts?author={alice.username}&limit={limit}")
@@ -253,6 +270,5 @@ def test_like_unlike_and_delete_accept_an_idempotency_key(person):
     assert (again.status_code, again["Idempotent-Replayed"]) == (204, "true")
     assert_problem(alice.api.delete(f"/api/v1/posts/{post_id}"), 404, "not-found")
     other_id = create(alice, "another post").json()["id"]  # the same key for another post is another request
-    assert_problem(bob.api.post(f"/api/v1/posts/{other_id}/like", HTTP_IDEMPOTENCY_KEY="like-1"), 422,
-                   "idempotency-key-reused")
+    assert_problem(bob.api.post(f"/api/v1/posts/{other_id}/like", HTTP_IDEMPOTENCY_KEY="like-1"), 422, "idempotency-key-reused")
     assert Like.objects.count() == 0

@@ -18,13 +18,18 @@ def test_deeply_nested_json_is_a_400_problem(person, body):
 
 def test_every_response_is_nosniff(person, api_client):
     alice = person("alice")
-    for response in (alice.api.get("/api/v1/feed"), alice.api.post("/api/v1/posts", {"body": "hi"}, format="json"),
-                     api_client.get("/api/v1/feed"), api_client.get("/no/such/url")):
+    for response in (
+        alice.api.get("/api/v1/feed"),
+        alice.api.post("/api/v1/posts", {"body": "hi"}, format="json"),
+        api_client.get("/api/v1/feed"),
+        api_client.get("/no/such/url"),
+    ):
         assert response["X-Content-Type-Options"] == "nosniff"
 
 
-@pytest.mark.parametrize("body", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u3164 ", "\u2800\u2800", "\u0301",
-                                  "\u202e\u202c"])
+@pytest.mark.parametrize(
+    "body", ["\u200b", "\u200b\u200c\u200d\u2060\ufeff", " \u3164 ", "\u2800\u2800", "\u0301", "\u202e\u202c"]
+)
 def test_a_post_of_only_invisible_characters_is_refused(person, body):
     alice = person("alice")
     response = alice.api.post("/api/v1/posts", {"body": body}, format="json")
@@ -45,13 +50,19 @@ def test_a_deleted_accounts_token_writes_nothing(person):
 
     alice, bob = person("alice"), person("bob")
     post = bob.api.post("/api/v1/posts", {"body": "hello"}, format="json").json()
-    deleted = httpx.request("DELETE", f"{alice.users_url}/api/v1/users/me", headers={
-        "Authorization": f"Bearer {alice.access}", "Idempotency-Key": "del-1"},
-        json={"password": "correct horse battery staple"}, timeout=10)
+    deleted = httpx.request(
+        "DELETE",
+        f"{alice.users_url}/api/v1/users/me",
+        headers={"Authorization": f"Bearer {alice.access}", "Idempotency-Key": "del-1"},
+        json={"password": "correct horse battery staple"},
+        timeout=10,
+    )
     assert deleted.status_code == 204, deleted.text
-    for response in (alice.api.post("/api/v1/posts", {"body": "still here"}, format="json"),
-                     alice.api.post(f"/api/v1/posts/{post['id']}/like"),
-                     alice.api.get("/api/v1/feed")):
+    for response in (
+        alice.api.post("/api/v1/posts", {"body": "still here"}, format="json"),
+        alice.api.post(f"/api/v1/posts/{post['id']}/like"),
+        alice.api.get("/api/v1/feed"),
+    ):
         assert_problem(response, 401, "invalid-token")
     assert list(Post.objects.values_list("author_id", flat=True)) == [bob.id] and Like.objects.count() == 0
     assert bob.api.get("/api/v1/feed").status_code == 200
@@ -66,8 +77,17 @@ def test_user_deleted_event_writes_the_revocation_too(person):
 
     alice = person("alice")
     assert alice.api.get("/api/v1/feed").status_code == 200
-    dispatch({"id": str(uuid.uuid4()), "type": "user.deleted", "version": 1, "occurred_at": "2025-01-01T00:00:00Z",
-              "producer": "users", "data": {"user_id": str(alice.id)}, "request_id": ""})
+    dispatch(
+        {
+            "id": str(uuid.uuid4()),
+            "type": "user.deleted",
+            "version": 1,
+            "occurred_at": "2025-01-01T00:00:00Z",
+            "producer": "users",
+            "data": {"user_id": str(alice.id)},
+            "request_id": "",
+        }
+    )
     assert_problem(alice.api.get("/api/v1/feed"), 401, "invalid-token")
 
 
@@ -83,8 +103,7 @@ def test_mentions_are_rate_limited_per_author(person, settings):
     # what is left of the budget, and posts without mentions, still go through; others are not affected
     assert alice.api.post("/api/v1/posts", {"body": f"@{dave.username}"}, format="json").status_code == 201
     assert alice.api.post("/api/v1/posts", {"body": "no mentions"}, format="json").status_code == 201
-    assert_problem(alice.api.post("/api/v1/posts", {"body": f"@{bob.username}"}, format="json"), 429,
-                   "mention-rate-limited")
+    assert_problem(alice.api.post("/api/v1/posts", {"body": f"@{bob.username}"}, format="json"), 429, "mention-rate-limited")
     assert bob.api.post("/api/v1/posts", {"body": f"@{alice.username}"}, format="json").status_code == 201
 
 

@@ -21,9 +21,19 @@ FEED_DIR = Path(__file__).resolve().parents[2]
 
 
 def feed_process(users_url: str, **env) -> ServiceProcess:
-    return ServiceProcess(FEED_DIR, "feed", {
-        **os.environ, "USERS_URL": users_url, "JWKS_URL": users_url + "/.well-known/jwks.json",
-        "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4", **env}, settings_module="tests.fault_settings")
+    return ServiceProcess(
+        FEED_DIR,
+        "feed",
+        {
+            **os.environ,
+            "USERS_URL": users_url,
+            "JWKS_URL": users_url + "/.well-known/jwks.json",
+            "GUNICORN_WORKERS": "1",
+            "GUNICORN_THREADS": "4",
+            **env,
+        },
+        settings_module="tests.fault_settings",
+    )
 
 
 @pytest.fixture
@@ -34,9 +44,17 @@ def feed(users_service):
 
 
 def post(feed, person, body: str, key: str, **headers) -> httpx.Response:
-    return httpx.post(feed.url + "/api/v1/posts", content=json.dumps({"body": body}), timeout=30, headers={
-        "Authorization": f"Bearer {person.access}", "Content-Type": "application/json", "Idempotency-Key": key,
-        **headers})
+    return httpx.post(
+        feed.url + "/api/v1/posts",
+        content=json.dumps({"body": body}),
+        timeout=30,
+        headers={
+            "Authorization": f"Bearer {person.access}",
+            "Content-Type": "application/json",
+            "Idempotency-Key": key,
+            **headers,
+        },
+    )
 
 
 def live(feed) -> bool:
@@ -63,8 +81,10 @@ def test_worker_killed_right_after_commit_then_the_retry_replays(feed, person):
 def _waiting_on_lock() -> bool:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")  # else the view stays as first read in this transaction
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
-                       "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO \"posts_post\"%'")
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+            "AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO \"posts_post\"%'"
+        )
         return cursor.fetchone()[0] > 0
 
 

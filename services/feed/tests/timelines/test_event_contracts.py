@@ -28,8 +28,16 @@ EXPECTATIONS = {
     "users": [
         ("user.followed", 1, {"follower_id": id_(1001), "followee_id": id_(1002)}),
         ("user.unfollowed", 1, {"follower_id": id_(1001), "followee_id": id_(1002)}),
-        ("user.updated", 1, {"user_id": id_(1001), "username": text("alice"), "display_name": text("Alice"),
-                             "avatar_url": text("https://img.example/alice.png")}),
+        (
+            "user.updated",
+            1,
+            {
+                "user_id": id_(1001),
+                "username": text("alice"),
+                "display_name": text("Alice"),
+                "avatar_url": text("https://img.example/alice.png"),
+            },
+        ),
         ("user.deleted", 1, {"user_id": id_(1001)}),
     ],
     "feed": [

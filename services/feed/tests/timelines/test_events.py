@@ -17,8 +17,15 @@ pytestmark = pytest.mark.django_db
 
 
 def envelope(type_: str, data: dict, event_id: str | None = None) -> dict:
-    return {"id": event_id or str(uuid.uuid4()), "type": type_, "version": 1,
-            "occurred_at": "2025-01-01T00:00:00Z", "producer": "users", "data": data, "request_id": ""}
+    return {
+        "id": event_id or str(uuid.uuid4()),
+        "type": type_,
+        "version": 1,
+        "occurred_at": "2025-01-01T00:00:00Z",
+        "producer": "users",
+        "data": data,
+        "request_id": "",
+    }
 
 
 def outbox() -> list[tuple[str, dict]]:
@@ -27,15 +34,21 @@ def outbox() -> list[tuple[str, dict]]:
 
 def test_post_create_like_and_delete_write_their_events(person):
     alice, bob = person("alice"), person("bob")
-    response = alice.api.post("/api/v1/posts", data=json.dumps({"body": f"hi @{bob.username}"}),
-                              content_type="application/json")
+    response = alice.api.post("/api/v1/posts", data=json.dumps({"body": f"hi @{bob.username}"}), content_type="application/json")
     post = Post.objects.get()
     bob.api.post(f"/api/v1/posts/{post.id}/like")
     bob.api.post(f"/api/v1/posts/{post.id}/like")  # a repeat emits nothing
     alice.api.delete(f"/api/v1/posts/{post.id}")
     assert outbox() == [
-        ("post.created", {"post_id": str(post.id), "author_id": str(alice.id), "mentioned_user_ids": [str(bob.id)],
-                          "created_at": response.json()["created_at"]}),
+        (
+            "post.created",
+            {
+                "post_id": str(post.id),
+                "author_id": str(alice.id),
+                "mentioned_user_ids": [str(bob.id)],
+                "created_at": response.json()["created_at"],
+            },
+        ),
         ("post.liked", {"post_id": str(post.id), "author_id": str(alice.id), "liker_id": str(bob.id)}),
         ("post.deleted", {"post_id": str(post.id), "author_id": str(alice.id)}),
     ]
@@ -53,8 +66,7 @@ def test_rejected_writes_emit_nothing(person):
 
 def test_user_followed_is_applied_once_however_often_delivered(person):
     author, fan = person("author"), person("fan")
-    post_id = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}),
-                                  content_type="application/json").json()["id"])
+    post_id = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()["id"])
     event = envelope("user.followed", {"follower_id": str(fan.id), "followee_id": str(author.id)})
     assert dispatch(event) is True
     assert dispatch(event) is False
@@ -68,11 +80,24 @@ def test_user_followed_is_applied_once_however_often_delivered(person):
 def test_user_updated_refreshes_the_cached_profile(person):
     alice = person("alice")
     authors_by_ids(ids=[alice.id])
-    dispatch(envelope("user.updated", {"user_id": str(alice.id), "username": "alice_new", "display_name": "A",
-                                       "avatar_url": "https://img.example/a.png"}))
-    assert authors_by_ids(ids=[alice.id]) == ({alice.id: {
-        "id": str(alice.id), "username": "alice_new", "display_name": "A",
-        "avatar_url": "https://img.example/a.png", "placeholder": False}}, False)
+    dispatch(
+        envelope(
+            "user.updated",
+            {"user_id": str(alice.id), "username": "alice_new", "display_name": "A", "avatar_url": "https://img.example/a.png"},
+        )
+    )
+    assert authors_by_ids(ids=[alice.id]) == (
+        {
+            alice.id: {
+                "id": str(alice.id),
+                "username": "alice_new",
+                "display_name": "A",
+                "avatar_url": "https://img.example/a.png",
+                "placeholder": False,
+            }
+        },
+        False,
+    )
 
 
 def test_user_deleted_purges_posts_and_forgets_the_profile(person):
@@ -100,11 +125,12 @@ def test_post_created_and_deleted_are_applied_once_however_often_delivered(perso
     fan.api.get("/api/v1/feed")  # fan's Redis timeline exists, so fan-out writes it
     data = author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()
     post_id = int(data["id"])
-    created = envelope("post.created", {"post_id": data["id"], "author_id": str(author.id),
-                                        "mentioned_user_ids": [], "created_at": data["created_at"]})
+    created = envelope(
+        "post.created",
+        {"post_id": data["id"], "author_id": str(author.id), "mentioned_user_ids": [], "created_at": data["created_at"]},
+    )
     assert dispatch(created) is True
-    assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
-        [author.id, fan.id])
+    assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted([author.id, fan.id])
     assert dispatch(created) is False
     assert TimelineEntry.objects.filter(post_id=post_id).count() == 2
     assert [int(p["id"]) for p in fan.api.get("/api/v1/feed").json()["results"]] == [post_id]

@@ -49,7 +49,8 @@ def test_fanout_writes_every_follower_timeline_and_the_authors_own(person, setti
     post_id = post(author)
     assert fan_out(post_id) == 3
     assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
-        [author.id, *(f.id for f in followers)])
+        [author.id, *(f.id for f in followers)]
+    )
     for reader in [author, *followers]:
         assert feed_ids(reader) == [post_id]
     assert feed_ids(stranger) == []
@@ -169,7 +170,8 @@ def test_big_author_is_merged_at_read_not_fanned_out(person):
     assert AuthorStats.objects.get(author_id=star.id).is_big is True
     services.author_promote(author_id=star.id)  # the task queued after commit: edges walked from users
     assert sorted(BigAuthorFollow.objects.filter(author_id=star.id).values_list("user_id", flat=True)) == sorted(
-        f.id for f in fans)
+        f.id for f in fans
+    )
     follow(fans[0], small)
     small_post = post(small, "small")
     fan_out(small_post)
@@ -208,8 +210,10 @@ def test_user_deleted_removes_their_posts_likes_and_timeline(person):
 def test_feed_query_budget_does_not_grow_with_page_size(person, limit):
     author, fan = person("author"), person("fan")
     fan.follow(author)
-    rows = [Post(id=ids.next_id(namespace="posts"), author_id=author.id, body=f"p{i}",
-                 created_at="2025-01-01T00:00:00Z") for i in range(100)]
+    rows = [
+        Post(id=ids.next_id(namespace="posts"), author_id=author.id, body=f"p{i}", created_at="2025-01-01T00:00:00Z")
+        for i in range(100)
+    ]
     Post.objects.bulk_create(rows)
     services.entries_deliver(post_ids_by_author={author.id: [p.id for p in rows]}, user_ids=[fan.id])
     feed_ids(fan)  # warm: Redis timeline built, author profile cached
@@ -248,12 +252,12 @@ def test_feed_query_budget_with_big_followees_is_one_more_query(person):
         services.unfollow_apply(follower_id=fan.id, followee_id=star.id)
     assert feed_ids(fan, limit=3) == posted[9::-3][:3]  # stars[0] is left: the single-author query
     body = fan.api.get("/api/v1/feed", {"limit": 3}).json()
-    assert [int(p["id"]) for p in fan.api.get("/api/v1/feed", {"limit": 3, "cursor": body["next_cursor"]}).json()[
-        "results"]] == [posted[0]]
+    assert [int(p["id"]) for p in fan.api.get("/api/v1/feed", {"limit": 3, "cursor": body["next_cursor"]}).json()["results"]] == [
+        posted[0]
+    ]
 
 
-def test_cached_posts_keep_like_counts_and_liked_by_me_exact_and_deleted_posts_out(
-        person, django_capture_on_commit_callbacks):
+def test_cached_posts_keep_like_counts_and_liked_by_me_exact_and_deleted_posts_out(person, django_capture_on_commit_callbacks):
     author, fan, liker = person("author"), person("fan"), person("liker")
     fan.follow(author)
     keep, gone = post(author, "keep"), post(author, "gone")
@@ -293,18 +297,17 @@ def test_explain_durable_timeline_page_uses_the_primary_key(person):
 
     with connection.cursor() as cursor:
         cursor.execute("SET LOCAL enable_sort = off")  # nor a sort of another index's rows (see above)
-    plan = explain(TimelineEntry.objects.filter(user_id=1, post_id__lt=10**18).order_by("-post_id")
-                   .values_list("post_id", flat=True)[:20])
+    plan = explain(
+        TimelineEntry.objects.filter(user_id=1, post_id__lt=10**18).order_by("-post_id").values_list("post_id", flat=True)[:20]
+    )
     assert "timelines_timelineentry_pkey" in plan, plan
 
 
 @pytest.mark.usefixtures("planner_as_on_a_big_table")
 def test_explain_removal_queries_use_their_indexes():
     assert "timeline_post_idx" in explain(TimelineEntry.objects.filter(post_id=5).values_list("user_id"))
-    assert "timeline_user_author_idx" in explain(
-        TimelineEntry.objects.filter(user_id=1, author_id=2).values_list("post_id"))
-    assert "timelines_bigauthorfollow_pkey" in explain(
-        BigAuthorFollow.objects.filter(user_id=1).values_list("author_id"))
+    assert "timeline_user_author_idx" in explain(TimelineEntry.objects.filter(user_id=1, author_id=2).values_list("post_id"))
+    assert "timelines_bigauthorfollow_pkey" in explain(BigAuthorFollow.objects.filter(user_id=1).values_list("author_id"))
 
 
 @pytest.mark.usefixtures("planner_as_on_a_big_table")
@@ -347,7 +350,8 @@ def test_home_timeline_ids_selector_merges_without_duplicates(person):
 
 @override_settings(FANOUT_MAX_FOLLOWERS=4, FANOUT_DEMOTE_FOLLOWERS=3, FANOUT_PAGE=1, DEMOTE_ROWS_PER_DELIVERY=2)
 def test_big_author_demoted_below_the_lower_threshold_backfills_first_and_readers_never_miss_or_repeat(
-        person, django_capture_on_commit_callbacks):
+    person, django_capture_on_commit_callbacks
+):
     star, other = person("star"), person("other")
     fans = [person("fan") for _ in range(5)]
     early = post(star, "before the follows")
@@ -407,8 +411,10 @@ def test_big_author_demoted_below_the_lower_threshold_backfills_first_and_reader
     assert sorted(u for page in steps for u in page) == sorted(f.id for f in stayers)  # one follower per chunk
     assert not BigAuthorFollow.objects.filter(author_id=star.id).exists()
     for fan in stayers:
-        assert set(TimelineEntry.objects.filter(user_id=fan.id, author_id=star.id).values_list("post_id", flat=True)
-                   ) == {late, early}
+        assert set(TimelineEntry.objects.filter(user_id=fan.id, author_id=star.id).values_list("post_id", flat=True)) == {
+            late,
+            early,
+        }
         assert {late, early} <= {int(m) for m in store.client().zrange(store.key(fan.id), 1, -1)}
     assert services.author_demote(author_id=star.id) == 0  # done: a second run is a no-op
     after = post(star, "fanned out again")
@@ -456,8 +462,13 @@ def test_demotion_threshold_defaults_to_80_percent_and_must_sit_below_the_promot
 
     feed_dir = Path(services.__file__).resolve().parents[1]
     for value in ("100000", "150000", "-1"):  # no gap (or an inverted one): refused at start-up
-        result = subprocess.run([sys.executable, "manage.py", "check"], cwd=feed_dir, capture_output=True, text=True,
-                                env={**os.environ, "FANOUT_MAX_FOLLOWERS": "100000", "FANOUT_DEMOTE_FOLLOWERS": value})
+        result = subprocess.run(
+            [sys.executable, "manage.py", "check"],
+            cwd=feed_dir,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "FANOUT_MAX_FOLLOWERS": "100000", "FANOUT_DEMOTE_FOLLOWERS": value},
+        )
         assert result.returncode != 0 and "FANOUT_DEMOTE_FOLLOWERS must be" in result.stderr, result.stderr[-500:]
 
 

@@ -29,9 +29,13 @@ def eventually(check):
 
 
 def feed_relay() -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"], cwd=FEED_DIR,
-                            env={**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"],
+        cwd=FEED_DIR,
+        env={**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def stop(*procs: subprocess.Popen) -> None:
@@ -48,15 +52,42 @@ def workers(users_service):
     from shared.events.subscriptions import register_service
 
     register_service(settings.REDIS_URL, "feed")
-    env = {**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL, "USERS_URL": users_service.url,
-           "JWKS_URL": users_service.url + "/.well-known/jwks.json"}
-    worker = subprocess.Popen([sys.executable, "-m", "celery", "-A", "feed_service", "worker", "-Q", "feed",
-                               "-c", "2", "--without-heartbeat", "--without-gossip", "--without-mingle",
-                               "--loglevel", "WARNING"], cwd=FEED_DIR, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    relay = subprocess.Popen([sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"], cwd=USERS_DIR,
-                             env={**users_env(), "CELERY_BROKER_URL": settings.REDIS_URL},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "CELERY_BROKER_URL": settings.REDIS_URL,
+        "USERS_URL": users_service.url,
+        "JWKS_URL": users_service.url + "/.well-known/jwks.json",
+    }
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "feed_service",
+            "worker",
+            "-Q",
+            "feed",
+            "-c",
+            "2",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel",
+            "WARNING",
+        ],
+        cwd=FEED_DIR,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    relay = subprocess.Popen(
+        [sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"],
+        cwd=USERS_DIR,
+        env={**users_env(), "CELERY_BROKER_URL": settings.REDIS_URL},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     procs = {"worker": worker, "users_relay": relay}
     yield procs
     stop(*procs.values())
@@ -71,14 +102,18 @@ def feed_relayed(workers):
 
 def test_follow_post_fanout_and_delete_through_real_workers(person, feed_relayed):
     author, fan = person("author"), person("fan")
-    early = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "before the follow"}),
-                                content_type="application/json").json()["id"])
+    early = int(
+        author.api.post("/api/v1/posts", data=json.dumps({"body": "before the follow"}), content_type="application/json").json()[
+            "id"
+        ]
+    )
     fan.follow(author)  # users → outbox → relay → feed worker: backfill
     eventually(lambda: TimelineEntry.objects.filter(user_id=fan.id, post_id=early).exists())
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(early)]
 
-    later = int(author.api.post("/api/v1/posts", data=json.dumps({"body": "after"}),
-                                content_type="application/json").json()["id"])  # outbox → relay → post.created handler
+    later = int(
+        author.api.post("/api/v1/posts", data=json.dumps({"body": "after"}), content_type="application/json").json()["id"]
+    )  # outbox → relay → post.created handler
     eventually(lambda: store.client().zscore(store.key(fan.id), str(later)) is not None)
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(later), str(early)]
 
@@ -99,19 +134,34 @@ def test_post_whose_producer_is_killed_right_after_commit_still_reaches_follower
     # both user.followed applied first (their backfill would otherwise copy the new post in: seen
     # once on a loaded machine), then fan's Redis timeline built
     eventually(lambda: AuthorStats.objects.filter(author_id=author.id, followers_count=2).exists())
-    eventually(lambda: (TimelineEntry.objects.filter(user_id__in=[fan.id, other.id]).count() == 0
-                        and fan.api.get("/api/v1/feed").status_code == 200))
+    eventually(
+        lambda: (
+            TimelineEntry.objects.filter(user_id__in=[fan.id, other.id]).count() == 0
+            and fan.api.get("/api/v1/feed").status_code == 200
+        )
+    )
     stop(feed_relayed["feed_relay"])  # nothing may publish the event but the relay
     # The producer is feed's own code in its own process. Its first on_commit callback SIGKILLs it:
     # the post is committed, and nothing queued after the commit (as fan-out used to be) can run.
-    code = subprocess.run([sys.executable, "manage.py", "shell", "-c", textwrap.dedent(f"""
+    code = subprocess.run(
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            textwrap.dedent(f"""
         import os, signal
         from django.db import transaction
         from posts.services import post_create
         with transaction.atomic():
             transaction.on_commit(lambda: os.kill(os.getpid(), signal.SIGKILL))
             post = post_create(author_id={author.id}, body="committed, then the process died")
-    """)], cwd=FEED_DIR, env=os.environ.copy(), check=False).returncode
+    """),
+        ],
+        cwd=FEED_DIR,
+        env=os.environ.copy(),
+        check=False,
+    ).returncode
     assert code == -9
     post_id = Post.objects.get(author_id=author.id).id
     assert not TimelineEntry.objects.filter(post_id=post_id).exists()
@@ -119,7 +169,8 @@ def test_post_whose_producer_is_killed_right_after_commit_still_reaches_follower
     feed_relayed["feed_relay"] = feed_relay()
     eventually(lambda: TimelineEntry.objects.filter(post_id=post_id).count() == 3)
     assert sorted(TimelineEntry.objects.filter(post_id=post_id).values_list("user_id", flat=True)) == sorted(
-        [author.id, fan.id, other.id])
+        [author.id, fan.id, other.id]
+    )
     eventually(lambda: store.client().zscore(store.key(fan.id), str(post_id)) is not None)
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
     assert [p["id"] for p in other.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
@@ -134,18 +185,23 @@ def hybrid_thresholds(monkeypatch):
 
 
 def test_big_author_promoted_then_demoted_through_real_workers_readers_never_lose_its_posts(
-        person, hybrid_thresholds, feed_relayed):
+    person, hybrid_thresholds, feed_relayed
+):
     star = person("star")
     fans = [person("fan") for _ in range(4)]
-    early = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "early"}),
-                              content_type="application/json").json()["id"])
+    early = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "early"}), content_type="application/json").json()["id"])
     for fan in fans:
         fan.follow(star)
     # the 4th follow promotes: every edge recorded by the promotion walk
-    eventually(lambda: AuthorStats.objects.filter(author_id=star.id, followers_count=4, is_big=True).exists()
-               and BigAuthorFollow.objects.filter(author_id=star.id).count() == 4)
-    late = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "while big"}),
-                             content_type="application/json").json()["id"])
+    eventually(
+        lambda: (
+            AuthorStats.objects.filter(author_id=star.id, followers_count=4, is_big=True).exists()
+            and BigAuthorFollow.objects.filter(author_id=star.id).count() == 4
+        )
+    )
+    late = int(
+        star.api.post("/api/v1/posts", data=json.dumps({"body": "while big"}), content_type="application/json").json()["id"]
+    )
     eventually(lambda: TimelineEntry.objects.filter(post_id=late).exists())  # handled: the star's own timeline
     assert list(TimelineEntry.objects.filter(post_id=late).values_list("user_id", flat=True)) == [star.id]
     reader = fans[0]
@@ -172,13 +228,16 @@ def test_big_author_promoted_then_demoted_through_real_workers_readers_never_los
     count_is(2)
     assert AuthorStats.objects.get(author_id=star.id).is_big is True
     assert sorted(BigAuthorFollow.objects.filter(author_id=star.id).values_list("user_id", flat=True)) == sorted(
-        [fans[0].id, fans[1].id])
+        [fans[0].id, fans[1].id]
+    )
 
     fans[1].unfollow(star)  # 1 < 2: demoted; the reader keeps reading all along
     for _ in range(600):
         assert read() == [late, early]
-        if (AuthorStats.objects.filter(author_id=star.id, followers_count=1, is_big=False).exists()
-                and not BigAuthorFollow.objects.filter(author_id=star.id).exists()):
+        if (
+            AuthorStats.objects.filter(author_id=star.id, followers_count=1, is_big=False).exists()
+            and not BigAuthorFollow.objects.filter(author_id=star.id).exists()
+        ):
             break
         time.sleep(0.02)
     assert not BigAuthorFollow.objects.filter(author_id=star.id).exists()
@@ -186,7 +245,10 @@ def test_big_author_promoted_then_demoted_through_real_workers_readers_never_los
     assert sorted(TimelineEntry.objects.filter(user_id=reader.id).values_list("post_id", flat=True)) == [early, late]
     assert read() == [late, early]  # now from the timeline alone
 
-    after = int(star.api.post("/api/v1/posts", data=json.dumps({"body": "fanned out again"}),
-                              content_type="application/json").json()["id"])
+    after = int(
+        star.api.post("/api/v1/posts", data=json.dumps({"body": "fanned out again"}), content_type="application/json").json()[
+            "id"
+        ]
+    )
     eventually(lambda: TimelineEntry.objects.filter(user_id=reader.id, post_id=after).exists())
     eventually(lambda: read() == [after, late, early])

@@ -19,44 +19,73 @@ from shared.users_api import UserSummary
 DIGITS = r"^\d+$"
 ID_LIST = r"^\d+(,\d+)*$"
 # The service credential: a signed JWT (header.claims.signature); the example is not a valid token
-SERVICE_TOKEN = match.regex("Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6InN2Yytqd3QifQ.eyJpc3MiOiJub3RpZmljYXRpb25zIn0.c2lnbmF0dXJl",
-                            regex=r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$")
+SERVICE_TOKEN = match.regex(
+    "Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6InN2Yytqd3QifQ.eyJpc3MiOiJub3RpZmljYXRpb25zIn0.c2lnbmF0dXJl",
+    regex=r"^Bearer [A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+)
 JSON = "application/json"
 
 
 def batch(pact: Pact, description: str, ids_example: str):
-    return (pact.upon_receiving(description).with_request("GET", "/internal/v1/users")
-            .with_header("Authorization", SERVICE_TOKEN)
-            .with_query_parameter("ids", match.regex(ids_example, regex=ID_LIST)))
+    return (
+        pact.upon_receiving(description)
+        .with_request("GET", "/internal/v1/users")
+        .with_header("Authorization", SERVICE_TOKEN)
+        .with_query_parameter("ids", match.regex(ids_example, regex=ID_LIST))
+    )
 
 
 # ------------------------------------------------------------------------------------ interactions
 
 
 def batch_some_exist(pact: Pact) -> None:
-    (batch(pact, "a batch profile lookup for ids of which some exist", "1001,1002,999999")
-     .given("users exist", users=[{"id": 1001, "username": "alice"}, {"id": 1002, "username": "bob"}])
-     .given("no users have these ids", ids=[999999])
-     .will_respond_with(200)
-     # exactly the two that exist: an id that is gone is left out, not answered with an error
-     .with_body({"results": match.like([
-         {"id": match.regex("1001", regex=DIGITS), "username": match.str("alice"), "display_name": match.str("Alice"),
-          "avatar_url": match.str("https://img.example/alice.png")},
-         {"id": "1002", "username": "bob", "display_name": "Bob", "avatar_url": ""},  # the rules above hold for [*]
-     ], min=2, max=2)}, content_type=JSON))
+    (
+        batch(pact, "a batch profile lookup for ids of which some exist", "1001,1002,999999")
+        .given("users exist", users=[{"id": 1001, "username": "alice"}, {"id": 1002, "username": "bob"}])
+        .given("no users have these ids", ids=[999999])
+        .will_respond_with(200)
+        # exactly the two that exist: an id that is gone is left out, not answered with an error
+        .with_body(
+            {
+                "results": match.like(
+                    [
+                        {
+                            "id": match.regex("1001", regex=DIGITS),
+                            "username": match.str("alice"),
+                            "display_name": match.str("Alice"),
+                            "avatar_url": match.str("https://img.example/alice.png"),
+                        },
+                        {
+                            "id": "1002",
+                            "username": "bob",
+                            "display_name": "Bob",
+                            "avatar_url": "",
+                        },  # the rules above hold for [*]
+                    ],
+                    min=2,
+                    max=2,
+                )
+            },
+            content_type=JSON,
+        )
+    )
 
 
 def batch_none_exist(pact: Pact) -> None:
-    (batch(pact, "a batch profile lookup for ids none of which exist", "999998,999999")
-     .given("no users have these ids", ids=[999998, 999999])
-     .will_respond_with(200)
-     .with_body({"results": []}, content_type=JSON))
+    (
+        batch(pact, "a batch profile lookup for ids none of which exist", "999998,999999")
+        .given("no users have these ids", ids=[999998, 999999])
+        .will_respond_with(200)
+        .with_body({"results": []}, content_type=JSON)
+    )
 
 
 def credential_refused(pact: Pact) -> None:
-    (batch(pact, "a batch profile lookup with a service credential users does not accept", "1001")
-     .given("the caller's service credential is not accepted")
-     .will_respond_with(401))
+    (
+        batch(pact, "a batch profile lookup with a service credential users does not accept", "1001")
+        .given("the caller's service credential is not accepted")
+        .will_respond_with(401)
+    )
 
 
 INTERACTIONS = [batch_some_exist, batch_none_exist, credential_refused]

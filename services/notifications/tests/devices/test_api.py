@@ -35,14 +35,17 @@ def test_a_push_token_belongs_to_the_account_that_registered_it_last(register, c
     assert sorted(Device.objects.values_list("user_id", "token")) == sorted([(alice.id, "phone:1"), (alice.id, "phone:2")])
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"platform": "symbian", "token": "t"}, "platform"),
-    ({"platform": "ios"}, "token"),
-    ({"platform": "ios", "token": ""}, "token"),
-    ({"platform": "ios", "token": 123}, "token"),
-    ({"platform": "ios", "token": "has space"}, "token"),
-    ({"platform": "ios", "token": "x" * 4097}, "token"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"platform": "symbian", "token": "t"}, "platform"),
+        ({"platform": "ios"}, "token"),
+        ({"platform": "ios", "token": ""}, "token"),
+        ({"platform": "ios", "token": 123}, "token"),
+        ({"platform": "ios", "token": "has space"}, "token"),
+        ({"platform": "ios", "token": "x" * 4097}, "token"),
+    ],
+)
 def test_bad_device_is_a_problem_and_writes_nothing(register, client_for, body, field):
     response = client_for(register("alice")).post("/api/v1/devices", body, format="json")
     problem = assert_problem(response, 400, "validation-error")
@@ -58,8 +61,9 @@ def test_writes_accept_an_idempotency_key(register, client_for):
     assert first.status_code == 201 and "Idempotent-Replayed" not in first
     replay = client.post("/api/v1/devices", {"platform": "ios", "token": "tok:1"}, format="json", **key)
     assert (replay.status_code, replay["Idempotent-Replayed"], replay.json()) == (201, "true", first.json())
-    assert_problem(client.post("/api/v1/devices", {"platform": "ios", "token": "tok:2"}, format="json", **key),
-                   422, "idempotency-key-reused")
+    assert_problem(
+        client.post("/api/v1/devices", {"platform": "ios", "token": "tok:2"}, format="json", **key), 422, "idempotency-key-reused"
+    )
     assert list(Device.objects.values_list("token", flat=True)) == ["tok:1"]
 
     gone = {"HTTP_IDEMPOTENCY_KEY": "device-1-delete"}

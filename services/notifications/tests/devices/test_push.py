@@ -72,7 +72,11 @@ def test_a_burst_is_one_signed_push_per_device(receiver, deliver):
         assert headers["X-Push-Signature"] == expected
         payload = json.loads(body)
         assert (payload["token"], payload["user_id"], payload["notification_ids"], payload["body"]) == (
-            token, 22, ids, "You have 3 new notifications")
+            token,
+            22,
+            ids,
+            "You have 3 new notifications",
+        )
     assert set(Delivery.objects.values_list("status", "attempts")) == {("sent", 1)}
     assert services.push_flush(user_id=22) == 0  # nothing pending: nothing sent twice
     assert len(receiver.requests) == 2
@@ -104,8 +108,7 @@ def test_give_up_is_recorded_after_max_attempts(receiver, deliver):
             services.push_flush(user_id=22)
         Delivery.objects.update(next_attempt_at=timezone.now())
     assert services.push_flush(user_id=22) == 0
-    assert list(Delivery.objects.values_list("status", "attempts", "last_error")) == [
-        ("failed", 3, "webhook answered 500")]
+    assert list(Delivery.objects.values_list("status", "attempts", "last_error")) == [("failed", 3, "webhook answered 500")]
     assert len(receiver.requests) == 3
 
 
@@ -138,7 +141,7 @@ def test_likes_of_one_post_are_one_push_naming_the_latest_and_the_others(receive
     for liker in likers:
         deliver("post.liked", {"post_id": "7", "author_id": "22", "liker_id": str(liker.id)}, producer="feed")
     assert services.push_flush(user_id=22) == 1
-    (_, body), = receiver.requests
+    ((_, body),) = receiver.requests
     assert json.loads(body)["body"] == f"{likers[-1].username} and 3 others liked your post"
 
 

@@ -28,14 +28,20 @@ def test_likes_of_one_post_are_grouped_while_unread(register, client_for, delive
     likers = [register(f"liker{i}") for i in range(4)]
     for liker in likers:
         deliver("post.liked", {"post_id": "7", "author_id": str(author.id), "liker_id": str(liker.id)}, producer="feed")
-    deliver("post.liked", {"post_id": "7", "author_id": str(author.id), "liker_id": str(likers[1].id)},
-            producer="feed")  # a repeat changes nothing
+    deliver(
+        "post.liked", {"post_id": "7", "author_id": str(author.id), "liker_id": str(likers[1].id)}, producer="feed"
+    )  # a repeat changes nothing
     client = client_for(author)
     page = client.get("/api/v1/notifications").json()
     assert len(page["results"]) == 1
     item = page["results"][0]
     assert (item["kind"], item["actor"]["id"], item["actor_count"], item["post_id"], item["read"]) == (
-        "like", str(likers[-1].id), 4, "7", False)
+        "like",
+        str(likers[-1].id),
+        4,
+        "7",
+        False,
+    )
     assert client.get("/api/v1/notifications/unread-count").json()["count"] == 1
     assert Delivery.objects.filter(status="pending").count() == 1  # the replaced ones' pushes went with them
     # once read, the next liker starts a new group; the read one stays as it was
@@ -44,7 +50,9 @@ def test_likes_of_one_post_are_grouped_while_unread(register, client_for, delive
     deliver("post.liked", {"post_id": "7", "author_id": str(author.id), "liker_id": str(newcomer.id)}, producer="feed")
     items = client.get("/api/v1/notifications").json()["results"]
     assert [(i["actor"]["id"], i["actor_count"], i["read"]) for i in items] == [
-        (str(newcomer.id), 1, False), (str(likers[-1].id), 4, True)]
+        (str(newcomer.id), 1, False),
+        (str(likers[-1].id), 4, True),
+    ]
     # likes of another post are another notification; other kinds keep actor_count 1
     deliver("post.liked", {"post_id": "8", "author_id": str(author.id), "liker_id": str(likers[0].id)}, producer="feed")
     deliver("user.followed", {"follower_id": str(likers[0].id), "followee_id": str(author.id)})

@@ -27,7 +27,8 @@ def test_list_is_newest_first_with_actor_profiles(alice_and_fans, client_for, dj
     assert [r["id"] for r in body["results"]] == [str(i) for i in ids]
     assert [r["actor"] for r in body["results"]] == [
         {"id": str(f.id), "username": f.username, "display_name": f"Fan {i}", "avatar_url": ""}
-        for i, f in reversed(list(enumerate(fans)))]
+        for i, f in reversed(list(enumerate(fans)))
+    ]
     assert {(r["kind"], r["post_id"], r["read"]) for r in body["results"]} == {("follow", None, False)}
     assert body["next_cursor"] is None
 
@@ -75,17 +76,20 @@ def test_mark_read_ignores_other_users_notifications(alice_and_fans, client_for,
     assert Notification.objects.filter(recipient_id=alice.id, read_at__isnull=True).count() == 3
 
 
-@pytest.mark.parametrize("body, field", [
-    ({}, "non_field_errors"),
-    ({"ids": ["1"], "all": True}, "non_field_errors"),
-    ({"all": False}, "all"),
-    ({"all": "true"}, "all"),
-    ({"ids": []}, "ids"),
-    ({"ids": ["x"]}, "ids"),
-    ({"ids": "1"}, "ids"),
-    ({"ids": ["1"] * 1001}, "ids"),
-    ({"ids": ["1"], "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({}, "non_field_errors"),
+        ({"ids": ["1"], "all": True}, "non_field_errors"),
+        ({"all": False}, "all"),
+        ({"all": "true"}, "all"),
+        ({"ids": []}, "ids"),
+        ({"ids": ["x"]}, "ids"),
+        ({"ids": "1"}, "ids"),
+        ({"ids": ["1"] * 1001}, "ids"),
+        ({"ids": ["1"], "extra": 1}, "extra"),
+    ],
+)
 def test_mark_read_bad_input_is_a_problem_and_writes_nothing(alice_and_fans, client_for, body, field):
     alice, _ = alice_and_fans
     response = client_for(alice).post("/api/v1/notifications/read", body, format="json")
@@ -102,8 +106,12 @@ def test_list_bad_query_is_a_problem(alice_and_fans, client_for, query, field):
 
 
 def test_endpoints_require_a_token(api_client):
-    for method, path in [("get", "/api/v1/notifications"), ("get", "/api/v1/notifications/unread-count"),
-                         ("post", "/api/v1/notifications/read"), ("post", "/api/v1/devices")]:
+    for method, path in [
+        ("get", "/api/v1/notifications"),
+        ("get", "/api/v1/notifications/unread-count"),
+        ("post", "/api/v1/notifications/read"),
+        ("post", "/api/v1/devices"),
+    ]:
         assert_problem(getattr(api_client, method)(path), 401, "not-authenticated")
 
 
@@ -144,6 +152,5 @@ def test_mark_read_accepts_an_idempotency_key(alice_and_fans, client_for):
     assert client.post("/api/v1/notifications/read", body, format="json", **key).status_code == 204
     replay = client.post("/api/v1/notifications/read", body, format="json", **key)
     assert (replay.status_code, replay["Idempotent-Replayed"]) == (204, "true")
-    assert_problem(client.post("/api/v1/notifications/read", {"all": True}, format="json", **key),
-                   422, "idempotency-key-reused")
+    assert_problem(client.post("/api/v1/notifications/read", {"all": True}, format="json", **key), 422, "idempotency-key-reused")
     assert Notification.objects.filter(recipient_id=alice.id, read_at__isnull=True).count() == 2

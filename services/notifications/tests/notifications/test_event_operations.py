@@ -23,14 +23,22 @@ pytestmark = pytest.mark.django_db
 
 
 def envelope(data: dict, *, type_: str = "user.followed", event_id: uuid.UUID | None = None) -> dict:
-    return envelope_to(Event(id=event_id or uuid.uuid4(), type=type_, version=1, occurred_at=timezone.now(),
-                             producer="users", data=data, request_id="req-replay"))
+    return envelope_to(
+        Event(
+            id=event_id or uuid.uuid4(),
+            type=type_,
+            version=1,
+            occurred_at=timezone.now(),
+            producer="users",
+            data=data,
+            request_id="req-replay",
+        )
+    )
 
 
 def dead(env: dict, *, error: str = "OperationalError: server closed the connection") -> DeadLetter:
     """A dead letter recorded exactly as the worker records one after its last retry."""
-    dead_letter(task="events.handle", payload=env, error=error, attempts=6, event_id=uuid.UUID(env["id"]),
-                type_=env["type"])
+    dead_letter(task="events.handle", payload=env, error=error, attempts=6, event_id=uuid.UUID(env["id"]), type_=env["type"])
     return DeadLetter.objects.get(event_id=env["id"])
 
 
@@ -107,12 +115,15 @@ def test_an_event_that_fails_again_stays_a_dead_letter_with_the_new_error():
     assert follows() == []
 
 
-@pytest.mark.parametrize("args, message", [
-    ([], "nothing selected"),
-    (["--older-than", "yesterday"], "bad age"),
-    (["--id", "12abc"], "bad --id"),
-    (["--all", "--limit", "0"], "--limit"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "nothing selected"),
+        (["--older-than", "yesterday"], "bad age"),
+        (["--id", "12abc"], "bad --id"),
+        (["--all", "--limit", "0"], "--limit"),
+    ],
+)
 def test_bad_arguments_are_refused_and_nothing_is_replayed(args, message):
     row = dead(envelope({"follower_id": "11", "followee_id": "22"}))
     with pytest.raises(CommandError, match=message):
@@ -129,12 +140,20 @@ def broker() -> redis.Redis:
 def test_events_status_reports_outbox_ledger_queue_and_dead_letters():
     client = broker()
     now = timezone.now()
-    OutboxEvent.objects.create(event_id=uuid.uuid4(), type="post.deleted", version=1, data={},
-                               occurred_at=now - timedelta(seconds=120))
-    OutboxEvent.objects.create(event_id=uuid.uuid4(), type="post.deleted", version=1, data={},
-                               occurred_at=now - timedelta(seconds=300), sent_at=now - timedelta(seconds=30))
-    client.zadd(ledger.pending_key("notifications", "users"), {str(uuid.uuid4()): time.time() - 90,
-                                                               str(uuid.uuid4()): time.time()})
+    OutboxEvent.objects.create(
+        event_id=uuid.uuid4(), type="post.deleted", version=1, data={}, occurred_at=now - timedelta(seconds=120)
+    )
+    OutboxEvent.objects.create(
+        event_id=uuid.uuid4(),
+        type="post.deleted",
+        version=1,
+        data={},
+        occurred_at=now - timedelta(seconds=300),
+        sent_at=now - timedelta(seconds=30),
+    )
+    client.zadd(
+        ledger.pending_key("notifications", "users"), {str(uuid.uuid4()): time.time() - 90, str(uuid.uuid4()): time.time()}
+    )
     from notifications_service.celery import app
 
     app.send_task("events.handle", args=[envelope({"follower_id": "1", "followee_id": "2"})], queue="notifications")
@@ -165,8 +184,9 @@ def test_backlog_gauges_as_a_worker_serves_them():
     from shared.events.backlog import BacklogCollector
 
     client = broker()
-    OutboxEvent.objects.create(event_id=uuid.uuid4(), type="post.deleted", version=1, data={},
-                               occurred_at=timezone.now() - timedelta(seconds=60))
+    OutboxEvent.objects.create(
+        event_id=uuid.uuid4(), type="post.deleted", version=1, data={}, occurred_at=timezone.now() - timedelta(seconds=60)
+    )
     client.zadd(ledger.pending_key("notifications", "feed"), {str(uuid.uuid4()): time.time() - 30})
     for _ in range(3):
         client.lpush("notifications", json.dumps({"body": "e30=", "headers": {"task": "notifications.push_deliver"}}))
@@ -177,15 +197,17 @@ def test_backlog_gauges_as_a_worker_serves_them():
     thread = threading.Thread(target=lambda: scraped.append(generate_latest(registry)))
     thread.start()
     thread.join(timeout=30)
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(scraped[0].decode()) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(scraped[0].decode())
+        for s in family.samples
+    }
     assert samples[("events_backlog_up", (("source", "postgres"),))] == 1
     assert samples[("events_backlog_up", (("source", "redis"),))] == 1
     assert samples[("events_outbox_unsent", (("producer", "notifications"),))] == 1
     assert samples[("events_outbox_oldest_unsent_age_seconds", (("producer", "notifications"),))] >= 60
     assert samples[("events_consumer_pending", (("consumer", "notifications"), ("producer", "feed")))] == 1
-    assert samples[("events_consumer_oldest_pending_age_seconds",
-                    (("consumer", "notifications"), ("producer", "feed")))] >= 30
+    assert samples[("events_consumer_oldest_pending_age_seconds", (("consumer", "notifications"), ("producer", "feed")))] >= 30
     assert samples[("events_consumer_pending", (("consumer", "notifications"), ("producer", "users")))] == 0
     assert samples[("celery_queue_length", (("queue", "notifications"),))] == 3
     assert samples[("celery_queue_tasks", (("queue", "notifications"), ("task", "notifications.push_deliver")))] == 3

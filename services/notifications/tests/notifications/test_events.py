@@ -43,10 +43,21 @@ def test_post_liked_notifies_the_author_but_not_for_own_post(deliver):
 
 
 def test_post_created_notifies_each_mentioned_user_but_not_the_author(deliver):
-    deliver("post.created", {"post_id": "9", "author_id": "11", "mentioned_user_ids": ["33", "22", "11", "22"],
-                             "created_at": "2025-01-01T00:00:00+00:00"}, producer="feed")
-    deliver("post.created", {"post_id": "10", "author_id": "11", "mentioned_user_ids": [],
-                             "created_at": "2025-01-01T00:00:00+00:00"}, producer="feed")
+    deliver(
+        "post.created",
+        {
+            "post_id": "9",
+            "author_id": "11",
+            "mentioned_user_ids": ["33", "22", "11", "22"],
+            "created_at": "2025-01-01T00:00:00+00:00",
+        },
+        producer="feed",
+    )
+    deliver(
+        "post.created",
+        {"post_id": "10", "author_id": "11", "mentioned_user_ids": [], "created_at": "2025-01-01T00:00:00+00:00"},
+        producer="feed",
+    )
     assert rows() == [(22, "mention", 11, 9), (33, "mention", 11, 9)]
 
 
@@ -73,8 +84,7 @@ def test_user_deleted_removes_their_notifications_devices_and_those_they_caused(
 def test_user_updated_refreshes_the_cached_actor_profile(deliver):
     cache.set("actor:v2:11", {"id": 11, "username": "old", "display_name": "Old", "avatar_url": ""})
     deliver("user.updated", {"user_id": "11", "username": "ann", "display_name": "Ann", "avatar_url": "https://a/b.png"})
-    assert cache.get("actor:v2:11") == {"id": 11, "username": "ann", "display_name": "Ann",
-                                        "avatar_url": "https://a/b.png"}
+    assert cache.get("actor:v2:11") == {"id": 11, "username": "ann", "display_name": "Ann", "avatar_url": "https://a/b.png"}
 
 
 def test_an_event_without_a_handler_here_is_refused_and_writes_nothing(deliver):

@@ -21,8 +21,14 @@ def test_register_returns_user_and_tokens(api_client):
     body = response.json()
     user = User.objects.get(username="carol")
     assert body["user"] == {
-        "id": str(user.id), "username": "carol", "display_name": "Carol C", "avatar_url": "", "bio": "",
-        "followers_count": 0, "following_count": 0, "email": "carol@example.com",
+        "id": str(user.id),
+        "username": "carol",
+        "display_name": "Carol C",
+        "avatar_url": "",
+        "bio": "",
+        "followers_count": 0,
+        "following_count": 0,
+        "email": "carol@example.com",
         "created_at": body["user"]["created_at"],
     }
     assert body["token_type"] == "Bearer" and body["expires_in"] == 900
@@ -32,20 +38,23 @@ def test_register_returns_user_and_tokens(api_client):
     assert me.get("/api/v1/users/me").json()["username"] == "carol"
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"username": "ab"}, "username"),
-    ({"username": "x" * 31}, "username"),
-    ({"username": "bad name!"}, "username"),
-    ({"username": "émile"}, "username"),
-    ({"username": 12345}, "username"),
-    ({"email": "not-an-email"}, "email"),
-    ({"email": "a" * 250 + "@x.io"}, "email"),
-    ({"password": "short"}, "password"),
-    ({"password": "password123"}, "password"),
-    ({"password": "12345678901"}, "password"),
-    ({"password": ["list"]}, "password"),
-    ({"display_name": "d" * 51}, "display_name"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"username": "ab"}, "username"),
+        ({"username": "x" * 31}, "username"),
+        ({"username": "bad name!"}, "username"),
+        ({"username": "émile"}, "username"),
+        ({"username": 12345}, "username"),
+        ({"email": "not-an-email"}, "email"),
+        ({"email": "a" * 250 + "@x.io"}, "email"),
+        ({"password": "short"}, "password"),
+        ({"password": "password123"}, "password"),
+        ({"password": "12345678901"}, "password"),
+        ({"password": ["list"]}, "password"),
+        ({"display_name": "d" * 51}, "display_name"),
+    ],
+)
 def test_register_rejects_bad_fields(api_client, overrides, field):
     body = assert_problem(register(api_client, **overrides), 400, "validation-error")
     assert list(body["errors"]) == [field]
@@ -64,10 +73,13 @@ def test_register_ignores_unknown_fields(api_client):
     assert response.json()["user"]["followers_count"] == 0
 
 
-@pytest.mark.parametrize(("overrides", "field"), [
-    ({"username": "ALICE", "email": "new@example.com"}, "username"),
-    ({"username": "newname", "email": "Alice@EXAMPLE.com"}, "email"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"username": "ALICE", "email": "new@example.com"}, "username"),
+        ({"username": "newname", "email": "Alice@EXAMPLE.com"}, "email"),
+    ],
+)
 def test_register_duplicates_any_case(api_client, alice, overrides, field):
     body = assert_problem(register(api_client, **overrides), 400, "validation-error")
     assert list(body["errors"]) == [field]
@@ -129,11 +141,11 @@ def test_login_throttled_per_account(api_client, alice, settings):
         client = APIClient(REMOTE_ADDR=f"10.0.0.{i}")
         client.post("/api/v1/auth/login", {"username": "alice", "password": "bad-guess-x"}, format="json")
     response = APIClient(REMOTE_ADDR="10.0.0.9").post(
-        "/api/v1/auth/login", {"username": "ALICE", "password": PASSWORD}, format="json")
+        "/api/v1/auth/login", {"username": "ALICE", "password": PASSWORD}, format="json"
+    )
     assert_problem(response, 429, "rate-limited")
     assert int(response["Retry-After"]) >= 1
-    other = APIClient(REMOTE_ADDR="10.0.0.9").post(
-        "/api/v1/auth/login", {"username": "bob", "password": PASSWORD}, format="json")
+    other = APIClient(REMOTE_ADDR="10.0.0.9").post("/api/v1/auth/login", {"username": "bob", "password": PASSWORD}, format="json")
     assert other.status_code == 401  # another account from the same IP is not blocked
 
 
@@ -197,18 +209,21 @@ def test_logout_accepts_an_idempotency_key(api_client, make_user, client_for):
 def test_login_throttle_per_account_counts_username_and_email_as_one_account(api_client, alice, settings):
     settings.THROTTLE_RATES = {**settings.THROTTLE_RATES, "login_account": "3/min"}
     for i, login in enumerate(["alice", "alice@example.com", "ALICE@Example.com"]):
-        APIClient(REMOTE_ADDR=f"10.0.1.{i}").post("/api/v1/auth/login", {"username": login, "password": "bad-guess-x"},
-                                                  format="json")
+        APIClient(REMOTE_ADDR=f"10.0.1.{i}").post(
+            "/api/v1/auth/login", {"username": login, "password": "bad-guess-x"}, format="json"
+        )
     for login in ({"username": "Alice"}, {"email": "alice@example.com"}):
-        response = APIClient(REMOTE_ADDR="10.0.1.9").post("/api/v1/auth/login", {**login, "password": PASSWORD},
-                                                          format="json")
+        response = APIClient(REMOTE_ADDR="10.0.1.9").post("/api/v1/auth/login", {**login, "password": PASSWORD}, format="json")
         assert_problem(response, 429, "rate-limited")
     # a name that matches no account has its own bucket, just as strict
     for _ in range(3):
-        assert api_client.post("/api/v1/auth/login", {"username": "nobody", "password": "x-x-x-x-x"},
-                               format="json").status_code == 401
-    assert_problem(api_client.post("/api/v1/auth/login", {"username": "NOBODY", "password": "x-x-x-x-x"},
-                                   format="json"), 429, "rate-limited")
+        assert (
+            api_client.post("/api/v1/auth/login", {"username": "nobody", "password": "x-x-x-x-x"}, format="json").status_code
+            == 401
+        )
+    assert_problem(
+        api_client.post("/api/v1/auth/login", {"username": "NOBODY", "password": "x-x-x-x-x"}, format="json"), 429, "rate-limited"
+    )
 
 
 def test_login_throttle_keys_by_the_client_ip_the_gateway_resolved(api_client, settings):
@@ -220,8 +235,7 @@ def test_login_throttle_keys_by_the_client_ip_the_gateway_resolved(api_client, s
     names = iter(range(100))
 
     def login(client_ip, remote="127.0.0.1"):
-        client = APIClient(REMOTE_ADDR=remote, HTTP_X_CLIENT_IP=client_ip,
-                           HTTP_X_FORWARDED_FOR=f"{client_ip}, 10.9.9.9")
+        client = APIClient(REMOTE_ADDR=remote, HTTP_X_CLIENT_IP=client_ip, HTTP_X_FORWARDED_FOR=f"{client_ip}, 10.9.9.9")
         body = {"username": f"nobody{next(names)}", "password": "whatever-x"}  # no per-account limit in play
         return client.post("/api/v1/auth/login", body, format="json").status_code
 

@@ -59,11 +59,16 @@ def test_profile_update_emits_user_updated_only_for_public_fields(alice, client_
     client = client_for(alice)
     assert client.patch("/api/v1/users/me", {"bio": "hi"}, format="json").status_code == 200
     assert events() == []
-    response = client.patch("/api/v1/users/me", {"display_name": "Alice A", "avatar_url": "https://img.example/a.png"},
-                            format="json")
+    response = client.patch(
+        "/api/v1/users/me", {"display_name": "Alice A", "avatar_url": "https://img.example/a.png"}, format="json"
+    )
     assert response.status_code == 200
-    assert events() == [("user.updated", {"user_id": str(alice.id), "username": "alice", "display_name": "Alice A",
-                                          "avatar_url": "https://img.example/a.png"})]
+    assert events() == [
+        (
+            "user.updated",
+            {"user_id": str(alice.id), "username": "alice", "display_name": "Alice A", "avatar_url": "https://img.example/a.png"},
+        )
+    ]
 
 
 def test_invalid_profile_update_writes_nothing(alice, client_for):
@@ -87,7 +92,9 @@ def test_delete_me_removes_account_edges_counts_and_emits(make_user, client_for)
     assert not User.objects.filter(id=alice.id).exists()
     assert Follow.objects.count() == 0 and RefreshToken.objects.filter(user_id=alice.id).count() == 0
     assert list(User.objects.values_list("username", "followers_count", "following_count").order_by("id")) == [
-        ("bob", 0, 0), ("carol", 0, 0)]
+        ("bob", 0, 0),
+        ("carol", 0, 0),
+    ]
     assert events() == [("user.deleted", {"user_id": str(alice.id)})]
 
 
@@ -103,14 +110,17 @@ def test_delete_me_requires_a_token(api_client):
     assert_problem(api_client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json"), 401, "not-authenticated")
 
 
-@pytest.mark.parametrize("body, field", [
-    (None, "password"),
-    ({}, "password"),
-    ({"password": ""}, "password"),
-    ({"password": 12345678}, "password"),
-    ({"password": ["x"]}, "password"),
-    ({"password": "x" * 129}, "password"),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        (None, "password"),
+        ({}, "password"),
+        ({"password": ""}, "password"),
+        ({"password": 12345678}, "password"),
+        ({"password": ["x"]}, "password"),
+        ({"password": "x" * 129}, "password"),
+    ],
+)
 def test_delete_me_without_a_valid_password_field_is_a_problem_and_writes_nothing(alice, client_for, body, field):
     OutboxEvent.objects.all().delete()
     response = client_for(alice).delete("/api/v1/users/me", body, format="json")
@@ -142,12 +152,15 @@ def test_delete_me_password_guesses_are_throttled_per_account(alice, bob, client
     assert client_for(bob).delete("/api/v1/users/me", {"password": PASSWORD}, format="json").status_code == 204
 
 
-@pytest.mark.parametrize("type_, data, match", [
-    ("user.deleted", {"user_id": 1}, "invalid fields"),
-    ("user.deleted", {}, "missing fields"),
-    ("user.nope", {}, "unknown event type"),
-    ("post.liked", {"post_id": "1", "author_id": "2", "liker_id": "3"}, "produced by feed"),
-])
+@pytest.mark.parametrize(
+    "type_, data, match",
+    [
+        ("user.deleted", {"user_id": 1}, "invalid fields"),
+        ("user.deleted", {}, "missing fields"),
+        ("user.nope", {}, "unknown event type"),
+        ("post.liked", {"post_id": "1", "author_id": "2", "liker_id": "3"}, "produced by feed"),
+    ],
+)
 def test_publish_validates_against_the_catalogue(type_, data, match):
     from shared.events import publish
 

@@ -31,8 +31,12 @@ def bearer(access: str) -> APIClient:
 def test_logout_refuses_that_sessions_access_token_and_no_other(alice):
     phone, laptop = login("alice"), login("alice")
     assert bearer(phone["access"]).get("/api/v1/users/me").status_code == 200
-    assert bearer(phone["access"]).post("/api/v1/auth/logout", {"refresh": phone["refresh"]}, format="json",
-                                        HTTP_IDEMPOTENCY_KEY="logout-1").status_code == 204
+    assert (
+        bearer(phone["access"])
+        .post("/api/v1/auth/logout", {"refresh": phone["refresh"]}, format="json", HTTP_IDEMPOTENCY_KEY="logout-1")
+        .status_code
+        == 204
+    )
     problem = assert_problem(bearer(phone["access"]).get("/api/v1/users/me"), 401, "invalid-token")
     assert problem["detail"] == "token revoked"
     assert_problem(bearer(phone["access"]).post("/api/v1/users/bob/follow"), 401, "invalid-token")
@@ -57,11 +61,15 @@ def test_refresh_reuse_refuses_the_familys_access_tokens(alice):
 def test_a_deleted_accounts_token_is_refused_everywhere(alice, bob):
     session = login("alice")
     client = bearer(session["access"])
-    assert client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json",
-                         HTTP_IDEMPOTENCY_KEY="del-1").status_code == 204
+    assert (
+        client.delete("/api/v1/users/me", {"password": PASSWORD}, format="json", HTTP_IDEMPOTENCY_KEY="del-1").status_code == 204
+    )
     assert redis.Redis.from_url(settings.REVOCATION_REDIS_URL).exists(revocation.USER_KEY.format(alice.id))
-    for response in (client.get("/api/v1/users/me"), client.post("/api/v1/users/bob/follow"),
-                     client.patch("/api/v1/users/me", {"bio": "still here"}, format="json")):
+    for response in (
+        client.get("/api/v1/users/me"),
+        client.post("/api/v1/users/bob/follow"),
+        client.patch("/api/v1/users/me", {"bio": "still here"}, format="json"),
+    ):
         assert_problem(response, 401, "invalid-token")
     assert Follow.objects.count() == 0
 
@@ -79,8 +87,9 @@ def test_a_write_by_an_account_that_no_longer_exists_is_refused_cleanly(alice, b
 
 def test_revocation_check_fails_open_when_redis_is_unreachable(alice, settings):
     session = login("alice")
-    bearer(session["access"]).post("/api/v1/auth/logout", {"refresh": session["refresh"]}, format="json",
-                                   HTTP_IDEMPOTENCY_KEY="logout-2")
+    bearer(session["access"]).post(
+        "/api/v1/auth/logout", {"refresh": session["refresh"]}, format="json", HTTP_IDEMPOTENCY_KEY="logout-2"
+    )
     before = revocation.CHECK_ERRORS._value.get()
     settings.REVOCATION_REDIS_URL = "redis://127.0.0.1:9/0"  # nothing listens there
     try:

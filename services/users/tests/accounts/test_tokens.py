@@ -16,8 +16,16 @@ pytestmark = pytest.mark.django_db
 
 def claims_for(user, **overrides):
     now = int(time.time())
-    return {"iss": "social-users", "aud": "social-api", "sub": str(user.id), "username": user.username,
-            "iat": now, "exp": now + 60, "jti": "j1", **overrides}
+    return {
+        "iss": "social-users",
+        "aud": "social-api",
+        "sub": str(user.id),
+        "username": user.username,
+        "iat": now,
+        "exp": now + 60,
+        "jti": "j1",
+        **overrides,
+    }
 
 
 def sign(claims, *, key=None, kid=None, alg="EdDSA", typ="at+jwt"):
@@ -55,10 +63,22 @@ def test_issued_token_header_and_claims(alice):
     assert claims["exp"] - claims["iat"] == 900 and claims["sub"] == str(alice.id)
 
 
-@pytest.mark.parametrize("attack", [
-    "garbage", "expired", "tampered", "alg_none", "hs256_with_public_key", "wrong_audience", "wrong_issuer",
-    "unknown_kid", "wrong_typ", "foreign_key", "non_numeric_sub",
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "garbage",
+        "expired",
+        "tampered",
+        "alg_none",
+        "hs256_with_public_key",
+        "wrong_audience",
+        "wrong_issuer",
+        "unknown_kid",
+        "wrong_typ",
+        "foreign_key",
+        "non_numeric_sub",
+    ],
+)
 def test_token_attacks(alice, attack):
     good = claims_for(alice)
     if attack == "garbage":
@@ -72,11 +92,12 @@ def test_token_attacks(alice, attack):
         token = f"{b64({'alg': 'none', 'typ': 'at+jwt', 'kid': active_key().kid})}.{b64(good)}."
     elif attack == "hs256_with_public_key":
         from cryptography.hazmat.primitives import serialization
-        public = active_key().private_key.public_key().public_bytes(
-            serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+        public = active_key().private_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         header = b64({"alg": "HS256", "typ": "at+jwt", "kid": active_key().kid})
         import hashlib
         import hmac
+
         body = f"{header}.{b64(good)}"
         sig = base64.urlsafe_b64encode(hmac.new(public, body.encode(), hashlib.sha256).digest()).rstrip(b"=").decode()
         token = f"{body}.{sig}"
@@ -105,8 +126,12 @@ def test_missing_token(api_client):
 
 def test_spoofed_identity_headers_are_ignored(alice, bob):
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Bearer {services.access_token_issue(user=alice)}",
-                       HTTP_X_USER_ID=str(bob.id), HTTP_X_USERNAME="bob", HTTP_X_FORWARDED_USER="bob")
+    client.credentials(
+        HTTP_AUTHORIZATION=f"Bearer {services.access_token_issue(user=alice)}",
+        HTTP_X_USER_ID=str(bob.id),
+        HTTP_X_USERNAME="bob",
+        HTTP_X_FORWARDED_USER="bob",
+    )
     assert client.get("/api/v1/users/me").json()["username"] == "alice"
     anonymous = APIClient()
     anonymous.credentials(HTTP_X_USER_ID=str(bob.id))

@@ -17,8 +17,7 @@ os.environ["PACT_DO_NOT_TRACK"] = "true"
 def users_url(django_db_setup):
     """The real users service (gunicorn, production config) on the migrated test database; the
     verifier replays the consumers' requests at it over HTTP."""
-    users = ServiceProcess(ROOT / "services" / "users", "users",
-                           {**os.environ, "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"})
+    users = ServiceProcess(ROOT / "services" / "users", "users", {**os.environ, "GUNICORN_WORKERS": "1", "GUNICORN_THREADS": "4"})
     try:
         yield users.url
     finally:

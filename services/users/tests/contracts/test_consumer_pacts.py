@@ -37,10 +37,15 @@ ROOT = Path(__file__).resolve().parents[4]
 PACT_DIR = ROOT / "contracts" / "pacts"
 PACTS = sorted(PACT_DIR.glob("*-users.json"))
 # (label, pact text, sha256): the working tree's pacts and those of the deployed consumer versions
-CONTRACTS = [(f"{c.consumer}-current", (ROOT / c.path).read_text(), c.sha256)
-             for c in broker.contracts_in_tree(ROOT) if c.provider == "users"]
-CONTRACTS += [(f"{c.consumer}-{version}-{environment}", text, c.sha256)
-              for environment, version, c, text in broker.deployed_contracts_for("users", ROOT)]
+CONTRACTS = [
+    (f"{c.consumer}-current", (ROOT / c.path).read_text(), c.sha256)
+    for c in broker.contracts_in_tree(ROOT)
+    if c.provider == "users"
+]
+CONTRACTS += [
+    (f"{c.consumer}-{version}-{environment}", text, c.sha256)
+    for environment, version, c, text in broker.deployed_contracts_for("users", ROOT)
+]
 VERIFIED: dict[str, set[str]] = {}  # consumer -> sha256 of each pact verified in this run
 PASSWORD = "correct horse battery staple"
 REFUSED = "the caller's service credential is not accepted"
@@ -158,9 +163,13 @@ def _split(pact: dict, directory: Path) -> tuple[Path | None, Path | None]:
 
 def _verify(users_url: str, source: Path, states: ProviderStates, token: str | None) -> None:
     with state_server(states) as server:
-        verifier = (Verifier("users", host="127.0.0.1").add_transport(url=users_url).add_source(source)
-                    .state_handler(f"http://127.0.0.1:{server.server_port}/_pact/state", teardown=True, body=True)
-                    .set_coloured_output(enabled=False))
+        verifier = (
+            Verifier("users", host="127.0.0.1")
+            .add_transport(url=users_url)
+            .add_source(source)
+            .state_handler(f"http://127.0.0.1:{server.server_port}/_pact/state", teardown=True, body=True)
+            .set_coloured_output(enabled=False)
+        )
         if token is not None:
             verifier.add_custom_header("Authorization", f"Bearer {token}")
         try:

@@ -49,8 +49,7 @@ def scenarios(make_user):
 
     def updated():
         user, _ = make_user("contract_upd")
-        account_services.user_update(user_id=user.id, display_name="Contract Person",
-                                     avatar_url="https://img.example/c.png")
+        account_services.user_update(user_id=user.id, display_name="Contract Person", avatar_url="https://img.example/c.png")
         return relayed("user.updated")
 
     def deleted():
@@ -58,8 +57,13 @@ def scenarios(make_user):
         account_services.user_delete(user_id=user.id, password=PASSWORD)
         return relayed("user.deleted")
 
-    return {("user.registered", 1): registered, ("user.followed", 1): followed, ("user.unfollowed", 1): unfollowed,
-            ("user.updated", 1): updated, ("user.deleted", 1): deleted}
+    return {
+        ("user.registered", 1): registered,
+        ("user.followed", 1): followed,
+        ("user.unfollowed", 1): unfollowed,
+        ("user.updated", 1): updated,
+        ("user.deleted", 1): deleted,
+    }
 
 
 def test_every_consumer_message_contract_is_met_by_users_real_events(scenarios):

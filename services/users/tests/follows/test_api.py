@@ -24,9 +24,17 @@ def test_follow_then_again_is_idempotent(alice, bob, client_for):
 def test_profile_shows_counts_and_is_following(alice, bob, client_for):
     client_for(alice).post("/api/v1/users/bob/follow")
     body = client_for(alice).get("/api/v1/users/bob").json()
-    assert body == {"id": str(bob.id), "username": "bob", "display_name": "bob", "avatar_url": "", "bio": "",
-                    "followers_count": 1, "following_count": 0, "is_following": True,
-                    "created_at": body["created_at"]}
+    assert body == {
+        "id": str(bob.id),
+        "username": "bob",
+        "display_name": "bob",
+        "avatar_url": "",
+        "bio": "",
+        "followers_count": 1,
+        "following_count": 0,
+        "is_following": True,
+        "created_at": body["created_at"],
+    }
     assert client_for(bob).get("/api/v1/users/alice").json()["is_following"] is False
 
 
@@ -72,10 +80,16 @@ def test_followers_and_following_pages(make_user, client_for):
     assert [p["username"] for p in following["results"]] == ["star"] and following["next_cursor"] is None
 
 
-@pytest.mark.parametrize(("query", "field"), [
-    ("limit=0", "limit"), ("limit=101", "limit"), ("limit=abc", "limit"),
-    ("cursor=garbage", "cursor"), ("cursor=eyJ0YW1wZXJlZCI6MX0:1abc:deadbeef", "cursor"),
-])
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=101", "limit"),
+        ("limit=abc", "limit"),
+        ("cursor=garbage", "cursor"),
+        ("cursor=eyJ0YW1wZXJlZCI6MX0:1abc:deadbeef", "cursor"),
+    ],
+)
 def test_list_bad_paging(alice, client_for, query, field):
     body = assert_problem(client_for(alice).get(f"/api/v1/users/alice/followers?{query}"), 400, "validation-error")
     assert list(body["errors"]) == [field]
@@ -92,20 +106,24 @@ def test_cursor_from_another_list_is_rejected(make_user, client_for):
 
 def test_patch_me(alice, client_for):
     client = client_for(alice)
-    response = client.patch("/api/v1/users/me", {"display_name": "Alice A", "bio": "hi",
-                                                  "avatar_url": "https://cdn.example.com/a.png"}, format="json")
+    response = client.patch(
+        "/api/v1/users/me", {"display_name": "Alice A", "bio": "hi", "avatar_url": "https://cdn.example.com/a.png"}, format="json"
+    )
     assert response.status_code == 200
     assert (response.json()["display_name"], response.json()["bio"]) == ("Alice A", "hi")
     assert client.get("/api/v1/users/alice").json()["display_name"] == "Alice A"
 
 
-@pytest.mark.parametrize(("body", "field"), [
-    ({"username": "mallory"}, "username"),
-    ({"display_name": "x" * 51}, "display_name"),
-    ({"bio": "x" * 301}, "bio"),
-    ({"avatar_url": "javascript:alert(1)"}, "avatar_url"),
-    ({"display_name": 5}, "display_name"),
-])
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"username": "mallory"}, "username"),
+        ({"display_name": "x" * 51}, "display_name"),
+        ({"bio": "x" * 301}, "bio"),
+        ({"avatar_url": "javascript:alert(1)"}, "avatar_url"),
+        ({"display_name": 5}, "display_name"),
+    ],
+)
 def test_patch_me_rejects(alice, client_for, body, field):
     response = client_for(alice).patch("/api/v1/users/me", body, format="json")
     assert list(assert_problem(response, 400, "validation-error")["errors"]) == [field]

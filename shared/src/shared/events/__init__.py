@@ -9,8 +9,17 @@ once per event id (inbox), with retries and a dead letter. See docs/events.md.
 from shared.events.catalogue import CATALOGUE, EventSchemaError, EventType, validate_data
 from shared.events.envelope import Event, envelope_from, envelope_to
 
-__all__ = ["CATALOGUE", "Event", "EventSchemaError", "EventType", "envelope_from", "envelope_to",
-           "handler", "publish", "validate_data"]
+__all__ = [
+    "CATALOGUE",
+    "Event",
+    "EventSchemaError",
+    "EventType",
+    "envelope_from",
+    "envelope_to",
+    "handler",
+    "publish",
+    "validate_data",
+]
 
 
 def publish(type_: str, data: dict):

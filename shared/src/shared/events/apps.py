@@ -37,4 +37,5 @@ def _register_subscriptions(sender=None, **_) -> None:
     except Exception as exc:
         logging.getLogger("shared.events").warning(
             "event subscriptions not registered at migrate (the worker registers them at start-up)",
-            extra={"error": f"{type(exc).__name__}: {exc}"})
+            extra={"error": f"{type(exc).__name__}: {exc}"},
+        )

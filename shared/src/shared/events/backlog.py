@@ -70,13 +70,18 @@ def outbox_state(producer: str, using: str = "default") -> OutboxState:
     with connections[using].cursor() as cursor:
         # both served by the partial indexes (pending rows by seq, sent rows by sent_at); ages by the
         # database's clock, the one occurred_at and sent_at were written with
-        cursor.execute(f"SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(occurred_at)), 0) "
-                       f"FROM {table} WHERE sent_at IS NULL")
+        cursor.execute(
+            f"SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(occurred_at)), 0) FROM {table} WHERE sent_at IS NULL"
+        )
         unsent, age = cursor.fetchone()
         cursor.execute(f"SELECT EXTRACT(EPOCH FROM max(sent_at)) FROM {table} WHERE sent_at IS NOT NULL")
         (last,) = cursor.fetchone()
-    return OutboxState(producer=producer, unsent=int(unsent), oldest_unsent_age=max(0.0, float(age)),
-                       last_sent_at=float(last) if last is not None else None)
+    return OutboxState(
+        producer=producer,
+        unsent=int(unsent),
+        oldest_unsent_age=max(0.0, float(age)),
+        last_sent_at=float(last) if last is not None else None,
+    )
 
 
 def producers_for(consumer: str) -> list[str]:
@@ -159,9 +164,13 @@ class BacklogCollector:
 
         from shared.events import ledger
 
-        up = GaugeMetricFamily("events_backlog_up", "1 if this process could read the backlog source at the "
-                                                    "last scrape (postgres: outbox, dead letters; redis: queue, "
-                                                    "ack ledger)", labels=["source"])
+        up = GaugeMetricFamily(
+            "events_backlog_up",
+            "1 if this process could read the backlog source at the "
+            "last scrape (postgres: outbox, dead letters; redis: queue, "
+            "ack ledger)",
+            labels=["source"],
+        )
         families = []
         try:
             outbox = outbox_state(self.service)
@@ -171,27 +180,31 @@ class BacklogCollector:
             up.add_metric(["postgres"], 0)
         else:
             up.add_metric(["postgres"], 1)
-            unsent = GaugeMetricFamily("events_outbox_unsent", "Outbox rows committed and not yet relayed",
-                                       labels=["producer"])
+            unsent = GaugeMetricFamily("events_outbox_unsent", "Outbox rows committed and not yet relayed", labels=["producer"])
             unsent.add_metric([self.service], outbox.unsent)
-            age = GaugeMetricFamily("events_outbox_oldest_unsent_age_seconds",
-                                    "Age of the oldest outbox row not yet relayed (0: none waiting)",
-                                    labels=["producer"])
+            age = GaugeMetricFamily(
+                "events_outbox_oldest_unsent_age_seconds",
+                "Age of the oldest outbox row not yet relayed (0: none waiting)",
+                labels=["producer"],
+            )
             age.add_metric([self.service], outbox.oldest_unsent_age)
             families += [unsent, age]
             if outbox.last_sent_at is not None:
-                last = GaugeMetricFamily("events_outbox_last_sent_timestamp_seconds",
-                                         "When the relay last marked an outbox row sent (epoch seconds)",
-                                         labels=["producer"])
+                last = GaugeMetricFamily(
+                    "events_outbox_last_sent_timestamp_seconds",
+                    "When the relay last marked an outbox row sent (epoch seconds)",
+                    labels=["producer"],
+                )
                 last.add_metric([self.service], outbox.last_sent_at)
                 families.append(last)
-            stored = GaugeMetricFamily("events_dead_letters_stored",
-                                       "Dead letters kept in this consumer's table, waiting for events_replay",
-                                       labels=["consumer", "type"])
+            stored = GaugeMetricFamily(
+                "events_dead_letters_stored",
+                "Dead letters kept in this consumer's table, waiting for events_replay",
+                labels=["consumer", "type"],
+            )
             for type_, n in sorted(dead.items()):
                 stored.add_metric([self.service, type_], n)
-            total = GaugeMetricFamily("events_dead_letters_stored_all", "Dead letters kept, all types",
-                                      labels=["consumer"])
+            total = GaugeMetricFamily("events_dead_letters_stored_all", "Dead letters kept, all types", labels=["consumer"])
             total.add_metric([self.service], sum(dead.values()))
             families += [stored, total]
         finally:
@@ -207,21 +220,30 @@ class BacklogCollector:
             up.add_metric(["redis"], 0)
         else:
             up.add_metric(["redis"], 1)
-            count = GaugeMetricFamily("events_consumer_pending",
-                                      "Events published to this consumer and not yet settled (ack ledger)",
-                                      labels=["consumer", "producer"])
-            lag = GaugeMetricFamily("events_consumer_oldest_pending_age_seconds",
-                                    "Age of the oldest event published to this consumer and not yet settled "
-                                    "(handler lag; 0: none)", labels=["consumer", "producer"])
+            count = GaugeMetricFamily(
+                "events_consumer_pending",
+                "Events published to this consumer and not yet settled (ack ledger)",
+                labels=["consumer", "producer"],
+            )
+            lag = GaugeMetricFamily(
+                "events_consumer_oldest_pending_age_seconds",
+                "Age of the oldest event published to this consumer and not yet settled (handler lag; 0: none)",
+                labels=["consumer", "producer"],
+            )
             for state in pending:
                 count.add_metric([state.consumer, state.producer], state.pending)
                 lag.add_metric([state.consumer, state.producer], state.oldest_pending_age)
-            length = GaugeMetricFamily("celery_queue_length", "Messages waiting in the Celery queue (all priorities)",
-                                       labels=["queue"])
+            length = GaugeMetricFamily(
+                "celery_queue_length", "Messages waiting in the Celery queue (all priorities)", labels=["queue"]
+            )
             length.add_metric([queue.queue], queue.length)
-            tasks = GaugeMetricFamily("celery_queue_tasks", "Messages waiting in the queue by task name, over the "
-                                      "first EVENTS_QUEUE_SCAN_LIMIT messages (fan-out backlog: "
-                                      "task=\"feed.fanout_deliver\")", labels=["queue", "task"])
+            tasks = GaugeMetricFamily(
+                "celery_queue_tasks",
+                "Messages waiting in the queue by task name, over the "
+                "first EVENTS_QUEUE_SCAN_LIMIT messages (fan-out backlog: "
+                'task="feed.fanout_deliver")',
+                labels=["queue", "task"],
+            )
             for task, n in sorted({**dict.fromkeys(self.tasks, 0), **queue.tasks}.items()):
                 tasks.add_metric([queue.queue, task], n)
             families += [count, lag, length, tasks]

@@ -30,37 +30,59 @@ class EventSchemaError(ValueError):
     """A payload does not match its event type's schema (a producer bug: never published)."""
 
 
-def _event(type_: str, *, version: int = 1, producer: str, fields: dict[str, str],
-           description: str) -> tuple[str, EventType]:
+def _event(type_: str, *, version: int = 1, producer: str, fields: dict[str, str], description: str) -> tuple[str, EventType]:
     return type_, EventType(type_, version, producer, fields, description)
 
 
-CATALOGUE: dict[str, EventType] = dict([
-    _event("user.registered", producer="users",
-           fields={"user_id": "id", "username": "str"},
-           description="A new account exists."),
-    _event("user.updated", producer="users",
-           fields={"user_id": "id", "username": "str", "display_name": "str", "avatar_url": "str"},
-           description="A profile's public fields changed; carries the new values (consumers refresh caches)."),
-    _event("user.followed", producer="users",
-           fields={"follower_id": "id", "followee_id": "id"},
-           description="A new follow edge (not emitted for an idempotent repeat)."),
-    _event("user.unfollowed", producer="users",
-           fields={"follower_id": "id", "followee_id": "id"},
-           description="A follow edge was removed."),
-    _event("user.deleted", producer="users",
-           fields={"user_id": "id"},
-           description="An account was deleted; consumers remove what belongs to it."),
-    _event("post.created", producer="feed",
-           fields={"post_id": "id", "author_id": "id", "mentioned_user_ids": "ids", "created_at": "datetime"},
-           description="A post was published; `mentioned_user_ids` are the existing users it mentions."),
-    _event("post.liked", producer="feed",
-           fields={"post_id": "id", "author_id": "id", "liker_id": "id"},
-           description="A new like (not emitted for an idempotent repeat)."),
-    _event("post.deleted", producer="feed",
-           fields={"post_id": "id", "author_id": "id"},
-           description="A post was deleted; consumers drop what refers to it."),
-])
+CATALOGUE: dict[str, EventType] = dict(
+    [
+        _event(
+            "user.registered", producer="users", fields={"user_id": "id", "username": "str"}, description="A new account exists."
+        ),
+        _event(
+            "user.updated",
+            producer="users",
+            fields={"user_id": "id", "username": "str", "display_name": "str", "avatar_url": "str"},
+            description="A profile's public fields changed; carries the new values (consumers refresh caches).",
+        ),
+        _event(
+            "user.followed",
+            producer="users",
+            fields={"follower_id": "id", "followee_id": "id"},
+            description="A new follow edge (not emitted for an idempotent repeat).",
+        ),
+        _event(
+            "user.unfollowed",
+            producer="users",
+            fields={"follower_id": "id", "followee_id": "id"},
+            description="A follow edge was removed.",
+        ),
+        _event(
+            "user.deleted",
+            producer="users",
+            fields={"user_id": "id"},
+            description="An account was deleted; consumers remove what belongs to it.",
+        ),
+        _event(
+            "post.created",
+            producer="feed",
+            fields={"post_id": "id", "author_id": "id", "mentioned_user_ids": "ids", "created_at": "datetime"},
+            description="A post was published; `mentioned_user_ids` are the existing users it mentions.",
+        ),
+        _event(
+            "post.liked",
+            producer="feed",
+            fields={"post_id": "id", "author_id": "id", "liker_id": "id"},
+            description="A new like (not emitted for an idempotent repeat).",
+        ),
+        _event(
+            "post.deleted",
+            producer="feed",
+            fields={"post_id": "id", "author_id": "id"},
+            description="A post was deleted; consumers drop what refers to it.",
+        ),
+    ]
+)
 
 
 def _is_id(value) -> bool:

@@ -69,11 +69,14 @@ def celery_config(service: str) -> dict:
             # when some worker sweeps the unacked set. kombu's default sweeps every 10 s × throttle 10
             # = 100 s, whatever the visibility timeout: a crash cost ~2 min of stalled events. Sweep
             # every visibility/10 (1..10 s), each time: one ZRANGE on a small sorted set.
-            "unacked_restore_interval": restore_interval(visibility), "unacked_restore_throttle": 1,
+            "unacked_restore_interval": restore_interval(visibility),
+            "unacked_restore_throttle": 1,
             # the sweep holds a Redis lock; a worker killed while holding it (more likely now that it
             # sweeps often) blocked every sweep for kombu's default 300 s. A sweep takes milliseconds.
             "unacked_mutex_expire": 3 * restore_interval(visibility),
-            "socket_timeout": 5, "socket_connect_timeout": 3, "health_check_interval": 10,
+            "socket_timeout": 5,
+            "socket_connect_timeout": 3,
+            "health_check_interval": 10,
         },
         "task_serializer": "json",
         "result_serializer": "json",
@@ -90,8 +93,7 @@ def celery_config(service: str) -> dict:
         "task_create_missing_queues": True,
         # the relay must find out quickly that the broker is gone (it keeps the rows and retries)
         "task_publish_retry": True,
-        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4,
-                                      "interval_max": 1.0},
+        "task_publish_retry_policy": {"max_retries": 2, "interval_start": 0.1, "interval_step": 0.4, "interval_max": 1.0},
         "worker_hijack_root_logger": False,  # Django's LOGGING (JSON lines with request ids) stays in charge
         "worker_redirect_stdouts": False,
         "worker_send_task_events": False,
@@ -99,11 +101,16 @@ def celery_config(service: str) -> dict:
         "timezone": "UTC",
         "enable_utc": True,
         "beat_schedule": {
-            "events-prune": {"task": "events.prune", "schedule": timedelta(minutes=env_int("EVENTS_PRUNE_MINUTES", 60)),
-                             "options": {"queue": service}},
-            "idempotency-prune": {"task": "platform.idempotency_prune",
-                                  "schedule": timedelta(minutes=env_int("IDEMPOTENCY_PRUNE_MINUTES", 60)),
-                                  "options": {"queue": service}},
+            "events-prune": {
+                "task": "events.prune",
+                "schedule": timedelta(minutes=env_int("EVENTS_PRUNE_MINUTES", 60)),
+                "options": {"queue": service},
+            },
+            "idempotency-prune": {
+                "task": "platform.idempotency_prune",
+                "schedule": timedelta(minutes=env_int("IDEMPOTENCY_PRUNE_MINUTES", 60)),
+                "options": {"queue": service},
+            },
         },
     }
 
@@ -156,8 +163,10 @@ def _register_subscriptions(sender=None, **_) -> None:
             register_service(app.conf.broker_url, app.main)
             return
         except Exception as exc:
-            logger.warning("event subscriptions not registered; retrying",
-                           extra={"error": f"{type(exc).__name__}: {exc}", "attempt": attempt + 1})
+            logger.warning(
+                "event subscriptions not registered; retrying",
+                extra={"error": f"{type(exc).__name__}: {exc}", "attempt": attempt + 1},
+            )
             time.sleep(1.0)
     logger.error("event subscriptions not registered", extra={"consumer": app.main})
 
@@ -228,11 +237,20 @@ def dead_letter(*, task: str, payload, error: str, attempts: int, event_id=None,
     from shared.events.metrics import DEAD_LETTERS
     from shared.events.models import DeadLetter
 
-    DeadLetter.objects.create(event_id=event_id, type=type_ or task, task=task, payload=payload, error=error[:5000],
-                              attempts=attempts, created_at=timezone.now())
+    DeadLetter.objects.create(
+        event_id=event_id,
+        type=type_ or task,
+        task=task,
+        payload=payload,
+        error=error[:5000],
+        attempts=attempts,
+        created_at=timezone.now(),
+    )
     DEAD_LETTERS.labels(type_ or task).inc()
-    logger.error("dead letter", extra={"task": task, "event_type": type_, "event_id": str(event_id or ""),
-                                       "attempts": attempts, "error": error[:500]})
+    logger.error(
+        "dead letter",
+        extra={"task": task, "event_type": type_, "event_id": str(event_id or ""), "attempts": attempts, "error": error[:500]},
+    )
 
 
 def handle_envelope(task, envelope) -> str:
@@ -268,8 +286,15 @@ def handle_envelope(task, envelope) -> str:
                 _ledger(task, raw)
                 return "dead"
             HANDLED.labels(type_, "retry").inc()
-            logger.warning("event handler failed; retrying", extra={
-                "event_type": type_, "event_id": raw.get("id"), "attempt": attempts, "error": f"{type(exc).__name__}: {exc}"})
+            logger.warning(
+                "event handler failed; retrying",
+                extra={
+                    "event_type": type_,
+                    "event_id": raw.get("id"),
+                    "attempt": attempts,
+                    "error": f"{type(exc).__name__}: {exc}",
+                },
+            )
             countdown = retry_delay(task.request.retries)
             _ledger(task, raw, until=time.time() + countdown)  # still alive: not yet due for redelivery
             raise task.retry(exc=exc, countdown=countdown) from None
@@ -315,7 +340,13 @@ def _give_up(task, raw: dict, type_: str, error: str) -> None:
     except ValueError:
         event_id = None
     try:
-        dead_letter(task=task.name, payload=raw or {"raw": str(task.request.args)[:2000]}, error=error,
-                    attempts=task.request.retries + 1, event_id=event_id, type_=type_)
+        dead_letter(
+            task=task.name,
+            payload=raw or {"raw": str(task.request.args)[:2000]},
+            error=error,
+            attempts=task.request.retries + 1,
+            event_id=event_id,
+            type_=type_,
+        )
     except Exception as exc:  # cannot record it (database down?): keep the message alive instead
         raise task.retry(exc=exc, countdown=retry_delay(task.request.retries)) from None

@@ -25,9 +25,15 @@ class Event:
 
 
 def envelope_to(event: Event) -> dict[str, Any]:
-    return {"id": str(event.id), "type": event.type, "version": event.version,
-            "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"), "producer": event.producer,
-            "data": event.data, "request_id": event.request_id}
+    return {
+        "id": str(event.id),
+        "type": event.type,
+        "version": event.version,
+        "occurred_at": event.occurred_at.isoformat().replace("+00:00", "Z"),
+        "producer": event.producer,
+        "data": event.data,
+        "request_id": event.request_id,
+    }
 
 
 def envelope_from(raw: Any) -> Event:
@@ -41,5 +47,12 @@ def envelope_from(raw: Any) -> Event:
         raise EventSchemaError(f"bad envelope: {exc}") from None
     if not isinstance(raw["version"], int) or not isinstance(raw["data"], dict) or not isinstance(raw["type"], str):
         raise EventSchemaError("bad envelope: version must be an int, data an object, type a string")
-    return Event(id=event_id, type=raw["type"], version=raw["version"], occurred_at=occurred_at,
-                 producer=str(raw["producer"]), data=raw["data"], request_id=str(raw.get("request_id") or ""))
+    return Event(
+        id=event_id,
+        type=raw["type"],
+        version=raw["version"],
+        occurred_at=occurred_at,
+        producer=str(raw["producer"]),
+        data=raw["data"],
+        request_id=str(raw.get("request_id") or ""),
+    )

@@ -71,13 +71,13 @@ def start_metrics_server(port: int | None = None, *, collectors: tuple = ()) -> 
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
     elif os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: "
-                       "/metrics shows this process only")
+        logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics shows this process only")
     for collector in collectors:
         registry.register(collector)
     start_http_server(port, addr=metrics_addr(), registry=registry)
-    logger.info("metrics served", extra={"metrics_addr": metrics_addr(), "metrics_port": port,
-                                         "multiprocess": registry is not REGISTRY})
+    logger.info(
+        "metrics served", extra={"metrics_addr": metrics_addr(), "metrics_port": port, "multiprocess": registry is not REGISTRY}
+    )
     return port
 
 

@@ -55,7 +55,9 @@ def dispatch(raw: dict) -> bool:
         with connection.cursor() as cursor:
             cursor.execute(
                 f"INSERT INTO {InboxEvent._meta.db_table} (event_id, type, handled_at) VALUES (%s, %s, now()) "
-                "ON CONFLICT (event_id) DO NOTHING", [event.id, event.type])
+                "ON CONFLICT (event_id) DO NOTHING",
+                [event.id, event.type],
+            )
             if cursor.rowcount == 0:
                 return False
         for fn in handlers:

@@ -48,8 +48,10 @@ def settle(url: str, *, consumer: str, producer: str, event_id: str) -> bool:
         client(url).zrem(pending_key(consumer, producer), event_id)
         return True
     except redis.RedisError as exc:
-        logger.warning("ack ledger update failed; the event will be redelivered and deduplicated",
-                       extra={"event_id": event_id, "error": str(exc)})
+        logger.warning(
+            "ack ledger update failed; the event will be redelivered and deduplicated",
+            extra={"event_id": event_id, "error": str(exc)},
+        )
         return False
 
 

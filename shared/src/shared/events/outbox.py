@@ -37,7 +37,15 @@ def publish(type_: str, data: dict) -> uuid.UUID:
             "(event_id, type, version, occurred_at, data, request_id, traceparent) "
             "VALUES (%s, %s, %s, %s, %s::jsonb, %s, %s) "
             "RETURNING seq) SELECT pg_notify(%s, '') FROM row",
-            [event_id, type_, spec.version, timezone.now(), json.dumps(data), get_request_id() or "",
-             tracing.traceparent(),
-             notify_channel(settings.SERVICE_NAME)])
+            [
+                event_id,
+                type_,
+                spec.version,
+                timezone.now(),
+                json.dumps(data),
+                get_request_id() or "",
+                tracing.traceparent(),
+                notify_channel(settings.SERVICE_NAME),
+            ],
+        )
     return event_id

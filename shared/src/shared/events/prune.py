@@ -27,8 +27,9 @@ def _delete_batches(table: str, key: str, column: str, before) -> int:
     total = 0
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(f"DELETE FROM {table} WHERE {key} IN "
-                           f"(SELECT {key} FROM {table} WHERE {column} < %s LIMIT {BATCH})", [before])
+            cursor.execute(
+                f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} WHERE {column} < %s LIMIT {BATCH})", [before]
+            )
             total += cursor.rowcount
             if cursor.rowcount < BATCH:
                 return total
@@ -41,16 +42,20 @@ def _delete_acknowledged_outbox(before, redis_url: str, service: str) -> int:
     total, after = 0, 0
     while True:
         with connection.cursor() as cursor:
-            cursor.execute(f"SELECT seq, event_id::text, type, version FROM {table} WHERE sent_at < %s AND seq > %s "
-                           f"ORDER BY seq LIMIT {BATCH}", [before, after])
+            cursor.execute(
+                f"SELECT seq, event_id::text, type, version FROM {table} WHERE sent_at < %s AND seq > %s "
+                f"ORDER BY seq LIMIT {BATCH}",
+                [before, after],
+            )
             rows = cursor.fetchall()
         if not rows:
             return total
         after = rows[-1][0]
         routes = subscriptions.read(client)  # raises if Redis is unreachable: then nothing is deleted
         pipe = client.pipeline(transaction=False)
-        asked = [(seq, event_id, consumer) for seq, event_id, type_, version in rows
-                 for consumer in routes.consumers(type_, version)]
+        asked = [
+            (seq, event_id, consumer) for seq, event_id, type_, version in rows for consumer in routes.consumers(type_, version)
+        ]
         for _, event_id, consumer in asked:
             pipe.zscore(ledger.pending_key(consumer, service), event_id)
         scores = pipe.execute()  # raises if Redis is unreachable: then nothing is deleted

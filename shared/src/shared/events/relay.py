@@ -62,16 +62,30 @@ class Relay:
         return ledger.client(self.app.conf.broker_url, bulk=True)
 
     def _envelope(self, row: OutboxEvent) -> dict:
-        return envelope_to(Event(id=row.event_id, type=row.type, version=row.version, occurred_at=row.occurred_at,
-                                 producer=self.service, data=row.data, request_id=row.request_id))
+        return envelope_to(
+            Event(
+                id=row.event_id,
+                type=row.type,
+                version=row.version,
+                occurred_at=row.occurred_at,
+                producer=self.service,
+                data=row.data,
+                request_id=row.request_id,
+            )
+        )
 
     def _send(self, producer, envelope: dict, consumer: str, row: OutboxEvent) -> None:
         # argsrepr given: Celery would otherwise saferepr() every envelope (~10% of the relay's CPU).
         # Published in the trace the event was written in (shared.tracing; no-op when tracing is off).
         with tracing.remote_parent(row.traceparent):
-            self.app.send_task("events.handle", args=[envelope], queue=consumer, producer=producer,
-                               argsrepr=f"[{{'id': '{row.event_id}', 'type': '{row.type}'}}]",
-                               headers={"request_id": row.request_id, "event_type": row.type})
+            self.app.send_task(
+                "events.handle",
+                args=[envelope],
+                queue=consumer,
+                producer=producer,
+                argsrepr=f"[{{'id': '{row.event_id}', 'type': '{row.type}'}}]",
+                headers={"request_id": row.request_id, "event_type": row.type},
+            )
 
     @contextlib.contextmanager
     def _producer(self):
@@ -85,8 +99,11 @@ class Relay:
     def relay_batch(self) -> int:
         """Publish one batch of pending events; returns how many were relayed."""
         with transaction.atomic():
-            rows = list(OutboxEvent.objects.select_for_update(skip_locked=True)
-                        .filter(sent_at__isnull=True).order_by("seq")[: self.batch_size])
+            rows = list(
+                OutboxEvent.objects.select_for_update(skip_locked=True)
+                .filter(sent_at__isnull=True)
+                .order_by("seq")[: self.batch_size]
+            )
             if not rows:
                 return 0
             now = timezone.now()
@@ -122,21 +139,27 @@ class Relay:
         total = 0
         for consumer in routes.consumers_of_types(self.types):
             key = ledger.pending_key(consumer, self.service)
-            ids = [i.decode() for i in client.zrangebyscore(key, "-inf", ledger.now() - self.redeliver_after,
-                                                            start=0, num=self.batch_size)]
+            ids = [
+                i.decode()
+                for i in client.zrangebyscore(key, "-inf", ledger.now() - self.redeliver_after, start=0, num=self.batch_size)
+            ]
             if not ids:
                 continue
             rows = {str(r.event_id): r for r in OutboxEvent.objects.filter(event_id__in=ids)}
             missing = [i for i in ids if i not in rows]
             if missing:  # nothing can publish them again (cannot happen unless the outbox was emptied by hand)
                 client.zrem(key, *missing)
-                logger.error("pending events not in the outbox; dropped from the ack ledger",
-                             extra={"consumer": consumer, "event_ids": missing[:20], "count": len(missing)})
+                logger.error(
+                    "pending events not in the outbox; dropped from the ack ledger",
+                    extra={"consumer": consumer, "event_ids": missing[:20], "count": len(missing)},
+                )
             unsubscribed = [i for i, r in rows.items() if not routes.subscribes(consumer, r.type, r.version)]
             if unsubscribed:  # an operator removed that subscription: its backlog is dropped
                 client.zrem(key, *unsubscribed)
-                logger.warning("pending events of a removed subscription dropped from the ack ledger",
-                               extra={"consumer": consumer, "event_ids": unsubscribed[:20], "count": len(unsubscribed)})
+                logger.warning(
+                    "pending events of a removed subscription dropped from the ack ledger",
+                    extra={"consumer": consumer, "event_ids": unsubscribed[:20], "count": len(unsubscribed)},
+                )
                 rows = {i: r for i, r in rows.items() if i not in unsubscribed}
             if not rows:
                 continue
@@ -147,9 +170,10 @@ class Relay:
             # the grace period starts again; XX: not re-added if the consumer settled it meanwhile
             client.zadd(key, dict.fromkeys(rows, ledger.now()), xx=True)
             total += len(rows)
-            logger.warning("events redelivered: not acknowledged within the grace period",
-                           extra={"consumer": consumer, "count": len(rows), "grace_s": self.redeliver_after,
-                                  "event_ids": list(rows)[:20]})
+            logger.warning(
+                "events redelivered: not acknowledged within the grace period",
+                extra={"consumer": consumer, "count": len(rows), "grace_s": self.redeliver_after, "event_ids": list(rows)[:20]},
+            )
         return total
 
     def _maybe_redeliver(self) -> None:
@@ -162,9 +186,15 @@ class Relay:
             import psycopg2
 
             db = settings.DATABASES["default"]
-            conn = psycopg2.connect(dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"],
-                                    port=db["PORT"] or None, connect_timeout=3,
-                                    application_name=f"{self.service}-relay-listen")
+            conn = psycopg2.connect(
+                dbname=db["NAME"],
+                user=db["USER"],
+                password=db["PASSWORD"],
+                host=db["HOST"],
+                port=db["PORT"] or None,
+                connect_timeout=3,
+                application_name=f"{self.service}-relay-listen",
+            )
             conn.autocommit = True
             with conn.cursor() as cursor:
                 cursor.execute(f'LISTEN "{notify_channel(self.service)}"')
@@ -204,8 +234,9 @@ class Relay:
             except Exception as exc:
                 RELAY_ERRORS.inc()
                 backoff = min(5.0, max(0.2, backoff * 2))
-                logger.warning("relay cycle failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}",
-                                                                       "retry_in_s": backoff})
+                logger.warning(
+                    "relay cycle failed; retrying", extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff}
+                )
                 close_old_connections()
                 connection.close()
                 self._close_listen()

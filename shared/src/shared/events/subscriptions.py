@@ -98,8 +98,10 @@ def register(client, consumer: str, pairs: Iterable[tuple[str, int]] | None = No
         pipe.hsetnx(REGISTRY_KEY, sub.field, stamp)
     added = [sub for sub, new in zip(subs, pipe.execute(), strict=True) if new]
     if added:
-        logger.info("event subscriptions registered", extra={
-            "consumer": consumer, "subscriptions": [f"{s.type} v{s.version}" for s in added]})
+        logger.info(
+            "event subscriptions registered",
+            extra={"consumer": consumer, "subscriptions": [f"{s.type} v{s.version}" for s in added]},
+        )
     return added
 
 
@@ -118,9 +120,11 @@ def register_service(broker_url: str, consumer: str) -> None:
     register(client, consumer)
     leftover = stale(read(client), consumer)
     if leftover:
-        logger.warning("registered event subscriptions this release does not handle: remove them with "
-                       "`manage.py events_subscriptions remove` once no replica needs them",
-                       extra={"consumer": consumer, "subscriptions": [f"{s.type} v{s.version}" for s in leftover]})
+        logger.warning(
+            "registered event subscriptions this release does not handle: remove them with "
+            "`manage.py events_subscriptions remove` once no replica needs them",
+            extra={"consumer": consumer, "subscriptions": [f"{s.type} v{s.version}" for s in leftover]},
+        )
 
 
 @dataclass
@@ -156,8 +160,13 @@ def remove(client, consumer: str, *, types: Iterable[str] = (), purge_queue: boo
             pipe.llen(key)
         queued = int(sum(pipe.execute()))
         client.delete(*keys)
-    logger.warning("event consumer removed", extra={
-        "consumer": consumer, "subscriptions": [f"{s.type} v{s.version}" for s in gone],
-        "ledger_entries_dropped": dropped, "queued_messages_dropped": queued})
+    logger.warning(
+        "event consumer removed",
+        extra={
+            "consumer": consumer,
+            "subscriptions": [f"{s.type} v{s.version}" for s in gone],
+            "ledger_entries_dropped": dropped,
+            "queued_messages_dropped": queued,
+        },
+    )
     return Removal(subscriptions=gone, ledger_entries=dropped, queued_messages=queued)
-

@@ -17,7 +17,16 @@ from shared.users_api.validation import (
 )
 
 __all__ = [
-    "MAX_IDS_PER_CALL", "MAX_MENTIONS", "MENTION_RE", "USERNAME_MAX_LENGTH", "USERNAME_MIN_LENGTH",
-    "USERNAME_PATTERN", "USERNAME_RE", "FollowerIdsPage", "UserSummary", "UsersClient", "is_username",
+    "MAX_IDS_PER_CALL",
+    "MAX_MENTIONS",
+    "MENTION_RE",
+    "USERNAME_MAX_LENGTH",
+    "USERNAME_MIN_LENGTH",
+    "USERNAME_PATTERN",
+    "USERNAME_RE",
+    "FollowerIdsPage",
+    "UserSummary",
+    "UsersClient",
+    "is_username",
     "mention_candidates",
 ]

@@ -26,7 +26,7 @@ class UsersClient(ServiceClient):
         found: dict[int, UserSummary] = {}
         unique = sorted(set(ids))
         for start in range(0, len(unique), MAX_IDS_PER_CALL):
-            chunk = unique[start:start + MAX_IDS_PER_CALL]
+            chunk = unique[start : start + MAX_IDS_PER_CALL]
             body = self.get_json("/internal/v1/users", params={"ids": ",".join(map(str, chunk))})
             found.update((s.id, s) for s in map(UserSummary.from_json, body["results"]))
         return found
@@ -45,5 +45,4 @@ class UsersClient(ServiceClient):
         params = {"limit": limit, **({"after": after} if after is not None else {})}
         body = self.get_json(f"/internal/v1/users/{user_id}/follower-ids", params=params, deadline=deadline)
         next_after = body["next_after"]
-        return FollowerIdsPage(ids=[int(i) for i in body["ids"]],
-                               next_after=int(next_after) if next_after is not None else None)
+        return FollowerIdsPage(ids=[int(i) for i in body["ids"]], next_after=int(next_after) if next_after is not None else None)

@@ -19,8 +19,7 @@ class UserSummary:
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> UserSummary:
-        return cls(id=int(row["id"]), username=row["username"], display_name=row["display_name"],
-                   avatar_url=row["avatar_url"])
+        return cls(id=int(row["id"]), username=row["username"], display_name=row["display_name"], avatar_url=row["avatar_url"])
 
     def as_dict(self) -> dict[str, Any]:
         """A plain dict (cache values: no class has to be importable to read them back)."""
@@ -28,8 +27,7 @@ class UserSummary:
 
     def public(self) -> dict[str, str]:
         """As the public API renders it: the id as a decimal string."""
-        return {"id": str(self.id), "username": self.username, "display_name": self.display_name,
-                "avatar_url": self.avatar_url}
+        return {"id": str(self.id), "username": self.username, "display_name": self.display_name, "avatar_url": self.avatar_url}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ _CHARS = "A-Za-z0-9_"
 _NAME = f"[{_CHARS}]{{{USERNAME_MIN_LENGTH},{USERNAME_MAX_LENGTH}}}"
 USERNAME_PATTERN = f"^{_NAME}$"  # OpenAPI / JSON Schema form
 USERNAME_RE = re.compile(_NAME, re.ASCII)
-USERNAME_HELP = (f"{USERNAME_MIN_LENGTH}–{USERNAME_MAX_LENGTH} characters: letters, digits and underscores.")
+USERNAME_HELP = f"{USERNAME_MIN_LENGTH}–{USERNAME_MAX_LENGTH} characters: letters, digits and underscores."
 
 MAX_MENTIONS = 100
 # @name not preceded by a name character or @ (so e-mail addresses are not mentions), not followed by one

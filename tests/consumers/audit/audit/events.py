@@ -6,5 +6,4 @@ from shared.events import Event, handler
 
 @handler("post.created", version=1)
 def on_post_created(event: Event) -> None:
-    AuditedPost.objects.create(event_id=event.id, post_id=int(event.data["post_id"]),
-                               author_id=int(event.data["author_id"]))
+    AuditedPost.objects.create(event_id=event.id, post_id=int(event.data["post_id"]), author_id=int(event.data["author_id"]))

@@ -10,10 +10,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="relay what is pending, then exit")
         parser.add_argument("--batch-size", type=int, default=200)
-        parser.add_argument("--poll-interval", type=float, default=1.0,
-                            help="seconds between polls when no NOTIFY arrives")
-        parser.add_argument("--metrics-port", type=int, default=None,
-                            help="serve Prometheus /metrics on this port (default: METRICS_PORT; 0: none)")
+        parser.add_argument("--poll-interval", type=float, default=1.0, help="seconds between polls when no NOTIFY arrives")
+        parser.add_argument(
+            "--metrics-port",
+            type=int,
+            default=None,
+            help="serve Prometheus /metrics on this port (default: METRICS_PORT; 0: none)",
+        )
 
     def handle(self, *args, **options):
         import logging

@@ -17,15 +17,29 @@ def parse_age(text: str) -> timedelta:
 
 
 class Command(BaseCommand):
-    help = ("Replay dead letters of this service: apply each selected event again through the inbox (so an "
-            "event that was in fact applied is not applied twice), delete the dead letter when it went "
-            "through, keep it with the new error when it failed again.")
+    help = (
+        "Replay dead letters of this service: apply each selected event again through the inbox (so an "
+        "event that was in fact applied is not applied twice), delete the dead letter when it went "
+        "through, keep it with the new error when it failed again."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--id", action="append", default=[], dest="ids", metavar="ID",
-                            help="a dead letter's id, or the event id (uuid) it holds; repeatable")
-        parser.add_argument("--type", action="append", default=[], dest="types", metavar="TYPE",
-                            help="only dead letters of this event type; repeatable")
+        parser.add_argument(
+            "--id",
+            action="append",
+            default=[],
+            dest="ids",
+            metavar="ID",
+            help="a dead letter's id, or the event id (uuid) it holds; repeatable",
+        )
+        parser.add_argument(
+            "--type",
+            action="append",
+            default=[],
+            dest="types",
+            metavar="TYPE",
+            help="only dead letters of this event type; repeatable",
+        )
         parser.add_argument("--older-than", metavar="AGE", help="only dead letters recorded longer ago (90s, 15m, 2h, 7d)")
         parser.add_argument("--newer-than", metavar="AGE", help="only dead letters recorded more recently")
         parser.add_argument("--all", action="store_true", help="every dead letter (needed when no other filter is given)")

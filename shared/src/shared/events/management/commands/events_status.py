@@ -5,8 +5,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = ("How far behind this service's event path is: outbox backlog and last relay, events published to "
-            "it and not yet handled (per producer), its Celery queue, dead letters.")
+    help = (
+        "How far behind this service's event path is: outbox backlog and last relay, events published to "
+        "it and not yet handled (per producer), its Celery queue, dead letters."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="one JSON object instead of the table")
@@ -30,18 +32,29 @@ class Command(BaseCommand):
             raise CommandError(f"broker Redis not reachable: {type(exc).__name__}: {exc}") from None
         now = time.time()
         if options["json"]:
-            self.stdout.write(json.dumps({
-                "service": service, "outbox": asdict(outbox),
-                "consumer": [asdict(p) for p in pending], "queue": asdict(queue),
-                "dead_letters": dead}, sort_keys=True))
+            self.stdout.write(
+                json.dumps(
+                    {
+                        "service": service,
+                        "outbox": asdict(outbox),
+                        "consumer": [asdict(p) for p in pending],
+                        "queue": asdict(queue),
+                        "dead_letters": dead,
+                    },
+                    sort_keys=True,
+                )
+            )
             return
-        last = (f"{now - outbox.last_sent_at:.1f} s ago" if outbox.last_sent_at is not None else "never")
+        last = f"{now - outbox.last_sent_at:.1f} s ago" if outbox.last_sent_at is not None else "never"
         self.stdout.write(f"service {service}")
-        self.stdout.write(f"outbox    unsent {outbox.unsent}, oldest unsent {outbox.oldest_unsent_age:.1f} s, "
-                          f"last relayed {last}")
+        self.stdout.write(
+            f"outbox    unsent {outbox.unsent}, oldest unsent {outbox.oldest_unsent_age:.1f} s, last relayed {last}"
+        )
         for state in pending:
-            self.stdout.write(f"from {state.producer:<14} pending {state.pending}, "
-                              f"oldest {state.oldest_pending_age:.1f} s (published, not yet handled)")
+            self.stdout.write(
+                f"from {state.producer:<14} pending {state.pending}, "
+                f"oldest {state.oldest_pending_age:.1f} s (published, not yet handled)"
+            )
         tasks = ", ".join(f"{name} {n}" for name, n in sorted(queue.tasks.items())) or "-"
         self.stdout.write(f"queue {queue.queue:<13} {queue.length} waiting (of the first {queue.scanned}: {tasks})")
         by_type = ", ".join(f"{t} {n}" for t, n in sorted(dead.items())) or "-"

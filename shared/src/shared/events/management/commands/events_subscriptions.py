@@ -4,8 +4,10 @@ from django.core.management.base import BaseCommand, CommandError
 
 
 class Command(BaseCommand):
-    help = ("The event subscription registry (docs/events.md#subscriptions): list it, register this service's "
-            "declared subscriptions, or remove a consumer (and drop its backlog).")
+    help = (
+        "The event subscription registry (docs/events.md#subscriptions): list it, register this service's "
+        "declared subscriptions, or remove a consumer (and drop its backlog)."
+    )
 
     def add_arguments(self, parser):
         sub = parser.add_subparsers(dest="action")
@@ -14,10 +16,18 @@ class Command(BaseCommand):
         sub.add_parser("register", help="add this service's declared subscriptions (migrate and workers do it)")
         remove = sub.add_parser("remove", help="remove a consumer's subscriptions and drop its backlog")
         remove.add_argument("consumer")
-        remove.add_argument("--type", action="append", default=[], dest="types",
-                            help="only this event type (repeatable); default: every subscription of the consumer")
-        remove.add_argument("--purge-queue", action="store_true",
-                            help="also delete every message waiting in the consumer's queue (a consumer gone for good)")
+        remove.add_argument(
+            "--type",
+            action="append",
+            default=[],
+            dest="types",
+            help="only this event type (repeatable); default: every subscription of the consumer",
+        )
+        remove.add_argument(
+            "--purge-queue",
+            action="store_true",
+            help="also delete every message waiting in the consumer's queue (a consumer gone for good)",
+        )
 
     def handle(self, *args, **options):
         from django.conf import settings
@@ -32,15 +42,19 @@ class Command(BaseCommand):
             client = ledger.client(url)
             if action == "register":
                 added = subscriptions.register(client, service)
-                self.stdout.write(f"{service}: {len(added)} new subscription(s) "
-                                  + ", ".join(f"{s.type} v{s.version}" for s in added))
+                self.stdout.write(
+                    f"{service}: {len(added)} new subscription(s) " + ", ".join(f"{s.type} v{s.version}" for s in added)
+                )
                 return
             if action == "remove":
-                removal = subscriptions.remove(client, options["consumer"], types=options["types"],
-                                               purge_queue=options["purge_queue"])
-                self.stdout.write(f"removed {len(removal.subscriptions)} subscription(s) of {options['consumer']}; "
-                                  f"dropped {removal.ledger_entries} pending ledger entries and "
-                                  f"{removal.queued_messages} queued messages")
+                removal = subscriptions.remove(
+                    client, options["consumer"], types=options["types"], purge_queue=options["purge_queue"]
+                )
+                self.stdout.write(
+                    f"removed {len(removal.subscriptions)} subscription(s) of {options['consumer']}; "
+                    f"dropped {removal.ledger_entries} pending ledger entries and "
+                    f"{removal.queued_messages} queued messages"
+                )
                 return
             routes = subscriptions.read(client)
         except Exception as exc:
