@@ -174,3 +174,18 @@ def consumers_table() -> str:
         cells = [", ".join(f"`{f}`" for f in fields.get((name, c), [])) for c in names]
         lines.append(f"| `{spec.type}` v{spec.version} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def record_producer_verification(producer: str) -> None:
+    """After `verify_producer` passed: the broker's record (contracts/verifications.json) must say that
+    the producer's current version verified each consumer's message pact, as for HTTP pacts
+    (contracts/broker.py; PACT_UPDATE=1 adds what is missing), so can-i-deploy covers events too."""
+    import broker
+
+    verified: dict[str, set[str]] = {}
+    for path in sources(producer):
+        data = json.loads(path.read_text())
+        verified.setdefault(data["consumer"]["name"], set()).add(broker.contract_sha(data))
+    if os.environ.get("PACT_UPDATE") == "1":
+        broker.record_verified(producer, verified)
+    broker.assert_recorded(producer, verified)

@@ -14,7 +14,7 @@ from shared.events.models import OutboxEvent
 from shared.events.relay import Relay
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "contracts"))
-from event_contracts import sources, verify_producer
+from event_contracts import record_producer_verification, sources, verify_producer
 
 pytestmark = pytest.mark.django_db
 
@@ -49,6 +49,7 @@ def scenarios(person):
 def test_every_consumer_message_contract_is_met_by_feeds_real_events(scenarios):
     assert [p.name for p in sources("feed")] == ["feed-feed.json", "notifications-feed.json"]
     verified = verify_producer("feed", scenarios)
+    record_producer_verification("feed")
     assert set(verified) == {"post.created v1", "post.liked v1", "post.deleted v1"}
     created = scenarios[("post.created", 1)]()
     assert created["data"]["mentioned_user_ids"]  # the contract's list matcher was checked on a real mention

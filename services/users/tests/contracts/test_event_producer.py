@@ -17,7 +17,7 @@ from shared.events.relay import Relay
 from tests.conftest import PASSWORD
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4] / "contracts"))
-from event_contracts import sources, verify_producer
+from event_contracts import record_producer_verification, sources, verify_producer
 
 pytestmark = pytest.mark.django_db
 
@@ -69,6 +69,7 @@ def scenarios(make_user):
 def test_every_consumer_message_contract_is_met_by_users_real_events(scenarios):
     assert [p.name for p in sources("users")] == ["feed-users.json", "notifications-users.json"]
     verified = verify_producer("users", scenarios)
+    record_producer_verification("users")
     assert {"user.followed v1", "user.unfollowed v1", "user.updated v1", "user.deleted v1"} <= set(verified)
 
 
