@@ -9,7 +9,7 @@ the service function that makes the change, its payload builder, the outbox row 
 envelope. Interactions are named "<type> v<version>"; the producer maps each name to a scenario.
 
 Imported by the services' tests (their conftest or the module puts this folder on sys.path); needs
-only pact-python.
+pact-python, and pytest with pytest-django for `ConsumerContract`, the consumers' tests.
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from pact import Pact, Verifier, match
-from pact_files import MESSAGE_DIR
+from pact_files import MESSAGE_DIR, assert_committed
 
 os.environ.setdefault("PACT_DO_NOT_TRACK", "true")  # the FFI reports usage unless told not to
 
@@ -189,3 +190,74 @@ def record_producer_verification(producer: str) -> None:
     if os.environ.get("PACT_UPDATE") == "1":
         broker.record_verified(producer, verified)
     broker.assert_recorded(producer, verified)
+
+
+class ConsumerContract:
+    """A consumer's side of its message contracts, as pytest tests. The consumer's suite subclasses it
+    (`class TestEventContracts(ConsumerContract)`) with CONSUMER and EXPECTATIONS, per producer the
+    (type, version, the fields its handlers read) it relies on; the tests keep the committed pact
+    files exactly that, feed every message to the real handlers (inbox + handlers, as the worker runs
+    them), and check that the contracts cover every subscription, that unknown fields are ignored and
+    that the oldest declared version of each event is handled (docs/events.md#evolving-an-event)."""
+
+    CONSUMER: str
+    EXPECTATIONS: dict[str, list[tuple[str, int, dict]]]
+
+    def build(self, producer: str) -> Pact:
+        pact = message_pact(self.CONSUMER, producer)
+        for type_, version, data in self.EXPECTATIONS[producer]:
+            expect(pact, type_, version, data)
+        return pact
+
+    @pytest.fixture
+    def handle(self, django_capture_on_commit_callbacks):
+        """The worker's path for one message body: inbox + handlers in one transaction, commit hooks run."""
+        from django.utils import timezone
+
+        from shared.events.inbox import dispatch
+
+        def run(body) -> bool:
+            envelope = json.loads(body) if isinstance(body, str | bytes) else body
+            # the contract takes any UTC time; the example's fixed date is outside the tables' partitions
+            envelope["occurred_at"] = timezone.now().isoformat()
+            with django_capture_on_commit_callbacks(execute=True):
+                applied = dispatch(envelope)
+            assert applied, f"{envelope['type']} was not applied"
+            return applied
+
+        return run
+
+    def test_committed_message_pacts_are_current(self):
+        for producer in sorted(self.EXPECTATIONS):
+            assert_committed(self.build(producer), MESSAGE_DIR)
+
+    def test_the_handlers_accept_every_message_of_the_contract(self, handle):
+        from shared.events.models import InboxEvent
+
+        for producer in sorted(self.EXPECTATIONS):
+            before = InboxEvent.objects.count()
+            self.build(producer).verify(lambda body, _metadata: handle(body), "Async")
+            assert InboxEvent.objects.count() - before == len(self.EXPECTATIONS[producer]), producer
+
+    def test_every_subscription_has_a_contract(self):
+        """What the handlers declare (the subscriptions the service registers) is what the contracts cover."""
+        from shared.events.inbox import registered
+
+        covered = {(type_, version) for items in self.EXPECTATIONS.values() for type_, version, _ in items}
+        assert covered == registered()
+
+    def test_unknown_fields_are_ignored(self, handle):
+        """A producer may add fields within a version, in the envelope and in `data`: the handlers take
+        what they know and apply the event."""
+        for producer in self.EXPECTATIONS:
+            for body in examples(self.build(producer)).values():
+                handle(with_unknown_fields(body))
+
+    def test_the_oldest_declared_version_of_each_event_is_handled(self, handle):
+        from shared.events.inbox import registered
+
+        bodies = {name: body for producer in self.EXPECTATIONS for name, body in examples(self.build(producer)).items()}
+        for type_, version in sorted(oldest_versions(registered()).items()):
+            body = bodies[f"{type_} v{version}"]
+            assert body["version"] == version
+            handle(body)

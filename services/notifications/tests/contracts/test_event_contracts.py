@@ -2,100 +2,37 @@
 
 Each `expect` names an event notifications has a handler for and only the fields its handlers read
 (post.created's `created_at`, for one, is not among them: the producer may drop it without
-breaking notifications). The pacts are fed to the real handlers (inbox + handlers, as the worker
-runs them); `test_committed_message_pacts_are_current` keeps the committed files exactly what is
-defined here, and users' and feed's suites verify those files against their real event-building code.
+breaking notifications). The tests (`event_contracts.ConsumerContract`) feed the pacts to the real
+handlers (inbox + handlers, as the worker runs them) and keep the committed files exactly what is
+defined here; users' and feed's suites verify those files against their real event-building code.
 """
 
-import json
-
 import pytest
-from django.utils import timezone
-from event_contracts import examples, expect, id_, ids, message_pact, oldest_versions, text, with_unknown_fields
-from pact_files import MESSAGE_DIR, assert_committed
-
-from shared.events.inbox import registered
-from shared.events.models import InboxEvent
+from event_contracts import ConsumerContract, id_, ids, text
 
 pytestmark = pytest.mark.django_db
 
-CONSUMER = "notifications"
-EXPECTATIONS = {
-    "users": [
-        ("user.followed", 1, {"follower_id": id_(1001), "followee_id": id_(1002)}),
-        (
-            "user.updated",
-            1,
-            {
-                "user_id": id_(1001),
-                "username": text("alice"),
-                "display_name": text("Alice"),
-                "avatar_url": text("https://img.example/alice.png"),
-            },
-        ),
-        ("user.deleted", 1, {"user_id": id_(1001)}),
-    ],
-    "feed": [
-        ("post.created", 1, {"post_id": id_(2001), "author_id": id_(1001), "mentioned_user_ids": ids(1002)}),
-        ("post.liked", 1, {"post_id": id_(2001), "author_id": id_(1001), "liker_id": id_(1002)}),
-        ("post.deleted", 1, {"post_id": id_(2001)}),
-    ],
-}
 
-
-def build(producer: str):
-    pact = message_pact(CONSUMER, producer)
-    for type_, version, data in EXPECTATIONS[producer]:
-        expect(pact, type_, version, data)
-    return pact
-
-
-@pytest.fixture
-def handle(django_capture_on_commit_callbacks):
-    """The worker's path for one message body: inbox + handlers in one transaction, commit hooks run."""
-    from shared.events.inbox import dispatch
-
-    def run(body) -> bool:
-        envelope = json.loads(body) if isinstance(body, str | bytes) else body
-        # the contract takes any UTC time; the example's fixed date is outside the tables' partitions
-        envelope["occurred_at"] = timezone.now().isoformat()
-        with django_capture_on_commit_callbacks(execute=True):
-            applied = dispatch(envelope)
-        assert applied, f"{envelope['type']} was not applied"
-        return applied
-
-    return run
-
-
-@pytest.mark.parametrize("producer", sorted(EXPECTATIONS))
-def test_committed_message_pacts_are_current(producer):
-    assert_committed(build(producer), MESSAGE_DIR)
-
-
-@pytest.mark.parametrize("producer", sorted(EXPECTATIONS))
-def test_the_handlers_accept_every_message_of_the_contract(producer, handle):
-    build(producer).verify(lambda body, _metadata: handle(body), "Async")
-    assert InboxEvent.objects.count() == len(EXPECTATIONS[producer])
-
-
-def test_every_subscription_has_a_contract():
-    """What the handlers declare (the subscriptions this service registers) is what the contracts cover."""
-    covered = {(type_, version) for items in EXPECTATIONS.values() for type_, version, _ in items}
-    assert covered == registered()
-
-
-def test_unknown_fields_are_ignored(handle):
-    """A producer may add fields within a version (docs/events.md#evolving-an-event): in the envelope
-    and in `data`; the handlers take what they know and apply the event."""
-    for producer in EXPECTATIONS:
-        for body in examples(build(producer)).values():
-            handle(with_unknown_fields(body))
-
-
-def test_the_oldest_declared_version_of_each_event_is_handled(handle):
-    oldest = oldest_versions(registered())
-    bodies = {name: body for producer in EXPECTATIONS for name, body in examples(build(producer)).items()}
-    for type_, version in sorted(oldest.items()):
-        body = bodies[f"{type_} v{version}"]
-        assert body["version"] == version
-        handle(body)
+class TestEventContracts(ConsumerContract):
+    CONSUMER = "notifications"
+    EXPECTATIONS = {
+        "users": [
+            ("user.followed", 1, {"follower_id": id_(1001), "followee_id": id_(1002)}),
+            (
+                "user.updated",
+                1,
+                {
+                    "user_id": id_(1001),
+                    "username": text("alice"),
+                    "display_name": text("Alice"),
+                    "avatar_url": text("https://img.example/alice.png"),
+                },
+            ),
+            ("user.deleted", 1, {"user_id": id_(1001)}),
+        ],
+        "feed": [
+            ("post.created", 1, {"post_id": id_(2001), "author_id": id_(1001), "mentioned_user_ids": ids(1002)}),
+            ("post.liked", 1, {"post_id": id_(2001), "author_id": id_(1001), "liker_id": id_(1002)}),
+            ("post.deleted", 1, {"post_id": id_(2001)}),
+        ],
+    }
