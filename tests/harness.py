@@ -48,6 +48,13 @@ class Proc:
         return (self.log_dir / f"{self.name}.log").read_text(errors="replace")
 
 
+def celery_worker(app: str, queue: str, concurrency: int = 2) -> list[str]:
+    """The command of a service's Celery worker as the process table runs it (prefork, no
+    mingle/gossip): for system tests that start workers themselves."""
+    return [PYTHON, "-m", "celery", "-A", app, "worker", "-Q", queue, "-c", str(concurrency),
+            "--pool", "prefork", "-l", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
+
+
 def wait_until(predicate, *, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
     """`shared.testing.wait_until` with the system tests' defaults (processes start slowly)."""
     return polling.wait_until(predicate, timeout=timeout, interval=interval, what=what)

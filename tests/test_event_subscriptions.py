@@ -26,7 +26,7 @@ import psycopg2
 import pytest
 import redis
 
-from tests.harness import PYTHON, ROOT, Proc, wait_until
+from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
 from tests.test_events_reliability import delta, scrape, scrape_when_up
 
 sys.path.insert(0, str(ROOT / "dev"))
@@ -98,24 +98,7 @@ class Stack:
     def start_worker(self) -> Proc:
         self.worker = Proc(
             "audit-worker",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "audit_service",
-                "worker",
-                "-Q",
-                "audit",
-                "-c",
-                "2",
-                "--pool",
-                "prefork",
-                "-l",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            celery_worker("audit_service", "audit"),
             cwd=AUDIT_DIR,
             env={**self.audit_env, "METRICS_PORT": str(self.worker_metrics_port)},
             log_dir=self.run_dir,

@@ -17,7 +17,7 @@ import psycopg2
 import pytest
 import redis
 
-from tests.harness import PYTHON, ROOT, Proc, wait_until
+from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
 
 sys.path.insert(0, str(ROOT / "dev"))
 import infra
@@ -95,24 +95,7 @@ class Stack:
     def _worker(self) -> Proc:
         return Proc(
             "notifications-worker",
-            [
-                PYTHON,
-                "-m",
-                "celery",
-                "-A",
-                "notifications_service",
-                "worker",
-                "-Q",
-                "notifications",
-                "-c",
-                "2",
-                "--pool",
-                "prefork",
-                "-l",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ],
+            celery_worker("notifications_service", "notifications"),
             cwd=NOTIFICATIONS_DIR,
             env={**self.notifications_env, "METRICS_PORT": str(self.worker_metrics_port)},
             log_dir=self.run_dir,

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from tests.harness import PYTHON, ROOT, Proc, wait_until
+from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
 
 sys.path.insert(0, str(ROOT / "dev"))
 import infra
@@ -92,24 +92,7 @@ class Outage:
         self.procs.append(
             Proc(
                 "feed-worker",
-                [
-                    PYTHON,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "feed_service",
-                    "worker",
-                    "-Q",
-                    "feed",
-                    "-c",
-                    "2",
-                    "--pool",
-                    "prefork",
-                    "-l",
-                    "INFO",
-                    "--without-mingle",
-                    "--without-gossip",
-                ],
+                celery_worker("feed_service", "feed"),
                 cwd=self.cwd("feed"),
                 env={**self.env["feed"], "METRICS_PORT": "0"},
                 log_dir=run_dir,
