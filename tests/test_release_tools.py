@@ -146,7 +146,8 @@ def test_can_i_deploy_answers_from_recorded_verifications_and_deployments(clone)
     # what users' provider verification records when it passes (broker.record_verified)
     code = (
         "import broker, sys; from pathlib import Path; root = Path(sys.argv[1]); "
-        "shas = {c.consumer: {c.sha256} for c in broker.contracts_in_tree(root) if c.provider == 'users'}; "
+        "shas = {}; [shas.setdefault(c.consumer, set()).add(c.sha256) for c in broker.contracts_in_tree(root) "
+        "if c.provider == 'users']; "
         "broker.record_verified('users', shas, root)"
     )
     run(clone, PY, "-c", code, str(clone), cwd_contracts=True)
@@ -189,8 +190,12 @@ def test_the_provider_verification_also_gets_the_deployed_consumers_pacts(clone)
         "print(json.dumps([[e, v, c.consumer, c.path, t] for e, v, c, t in broker.deployed_contracts_for('users', root)]))"
     )
     found = json.loads(run(clone, PY, "-c", code, str(clone), cwd_contracts=True).stdout)
-    assert [row[:4] for row in found] == [["staging", "1.0.0", "feed", "contracts/pacts/feed-users.json"]]
-    assert found[0][4] == released.rstrip("\n")  # the tag's text, not the working tree's
+    # feed's HTTP pact and its message (event) pact, both as the tag has them
+    assert [row[:4] for row in found] == [
+        ["staging", "1.0.0", "feed", "contracts/messages/feed-users.json"],
+        ["staging", "1.0.0", "feed", "contracts/pacts/feed-users.json"],
+    ]
+    assert found[1][4] == released.rstrip("\n")  # the tag's text, not the working tree's
     environments = json.loads((clone / "contracts/environments.json").read_text())
     environments["staging"]["notifications"] = "3.0.0"  # recorded by hand, never released
     (clone / "contracts/environments.json").write_text(json.dumps(environments))
