@@ -122,6 +122,16 @@ class System:
     def service_url(self, service: str, replica: int = 0) -> str:
         return self.ctx.service_urls(service)[replica]
 
+    def log_tails(self, *names: str, chars: int = 3000) -> str:
+        """The last `chars` of each named process's log: what a failed wait on the asynchronous
+        pipeline prints, so a failure on a CI machine says where the work stopped."""
+        parts = []
+        for name in names:
+            path = self.ctx.run_dir / f"{name}.log"
+            text = path.read_text(errors="replace")[-chars:] if path.exists() else "(no log)"
+            parts.append(f"--- {name}.log (tail) ---\n{text}")
+        return "\n".join(parts)
+
 
 @pytest.fixture(scope="session")
 def system():
