@@ -62,6 +62,9 @@ def big_authors_recent_ids(*, author_ids: list[int], before_id: int | None, coun
 
 
 def timeline_rebuild(*, user_id: int) -> None:
+    """The reader's Redis timeline from the durable table: the set exists before the read, so a
+    delivery committed after the read lands in it (timelines.store)."""
+    store.build_begin(user_id=user_id)
     store.build(user_id=user_id, post_ids=_durable_ids(user_id=user_id, before_id=None, count=settings.TIMELINE_CAP))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from authors.client import users_client
@@ -19,10 +20,27 @@ from posts import cache as post_cache
 from posts import selectors as post_selectors
 from posts.models import Like, Post
 
+from shared import redis_clients
 from timelines import store
 from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
 
 log = logging.getLogger("feed.timelines")
+
+
+def _store_write_twice(write: Callable[[], object]) -> None:
+    """A Redis timeline write made inside a transaction: now, so Redis being away rolls the
+    transaction back and the event is retried; and again after the commit, so a timeline that a
+    reader built from Postgres meanwhile (its read could not see these uncommitted rows) gets it
+    too (timelines.store). The second write is idempotent; if Redis fails just then, it is logged."""
+    write()
+
+    def again() -> None:
+        try:
+            write()
+        except redis_clients.UNAVAILABLE as exc:
+            log.warning("timeline write after commit failed; a timeline built meanwhile may lack it: %s", exc)
+
+    transaction.on_commit(again)
 
 
 def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[int]) -> None:
@@ -36,7 +54,8 @@ def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[
         for post_id in post_ids
     ]
     TimelineEntry.objects.bulk_create(rows, batch_size=settings.FANOUT_BATCH, ignore_conflicts=True)
-    store.add(user_ids=user_ids, post_ids=[p for ids in post_ids_by_author.values() for p in ids])
+    post_ids = [p for ids in post_ids_by_author.values() for p in ids]
+    _store_write_twice(lambda: store.add(user_ids=user_ids, post_ids=post_ids))
 
 
 def _entries_insert(*, user_ids: list[int], post_id: int, author_id: int) -> None:
@@ -55,9 +74,13 @@ def _entries_insert(*, user_ids: list[int], post_id: int, author_id: int) -> Non
 def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None = None) -> bool:
     """One page of a fan-out: the post (if it still exists) into these users' timelines.
 
-    The post row is held FOR SHARE until the rows (and Redis) are written: post_delete takes it
-    FOR UPDATE, so a delivery either finishes before the delete commits (and post.deleted's
-    removal, which runs after that commit, finds its rows) or sees no post and writes nothing.
+    The post row is held FOR SHARE until the rows are written: post_delete takes it FOR UPDATE, so
+    a delivery either commits before the delete does (and post.deleted's removal, which runs after
+    that commit, finds its rows) or sees no post and writes nothing. Redis is written after the
+    commit, so a timeline a reader builds from Postgres meanwhile gets the post either from its read
+    or from this write (timelines.store); if Redis fails here the task is retried, and the rows'
+    ON CONFLICT DO NOTHING makes the retry a Redis write only. A post deleted between the commit and
+    the Redis write leaves a stale id there, which reads skip (they render only existing posts).
     Logs one `fanout-phase deliver` line with the time spent in each phase (bench/feed_bench.py
     reads them)."""
     t0 = time.monotonic()
@@ -70,8 +93,8 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
         t1 = time.monotonic()
         _entries_insert(user_ids=user_ids, post_id=post_id, author_id=row[0])
         t2 = time.monotonic()
-        store.add(user_ids=user_ids, post_ids=[post_id])
-        t3 = time.monotonic()
+    t3 = time.monotonic()
+    store.add(user_ids=user_ids, post_ids=[post_id])
     t4 = time.monotonic()
     wait = max(0.0, time.time() - queued_at - (t4 - t0)) if queued_at else 0.0
     log.info(
@@ -81,8 +104,8 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
         wait,
         t1 - t0,
         t2 - t1,
-        t3 - t2,
         t4 - t3,
+        t3 - t2,
         time.time(),
     )
     return True
@@ -192,7 +215,7 @@ def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
     entries = TimelineEntry.objects.filter(user_id=follower_id, author_id=followee_id)
     post_ids = list(entries.values_list("post_id", flat=True))
     entries.delete()
-    store.remove(user_ids=[follower_id], post_ids=post_ids)
+    _store_write_twice(lambda: store.remove(user_ids=[follower_id], post_ids=post_ids))
 
 
 def author_promote(*, author_id: int) -> None:

@@ -2,10 +2,14 @@
 
 Members are post ids (decimal), scores `post_id >> 12` (the snowflake's milliseconds and worker:
 51 bits, exact in a double); posts sharing a score are ordered by member, which for ids of the
-same magnitude is id order. Every set holds a sentinel member "0" at score 0 that marks it as
-built from Postgres: fan-out only writes into sets that exist (a Lua script checks), so a set is
-either complete (built, then kept up to date) or absent (cold or evicted: rebuilt on read from
-the timelines table). Reads ask for scores above 0, so the sentinel is never returned.
+same magnitude is id order. Every set holds a sentinel member "0": at score -1 while a reader
+builds it from Postgres, at score 0 once built. Fan-out writes only into sets that exist (a Lua
+script checks), and always after its rows are committed; a build first creates the set (sentinel
+at -1), then reads the timelines table, then merges what it read and marks the set built. So an
+entry committed before the build's read is in what it read, and one committed after is added to
+the set by its writer: a set is either complete (built, then kept up to date) or not yet built
+(cold, evicted or being built: read from the timelines table and built again). Reads ask for scores
+above 0, so the sentinel is never returned.
 
 Clients come from shared.redis_clients (bounded timeouts, fork-safe); every function raises
 `redis.ConnectionError`/`TimeoutError` when Redis is away and the callers decide: the read falls
@@ -24,9 +28,11 @@ from redis.commands.core import Script
 from shared import redis_clients
 
 SENTINEL = "0"
+BUILDING, BUILT = -1, 0  # the sentinel's score
 KEYS_PER_CALL = 1000
 
-# KEYS: timelines; ARGV: cap, then score/member pairs. Adds to the sets that exist, trims to cap
+# KEYS: timelines; ARGV: cap, then score/member pairs. Adds to the sets that exist (built or being
+# built), trims to cap
 # (ZCARD first: a set under the cap needs no trim; ~12% less server time per key, measured).
 _ADD_IF_BUILT = """
 local cap = tonumber(ARGV[1])
@@ -95,10 +101,20 @@ def drop(*, user_id: int) -> None:
     client().delete(key(user_id))
 
 
-def build(*, user_id: int, post_ids: Sequence[int]) -> None:
-    """Make the set from the durable table's newest entries (merging with anything written meanwhile)."""
+def build_begin(*, user_id: int) -> None:
+    """Step one of a build, before reading the timelines table: the set exists from now on (sentinel
+    at BUILDING unless already built), so fan-out committed after the read adds to it."""
     pipe = client().pipeline(transaction=True)
-    pipe.zadd(key(user_id), {SENTINEL: 0, **{str(p): score(p) for p in post_ids}})
+    pipe.zadd(key(user_id), {SENTINEL: BUILDING}, nx=True)
+    pipe.expire(key(user_id), settings.TIMELINE_TTL)
+    pipe.execute()
+
+
+def build(*, user_id: int, post_ids: Sequence[int]) -> None:
+    """Step two: merge the durable table's newest entries (read after build_begin) with what fan-out
+    wrote meanwhile, and mark the set built."""
+    pipe = client().pipeline(transaction=True)
+    pipe.zadd(key(user_id), {SENTINEL: BUILT, **{str(p): score(p) for p in post_ids}})
     pipe.zremrangebyrank(key(user_id), 1, -(settings.TIMELINE_CAP + 1))
     pipe.expire(key(user_id), settings.TIMELINE_TTL)
     pipe.execute()
@@ -112,12 +128,12 @@ def page(*, user_id: int, before_id: int | None, count: int) -> tuple[bool, list
     slack = 8  # members sharing the cursor's score that are not below it
     while True:
         pipe = client().pipeline(transaction=False)
-        pipe.exists(key(user_id))
+        pipe.zscore(key(user_id), SENTINEL)
         pipe.zrange(key(user_id), high, "(0", desc=True, byscore=True, offset=0, num=count + slack)
         pipe.zcard(key(user_id))
         pipe.expire(key(user_id), settings.TIMELINE_TTL)
-        exists, raw, size, _ = pipe.execute()
-        if not exists:
+        sentinel, raw, size, _ = pipe.execute()
+        if sentinel != BUILT:  # absent, or a build has not finished: it may lack older entries
             return False, [], False
         ids = [int(m) for m in raw]
         below = [i for i in ids if before_id is None or i < before_id]

@@ -381,7 +381,9 @@ def test_big_author_demoted_below_the_lower_threshold_backfills_first_and_reader
         fan.unfollow(star)
         with django_capture_on_commit_callbacks() as queued:
             services.unfollow_apply(follower_id=fan.id, followee_id=star.id)
-        return queued
+        # every unfollow repeats its Redis removal after the commit (timelines.store's build
+        # protocol); what matters here is what else it queues
+        return [c for c in queued if not c.__qualname__.startswith("_store_write_twice.")]
 
     # oscillating between the two thresholds (3 <= count <= 4): neither demoted nor promoted again
     assert unfollow(fans[4]) == []  # 4
