@@ -445,7 +445,7 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
 
 
 def test_stranded_messages_are_swept_for_well_within_the_visibility_timeout(monkeypatch):
-    from shared.events.celery_app import celery_config
+    from shared.events.celery_config import celery_config
 
     for visibility, interval in [(3600, 10), (10, 1), (60, 6)]:
         monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", str(visibility))
