@@ -75,7 +75,7 @@ typecheck: $(STAMP)
 	cd shared && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=../services/users \
 		../$(BIN)/mypy --config-file ../mypy.ini src/shared
 	DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=services/users \
-		$(BIN)/mypy --config-file mypy.ini gateway
+		$(BIN)/mypy --config-file mypy.ini gateway dev bench
 	for svc in users feed notifications; do \
 		(cd services/$$svc && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=$${svc}_service.settings \
 			../../$(BIN)/mypy --config-file ../../mypy.ini .) || exit 1; \
