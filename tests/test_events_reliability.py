@@ -9,9 +9,9 @@ import json
 import os
 import sys
 import tempfile
-import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "dev"))
 import infra
 
 USERS_DIR = ROOT / "services" / "users"
+PRODUCER = ROOT / "tests" / "users_producer.py"
 NOTIFICATIONS_DIR = ROOT / "services" / "notifications"
 
 
@@ -101,34 +102,25 @@ class Stack:
             log_dir=self.run_dir,
         )
 
-    def produce(self, script: str, *, check: bool = True) -> int:
-        """Run users code in its own process (the producer)."""
+    def run_producer(self, *args: object, check: bool = True) -> tuple[int, Any]:
+        """Run users code in its own process (the producer): a command of tests/users_producer.py.
+        Returns its exit status and its JSON result (None if it wrote none)."""
         import subprocess
 
-        return subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=USERS_DIR, env=self.users_env, check=check
+        out = self.run_dir / f"producer-{uuid.uuid4().hex[:8]}.json"
+        code = subprocess.run(
+            [PYTHON, str(PRODUCER), "--out", str(out), *map(str, args)], cwd=USERS_DIR, env=self.users_env, check=check
         ).returncode
+        return code, json.loads(out.read_text()) if out.exists() else None
+
+    def produce(self, *args: object) -> Any:
+        return self.run_producer(*args)[1]
 
     def make_users(self, count: int) -> list[int]:
-        tag = uuid.uuid4().hex[:8]
-        out = self.run_dir / f"users-{tag}.json"
-        self.produce(f"""
-            import json
-            from accounts.models import User
-            users = User.objects.bulk_create([User(username=f"r{tag}_{{i}}", email=f"r{tag}_{{i}}@example.com",
-                                                   password="!") for i in range({count})])
-            open({str(out)!r}, "w").write(json.dumps([u.id for u in users]))
-        """)
-        return json.loads(out.read_text())
+        return self.produce("make-users", uuid.uuid4().hex[:8], count)
 
     def follow_all(self, follower_ids: list[int], followee_id: int) -> None:
-        self.produce(f"""
-            from accounts.models import User
-            from follows.services import follow_create
-            name = User.objects.get(id={followee_id}).username
-            for follower in {follower_ids!r}:
-                follow_create(follower_id=follower, followee_username=name)
-        """)
+        self.produce("follow", followee_id, *follower_ids)
 
     def notifications(self, recipient_id: int) -> list[tuple]:
         with self.db.cursor() as cursor:
@@ -172,13 +164,7 @@ def running(stack):
 
 def test_a_follow_becomes_one_notification_with_the_request_id_in_the_worker_log(running):
     star, fan = running.make_users(2)
-    running.produce(f"""
-        from accounts.models import User
-        from follows.services import follow_create
-        from shared.requestid import set_request_id
-        set_request_id("req-sys-follow-1")
-        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
-    """)
+    running.produce("follow", star, fan, "--request-id", "req-sys-follow-1")
     wait_until(lambda: running.count(star) == 1, what="follow notification")
     assert running.notifications(star) == [(fan, "follow")]
     wait_until(lambda: "req-sys-follow-1" in running.worker.log(), what="request id in worker log")
@@ -250,16 +236,7 @@ def test_the_same_envelope_published_twice_makes_one_notification(running):
     running.follow_all([fan], star)
     wait_until(lambda: running.count(star) == 1, what="first delivery")
     # publish the very same envelope again, as a relay that crashed before marking it sent would
-    running.produce(f"""
-        from django.db import transaction
-        from shared.events.relay import Relay
-        from shared.events.models import OutboxEvent
-        from users_service.celery import app
-        row = OutboxEvent.objects.get(type="user.followed", data__follower_id="{fan}")
-        with transaction.atomic():  # uncommitted: the running relay cannot take the row first
-            OutboxEvent.objects.filter(seq=row.seq).update(sent_at=None)
-            assert Relay(app).relay_batch() == 1
-    """)
+    assert running.produce("republish", fan) == 1
     other_star, other_fan = running.make_users(2)
     running.follow_all([other_fan], other_star)  # a later event: once it is in, the duplicate was handled
     wait_until(lambda: running.count(other_star) == 1, what="later event")
@@ -270,16 +247,7 @@ def test_the_same_envelope_published_twice_makes_one_notification(running):
 def test_producer_killed_right_after_commit_still_delivers(running):
     star, fan = running.make_users(2)
     running.relay.stop()  # nothing may be published by anyone but the relay
-    code = running.produce(
-        f"""
-        import os, signal
-        from accounts.models import User
-        from follows.services import follow_create
-        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
-        os.kill(os.getpid(), signal.SIGKILL)  # committed; the process dies before anything else
-    """,
-        check=False,
-    )
+    code, _ = running.run_producer("follow", star, fan, "--die", check=False)  # SIGKILLed right after the commit
     assert code == -9
     assert running.count(star) == 0
     running.relay.start()
@@ -352,25 +320,11 @@ def test_pruning_keeps_outbox_rows_a_consumer_has_not_acknowledged(running):
     wait_until(lambda: running.count(star) == 2, what="both follows handled")
     wait_until(lambda: client.zcard("events:pending:notifications:users") == 0, what="both settled by notifications")
     # feed has no worker here: both events stay pending for it; pretend feed settled only one of them
-    running.produce(f"""
-        from datetime import timedelta
-        import redis
-        from django.conf import settings
-        from django.utils import timezone
-        from shared.events.models import OutboxEvent
-        from shared.events.prune import prune_events
-        rows = {{r.data["follower_id"]: r for r in OutboxEvent.objects.filter(
-            type="user.followed", data__followee_id="{star}")}}
-        settled, pending = str(rows["{fan}"].event_id), str(rows["{other}"].event_id)
-        client = redis.Redis.from_url({running.redis_url!r})
-        assert client.zscore("events:pending:feed:users", pending) is not None
-        client.zrem("events:pending:feed:users", settled)
-        old = timezone.now() - timedelta(days=30)
-        OutboxEvent.objects.filter(event_id__in=[settled, pending]).update(sent_at=old)
-        prune_events()
-        left = set(OutboxEvent.objects.filter(event_id__in=[settled, pending]).values_list("event_id", flat=True))
-        assert {{str(x) for x in left}} == {{pending}}, left
-    """)
+    events = running.produce("followed-events", star)
+    settled, pending = events[str(fan)], events[str(other)]
+    assert client.zscore("events:pending:feed:users", pending) is not None
+    client.zrem("events:pending:feed:users", settled)
+    assert running.produce("prune-aged", settled, pending, "--age-days", 30) == [pending]
 
 
 def test_sigkilled_worker_loses_and_duplicates_nothing(running):
@@ -410,14 +364,7 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     poison_id = str(uuid.uuid4())
     before = scrape_when_up(running.worker_metrics_port)
     client = redis.Redis.from_url(running.redis_url)
-    # a well-formed envelope whose handler always fails (the id overflows bigint)
-    running.produce(f"""
-        from users_service.celery import app
-        app.send_task("events.handle", queue="notifications", args=[{{
-            "id": "{poison_id}", "type": "user.followed", "version": 1, "occurred_at": "2025-01-01T00:00:00Z",
-            "producer": "users", "data": {{"follower_id": "99999999999999999999", "followee_id": "1"}},
-            "request_id": "req-poison"}}])
-    """)
+    running.produce("send-poison", poison_id)  # a well-formed envelope whose handler always fails
     running.follow_all([fan], star)
     wait_until(lambda: running.count(star) == 1, what="later event handled despite the poison one")
     with running.db.cursor() as cursor:
