@@ -4,11 +4,8 @@ run in a separate process; results are read from the notifications schema."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,10 +14,8 @@ import psycopg2
 import pytest
 import redis
 
+from tests import harness
 from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
-
-sys.path.insert(0, str(ROOT / "dev"))
-import infra
 
 USERS_DIR = ROOT / "services" / "users"
 PRODUCER = ROOT / "tests" / "users_producer.py"
@@ -30,65 +25,30 @@ NOTIFICATIONS_DIR = ROOT / "services" / "notifications"
 class Stack:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.redis_port = infra.free_port()
-        self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        common = {
-            **os.environ,
-            "DJANGO_DEV": "1",
-            "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.redis_url,
-            "CELERY_VISIBILITY_TIMEOUT": "10",
-            "CELERY_TASK_TIME_LIMIT": "8",
-            "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-            "EVENTS_RETRY_BACKOFF": "0.05",
-            "EVENTS_RETRY_BACKOFF_MAX": "0.2",
-            "EVENTS_MAX_RETRIES": "3",
+        self.redis = harness.OwnRedis(run_dir)
+        self.redis_url = self.redis.url
+        common = harness.stack_env(
+            self.redis_url,
+            CELERY_VISIBILITY_TIMEOUT="10",
+            CELERY_TASK_TIME_LIMIT="8",
+            CELERY_TASK_SOFT_TIME_LIMIT="6",
+            EVENTS_RETRY_BACKOFF="0.05",
+            EVENTS_RETRY_BACKOFF_MAX="0.2",
+            EVENTS_MAX_RETRIES="3",
             # ack ledger grace: past visibility (10 s) + hard limit (8 s), and past the queueing time of
             # the bursts below, so normal runs redeliver nothing; a lost message returns after ~1 min
-            "EVENTS_REDELIVER_AFTER_SECONDS": "60",
-            "PUSH_PROVIDER": "log",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.users_env = {
-            **common,
-            "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
-            "DJANGO_SETTINGS_MODULE": "users_service.settings",
-            "SERVICE_NAME": "users",
-        }
-        self.notifications_env = {
-            **common,
-            "DATABASE_URL": os.environ["NOTIFICATIONS_DATABASE_URL"],
-            "DJANGO_SETTINGS_MODULE": "notifications_service.settings",
-            "SERVICE_NAME": "notifications",
-            "USERS_URL": "http://127.0.0.1:9",
-        }
-        import subprocess
-
+            EVENTS_REDELIVER_AFTER_SECONDS="60",
+            PUSH_PROVIDER="log",
+        )
+        self.users_env = harness.service_env(common, "users")
+        self.notifications_env = harness.service_env(common, "notifications", USERS_URL="http://127.0.0.1:9")
         for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
-            subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
+            harness.manage(cwd, env, "migrate", "--no-input", "-v", "0")
         # feed subscribes to user.* too but runs no worker here (a registered consumer that is down):
         # its subscriptions are registered as its deploy would (docs/events.md#subscriptions)
-        subprocess.run(
-            [PYTHON, "manage.py", "events_subscriptions", "register"],
-            cwd=ROOT / "services" / "feed",
-            env={
-                **common,
-                "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
-                "SERVICE_NAME": "feed",
-                "DJANGO_SETTINGS_MODULE": "feed_service.settings",
-            },
-            check=True,
-            capture_output=True,
-        )
-        self.worker_metrics_port, self.relay_metrics_port = infra.free_port(), infra.free_port()
-        self.relay = Proc(
-            "users-relay",
-            [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-            cwd=USERS_DIR,
-            env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},
-            log_dir=run_dir,
-        )
+        harness.manage(ROOT / "services" / "feed", harness.service_env(common, "feed"), "events_subscriptions", "register")
+        self.worker_metrics_port, self.relay_metrics_port = harness.infra.free_port(), harness.infra.free_port()
+        self.relay = harness.relay("users", self.users_env, run_dir, metrics_port=self.relay_metrics_port)
         self.worker = self._worker()
         self.db = psycopg2.connect(os.environ["NOTIFICATIONS_DATABASE_URL"])
         self.db.autocommit = True
@@ -139,19 +99,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    keep = os.environ.get("EVENTS_TEST_LOG_DIR")  # keep the processes' logs there (for diagnosis)
-    with (
-        contextlib.nullcontext(tempfile.mkdtemp(prefix="social-events-", dir=keep))
-        if keep
-        else tempfile.TemporaryDirectory(prefix="social-events-")
-    ) as tmp:
-        run_dir = Path(tmp)
-        os.chmod(run_dir, 0o755)
-        s = Stack(run_dir)
-        try:
-            yield s
-        finally:
-            s.close()
+    with harness.own_stack("social-events-", Stack) as s:
+        yield s
 
 
 @pytest.fixture
@@ -275,14 +224,9 @@ def test_a_message_lost_between_brpop_and_its_unacked_record_is_redelivered_once
 
     # a relay with a short grace period (the suite's relay waits 60 s), and the worker back
     running.relay.stop()
-    metrics_port = infra.free_port()
-    fast_relay = Proc(
-        "users-relay-fast",
-        [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-        cwd=USERS_DIR,
-        env={**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2", "METRICS_PORT": str(metrics_port)},
-        log_dir=running.run_dir,
-    )
+    metrics_port = harness.infra.free_port()
+    fast_env = {**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2"}
+    fast_relay = harness.relay("users", fast_env, running.run_dir, metrics_port=metrics_port, name="users-relay-fast")
     running.worker = running._worker().start()  # a fresh worker: its counters start at zero
     fast_relay.start()
 
@@ -352,7 +296,7 @@ def test_redis_stopped_during_a_burst_of_1000_follows(running):
     wait_until(lambda: running.count(star) >= 50, what="burst under way", interval=0.02)
     running.redis.stop()
     seen_during_outage = running.count(star)
-    running.redis = infra.start_redis(running.run_dir / "redis", running.redis_port)
+    running.redis.start()
     producer.join()
     wait_until(lambda: running.count(star) == 1000, timeout=180, what="all 1000 after Redis came back")
     assert seen_during_outage < 1000
