@@ -71,11 +71,12 @@ lint: $(STAMP)  ## ruff over the tree, mypy, no model change without its migrati
 	done
 
 # mypy once per Django project: the django-stubs plugin loads one settings module per run
+# (MYPYPATH=shared/src: from the root, the shared/ directory would shadow the package)
 typecheck: $(STAMP)
 	cd shared && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=../services/users \
 		../$(BIN)/mypy --config-file ../mypy.ini src/shared
-	DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=services/users \
-		$(BIN)/mypy --config-file mypy.ini gateway
+	DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=users_service.settings MYPYPATH=shared/src:services/users \
+		$(BIN)/mypy --config-file mypy.ini gateway dev bench tests/users_producer.py
 	for svc in users feed notifications; do \
 		(cd services/$$svc && DJANGO_DEV=1 DJANGO_SETTINGS_MODULE=$${svc}_service.settings \
 			../../$(BIN)/mypy --config-file ../../mypy.ini .) || exit 1; \

@@ -47,6 +47,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg2
@@ -120,18 +121,21 @@ class Proxy:
             text=True,
             start_new_session=True,
         )
-        if self.proc.stdout.readline().strip() != "ready":
+        if self.proc.stdin is None or self.proc.stdout is None:
+            raise SystemExit("the Redis proxy started without pipes")
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
+        if self.stdout.readline().strip() != "ready":
             raise SystemExit("the Redis proxy did not start")
 
     def command(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-        if self.proc.stdout.readline().strip() != "ok":
+        self.stdin.write(line + "\n")
+        self.stdin.flush()
+        if self.stdout.readline().strip() != "ok":
             raise RuntimeError(f"proxy: no answer to {line!r}")
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):
-            self.proc.stdin.close()
+            self.stdin.close()
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -203,7 +207,7 @@ def system(replicas: int):
                 extra_env=extra,
             )
             stack.prepare(ctx)
-            supervise = {"restart": True, "on_event": lambda p, m: say(f"    [supervisor] {p.name} {m}")}
+            supervise: dict[str, Any] = {"restart": True, "on_event": lambda p, m: say(f"    [supervisor] {p.name} {m}")}
             if "restart" not in inspect.signature(stack.Supervisor).parameters:  # a CHAOS_TREE from before it
                 supervise = {}
             supervisor = stack.Supervisor(stack.plan(ctx), stream_logs=False, log_dir=run_dir, **supervise)
@@ -540,7 +544,7 @@ def lost_now(env: Env, ledger: Ledger, followers: dict[int, set[int]]) -> list[s
             for who in (set(actor_ids) | {actor}) if kind == "like" else {actor}:
                 key = (kind, recipient, who, post if kind != "follow" else None)
                 counts[key] = counts.get(key, 0) + 1
-    wanted = [("follow", b, a, None) for a, b in ledger.follows]
+    wanted: list[tuple[str, int, int, int | None]] = [("follow", b, a, None) for a, b in ledger.follows]
     wanted += [("like", author, liker, post) for liker, post, author in ledger.likes]
     wanted += [("mention", mentioned, author, post) for post, author, mentioned in ledger.posts]
     for kind in ("follow", "like", "mention"):
@@ -559,7 +563,7 @@ def lost_now(env: Env, ledger: Ledger, followers: dict[int, set[int]]) -> list[s
 
 def pgroup_signal(proc: stack.Proc, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.popen.pid, sig)
+        os.killpg(proc.process().pid, sig)
 
 
 def children_of(pid: int) -> list[int]:
@@ -608,7 +612,7 @@ def kill(name: str):
 
 
 def kill_gateway_worker(env: Env) -> None:
-    workers = children_of(env.proc("gateway").popen.pid)
+    workers = children_of(env.proc("gateway").process().pid)
     if not workers:
         raise RuntimeError("the gateway has no worker processes (GATEWAY_WORKERS=2?)")
     os.kill(workers[0], signal.SIGKILL)
@@ -656,7 +660,7 @@ def wait_healthy(env: Env, timeout: float = 120) -> None:
     """Every process up and ready again (the supervisor's restarts done)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if all(getattr(p, "restart_at", None) is None and p.popen.poll() is None for p in env.supervisor.procs):
+        if all(getattr(p, "restart_at", None) is None and p.process().poll() is None for p in env.supervisor.procs):
             break
         time.sleep(0.2)
     env.supervisor.wait_ready(timeout=max(1.0, deadline - time.monotonic()))

@@ -113,13 +113,13 @@ def main() -> int:
     )
     rows = [(f"gzip -{level}", lambda level=level: gzip.compress(page, compresslevel=level, mtime=0)) for level in (1, 6, 9)]
     try:
-        import brotli  # type: ignore[import-not-found]
+        import brotli
 
         rows += [(f"brotli q{q}", lambda q=q: brotli.compress(page, quality=q)) for q in (4, 5, 11)]
     except ImportError:
         print("brotli not importable: skipped")
     try:
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
 
         zstd = {lv: zstandard.ZstdCompressor(level=lv) for lv in (3, 9)}
         rows += [(f"zstd -{lv}", lambda lv=lv: zstd[lv].compress(page)) for lv in zstd]

@@ -44,6 +44,7 @@ import jwt
 import psycopg2
 import redis
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "dev"), str(ROOT / "bench")]
@@ -58,6 +59,8 @@ PYTHON = sys.executable
 
 def tokens_for(key_file: Path, user_ids: list[int]) -> list[str]:
     key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    if not isinstance(key, Ed25519PrivateKey):  # the dev key signs EdDSA tokens
+        raise SystemExit(f"expected an Ed25519 key, found {type(key).__name__}")
     now = int(time.time())
     return [
         jwt.encode(
@@ -209,7 +212,7 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
         big_authors=len(big),
         big_readers=big_readers,
         datagen_seconds=datagen_seconds,
-        feed_pids=[procs[1].popen.pid],
+        feed_pids=[procs[1].process().pid],
     )
 
 
@@ -424,13 +427,13 @@ def main() -> int:
         scales = [start_scale(f, i, args, stack_) for i, f in enumerate(factors)]
         if args.fanout_only:
             scale = scales[0]
-            runs = [
+            fanout_runs = [
                 fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
                 for _ in range(args.fanout_runs)
             ]
             print(
-                f"fan-out to {scale.celebrity_followers:,} followers: {median(runs):.2f} s (median of "
-                f"{', '.join(f'{r:.2f}' for r in runs)} s); {uptime()}"
+                f"fan-out to {scale.celebrity_followers:,} followers: {median(fanout_runs):.2f} s (median of "
+                f"{', '.join(f'{r:.2f}' for r in fanout_runs)} s); {uptime()}"
             )
             return 0
         for scale in scales:

@@ -62,11 +62,17 @@ def wait_port(port: int, proc: subprocess.Popen, timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"process {proc.args} exited with {proc.returncode}")
+            raise SystemExit(f"process {proc.args!r} exited with {proc.returncode}")
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return
         time.sleep(0.05)
     raise SystemExit(f"nothing listening on {port}")
+
+
+def need(binary: str | None, name: str) -> str:
+    if binary is None:
+        raise SystemExit(f"{name} not found")
+    return binary
 
 
 def nginx_bin() -> str | None:
@@ -94,7 +100,10 @@ http {{
 }}
 """)
     return subprocess.Popen(
-        [nginx_bin(), "-p", str(d), "-c", str(conf)], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [need(nginx_bin(), "nginx"), "-p", str(d), "-c", str(conf)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -206,7 +215,7 @@ def start_envoy(prefix: Path, port: int, upstreams: list[str], *, jwks: str | No
     conf.write_text(json.dumps(config))
     with open(d / "envoy.log", "wb") as log:
         return subprocess.Popen(
-            [envoy_bin(), "-c", str(conf), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
+            [need(envoy_bin(), "envoy"), "-c", str(conf), "--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"],
             start_new_session=True,
             stdout=log,
             stderr=log,
@@ -218,7 +227,10 @@ def run_wrk(url: str, args, headers: list[str], duration: str) -> dict:
     for h in headers:
         cmd[1:1] = ["-H", h]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"wrk's report has no Requests/sec:\n{out}")
+    rps = float(found.group(1))
     lat = {}
     for pct, value, unit in re.findall(r"^\s+(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M):
         lat[pct] = float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]

@@ -50,6 +50,7 @@ from pathlib import Path
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
@@ -135,9 +136,14 @@ def baseline_tree(ref: str):
 class System:
     label: str
     tree: Path
-    proc: subprocess.Popen
+    proc: subprocess.Popen | None  # None: a system this script did not start (bench/chaos.py's)
     info: dict = field(default_factory=dict)
     tokens: list[str] = field(default_factory=list)
+
+    def process(self) -> subprocess.Popen:
+        if self.proc is None:
+            raise RuntimeError(f"{self.label}: not started by this script")
+        return self.proc
 
     @property
     def gateway(self) -> str:
@@ -168,21 +174,25 @@ def start_system(label: str, tree: Path, offset: int, replicas: int, log: Path) 
 
 def wait_started(system: System, timeout: float = 600) -> None:
     found: dict = {}
+    proc = system.process()
+    out = proc.stdout
+    if out is None:
+        raise RuntimeError(f"{system.label}: started without a stdout pipe")
 
     def reader() -> None:
-        for line in system.proc.stdout:
+        for line in out:
             if line.startswith("MIX-READY "):
                 found.update(json.loads(line.split(" ", 1)[1]))
                 break
-        for _ in system.proc.stdout:  # keep draining (migrations print nothing more; be safe)
+        for _ in out:  # keep draining (migrations print nothing more; be safe)
             pass
 
     thread = threading.Thread(target=reader, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout
     while not found:
-        if system.proc.poll() is not None:
-            raise SystemExit(f"{system.label}: the system exited with {system.proc.returncode} before it was ready")
+        if proc.poll() is not None:
+            raise SystemExit(f"{system.label}: the system exited with {proc.returncode} before it was ready")
         if time.monotonic() > deadline:
             raise SystemExit(f"{system.label}: not ready after {timeout:.0f} s")
         time.sleep(0.2)
@@ -190,20 +200,22 @@ def wait_started(system: System, timeout: float = 600) -> None:
 
 
 def stop_system(system: System) -> None:
-    if system.proc.poll() is not None:
+    proc = system.process()
+    if proc.poll() is not None:
         return
     with contextlib.suppress(OSError):
-        system.proc.stdin.close()  # the driver stops its supervisor and embedded servers
+        if proc.stdin is not None:
+            proc.stdin.close()  # the driver stops its supervisor and embedded servers
     try:
-        system.proc.wait(90)
+        proc.wait(90)
     except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(system.proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
         try:
-            system.proc.wait(30)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(system.proc.pid, signal.SIGKILL)
-            system.proc.wait()
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 # ---------------------------------------------------------------- CPU per process group from /proc
@@ -311,6 +323,8 @@ def seed(system: System, args) -> None:
     key = serialization.load_pem_private_key(
         (Path(system.info["run_dir"]) / "keys" / "users-dev.pem").read_bytes(), password=None
     )
+    if not isinstance(key, Ed25519PrivateKey):  # the dev key signs EdDSA tokens
+        raise SystemExit(f"expected an Ed25519 key, found {type(key).__name__}")
     now = int(time.time())
     system.tokens = [
         jwt.encode(

@@ -26,8 +26,8 @@ def main(argv: list[str]) -> int:
     selected = argv or list(BENCHMARKS)
     failed = []
     for name in selected:
-        script, *args = BENCHMARKS[name]
-        script = HERE / script
+        script_name, *args = BENCHMARKS[name]
+        script = HERE / script_name
         if not script.exists():
             print(f"--- {name}: {script.name} not present, skipped")
             continue

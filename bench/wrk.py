@@ -34,6 +34,13 @@ def require_wrk() -> str:
     return path
 
 
+def _find(pattern: str, out: str) -> str:
+    """The first group of `pattern` in wrk's report; a report without it is an error, not a crash."""
+    if m := re.search(pattern, out):
+        return m.group(1)
+    raise RuntimeError(f"wrk's report has no match for {pattern!r}:\n{out}")
+
+
 def _ms(value: str) -> float:
     match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", value)
     if not match:
@@ -61,10 +68,10 @@ def run(
             script.flush()
             cmd += ["-s", script.name]
         out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    total = int(re.search(r"(\d+) requests in", out).group(1))
+    rps = float(_find(r"Requests/sec:\s+([\d.]+)", out))
+    p50 = _ms(_find(r"\s50%\s+(\S+)", out))
+    p99 = _ms(_find(r"\s99%\s+(\S+)", out))
+    total = int(_find(r"(\d+) requests in", out))
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))

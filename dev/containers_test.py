@@ -46,6 +46,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+from shared.testing import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 HERE = ROOT / "dev" / "containers"
 PROJECT = "socialct"
@@ -561,14 +563,7 @@ class Compose:
 
 
 def eventually(fetch, until, *, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: still {value!r}")
-        time.sleep(0.3)
+    return wait_until(fetch, until, timeout=timeout, interval=0.3, what=what)
 
 
 def register(api: httpx.Client, prefix: str) -> tuple[str, dict[str, str]]:

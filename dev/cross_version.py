@@ -22,9 +22,7 @@ either way) run once. Missing tags are an error, never a skip.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import infra
 import release
 import stack
+
+from shared.testing import wait_until
 
 ROOT = stack.ROOT
 COMPONENTS = ["users", "feed", "notifications", "gateway"]
@@ -136,44 +136,8 @@ def python_for(tag: str, tree: Path) -> tuple[str, dict[str, str]]:
     return str(python), {}
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-_locks: list = []
-
-
-def port_offset() -> int:
-    """A block of ports no other test run holds (the same lock files as tests/conftest.py)."""
-    for offset in range(1000, 32768 - 8400, 500):
-        lock = open(Path(tempfile.gettempdir()) / f"social-system-ports-{offset}.lock", "w")  # noqa: SIM115 - held open
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if all(_bindable(port + offset) for port in range(8000, 8400)):
-            _locks.append(lock)
-            return offset
-        lock.close()
-    raise CrossVersionError("no free block of ports")
-
-
 def eventually(fetch, until, *, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not reached within {timeout}s (last: {value!r})")
-        time.sleep(0.2)
+    return wait_until(fetch, until, timeout=timeout, interval=0.2, what=what)
 
 
 def check(condition: bool, what: str) -> None:
@@ -322,7 +286,7 @@ def main(argv: list[str]) -> int:
         print(f"  run: {label}")
     if args.list:
         return 0
-    offset = port_offset()
+    offset = infra.claim_port_offset()  # the same lock files as tests/conftest.py
     failures = []
     with tempfile.TemporaryDirectory(prefix="social-xv-") as tmp:
         run_dir = Path(tmp)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
 import os
 import pwd
@@ -30,6 +31,7 @@ import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,6 +51,40 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+STACK_PORTS = range(8000, 8400)  # every port of dev/stack.py's plan at offset 0 (gateway 8000 … notifications 839x)
+_held_locks: list = []
+
+
+def claim_port_offset(span: range = STACK_PORTS) -> int:
+    """A port offset whose whole block (`span` shifted by it) is free here, held for the life of
+    this process by a lock file, so two runs on one machine (the system tests of two checkouts,
+    dev/cross_version.py beside them) never start processes on the same ports. Blocks are 500
+    apart and stay below the ephemeral range (32768+); the first is 1000 (users 9100/9101, feed
+    9200/…, gateway 9000): clear of `make run`."""
+    for offset in range(1000, 32768 - span.stop, 500):
+        lock = open(Path(tempfile.gettempdir()) / f"social-system-ports-{offset}.lock", "w")  # noqa: SIM115 - held open
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            continue
+        if all(_bindable(port + offset) for port in span):
+            _held_locks.append(lock)  # released when this process exits
+            return offset
+        lock.close()
+    raise InfraError("no free block of ports for a stack (every block from 1000 up is taken or locked)")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_for_port(port: int, *, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:

@@ -49,6 +49,12 @@ class Proc:
     failures: int = 0  # consecutive quick exits: the backoff doubles with each
     restart_at: float | None = None  # a restart is due at this time.monotonic()
 
+    def process(self) -> subprocess.Popen:
+        """The process start() launched (running or exited); an error before it was started."""
+        if self.popen is None:
+            raise RuntimeError(f"{self.name} was never started")
+        return self.popen
+
 
 @dataclass
 class Context:
@@ -348,7 +354,7 @@ class Supervisor:
     def _pump(self, proc: Proc) -> None:
         log = open(self.log_dir / f"{proc.name}.log", "a") if self.log_dir else None  # noqa: SIM115
         try:
-            for line in proc.popen.stdout:
+            for line in proc.process().stdout or ():
                 if log:
                     log.write(line)
                     log.flush()
@@ -372,8 +378,8 @@ class Supervisor:
         with httpx.Client(timeout=1.0) as client:
             for proc in procs or self.procs:
                 while proc.ready_url:
-                    if proc.popen.poll() is not None:
-                        raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}")
+                    if proc.process().poll() is not None:
+                        raise RuntimeError(f"{proc.name} exited with {proc.process().returncode}")
                     with contextlib.suppress(httpx.HTTPError):
                         if client.get(proc.ready_url).status_code == 200:
                             break

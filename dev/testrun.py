@@ -86,6 +86,8 @@ def suites() -> dict[str, tuple[Path, list[str]]]:
 def totals(junit: Path) -> tuple[int, int, int]:
     root = ET.parse(junit).getroot()
     suite = root if root.tag == "testsuite" else root.find("testsuite")
+    if suite is None:
+        raise RuntimeError(f"{junit}: no <testsuite> element")
     tests, failures, errors, skipped = (int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
     return tests - failures - errors - skipped, failures + errors, skipped
 

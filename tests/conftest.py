@@ -7,54 +7,21 @@ dev/stack.py's plan (gunicorn replicas, workers, relays, the gateway) once per s
 
 from __future__ import annotations
 
-import fcntl
 import os
-import socket
 import sys
 import tempfile
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
+import infra  # noqa: E402
 import stack  # noqa: E402
 
-PORTS_SPAN = range(8000, 8400)  # every port of dev/stack.py's plan at offset 0 (gateway 8000 … notifications 839x)
-
-
-def _claim_port_offset() -> int:
-    """A port offset whose whole block is free here, held for this run by a lock file, so two test
-    runs on one machine (two checkouts, CI beside a developer) never start processes on the same
-    ports. Blocks are 500 apart and stay below the ephemeral range (32768+); the first is 1000
-    (users 9100/9101, feed 9200/…, gateway 9000): clear of `make run`."""
-    for offset in range(1000, 32768 - PORTS_SPAN.stop, 500):
-        lock = open(Path(tempfile.gettempdir()) / f"social-system-ports-{offset}.lock", "w")  # noqa: SIM115 - held open
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock.close()
-            continue
-        if all(_bindable(port + offset) for port in PORTS_SPAN):
-            _held_locks.append(lock)  # released when this process exits
-            return offset
-        lock.close()
-    raise RuntimeError("no free block of ports for the system tests")
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-_held_locks: list = []
-PORT_OFFSET = _claim_port_offset()
+PORT_OFFSET = infra.claim_port_offset()  # held for the session: another run on this machine takes another block
 
 
 def _relaxed_routes(run_dir: Path) -> Path:
@@ -147,3 +114,10 @@ def system():
             yield System(ctx, supervisor)
         finally:
             supervisor.stop_all()
+
+
+@pytest.fixture(scope="module")
+def api(system):
+    """An HTTP client for the public API through the system's gateway (base URL /api/v1)."""
+    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
+        yield client

@@ -11,12 +11,9 @@ its subscription and its backlog; later posts are not routed to it and pruning k
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import textwrap
 import uuid
 from pathlib import Path
@@ -26,11 +23,9 @@ import psycopg2
 import pytest
 import redis
 
+from tests import harness
 from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
 from tests.test_events_reliability import delta, scrape, scrape_when_up
-
-sys.path.insert(0, str(ROOT / "dev"))
-import infra
 
 FEED_DIR = ROOT / "services" / "feed"
 AUDIT_DIR = ROOT / "tests" / "consumers" / "audit"
@@ -42,31 +37,20 @@ class Stack:
         from shared.db_bootstrap import bootstrap
 
         self.run_dir = run_dir
-        self.redis_port = infra.free_port()
-        self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
+        self.redis = harness.OwnRedis(run_dir)
+        self.redis_url = self.redis.url
         self.client = redis.Redis.from_url(self.redis_url)
         database = urlsplit(os.environ["FEED_DATABASE_URL"]).path.lstrip("/")
         # the consumer's own role and schema, made the way every service's are
         audit_url = bootstrap(os.environ["ADMIN_DATABASE_URL"], database, {"audit": "audit-test-password"})["audit"]
-        common = {
-            **os.environ,
-            "DJANGO_DEV": "1",
-            "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.redis_url,
-            "CELERY_VISIBILITY_TIMEOUT": "10",
-            "CELERY_TASK_TIME_LIMIT": "8",
-            "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-            "EVENTS_REDELIVER_AFTER_SECONDS": "60",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.feed_env = {
-            **common,
-            "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
-            "DJANGO_SETTINGS_MODULE": "feed_service.settings",
-            "SERVICE_NAME": "feed",
-            "USERS_URL": "http://127.0.0.1:9",
-        }
+        common = harness.stack_env(
+            self.redis_url,
+            CELERY_VISIBILITY_TIMEOUT="10",
+            CELERY_TASK_TIME_LIMIT="8",
+            CELERY_TASK_SOFT_TIME_LIMIT="6",
+            EVENTS_REDELIVER_AFTER_SECONDS="60",
+        )
+        self.feed_env = harness.service_env(common, "feed", USERS_URL="http://127.0.0.1:9")
         self.audit_env = {
             **common,
             "DATABASE_URL": audit_url,
@@ -78,14 +62,8 @@ class Stack:
         # feed consumes its own post.created (fan-out), but this stack runs no feed worker: its
         # subscription (registered by the migrate above) is removed, so only audit's ledger matters
         self.manage(FEED_DIR, self.feed_env, "events_subscriptions", "remove", "feed", "--purge-queue")
-        self.relay_metrics_port, self.worker_metrics_port = infra.free_port(), infra.free_port()
-        self.relay = Proc(
-            "feed-relay",
-            [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-            cwd=FEED_DIR,
-            env={**self.feed_env, "METRICS_PORT": str(self.relay_metrics_port)},
-            log_dir=run_dir,
-        ).start()
+        self.relay_metrics_port, self.worker_metrics_port = harness.infra.free_port(), harness.infra.free_port()
+        self.relay = harness.relay("feed", self.feed_env, run_dir, metrics_port=self.relay_metrics_port).start()
         self.worker: Proc | None = None
         self.db = psycopg2.connect(audit_url)
         self.db.autocommit = True
@@ -93,7 +71,7 @@ class Stack:
         self.feed_db.autocommit = True
 
     def manage(self, cwd: Path, env: dict, *args: str) -> str:
-        return subprocess.run([PYTHON, "manage.py", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+        return harness.manage(cwd, env, *args)
 
     def start_worker(self) -> Proc:
         self.worker = Proc(
@@ -169,19 +147,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    keep = os.environ.get("EVENTS_TEST_LOG_DIR")
-    with (
-        contextlib.nullcontext(tempfile.mkdtemp(prefix="social-subs-", dir=keep))
-        if keep
-        else tempfile.TemporaryDirectory(prefix="social-subs-")
-    ) as tmp:
-        run_dir = Path(tmp)
-        os.chmod(run_dir, 0o755)
-        s = Stack(run_dir)
-        try:
-            yield s
-        finally:
-            s.close()
+    with harness.own_stack("social-subs-", Stack) as s:
+        yield s
 
 
 def test_a_new_consumer_of_post_created_needs_no_change_or_restart_of_feed(stack):

@@ -4,90 +4,51 @@ run in a separate process; results are read from the notifications schema."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-import tempfile
-import textwrap
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
 import redis
 
+from tests import harness
 from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
 
-sys.path.insert(0, str(ROOT / "dev"))
-import infra
-
 USERS_DIR = ROOT / "services" / "users"
+PRODUCER = ROOT / "tests" / "users_producer.py"
 NOTIFICATIONS_DIR = ROOT / "services" / "notifications"
 
 
 class Stack:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.redis_port = infra.free_port()
-        self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        common = {
-            **os.environ,
-            "DJANGO_DEV": "1",
-            "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.redis_url,
-            "CELERY_VISIBILITY_TIMEOUT": "10",
-            "CELERY_TASK_TIME_LIMIT": "8",
-            "CELERY_TASK_SOFT_TIME_LIMIT": "6",
-            "EVENTS_RETRY_BACKOFF": "0.05",
-            "EVENTS_RETRY_BACKOFF_MAX": "0.2",
-            "EVENTS_MAX_RETRIES": "3",
+        self.redis = harness.OwnRedis(run_dir)
+        self.redis_url = self.redis.url
+        common = harness.stack_env(
+            self.redis_url,
+            CELERY_VISIBILITY_TIMEOUT="10",
+            CELERY_TASK_TIME_LIMIT="8",
+            CELERY_TASK_SOFT_TIME_LIMIT="6",
+            EVENTS_RETRY_BACKOFF="0.05",
+            EVENTS_RETRY_BACKOFF_MAX="0.2",
+            EVENTS_MAX_RETRIES="3",
             # ack ledger grace: past visibility (10 s) + hard limit (8 s), and past the queueing time of
             # the bursts below, so normal runs redeliver nothing; a lost message returns after ~1 min
-            "EVENTS_REDELIVER_AFTER_SECONDS": "60",
-            "PUSH_PROVIDER": "log",
-            "PYTHONUNBUFFERED": "1",
-        }
-        self.users_env = {
-            **common,
-            "DATABASE_URL": os.environ["USERS_DATABASE_URL"],
-            "DJANGO_SETTINGS_MODULE": "users_service.settings",
-            "SERVICE_NAME": "users",
-        }
-        self.notifications_env = {
-            **common,
-            "DATABASE_URL": os.environ["NOTIFICATIONS_DATABASE_URL"],
-            "DJANGO_SETTINGS_MODULE": "notifications_service.settings",
-            "SERVICE_NAME": "notifications",
-            "USERS_URL": "http://127.0.0.1:9",
-        }
-        import subprocess
-
+            EVENTS_REDELIVER_AFTER_SECONDS="60",
+            PUSH_PROVIDER="log",
+        )
+        self.users_env = harness.service_env(common, "users")
+        self.notifications_env = harness.service_env(common, "notifications", USERS_URL="http://127.0.0.1:9")
         for cwd, env in [(USERS_DIR, self.users_env), (NOTIFICATIONS_DIR, self.notifications_env)]:
-            subprocess.run([PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"], cwd=cwd, env=env, check=True)
+            harness.manage(cwd, env, "migrate", "--no-input", "-v", "0")
         # feed subscribes to user.* too but runs no worker here (a registered consumer that is down):
         # its subscriptions are registered as its deploy would (docs/events.md#subscriptions)
-        subprocess.run(
-            [PYTHON, "manage.py", "events_subscriptions", "register"],
-            cwd=ROOT / "services" / "feed",
-            env={
-                **common,
-                "DATABASE_URL": os.environ["FEED_DATABASE_URL"],
-                "SERVICE_NAME": "feed",
-                "DJANGO_SETTINGS_MODULE": "feed_service.settings",
-            },
-            check=True,
-            capture_output=True,
-        )
-        self.worker_metrics_port, self.relay_metrics_port = infra.free_port(), infra.free_port()
-        self.relay = Proc(
-            "users-relay",
-            [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-            cwd=USERS_DIR,
-            env={**self.users_env, "METRICS_PORT": str(self.relay_metrics_port)},
-            log_dir=run_dir,
-        )
+        harness.manage(ROOT / "services" / "feed", harness.service_env(common, "feed"), "events_subscriptions", "register")
+        self.worker_metrics_port, self.relay_metrics_port = harness.infra.free_port(), harness.infra.free_port()
+        self.relay = harness.relay("users", self.users_env, run_dir, metrics_port=self.relay_metrics_port)
         self.worker = self._worker()
         self.db = psycopg2.connect(os.environ["NOTIFICATIONS_DATABASE_URL"])
         self.db.autocommit = True
@@ -101,34 +62,25 @@ class Stack:
             log_dir=self.run_dir,
         )
 
-    def produce(self, script: str, *, check: bool = True) -> int:
-        """Run users code in its own process (the producer)."""
+    def run_producer(self, *args: object, check: bool = True) -> tuple[int, Any]:
+        """Run users code in its own process (the producer): a command of tests/users_producer.py.
+        Returns its exit status and its JSON result (None if it wrote none)."""
         import subprocess
 
-        return subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c", textwrap.dedent(script)], cwd=USERS_DIR, env=self.users_env, check=check
+        out = self.run_dir / f"producer-{uuid.uuid4().hex[:8]}.json"
+        code = subprocess.run(
+            [PYTHON, str(PRODUCER), "--out", str(out), *map(str, args)], cwd=USERS_DIR, env=self.users_env, check=check
         ).returncode
+        return code, json.loads(out.read_text()) if out.exists() else None
+
+    def produce(self, *args: object) -> Any:
+        return self.run_producer(*args)[1]
 
     def make_users(self, count: int) -> list[int]:
-        tag = uuid.uuid4().hex[:8]
-        out = self.run_dir / f"users-{tag}.json"
-        self.produce(f"""
-            import json
-            from accounts.models import User
-            users = User.objects.bulk_create([User(username=f"r{tag}_{{i}}", email=f"r{tag}_{{i}}@example.com",
-                                                   password="!") for i in range({count})])
-            open({str(out)!r}, "w").write(json.dumps([u.id for u in users]))
-        """)
-        return json.loads(out.read_text())
+        return self.produce("make-users", uuid.uuid4().hex[:8], count)
 
     def follow_all(self, follower_ids: list[int], followee_id: int) -> None:
-        self.produce(f"""
-            from accounts.models import User
-            from follows.services import follow_create
-            name = User.objects.get(id={followee_id}).username
-            for follower in {follower_ids!r}:
-                follow_create(follower_id=follower, followee_username=name)
-        """)
+        self.produce("follow", followee_id, *follower_ids)
 
     def notifications(self, recipient_id: int) -> list[tuple]:
         with self.db.cursor() as cursor:
@@ -147,19 +99,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack():
-    keep = os.environ.get("EVENTS_TEST_LOG_DIR")  # keep the processes' logs there (for diagnosis)
-    with (
-        contextlib.nullcontext(tempfile.mkdtemp(prefix="social-events-", dir=keep))
-        if keep
-        else tempfile.TemporaryDirectory(prefix="social-events-")
-    ) as tmp:
-        run_dir = Path(tmp)
-        os.chmod(run_dir, 0o755)
-        s = Stack(run_dir)
-        try:
-            yield s
-        finally:
-            s.close()
+    with harness.own_stack("social-events-", Stack) as s:
+        yield s
 
 
 @pytest.fixture
@@ -172,13 +113,7 @@ def running(stack):
 
 def test_a_follow_becomes_one_notification_with_the_request_id_in_the_worker_log(running):
     star, fan = running.make_users(2)
-    running.produce(f"""
-        from accounts.models import User
-        from follows.services import follow_create
-        from shared.requestid import set_request_id
-        set_request_id("req-sys-follow-1")
-        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
-    """)
+    running.produce("follow", star, fan, "--request-id", "req-sys-follow-1")
     wait_until(lambda: running.count(star) == 1, what="follow notification")
     assert running.notifications(star) == [(fan, "follow")]
     wait_until(lambda: "req-sys-follow-1" in running.worker.log(), what="request id in worker log")
@@ -250,16 +185,7 @@ def test_the_same_envelope_published_twice_makes_one_notification(running):
     running.follow_all([fan], star)
     wait_until(lambda: running.count(star) == 1, what="first delivery")
     # publish the very same envelope again, as a relay that crashed before marking it sent would
-    running.produce(f"""
-        from django.db import transaction
-        from shared.events.relay import Relay
-        from shared.events.models import OutboxEvent
-        from users_service.celery import app
-        row = OutboxEvent.objects.get(type="user.followed", data__follower_id="{fan}")
-        with transaction.atomic():  # uncommitted: the running relay cannot take the row first
-            OutboxEvent.objects.filter(seq=row.seq).update(sent_at=None)
-            assert Relay(app).relay_batch() == 1
-    """)
+    assert running.produce("republish", fan) == 1
     other_star, other_fan = running.make_users(2)
     running.follow_all([other_fan], other_star)  # a later event: once it is in, the duplicate was handled
     wait_until(lambda: running.count(other_star) == 1, what="later event")
@@ -270,16 +196,7 @@ def test_the_same_envelope_published_twice_makes_one_notification(running):
 def test_producer_killed_right_after_commit_still_delivers(running):
     star, fan = running.make_users(2)
     running.relay.stop()  # nothing may be published by anyone but the relay
-    code = running.produce(
-        f"""
-        import os, signal
-        from accounts.models import User
-        from follows.services import follow_create
-        follow_create(follower_id={fan}, followee_username=User.objects.get(id={star}).username)
-        os.kill(os.getpid(), signal.SIGKILL)  # committed; the process dies before anything else
-    """,
-        check=False,
-    )
+    code, _ = running.run_producer("follow", star, fan, "--die", check=False)  # SIGKILLed right after the commit
     assert code == -9
     assert running.count(star) == 0
     running.relay.start()
@@ -307,14 +224,9 @@ def test_a_message_lost_between_brpop_and_its_unacked_record_is_redelivered_once
 
     # a relay with a short grace period (the suite's relay waits 60 s), and the worker back
     running.relay.stop()
-    metrics_port = infra.free_port()
-    fast_relay = Proc(
-        "users-relay-fast",
-        [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-        cwd=USERS_DIR,
-        env={**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2", "METRICS_PORT": str(metrics_port)},
-        log_dir=running.run_dir,
-    )
+    metrics_port = harness.infra.free_port()
+    fast_env = {**running.users_env, "EVENTS_REDELIVER_AFTER_SECONDS": "2"}
+    fast_relay = harness.relay("users", fast_env, running.run_dir, metrics_port=metrics_port, name="users-relay-fast")
     running.worker = running._worker().start()  # a fresh worker: its counters start at zero
     fast_relay.start()
 
@@ -352,25 +264,11 @@ def test_pruning_keeps_outbox_rows_a_consumer_has_not_acknowledged(running):
     wait_until(lambda: running.count(star) == 2, what="both follows handled")
     wait_until(lambda: client.zcard("events:pending:notifications:users") == 0, what="both settled by notifications")
     # feed has no worker here: both events stay pending for it; pretend feed settled only one of them
-    running.produce(f"""
-        from datetime import timedelta
-        import redis
-        from django.conf import settings
-        from django.utils import timezone
-        from shared.events.models import OutboxEvent
-        from shared.events.prune import prune_events
-        rows = {{r.data["follower_id"]: r for r in OutboxEvent.objects.filter(
-            type="user.followed", data__followee_id="{star}")}}
-        settled, pending = str(rows["{fan}"].event_id), str(rows["{other}"].event_id)
-        client = redis.Redis.from_url({running.redis_url!r})
-        assert client.zscore("events:pending:feed:users", pending) is not None
-        client.zrem("events:pending:feed:users", settled)
-        old = timezone.now() - timedelta(days=30)
-        OutboxEvent.objects.filter(event_id__in=[settled, pending]).update(sent_at=old)
-        prune_events()
-        left = set(OutboxEvent.objects.filter(event_id__in=[settled, pending]).values_list("event_id", flat=True))
-        assert {{str(x) for x in left}} == {{pending}}, left
-    """)
+    events = running.produce("followed-events", star)
+    settled, pending = events[str(fan)], events[str(other)]
+    assert client.zscore("events:pending:feed:users", pending) is not None
+    client.zrem("events:pending:feed:users", settled)
+    assert running.produce("prune-aged", settled, pending, "--age-days", 30) == [pending]
 
 
 def test_sigkilled_worker_loses_and_duplicates_nothing(running):
@@ -398,7 +296,7 @@ def test_redis_stopped_during_a_burst_of_1000_follows(running):
     wait_until(lambda: running.count(star) >= 50, what="burst under way", interval=0.02)
     running.redis.stop()
     seen_during_outage = running.count(star)
-    running.redis = infra.start_redis(running.run_dir / "redis", running.redis_port)
+    running.redis.start()
     producer.join()
     wait_until(lambda: running.count(star) == 1000, timeout=180, what="all 1000 after Redis came back")
     assert seen_during_outage < 1000
@@ -410,14 +308,7 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
     poison_id = str(uuid.uuid4())
     before = scrape_when_up(running.worker_metrics_port)
     client = redis.Redis.from_url(running.redis_url)
-    # a well-formed envelope whose handler always fails (the id overflows bigint)
-    running.produce(f"""
-        from users_service.celery import app
-        app.send_task("events.handle", queue="notifications", args=[{{
-            "id": "{poison_id}", "type": "user.followed", "version": 1, "occurred_at": "2025-01-01T00:00:00Z",
-            "producer": "users", "data": {{"follower_id": "99999999999999999999", "followee_id": "1"}},
-            "request_id": "req-poison"}}])
-    """)
+    running.produce("send-poison", poison_id)  # a well-formed envelope whose handler always fails
     running.follow_all([fan], star)
     wait_until(lambda: running.count(star) == 1, what="later event handled despite the poison one")
     with running.db.cursor() as cursor:
@@ -445,7 +336,7 @@ def test_a_poison_event_is_dead_lettered_and_does_not_block_the_queue(running):
 
 
 def test_stranded_messages_are_swept_for_well_within_the_visibility_timeout(monkeypatch):
-    from shared.events.celery_app import celery_config
+    from shared.events.celery_config import celery_config
 
     for visibility, interval in [(3600, 10), (10, 1), (60, 6)]:
         monkeypatch.setenv("CELERY_VISIBILITY_TIMEOUT", str(visibility))

@@ -8,8 +8,6 @@ their followers' timelines (their events waited in the outbox)."""
 from __future__ import annotations
 
 import os
-import sys
-import tempfile
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -18,10 +16,8 @@ import httpx
 import pytest
 import redis
 
+from tests import harness
 from tests.harness import PYTHON, ROOT, Proc, celery_worker, wait_until
-
-sys.path.insert(0, str(ROOT / "dev"))
-import infra
 
 SERVICES = ("users", "feed")
 
@@ -29,46 +25,28 @@ SERVICES = ("users", "feed")
 class Outage:
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
-        self.redis_port = infra.free_port()
-        self.redis = infra.start_redis(run_dir / "redis", self.redis_port)
-        self.redis_url = f"redis://127.0.0.1:{self.redis_port}/0"
-        self.ports = {service: infra.free_port() for service in SERVICES}
+        self.redis = harness.OwnRedis(run_dir)
+        self.redis_url = self.redis.url
+        self.ports = {service: harness.infra.free_port() for service in SERVICES}
         self.urls = {service: f"http://127.0.0.1:{port}" for service, port in self.ports.items()}
-        common = {
-            **os.environ,
-            "DJANGO_DEV": "1",
-            "REDIS_URL": self.redis_url,
-            "CELERY_BROKER_URL": self.redis_url,
-            "USERS_URL": self.urls["users"],
-            "JWKS_URL": self.urls["users"] + "/.well-known/jwks.json",
-            "THROTTLE_LOGIN_IP": "1000/min",
-            "THROTTLE_REGISTER_IP": "1000/min",
-            "EVENTS_RETRY_BACKOFF": "0.05",
-            "EVENTS_RETRY_BACKOFF_MAX": "0.5",
-            "PYTHONUNBUFFERED": "1",
-        }
+        common = harness.stack_env(
+            self.redis_url,
+            USERS_URL=self.urls["users"],
+            JWKS_URL=self.urls["users"] + "/.well-known/jwks.json",
+            THROTTLE_LOGIN_IP="1000/min",
+            THROTTLE_REGISTER_IP="1000/min",
+            EVENTS_RETRY_BACKOFF="0.05",
+            EVENTS_RETRY_BACKOFF_MAX="0.5",
+        )
         from shared.service_keys import dev_key_path
 
         keys = Path(os.environ["SERVICE_PUBLIC_KEYS"]).parent  # the key set dev/testrun.py wrote, one key per service
         self.env = {
-            service: {
-                **common,
-                "DATABASE_URL": os.environ[f"{service.upper()}_DATABASE_URL"],
-                "DJANGO_SETTINGS_MODULE": f"{service}_service.settings",
-                "SERVICE_NAME": service,
-                "SERVICE_SIGNING_KEYS": f"{service}-dev={dev_key_path(keys, service)}",
-            }
+            service: harness.service_env(common, service, SERVICE_SIGNING_KEYS=f"{service}-dev={dev_key_path(keys, service)}")
             for service in SERVICES
         }
-        import subprocess
-
         for service in SERVICES:
-            subprocess.run(
-                [PYTHON, "manage.py", "migrate", "--no-input", "-v", "0"],
-                cwd=self.cwd(service),
-                env=self.env[service],
-                check=True,
-            )
+            harness.manage(self.cwd(service), self.env[service], "migrate", "--no-input", "-v", "0")
         self.procs: list[Proc] = []
         for service in SERVICES:
             self.procs.append(
@@ -80,15 +58,7 @@ class Outage:
                     log_dir=run_dir,
                 )
             )
-            self.procs.append(
-                Proc(
-                    f"{service}-relay",
-                    [PYTHON, "manage.py", "events_relay", "--poll-interval", "0.5"],
-                    cwd=self.cwd(service),
-                    env={**self.env[service], "METRICS_PORT": "0"},
-                    log_dir=run_dir,
-                )
-            )
+            self.procs.append(harness.relay(service, self.env[service], run_dir))
         self.procs.append(
             Proc(
                 "feed-worker",
@@ -150,14 +120,8 @@ class Outage:
 
 @pytest.fixture(scope="module")
 def outage():
-    with tempfile.TemporaryDirectory(prefix="social-redis-outage-") as tmp:
-        run_dir = Path(tmp)
-        os.chmod(run_dir, 0o755)
-        stack = Outage(run_dir)
-        try:
-            yield stack
-        finally:
-            stack.close()
+    with harness.own_stack("social-redis-outage-", Outage) as stack:
+        yield stack
 
 
 def test_redis_down_reads_and_writes_served_from_postgres_then_everything_recovers(outage):
@@ -191,7 +155,7 @@ def test_redis_down_reads_and_writes_served_from_postgres_then_everything_recove
         assert outage.call("GET", "feed", f"/api/v1/posts/{during[0]}", author_token).status_code == 200
     assert outage.statuses[500] == 0, outage.statuses
 
-    outage.redis = infra.start_redis(outage.run_dir / "redis", outage.redis_port)
+    outage.redis.start()
     # the events waited in the outbox: every post written during the outage reaches the reader
     wait_until(
         lambda: set(during) <= set(outage.home_ids(reader_token)),

@@ -15,7 +15,6 @@ import subprocess
 import time
 
 import httpx
-import pytest
 import yaml
 
 from tests.test_alert_rules import PROMETHEUS, tool
@@ -23,12 +22,6 @@ from tests.test_system_flow import eventually, register, sample
 
 STEP = 5  # seconds between scrapes (the series' interval in the promtool test)
 OUTAGE = 60 + 120 + 3 * STEP  # the threshold, the `for` period, and a few evaluations to spare
-
-
-@pytest.fixture(scope="module")
-def api(system):
-    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
-        yield client
 
 
 def relay_log(system) -> str:

@@ -5,27 +5,10 @@ Celery workers; the feed and the notifications are read back through the gateway
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
-import pytest
+from harness import register
 
 from shared.testing import wait_until
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def api(system):
-    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
-        yield client
-
-
-def register(api, prefix: str) -> tuple[str, dict]:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    response = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    return name, {"Authorization": f"Bearer {response.json()['access']}"}
 
 
 def eventually(fetch, until, *, timeout: float = 20.0):

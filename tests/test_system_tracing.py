@@ -13,26 +13,8 @@ from __future__ import annotations
 
 import json
 import secrets
-import uuid
 
-import httpx
-import pytest
-from harness import wait_until
-
-PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def api(system):
-    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
-        yield client
-
-
-def register(api, prefix: str) -> tuple[str, dict]:
-    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-    response = api.post("/auth/register", json={"username": name, "email": f"{name}@example.com", "password": PASSWORD})
-    assert response.status_code == 201, response.text
-    return name, {"Authorization": f"Bearer {response.json()['access']}"}
+from harness import register, wait_until
 
 
 def spans_of(system, trace_id: str) -> list[dict]:

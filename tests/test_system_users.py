@@ -5,15 +5,8 @@ from __future__ import annotations
 import uuid
 
 import httpx
-import pytest
 
 PASSWORD = "correct horse battery staple"
-
-
-@pytest.fixture(scope="module")
-def api(system):
-    with httpx.Client(base_url=system.gateway_url + "/api/v1", timeout=10) as client:
-        yield client
 
 
 def register(api, name: str) -> dict:

@@ -26,7 +26,7 @@ def _register_subscriptions(sender=None, **_) -> None:
     not fail the migration (the worker cannot start without it anyway)."""
     from django.conf import settings
 
-    from shared.events.celery_app import celery_config
+    from shared.events.celery_config import celery_config
     from shared.events.subscriptions import register_service
 
     service = getattr(settings, "SERVICE_NAME", "")

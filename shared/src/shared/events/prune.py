@@ -80,6 +80,6 @@ def prune_events(*, now=None, redis_url: str | None = None) -> dict[str, int]:
 
 
 def _broker_url() -> str:
-    from shared.events.celery_app import celery_config
+    from shared.events.celery_config import celery_config
 
     return celery_config(settings.SERVICE_NAME)["broker_url"]

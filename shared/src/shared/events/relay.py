@@ -36,7 +36,7 @@ from django.utils import timezone
 from shared import tracing
 from shared.events import ledger, subscriptions
 from shared.events.catalogue import CATALOGUE
-from shared.events.celery_app import redeliver_after
+from shared.events.celery_config import redeliver_after
 from shared.events.envelope import Event, envelope_to
 from shared.events.metrics import PUBLISHED, REDELIVERED, RELAY_ERRORS, RELAY_LAG
 from shared.events.models import OutboxEvent

@@ -19,7 +19,7 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from shared.events import backlog, ledger
-        from shared.events.celery_app import celery_config
+        from shared.events.celery_config import celery_config
 
         service = settings.SERVICE_NAME
         outbox = backlog.outbox_state(service)

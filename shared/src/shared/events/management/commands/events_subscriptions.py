@@ -33,7 +33,7 @@ class Command(BaseCommand):
         from django.conf import settings
 
         from shared.events import ledger, subscriptions
-        from shared.events.celery_app import celery_config
+        from shared.events.celery_config import celery_config
 
         service = settings.SERVICE_NAME
         url = celery_config(service)["broker_url"]
