@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 import time
@@ -107,11 +108,7 @@ def test_buckets_are_shared_by_gateway_processes(tmp_path, procs, upstream, redi
     _wait_redis(g, workers=2)
     statuses = [g.request("GET", "/ip/x").status for _ in range(6)]  # a new connection each: both workers
     assert statuses == [200, 200, 200, 429, 429, 429]
-    workers = {
-        line["pid"]
-        for line in map(__import__("json").loads, g.log_text().splitlines())
-        if "gateway listening" in line.get("msg", "")
-    }
+    workers = {line["pid"] for line in map(json.loads, g.log_text().splitlines()) if "gateway listening" in line.get("msg", "")}
     assert len(workers) == 2
 
 
@@ -248,10 +245,7 @@ def _script_calls(url: str) -> int:
 
 
 def _workers_that_answered(g, status: int) -> set:
-    def pids():
-        return {e["pid"] for e in g.access_log() if e.get("status") == status and e.get("path", "").startswith("/hot")}
-
-    return pids()
+    return {e["pid"] for e in g.access_log() if e.get("status") == status and e.get("path", "").startswith("/hot")}
 
 
 def test_hot_key_is_served_from_leases_not_a_redis_call_per_request(tmp_path, procs, upstream):
@@ -305,7 +299,7 @@ def test_limit_holds_across_two_workers_within_the_documented_bound(tmp_path, pr
     assert int(headers["retry-after"]) >= 1
     assert headers["ratelimit-limit"] == str(burst)
     assert headers["ratelimit-remaining"] == "0"
-    detail = __import__("json").loads(body)
+    detail = json.loads(body)
     assert detail["status"] == 429 and detail["detail"].startswith("rate limit exceeded (ip); retry in ")
     eventually(lambda: len(_workers_that_answered(g, 200)) == workers, 10, "both workers admitted requests")
 
