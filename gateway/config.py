@@ -24,9 +24,10 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Bucket:
-    """A token bucket: `burst` tokens, refilled at `rate` tokens per second."""
+    """A token bucket: `burst` tokens, refilled at `rate` tokens per second. Hashed by identity (a
+    C-level hash: the gateway looks up its limiter arguments by bucket on every request)."""
 
     rate: float
     burst: int
@@ -132,6 +133,7 @@ class Settings:
     cors_max_age: int = 600
     revocation_url: str | None = None  # Redis holding the access-token revocation set (None: not checked)
     revocation_cache: float = 1.0  # seconds a "not revoked" answer is reused per token
+    ratelimit_lease: float = 0.25  # seconds a worker may spend tokens it leased from a Redis bucket
     extra: dict = field(default_factory=dict)
 
 
@@ -318,6 +320,9 @@ def load(env: dict | None = None) -> Settings:
     revocation_cache = _float(env, "GATEWAY_REVOCATION_CACHE", 1.0)
     if revocation_cache < 0:
         raise ConfigError("GATEWAY_REVOCATION_CACHE must be >= 0")
+    ratelimit_lease = _float(env, "GATEWAY_RATELIMIT_LEASE", 0.25)
+    if not 0 <= ratelimit_lease <= 10:
+        raise ConfigError("GATEWAY_RATELIMIT_LEASE must be between 0 and 10 seconds")
 
     jwks_url = env.get("JWKS_URL") or None
     jwks_doc = doc.get("jwks")
@@ -375,4 +380,5 @@ def load(env: dict | None = None) -> Settings:
         cors_max_age=_int(env, "GATEWAY_CORS_MAX_AGE", 600),
         revocation_url=((env.get("REVOCATION_REDIS_URL") or redis_url) if revocation else None),
         revocation_cache=revocation_cache,
+        ratelimit_lease=ratelimit_lease,
     )

@@ -47,7 +47,12 @@ class Gateway(GatewayBase):
             issuer=settings.jwt_issuer, audience=settings.jwt_audience, leeway=settings.jwt_leeway, fetch=self._fetch_jwks
         )
         self.limiter = (
-            RedisLimiter(settings.redis_url, timeout=settings.redis_timeout, on_failopen=metrics.RATELIMIT_FAILOPEN.inc)
+            RedisLimiter(
+                settings.redis_url,
+                timeout=settings.redis_timeout,
+                on_failopen=metrics.RATELIMIT_FAILOPEN.inc,
+                lease=settings.ratelimit_lease,
+            )
             if settings.redis_url
             else None
         )
