@@ -36,7 +36,7 @@ OK, FAIL, FETCH = 0, 1, 2
 
 
 class Identity:
-    __slots__ = ("exp", "headers", "rev_until", "revoked", "revoked_check", "sid", "sub", "sub_json", "username")
+    """A verified token's identity (an extension type when compiled: auth.pxd), cached per token."""
 
     def __init__(self, sub: str, username: str, exp: float, sid: str | None = None):
         self.sub = sub
@@ -58,18 +58,21 @@ class Identity:
 
 
 class Verifier:
+    """Verifies access tokens and caches the result (an extension type when compiled: auth.pxd;
+    proxy.py calls check() in C)."""
+
     def __init__(self, *, issuer: str, audience: str, leeway: float, fetch):
         """`fetch` is an async callable returning the JWKS document bytes."""
         self.issuer = issuer
         self.audience = audience
         self.leeway = leeway
         self._fetch_doc = fetch
-        self.keys: dict[str, Any] = {}
-        self.cache: dict[str, Identity] = {}
-        self.bad: dict[str, str] = {}
-        self.loaded_at: float | None = None
+        self.keys: dict[str, Any] = {}  # kid -> public key
+        self.cache: dict[str, Identity] = {}  # token -> Identity
+        self.bad: dict[str, str] = {}  # token -> why it was refused
+        self.loaded_at: float | None = None  # time.monotonic() of the last successful fetch
         self.last_fetch_attempt = -1e9
-        self._inflight: asyncio.Future | None = None
+        self._inflight: asyncio.Future | None = None  # the JWKS fetch under way
 
     # -- hot path -------------------------------------------------------------------------
     def check(self, token: str):

@@ -1,6 +1,6 @@
 """JSON log lines on stderr, in the schema every process writes (shared/src/shared/jsonlog.py;
 docs/operations.md#logs): ts (ISO 8601 UTC, ms), level, logger, service, pid, request_id, msg.
-The access log is separate: one JSON line per request on stdout (proxy.ClientConn._record), with
+The access log is separate: one JSON line per request on stdout (proxy.Req._record), with
 the same ts/level/logger/service/pid/request_id/msg fields, trace_id and span_id when traced, then
 the request's own fields."""
 

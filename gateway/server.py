@@ -19,7 +19,7 @@ from . import PROXY_MODE, admin, auth, config, httpclient, metrics, proxy, traci
 from .proxy import ClientConn, GatewayBase
 from .ratelimit import RedisLimiter
 from .upstream import Cluster
-from .wire import RequestIds, TraceIds
+from .wire import RequestIds, TraceIds, seed_trace_ids
 
 log = logging.getLogger("gateway")
 TICK = 0.1
@@ -77,7 +77,7 @@ class Gateway(GatewayBase):
         except ValueError as exc:
             raise config.ConfigError(str(exc)) from None
         self.trace_bound = self.tracer.bound if self.tracer is not None else 0
-        proxy.seed_trace_ids(int.from_bytes(os.urandom(8), "little"))
+        seed_trace_ids(int.from_bytes(os.urandom(8), "little"))
         self.tids = TraceIds(os.urandom(8).hex().encode(), os.urandom(4).hex().encode())
         self.apply(settings)
 
@@ -86,7 +86,7 @@ class Gateway(GatewayBase):
         """Install a (re)loaded configuration. In-flight requests keep the objects they hold."""
         self.settings = s
         self.routes = list(s.routes)
-        self.route_cache = {}  # (method, path) -> Route | False (404); see ClientConn._start
+        self.route_cache = {}  # (method, path) -> Route | False (404); see proxy.Req.run
         self.pool_size = s.pool_size
         self.keepalive_timeout = s.keepalive_timeout
         self.blocked = s.blocked
@@ -171,7 +171,7 @@ class Gateway(GatewayBase):
             status, body = await httpclient.get_url(s.jwks_url, timeout=timeout)
         else:
             cluster = self.clusters.get(s.jwks_service)
-            rep = cluster.pick([]) if cluster else None
+            rep = cluster.pick(()) if cluster else None
             if rep is None:
                 raise ConnectionError(f"no replica of {s.jwks_service} to fetch the JWKS from")
             status, body = await httpclient.get(rep.host, rep.port, s.jwks_path, timeout=timeout)

@@ -9,7 +9,7 @@ samplers follow the gateway's decision.
 Sampling: parent-based; a trace the gateway starts is sampled with OTEL_TRACES_SAMPLER_ARG's
 ratio, decided on the trace id's low 64 bits as the SDK's TraceIdRatioBased decides it.
 
-The per-request part lives in the compiled data path (proxy.ClientConn._trace/_span): ids from a
+The per-request part lives in the compiled data path (proxy.Req._trace/_span): ids from a
 per-process xorshift generator, the header, and for a sampled request its span as one OTLP/JSON
 object appended to `Tracer.done`. No OpenTelemetry SDK runs in the gateway (it cost ~40 µs per
 sampled span, several times the whole request; docs/decisions.md#gateway-spans-minimal-in-the-data-path-no-sdk). The tick
@@ -30,6 +30,8 @@ import re
 import sys
 import threading
 import urllib.request
+
+from .wire import rand64
 
 log = logging.getLogger("gateway.tracing")
 
@@ -67,8 +69,6 @@ class Tracer:
         m = TRACEPARENT_RE.fullmatch(r.tp_in)
         if m is None or m[1] == b"ff" or m[2] == _ZERO_TRACE or m[3] == _ZERO_SPAN:
             return False
-        from gateway.proxy import rand64
-
         sampled = bool(int(m[4], 16) & 1)
         hdr = b"traceparent: 00-%s-%016x-%s\r\n" % (m[2], rand64() or 1, b"01" if sampled else b"00")
         if r.ts_in:

@@ -32,6 +32,8 @@ import re
 import socket
 import time
 
+import cython
+
 from . import config, httpclient, metrics
 
 log = logging.getLogger("gateway.upstream")
@@ -62,26 +64,10 @@ def replayable(method: str, fwd: bytes | None) -> bool:
 
 
 class Replica:
-    __slots__ = (
-        "addr",
-        "cluster",
-        "eject_count",
-        "ejected_until",
-        "failures",
-        "healthy",
-        "host",
-        "idle",
-        "in_rotation",
-        "last_ejection",
-        "open_conns",
-        "outstanding",
-        "port",
-        "removed",
-        "service",
-    )
+    """One address of a service (an extension type when compiled: upstream.pxd)."""
 
     def __init__(self, service: str, host: str, port: int, cluster: Cluster | None = None):
-        self.cluster = cluster  # whose queue a freed slot serves (proxy.ClientConn._unbind)
+        self.cluster = cluster  # whose queue a freed slot serves (proxy.Req._unbind)
         self.service = service
         self.host = host
         self.port = port
@@ -124,6 +110,9 @@ def parse_hosts_file(path: str) -> dict[str, list[str]]:
 
 
 class Cluster:
+    """A service's replicas and the rules for choosing among them (an extension type when
+    compiled: upstream.pxd; proxy.py calls pick, success and failure in C)."""
+
     def __init__(self, name: str, specs: list[str], settings):
         self.name = name
         self.settings = settings
@@ -136,7 +125,7 @@ class Cluster:
         self.static: list[tuple[str, int]] = []
         self.dns: list[tuple[str, int]] = []
         self.resolved: dict[tuple[str, int], list[str]] = {}
-        self.waiting: collections.deque = collections.deque()  # ClientConns whose request waits for a slot
+        self.waiting: collections.deque = collections.deque()  # proxy.Req objects waiting for a slot, oldest first
         self.m_queued = metrics.QUEUED.labels(name)
         self.m_depth = metrics.QUEUE_DEPTH.labels(name)
         self.m_panic = metrics.PANIC.labels(name)
@@ -214,8 +203,11 @@ class Cluster:
         self.rotation = self.replicas if panic else live
 
     # -- hot path ---------------------------------------------------------------------------
-    def pick(self, tried) -> Replica | None:
-        live = self.rotation
+    def pick(self, tried: tuple) -> Replica | None:
+        """Power of two choices over the rotation, never a replica in `tried` while another is left."""
+        live: list = self.rotation
+        a: Replica
+        b: Replica
         n = len(live)
         if n == 0:
             return None
@@ -241,7 +233,7 @@ class Cluster:
                 return self._any_untried(tried)
         return a if a.outstanding <= b.outstanding else b
 
-    def pick_free(self, tried) -> Replica | None:
+    def pick_free(self, tried: tuple) -> Replica | None:
         """The least-loaded replica below max_outstanding and not in `tried`; None when all are full."""
         cap = self.max_outstanding
         best = None
@@ -257,30 +249,32 @@ class Cluster:
         for _ in range(len(w)):
             if not w or (self.max_outstanding and self.pick_free(()) is None):
                 return
-            client = w.popleft()
-            r = client.active
-            if r is None or client.closed or not r.queued:
+            r = w.popleft()
+            if not r.queued:  # answered meanwhile (an error, a timeout, the client went away)
                 continue
             r.queued = False
-            client.up_deadline = 0.0
-            client._dispatch(r)
+            r.from_queue()
 
-    def unqueue(self, client) -> None:
+    def unqueue(self, r) -> None:
         try:
-            self.waiting.remove(client)
+            self.waiting.remove(r)
         except ValueError:
             pass
 
-    def _any_untried(self, tried) -> Replica | None:
+    def _any_untried(self, tried: tuple) -> Replica | None:
         best = None
         for r in self.rotation:
             if r not in tried and (best is None or r.outstanding < best.outstanding):
                 best = r
         return best
 
-    def has_alternative(self, tried) -> bool:
+    def has_alternative(self, tried: tuple) -> bool:
         """A replica in rotation not tried yet: a retry never goes to one out of rotation."""
-        return any(r not in tried for r in self.rotation)
+        # a loop, not any(): Cython compiles no generator expression in a cpdef method
+        for r in self.rotation:  # noqa: SIM110
+            if r not in tried:
+                return True
+        return False
 
     # -- outcomes ---------------------------------------------------------------------------
     def success(self, r: Replica) -> None:
@@ -289,7 +283,7 @@ class Cluster:
         if r.eject_count and time.monotonic() - r.last_ejection > self.settings.eject_max:
             r.eject_count = 0
 
-    def failed_answer(self, r: Replica, status: int, head: bytes) -> bool:
+    def failed_answer(self, r: Replica, status: cython.int, head: bytes) -> bool:
         """A 5xx answer from r (its head): True when it is r's own failure (counted toward
         ejection, and worth a retry elsewhere), False when its dependencies caused it (every
         replica shares them: not counted, not retried)."""
@@ -308,7 +302,11 @@ class Cluster:
         now = time.monotonic()
         if r.ejected_until > now:
             return
-        if not any(x is not r for x in self.live):
+        others = 0
+        for x in self.live:
+            if x is not r:
+                others += 1
+        if not others:
             metrics.EJECTIONS_SKIPPED.labels(self.name, "last_in_rotation").inc()
             return  # never eject the last replica in rotation
         ejected = 0
@@ -390,10 +388,9 @@ class Cluster:
         for r in self.replicas:
             r.removed = True
             r.close_idle()
-        for client in list(self.waiting):
-            r = client.active
-            if r is not None and r.queued and not client.closed:
-                client._error(r, 503, f"service {self.name} was removed from the configuration")
+        for r in list(self.waiting):
+            if r.queued and not r.client.closed and r.client.active is r:
+                r.error(503, f"service {self.name} was removed from the configuration")
         self.waiting.clear()
         self.m_depth.set(0)
         self.m_panic.set(0)

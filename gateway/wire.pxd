@@ -9,6 +9,10 @@ cdef bint _is_tchar(unsigned char c)
 cpdef scan_request(bytes data)
 cpdef scan_response(bytes data, Py_ssize_t end)
 
+cdef unsigned long long MASK64
+cdef unsigned long long _rng
+cpdef unsigned long long rand64()
+
 
 @cython.final
 cdef class RequestIds:

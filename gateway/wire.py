@@ -375,3 +375,27 @@ class TraceIds:  # compiled: a final extension type (wire.pxd)
             buf[57 + i] = buf[40 + i]
         buf[67] = 49 if sampled else 48  # flags "01" / "00"
         return bytes(buf)
+
+
+# trace and span ids' random bits (xorshift64*), per process; C globals when compiled (wire.pxd)
+MASK64 = 0xFFFFFFFFFFFFFFFF
+_rng = 0x9E3779B97F4A7C15
+
+
+def seed_trace_ids(seed: int) -> None:
+    """Seed the id generator: in each worker after the fork (server.Gateway), from os.urandom."""
+    global _rng
+    _rng = (seed & MASK64) or 1
+
+
+def rand64() -> cython.ulonglong:
+    """The next 64 random bits (xorshift64*: fast, not cryptographic; trace ids need only be unique).
+    One code path: compiled, C arithmetic wraps modulo 2**64 and the masks cost nothing; as plain
+    Python they keep the numbers to 64 bits."""
+    global _rng
+    x: cython.ulonglong = _rng
+    x ^= x >> 12
+    x ^= (x << 25) & MASK64
+    x ^= x >> 27
+    _rng = x
+    return (x * 0x2545F4914F6CDD1D) & MASK64
