@@ -32,12 +32,14 @@ class HomeFeedApi(APIView):
     def get(self, request):
         page = page_request(request.query_params, salt=SALT)
         before_id = cursor_position(page)
-        ids = selectors.home_timeline_ids(user_id=request.user.id, before_id=before_id, count=page.limit + 1)
+        ids, prefetched = selectors.home_timeline_page(user_id=request.user.id, before_id=before_id, count=page.limit + 1)
         degraded = False
 
         def serialize(batch):
             nonlocal degraded
-            posts, degraded = selectors.home_timeline_render(viewer_id=request.user.id, post_ids=list(batch))
+            posts, degraded = selectors.home_timeline_render(
+                viewer_id=request.user.id, post_ids=list(batch), prefetched=prefetched
+            )
             return posts
 
         body = page_response(ids, page, salt=SALT, key=lambda post_id: post_id, serialize=serialize)
