@@ -3,6 +3,7 @@
     .venv/bin/python bench/mix_bench.py                      # HEAD vs 021fdab (the code when issue 14 was filed)
     .venv/bin/python bench/mix_bench.py --baseline main~3    # another baseline
     .venv/bin/python bench/mix_bench.py --rounds 5 --seconds 15 --connections 8 --sweep 1,2,4,8,16
+    .venv/bin/python bench/mix_bench.py --only home --baseline main   # the home read and its floor only
 
 The DeathStarBench social-network shape: 60 % home timeline (GET /api/v1/feed), 30 % user timeline
 (GET /api/v1/posts?author=…), 10 % compose post with an @mention (POST /api/v1/posts), by --users
@@ -24,7 +25,13 @@ Figures (docs/performance.md says what each means):
 - fixed rate: --fixed-share (70 %) of each system's measured maximum, open loop (latency counted
   from each request's scheduled send time, as wrk2), p50/p99 per kind;
 - home timeline alone: req/s and the feed service's gunicorn CPU per read;
-- idle: each whole stack's CPU over --idle-seconds with no traffic, in % of one core.
+- idle: each whole stack's CPU over --idle-seconds with no traffic, in % of one core;
+- the framework floor: GET /api/v1/feed/bench-floor (FEED_BENCH_FLOOR=1, set here for both systems;
+  a tree without it answers 404 and is left out), a minimal authenticated DRF view in feed returning
+  a constant 20-post page through the same gateway, middleware and gunicorn: req/s and feed gunicorn
+  CPU per request, beside the home timeline's, and their ratio.
+
+--only home runs just the home timeline and floor rounds (--rounds of each, alternating systems).
 """
 
 from __future__ import annotations
@@ -158,7 +165,7 @@ def start_system(label: str, tree: Path, offset: int, replicas: int, log: Path) 
     python = tree / ".venv" / "bin" / "python"
     # the client IP is X-Forwarded-For's, as behind a balancer; the users service's own sign-up
     # throttle (20/min per address, and it sees the gateway's) would make seeding 200 users take 10 min
-    extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32", "THROTTLE_REGISTER_IP": "100000/min"}
+    extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32", "THROTTLE_REGISTER_IP": "100000/min", "FEED_BENCH_FLOOR": "1"}
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [str(python), str(ROOT / "bench" / "mix_driver.py"), str(tree), str(offset), str(replicas), json.dumps(extra)],
@@ -369,7 +376,10 @@ def settle(systems: list[System], timeout: float = 180, quiet: float = 0.03) -> 
 # ---------------------------------------------------------------- load: wrk and the fixed-rate generator
 
 
-def mix_lua(system: System, weights: tuple[int, int, int]) -> str:
+FLOOR_PATH = "/api/v1/feed/bench-floor"
+
+
+def mix_lua(system: System, weights: tuple[int, int, int], home_path: str = "/api/v1/feed") -> str:
     names = system.info["names"]
     tokens = ",".join(json.dumps(t) for t in system.tokens)
     ips = ",".join(json.dumps(ip(i)) for i in range(len(names)))
@@ -394,7 +404,7 @@ request = function()
   local h = {{["Authorization"] = "Bearer " .. tokens[i], ["X-Forwarded-For"] = ips[i]}}
   local r = math.random(100)
   if r <= {home} then
-    return wrk.format("GET", "/api/v1/feed", h)
+    return wrk.format("GET", "{home_path}", h)
   elseif r <= {user} then
     return wrk.format("GET", "/api/v1/posts?author=" .. names[math.random(#names)], h)
   end
@@ -450,7 +460,13 @@ class Round:
 
 
 def wrk_round(
-    system: System, name: str, *, connections: int, seconds: int, weights: tuple[int, int, int] = (60, 30, 10)
+    system: System,
+    name: str,
+    *,
+    connections: int,
+    seconds: int,
+    weights: tuple[int, int, int] = (60, 30, 10),
+    home_path: str = "/api/v1/feed",
 ) -> Round:
     """One wrk run on a quiet system. Its CPU counts from the start until the system is quiet again,
     so the background work the requests caused (fan-out, notifications, events) is in it."""
@@ -458,7 +474,12 @@ def wrk_round(
     offset = system.log.stat().st_size if system.log.exists() else 0
     before = cpu_by_group(system)
     result = wrk.run(
-        name, system.gateway, lua=mix_lua(system, weights), connections=connections, seconds=seconds, threads=min(2, connections)
+        name,
+        system.gateway,
+        lua=mix_lua(system, weights, home_path),
+        connections=connections,
+        seconds=seconds,
+        threads=min(2, connections),
     )
     settle([system], timeout=60)
     cpu = cpu_delta(before, cpu_by_group(system))
@@ -584,6 +605,7 @@ def main() -> int:
     parser.add_argument("--fixed-seconds", type=int, default=15)
     parser.add_argument("--idle-seconds", type=int, default=30)
     parser.add_argument("--port-offset", type=int, default=5000, help="baseline's ports +this, HEAD's +this+500")
+    parser.add_argument("--only", choices=("all", "home"), default="all", help="home: the home read and its floor only")
     args = parser.parse_args()
     wrk.require_wrk()
     sweep = [int(c) for c in args.sweep.split(",")]
@@ -612,6 +634,12 @@ def main() -> int:
             list(pool.map(lambda s: seed(s, args), systems))
         settle(systems)
         print(f"seeded and settled; {uptime()}", flush=True)
+        if args.only == "home":
+            home, floor = home_rounds(systems, args, rounds=args.rounds)
+            print(f"\n== home timeline read: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
+            print(f"load at the end: {uptime()}")
+            report_home(systems, home, floor)
+            return 0
 
         # idle: both stacks at once, no traffic
         before = [cpu_by_group(s) for s in systems]
@@ -661,22 +689,108 @@ def main() -> int:
             compose[system.label] = {"round": rnd, "cpu": rnd.cpu, "posts": max(1, rnd.result.requests - rnd.result.errors)}
             print(f"  compose alone: {rnd.result.row()}", flush=True)
 
-        home: dict[str, list[Round]] = {s.label: [] for s in systems}
-        for i in range(2):
-            for system in alternate(systems, i):
-                rnd = wrk_round(
-                    system, f"home only {system.label}", connections=args.connections, seconds=args.seconds, weights=(100, 0, 0)
-                )
-                home[system.label].append(rnd)
-                print(f"  home timeline alone: {rnd.result.row()}", flush=True)
+        home, floor = home_rounds(systems, args, rounds=2, warm=False)
         end_load = uptime()
 
-    report(args, systems, base_sha, head_sha + dirty, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose, end_load)
+    report(
+        args,
+        systems,
+        base_sha,
+        head_sha + dirty,
+        idle,
+        idle_load0,
+        idle_load,
+        rounds,
+        sweeps,
+        fixed,
+        home,
+        floor,
+        compose,
+        end_load,
+    )
     return 0
 
 
+def has_floor(system: System) -> bool:
+    """Whether this tree serves the floor view (FEED_BENCH_FLOOR): a 200 through its gateway."""
+    headers = {"Authorization": f"Bearer {system.tokens[0]}", "X-Forwarded-For": ip(0)}
+    return httpx.get(system.gateway + FLOOR_PATH, headers=headers, timeout=10).status_code == 200
+
+
+def home_rounds(
+    systems: list[System], args, *, rounds: int, warm: bool = True
+) -> tuple[dict[str, list[Round]], dict[str, list[Round]]]:
+    """Home timeline reads alone and floor reads alone, wrk -c--connections, alternating systems."""
+    floors = [s for s in systems if has_floor(s)]
+    if warm:
+        for system in systems:
+            wrk_round(system, "warm-up", connections=args.connections, seconds=5, weights=(100, 0, 0))
+        for system in floors:
+            wrk_round(system, "warm-up", connections=args.connections, seconds=5, weights=(100, 0, 0), home_path=FLOOR_PATH)
+    home: dict[str, list[Round]] = {s.label: [] for s in systems}
+    floor: dict[str, list[Round]] = {s.label: [] for s in floors}
+    for i in range(rounds):
+        for system in alternate(systems, i):
+            rnd = wrk_round(
+                system, f"home only {system.label}", connections=args.connections, seconds=args.seconds, weights=(100, 0, 0)
+            )
+            home[system.label].append(rnd)
+            print(f"  home timeline alone: {rnd.result.row()}", flush=True)
+            if system in floors:
+                rnd = wrk_round(
+                    system,
+                    f"floor {system.label}",
+                    connections=args.connections,
+                    seconds=args.seconds,
+                    weights=(100, 0, 0),
+                    home_path=FLOOR_PATH,
+                )
+                floor[system.label].append(rnd)
+                print(f"  framework floor: {rnd.result.row()}", flush=True)
+        print(f"  home round {i + 1} done; {uptime()}", flush=True)
+    return home, floor
+
+
+def report_home(systems: list[System], home: dict[str, list[Round]], floor: dict[str, list[Round]]) -> None:
+    labels = [s.label for s in systems]
+    b, h = labels
+    print(
+        "\nhome timeline alone (wrk, GET /api/v1/feed only) and the framework floor (GET "
+        f"{FLOOR_PATH}: a constant 20-post page from a minimal authenticated DRF view on the same stack): "
+        "req/s, feed gunicorn CPU per request (medians of the rounds)"
+    )
+    hm = {}
+    for label in labels:
+        rs = home[label]
+        feed_ms = [r.cpu_ms("feed gunicorn") for r in rs]
+        hm[label] = (
+            median([r.result.rps for r in rs]),
+            median(feed_ms),
+            median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs]),
+        )
+        print(
+            f"{label:10} home  {hm[label][0]:>6.0f} req/s; feed gunicorn {hm[label][1]:.2f} ms CPU per read; all "
+            f"processes {hm[label][2]:.2f} ms; rounds req/s {', '.join(f'{r.result.rps:.0f}' for r in rs)}, feed ms "
+            f"{', '.join(f'{ms:.2f}' for ms in feed_ms)}"
+        )
+        if label in floor:
+            fs = floor[label]
+            f_rps, f_cpu = median([r.result.rps for r in fs]), median([r.cpu_ms("feed gunicorn") for r in fs])
+            print(
+                f"{label:10} floor {f_rps:>6.0f} req/s; feed gunicorn {f_cpu:.2f} ms CPU per request; rounds req/s "
+                f"{', '.join(f'{r.result.rps:.0f}' for r in fs)}"
+            )
+            print(
+                f"{label:10} home/floor: req/s {ratio(hm[label][0], f_rps)} (goal ≥ 0.6), feed CPU per request "
+                f"{ratio(hm[label][1], f_cpu)}"
+            )
+        else:
+            print(f"{label:10} floor: not served by this tree")
+    print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms (goal ≤ 1 ms)")
+
+
 def report(
-    args, systems, base_sha, head_sha, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, compose, end_load
+    args, systems, base_sha, head_sha, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, floor, compose, end_load
 ) -> None:
     labels = [s.label for s in systems]
     b, h = labels
@@ -764,20 +878,7 @@ def report(
         print(f"{label:10} {c['round'].result.rps:.0f} posts/s; all workers {workers:.2f}, relays {relays:.2f}: {parts}")
     print(f"post with a mention, total worker CPU: HEAD {per_post[h]:.2f} ms, baseline {per_post[b]:.2f} ms (goal ≤ 5 ms)")
 
-    print("\nhome timeline alone (wrk, GET /api/v1/feed only): req/s and the feed service's gunicorn CPU per read")
-    hm = {}
-    for label in labels:
-        rs = home[label]
-        hm[label] = (
-            median([r.result.rps for r in rs]),
-            median([r.cpu_ms("feed gunicorn") for r in rs]),
-            median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs]),
-        )
-        print(
-            f"{label:10} {hm[label][0]:>6.0f} req/s; feed gunicorn {hm[label][1]:.2f} ms CPU per read; all processes "
-            f"{hm[label][2]:.2f} ms"
-        )
-    print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms (goal ≤ 1 ms)")
+    report_home(systems, home, floor)
 
     print(f"\nidle ({args.idle_seconds} s, no traffic, both stacks at once; from {idle_load0} to {idle_load})")
     for label, cpu in zip(labels, idle, strict=True):

@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.tokens import InvalidToken, JWKSKeys, public_jwk, verify_access_token
+from shared.tokens import LEEWAY_SECONDS, AccessClaims, InvalidToken, JWKSKeys, VerifiedTokens, public_jwk, verify_access_token
 
 ISSUER, AUDIENCE = "social-users", "social-api"
 
@@ -160,3 +160,31 @@ def test_header_checks(jwks):
         )
     with pytest.raises(InvalidToken, match="malformed token"):
         verify_access_token("garbage", keys, issuer=ISSUER, audience=AUDIENCE)
+
+
+def test_verified_tokens_are_kept_until_they_expire(jwks):
+    key = jwks.add_key("k1")
+    clock = Clock()
+    clock.now = float(int(time.time()))
+    cache = VerifiedTokens(clock=clock)
+    good = token(key, "k1", exp=int(clock.now) + 60)
+    cache.put(good, verify_access_token(good, JWKSKeys(jwks.url), issuer=ISSUER, audience=AUDIENCE))
+    assert cache.get(good).user_id == 42
+    # the same claims under another signature are another string: never served from the cache
+    assert cache.get(token(Ed25519PrivateKey.generate(), "k1", exp=int(clock.now) + 60)) is None
+    clock.now += 60 + LEEWAY_SECONDS  # still inside the leeway verification allows
+    assert cache.get(good) is not None
+    clock.now += 1  # past it: gone, and the next verification refuses the token ("token expired")
+    assert cache.get(good) is None and len(cache) == 0
+
+
+def test_verified_tokens_stay_bounded():
+    clock = Clock()
+    cache = VerifiedTokens(size=3, clock=clock)
+    for i in range(3):
+        cache.put(f"t{i}", AccessClaims(user_id=i, username="u", jti="j", exp=int(clock.now) + 10 * i))
+    clock.now += 5 + LEEWAY_SECONDS + 1  # t0 has expired: the next put makes room by dropping it
+    cache.put("t3", AccessClaims(user_id=3, username="u", jti="j", exp=int(clock.now) + 60))
+    assert [cache.get(f"t{i}") is not None for i in range(4)] == [False, True, True, True]
+    cache.put("t4", AccessClaims(user_id=4, username="u", jti="j", exp=int(clock.now) + 60))  # none expired: start over
+    assert len(cache) == 1 and cache.get("t4").user_id == 4

@@ -3,7 +3,7 @@ from pathlib import Path
 from django.core.exceptions import ImproperlyConfigured
 
 from shared.django_settings import service_settings
-from shared.env import dev_mode, env_float, env_int, env_str
+from shared.env import dev_mode, env_bool, env_float, env_int, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 APPS = ["django.contrib.postgres", "shared.events", "posts", "timelines"]
@@ -33,3 +33,6 @@ MENTIONS_PER_POST = env_int("MENTIONS_PER_POST", 20)
 MENTIONS_PER_HOUR = env_int("MENTIONS_PER_HOUR", 100)
 POST_CACHE_SECONDS = env_int("POST_CACHE_SECONDS", 60)  # rendered post rows in Redis; bounds like_count staleness
 SNOWFLAKE_NAMESPACES = ["posts"]  # id leases taken when a gunicorn worker starts (shared.ids.lease_early)
+# bench/mix_bench.py --only home: GET /api/v1/feed/bench-floor, a minimal authenticated DRF view
+# returning a constant 20-post page on this same stack (the framework's floor). Off everywhere else.
+BENCH_FLOOR = env_bool("FEED_BENCH_FLOOR", False)

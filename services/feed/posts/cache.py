@@ -32,28 +32,35 @@ TOMBSTONE = b"-"
 _SQL = f"SELECT id, author_id, body, mentions, like_count, created_at FROM {Post._meta.db_table} WHERE id = ANY(%s)"
 
 
+KEY_PREFIX = "post:v1:"  # timelines.store.page_with_rows reads these keys with a page of ids
+
+
 def _key(post_id: int) -> str:
-    return f"post:v1:{post_id}"
+    return f"{KEY_PREFIX}{post_id}"
 
 
 def iso(value) -> str:
     return value if isinstance(value, str) else value.isoformat().replace("+00:00", "Z")
 
 
-def rows_by_ids(ids: Sequence[int]) -> dict[int, dict]:
+def rows_by_ids(ids: Sequence[int], *, prefetched: dict[int, bytes | None] | None = None) -> dict[int, dict]:
     """{id: row} for the ids that exist: cache first (one MGET), one primary-key query for the misses.
-    Without Redis every id is a miss (and nothing is filled)."""
+    Without Redis every id is a miss (and nothing is filled). `prefetched`: cache values already
+    read for some ids (the home read gets them with its page of ids); only the others are asked for."""
     if not ids:
         return {}
     client = store.client()
     redis: Redis | None = client
     found: dict[int, dict] = {}
     missing: list[int] = []
+    prefetched = prefetched or {}
+    ask = [i for i in ids if i not in prefetched]
     try:
-        cached = client.mget([_key(i) for i in ids])
+        asked = dict(zip(ask, client.mget([_key(i) for i in ask]), strict=True)) if ask else {}
     except redis_clients.UNAVAILABLE as exc:
         log.warning("post cache unavailable, reading posts from the database: %s", exc)
-        cached, redis = [None] * len(ids), None
+        asked, redis = {}, None
+    cached = [prefetched[i] if i in prefetched else asked.get(i) for i in ids]
     for post_id, raw in zip(ids, cached, strict=True):
         if raw is None:
             missing.append(post_id)

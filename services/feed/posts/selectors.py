@@ -18,10 +18,11 @@ def post_by_id(*, post_id: int) -> dict | None:
     return Post.objects.filter(id=post_id).values(*POST_FIELDS).first()
 
 
-def posts_by_ids(*, ids: Iterable[int]) -> dict[int, dict]:
-    """{id: post row}; ids that no longer exist are absent. From the Redis post cache (one MGET),
-    with one primary-key query for the misses (posts/cache.py)."""
-    return post_cache.rows_by_ids(list(ids))
+def posts_by_ids(*, ids: Iterable[int], prefetched: dict[int, bytes | None] | None = None) -> dict[int, dict]:
+    """{id: post row}; ids that no longer exist are absent. From the Redis post cache (one MGET,
+    none for the ids whose cached value is `prefetched`), with one primary-key query for the
+    misses (posts/cache.py)."""
+    return post_cache.rows_by_ids(list(ids), prefetched=prefetched)
 
 
 def author_posts_page(*, author_id: int, before_id: int | None, limit: int) -> list[dict]:

@@ -7,6 +7,7 @@ import logging
 
 from django.conf import settings
 from django.db import connection
+from posts import cache as post_cache
 from posts import selectors as post_selectors
 from posts.models import Post
 
@@ -71,8 +72,19 @@ def timeline_rebuild(*, user_id: int) -> None:
 def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
     """Up to `count` post ids for the reader, newest first, below the keyset position. Without
     Redis the page comes from the durable timelines table (same order, same cursor)."""
+    return home_timeline_page(user_id=user_id, before_id=before_id, count=count)[0]
+
+
+def home_timeline_page(*, user_id: int, before_id: int | None, count: int) -> tuple[list[int], dict[int, bytes | None]]:
+    """home_timeline_ids, and the post cache's values for the ids read from the Redis timeline,
+    read in the same round trip (timelines.store.page_with_rows) for home_timeline_render."""
+    prefetched: dict[int, bytes | None] = {}
     try:
-        built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+        paged = store.page_with_rows(user_id=user_id, before_id=before_id, count=count, row_prefix=post_cache.KEY_PREFIX)
+        if paged is None:  # the cursor's score is shared by more members than the slack: page() widens it
+            built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
+        else:
+            built, ids, full, prefetched = paged
         if not built:
             timeline_rebuild(user_id=user_id)
             built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
@@ -86,10 +98,12 @@ def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> lis
         merged = big_authors_recent_ids(author_ids=big, before_id=before_id, count=count)
         # a post both in the timeline and merged (an author being demoted) appears once
         ids = sorted(set(ids).union(merged), reverse=True)[:count]
-    return ids
+    return ids, prefetched
 
 
-def home_timeline_render(*, viewer_id: int, post_ids: list[int]) -> tuple[list[dict], bool]:
-    rows = post_selectors.posts_by_ids(ids=post_ids)
+def home_timeline_render(
+    *, viewer_id: int, post_ids: list[int], prefetched: dict[int, bytes | None] | None = None
+) -> tuple[list[dict], bool]:
+    rows = post_selectors.posts_by_ids(ids=post_ids, prefetched=prefetched)
     ordered = [rows[i] for i in post_ids if i in rows]  # a post deleted since fan-out is skipped
     return post_selectors.posts_render(rows=ordered, viewer_id=viewer_id)

@@ -140,3 +140,45 @@ def page(*, user_id: int, before_id: int | None, count: int) -> tuple[bool, list
         if len(below) >= count or len(ids) < count + slack:
             return True, below[:count], size > settings.TIMELINE_CAP
         slack *= 8
+
+
+# KEYS: the timeline; ARGV: the highest score, how many members, the TTL, the post cache's key
+# prefix. The read path's one round trip: the page of ids as page() reads it (built: the sentinel
+# at BUILT) and, in the same call, those posts' cached rows (posts.cache keys, read as the MGET
+# there would). Returns false when the set is not built, else {size, ids, rows}.
+_PAGE_WITH_ROWS = """
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+if redis.call('ZSCORE', KEYS[1], '0') ~= '0' then return false end
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], '(0', 'BYSCORE', 'REV', 'LIMIT', 0, tonumber(ARGV[2]))
+local rows = {}
+if #ids > 0 then
+  local keys = {}
+  for i, id in ipairs(ids) do keys[i] = ARGV[4] .. id end
+  rows = redis.call('MGET', unpack(keys))
+end
+return {redis.call('ZCARD', KEYS[1]), ids, rows}
+"""
+_page_scripts: dict[int, Script] = {}
+
+
+def page_with_rows(
+    *, user_id: int, before_id: int | None, count: int, row_prefix: str
+) -> tuple[bool, list[int], bool, dict[int, bytes | None]] | None:
+    """page()'s answer plus the raw cached rows (`row_prefix` + id → value or None) of the ids it
+    read, in one round trip. None when the ids below the cursor fill less than the page although
+    the set has more (members sharing the cursor's score): the caller uses page() then."""
+    conn = client()
+    script = _page_scripts.get(id(conn))
+    if script is None:
+        script = _page_scripts[id(conn)] = conn.register_script(_PAGE_WITH_ROWS)
+    high = score(before_id) if before_id is not None else "+inf"
+    slack = 8  # as page(): members sharing the cursor's score that are not below it
+    found = script(keys=[key(user_id)], args=[high, count + slack, settings.TIMELINE_TTL, row_prefix])
+    if not found:
+        return False, [], False, {}
+    size, raw, rows = found
+    ids = [int(m) for m in raw]
+    below = [i for i in ids if before_id is None or i < before_id]
+    if len(below) < count and len(ids) >= count + slack:
+        return None
+    return True, below[:count], size > settings.TIMELINE_CAP, dict(zip(ids, rows, strict=True))

@@ -26,7 +26,15 @@ from django.utils.module_loading import import_string
 from rest_framework import authentication, exceptions, permissions
 
 from shared import revocation, service_keys
-from shared.tokens import ALGORITHM, LEEWAY_SECONDS, InvalidToken, JWKSKeys, KeySource, verify_access_token
+from shared.tokens import (
+    ALGORITHM,
+    LEEWAY_SECONDS,
+    InvalidToken,
+    JWKSKeys,
+    KeySource,
+    VerifiedTokens,
+    verify_access_token,
+)
 
 SERVICE_TOKEN_TYPE = "svc+jwt"
 SERVICE_TOKEN_TTL = 60
@@ -69,15 +77,23 @@ def _bearer(request) -> str | None:
         raise exceptions.AuthenticationFailed("Invalid Authorization header.") from None
 
 
+# Tokens already verified by this process (shared.tokens.VerifiedTokens), for JWT_ISSUER/JWT_AUDIENCE.
+verified_tokens = VerifiedTokens()
+
+
 class AccessTokenAuthentication(authentication.BaseAuthentication):
     def authenticate(self, request):
         token = _bearer(request)
         if token is None:
             return None
-        try:
-            claims = verify_access_token(token, key_source(), issuer=settings.JWT_ISSUER, audience=settings.JWT_AUDIENCE)
-        except InvalidToken as exc:
-            raise exceptions.AuthenticationFailed(str(exc)) from None
+        claims = verified_tokens.get(token)
+        if claims is None:
+            try:
+                claims = verify_access_token(token, key_source(), issuer=settings.JWT_ISSUER, audience=settings.JWT_AUDIENCE)
+            except InvalidToken as exc:
+                raise exceptions.AuthenticationFailed(str(exc)) from None
+            verified_tokens.put(token, claims)
+        # not cached: a revoked session or deleted account is refused from the next request on
         if revocation.is_revoked(user_id=claims.user_id, sid=claims.sid):
             raise exceptions.AuthenticationFailed("token revoked")
         return AuthenticatedUser(id=claims.user_id, username=claims.username), claims

@@ -32,6 +32,7 @@ from typing import Any
 import redis
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
 from django.core.cache.backends.redis import RedisCache as DjangoRedisCache
+from django.core.cache.backends.redis import RedisCacheClient
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -130,6 +131,22 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, UNAVAILABLE)
 
 
+class _ReusedClients(RedisCacheClient):
+    """Django's cache client makes a new redis.Redis (response callbacks, dicts) around its pool on
+    every cache call; this one makes it once per pool (about 6 % of a feed read's CPU)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._clients: dict[int, redis.Redis] = {}
+
+    def get_client(self, key=None, *, write=False):
+        pool = self._get_connection_pool(write)
+        found = self._clients.get(id(pool))
+        if found is None or found.connection_pool is not pool:
+            found = self._clients[id(pool)] = self._client(connection_pool=pool)
+        return found
+
+
 class RedisCache(DjangoRedisCache):
     """Django's Redis cache, failing open: when Redis cannot be reached a read is a miss (the caller
     computes the value from Postgres), and a write or delete is skipped with a warning. What a skipped
@@ -139,6 +156,10 @@ class RedisCache(DjangoRedisCache):
 
     DRF's throttles keep their history in this cache, so they fail open too: with Redis away a
     throttled endpoint is not throttled (a login is still checked against its password)."""
+
+    def __init__(self, server, params) -> None:
+        super().__init__(server, params)
+        self._class = _ReusedClients
 
     def _skip(self, operation: str, exc: Exception) -> None:
         log.warning("cache unavailable; %s skipped", operation, extra={"error": str(exc)[:200]})

@@ -99,6 +99,42 @@ class JWKSKeys:
             return self._keys.get(kid)
 
 
+class VerifiedTokens:
+    """Claims of the access tokens this process has verified, kept until each token expires (`exp`
+    plus the leeway verification allows), so a client's next requests with the same token skip
+    the signature check (about a fifth of a home timeline read's CPU). Only successful
+    verifications are kept; revocation is not cached (shared.auth checks it on every request).
+
+    At most `size` tokens: when full, the expired ones go, and if none had, all of them (the
+    next request of each verifies again). Dict reads and writes are atomic under the GIL, so
+    gthread workers share one instance without a lock."""
+
+    def __init__(self, *, size: int = 10_000, clock=time.time):
+        self.size = size
+        self._clock = clock
+        self._claims: dict[str, AccessClaims] = {}
+
+    def get(self, token: str) -> AccessClaims | None:
+        claims = self._claims.get(token)
+        if claims is not None and self._clock() > claims.exp + LEEWAY_SECONDS:
+            self._claims.pop(token, None)
+            return None
+        return claims
+
+    def put(self, token: str, claims: AccessClaims) -> None:
+        if len(self._claims) >= self.size:
+            now = self._clock()
+            for old, cached in list(self._claims.items()):
+                if now > cached.exp + LEEWAY_SECONDS:
+                    self._claims.pop(old, None)
+            if len(self._claims) >= self.size:
+                self._claims.clear()
+        self._claims[token] = claims
+
+    def __len__(self) -> int:
+        return len(self._claims)
+
+
 def verify_access_token(token: str, keys: KeySource, *, issuer: str, audience: str) -> AccessClaims:
     try:
         header = jwt.get_unverified_header(token)

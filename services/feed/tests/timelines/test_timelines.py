@@ -490,3 +490,37 @@ def test_unfollows_below_the_demotion_threshold_request_one_demotion(person, dja
             services.unfollow_apply(follower_id=fan.id, followee_id=star.id)  # 1, then 0: both below 2
     assert broker.llen("feed") == queued_before + 1  # one feed.author_demote, not one per unfollow
     assert store.client().ttl(f"demote:{star.id}") > 0
+
+
+def test_page_with_rows_reads_the_page_and_its_cached_rows_in_one_call():
+    """The home read's one Redis round trip: the same ids as store.page, with each id's post cache
+    value as read (a row, a tombstone, or None for a miss)."""
+    user_id = 9_000_001
+    store.drop(user_id=user_id)
+    assert store.page_with_rows(user_id=user_id, before_id=None, count=3, row_prefix=post_cache.KEY_PREFIX) == (
+        False,
+        [],
+        False,
+        {},
+    )
+    store.build_begin(user_id=user_id)  # a build under way is not a page to serve either
+    assert store.page_with_rows(user_id=user_id, before_id=None, count=3, row_prefix=post_cache.KEY_PREFIX)[0] is False
+    post_ids = [ids.next_id(namespace="posts") for _ in range(5)]
+    store.build(user_id=user_id, post_ids=post_ids)
+    conn = store.client()
+    conn.set(post_cache.KEY_PREFIX + str(post_ids[-1]), b'{"id": 1}')
+    conn.set(post_cache.KEY_PREFIX + str(post_ids[-2]), post_cache.TOMBSTONE)
+    for before in (None, post_ids[-2], post_ids[1]):
+        built, page, full, rows = store.page_with_rows(
+            user_id=user_id, before_id=before, count=3, row_prefix=post_cache.KEY_PREFIX
+        )
+        assert (built, page, full) == store.page(user_id=user_id, before_id=before, count=3)
+        assert {i: rows[i] for i in page} == {
+            i: b'{"id": 1}' if i == post_ids[-1] else post_cache.TOMBSTONE if i == post_ids[-2] else None for i in page
+        }
+    # more members share the cursor's score than the read's slack: None, and the read widens with page()
+    tied = [(post_ids[-1] >> 12 << 12) + 4096 * 1000 + k for k in range(20)]
+    store.build(user_id=user_id, post_ids=tied)
+    assert store.page_with_rows(user_id=user_id, before_id=tied[5], count=3, row_prefix=post_cache.KEY_PREFIX) is None
+    assert selectors.home_timeline_ids(user_id=user_id, before_id=tied[5], count=3) == tied[4:1:-1]
+    store.drop(user_id=user_id)
