@@ -616,7 +616,11 @@ def kill_gateway_worker(env: Env) -> None:
 
 def rolling(service: str):
     def fault(env: Env) -> None:
-        for proc in [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]:
+        procs = [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]
+        if hasattr(env.supervisor, "rolling_restart"):  # each replica back in the gateway's rotation before the next
+            env.supervisor.rolling_restart(procs, settle=stack.balancer_settle(env.ctx), ready_timeout=120)
+            return
+        for proc in procs:  # a CHAOS_TREE from before rolling_restart
             env.supervisor.restart(proc)
             env.supervisor.wait_ready(timeout=120, procs=[proc])
 
@@ -643,7 +647,12 @@ FAULTS = [
     ("kill-relay", "kill", "SIGKILL feed-relay (outbox relay)", kill("feed-relay")),
     ("kill-beat", "kill", "SIGKILL notifications-beat", kill("notifications-beat")),
     ("kill-gateway-worker", "kill", "SIGKILL one of 2 gateway workers", kill_gateway_worker),
-    ("rolling-users", "rolling", "rolling restart of users (SIGTERM, start, ready; each replica)", rolling("users")),
+    (
+        "rolling-users",
+        "rolling",
+        "rolling restart of users (SIGTERM, start, ready, back in the gate's rotation; each replica)",
+        rolling("users"),
+    ),
     ("rolling-feed", "rolling", "rolling restart of feed", rolling("feed")),
     ("rolling-notifications", "rolling", "rolling restart of notifications", rolling("notifications")),
     ("hang-replica", "other", "SIGSTOP feed-1 for 10 s, then SIGCONT", hang("feed-1", 10)),
