@@ -13,8 +13,9 @@ can add latency or refuse connections. All traffic stays on 127.0.0.1.
 The load is open loop (each request has a due time; latency counts from it) at --rate req/s through
 the gateway, by --users seeded users, each from its own client IP: 55 % home timeline, 28 % user
 timeline, 10 % post with an @mention, 5 % like, 2 % follow; writes carry an Idempotency-Key. A GET
-that fails on a reused keep-alive connection before any byte of an answer is sent again once on a
-new connection, as HTTP clients do (RFC 9112 §9.3.1); such retries are counted.
+whose connection is closed before any byte of an answer came (a kept-alive connection the server had
+closed, or a gateway process killed while holding it) is sent again once on a new connection, as HTTP
+clients do with idempotent requests (RFC 9112 §9.3.1); such retries are counted.
 
 Per fault (docs/faults.md has the table): the load runs --pre seconds, the fault is injected and
 healed, the load goes on --post seconds. One line per fault: requests and failures in the fault's
@@ -355,7 +356,6 @@ class Load:
             status, answer, retried = 0, b"", False
             try:
                 for attempt in range(2):
-                    reused = conn is not None
                     try:
                         if conn is None:
                             conn = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
@@ -368,11 +368,12 @@ class Load:
                         if conn is not None:
                             conn[1].close()
                         conn = None
-                        # a kept-alive connection the server had closed: nothing was answered
+                        # closed before any byte of an answer (a kept-alive connection the server had
+                        # closed, or the gateway process holding it killed): nothing was answered
                         stale = (isinstance(exc, asyncio.IncompleteReadError) and not exc.partial) or isinstance(
                             exc, ConnectionResetError | BrokenPipeError
                         )
-                        if attempt == 0 and reused and method == "GET" and stale:
+                        if attempt == 0 and method == "GET" and stale:
                             retried = True
                             continue
                         break
