@@ -13,8 +13,9 @@ can add latency or refuse connections. All traffic stays on 127.0.0.1.
 The load is open loop (each request has a due time; latency counts from it) at --rate req/s through
 the gateway, by --users seeded users, each from its own client IP: 55 % home timeline, 28 % user
 timeline, 10 % post with an @mention, 5 % like, 2 % follow; writes carry an Idempotency-Key. A GET
-that fails on a reused keep-alive connection before any byte of an answer is sent again once on a
-new connection, as HTTP clients do (RFC 9112 §9.3.1); such retries are counted.
+whose connection is closed before any byte of an answer came (a kept-alive connection the server had
+closed, or a gateway process killed while holding it) is sent again once on a new connection, as HTTP
+clients do with idempotent requests (RFC 9112 §9.3.1); such retries are counted.
 
 Per fault (docs/faults.md has the table): the load runs --pre seconds, the fault is injected and
 healed, the load goes on --post seconds. One line per fault: requests and failures in the fault's
@@ -359,7 +360,6 @@ class Load:
             status, answer, retried = 0, b"", False
             try:
                 for attempt in range(2):
-                    reused = conn is not None
                     try:
                         if conn is None:
                             conn = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
@@ -372,11 +372,12 @@ class Load:
                         if conn is not None:
                             conn[1].close()
                         conn = None
-                        # a kept-alive connection the server had closed: nothing was answered
+                        # closed before any byte of an answer (a kept-alive connection the server had
+                        # closed, or the gateway process holding it killed): nothing was answered
                         stale = (isinstance(exc, asyncio.IncompleteReadError) and not exc.partial) or isinstance(
                             exc, ConnectionResetError | BrokenPipeError
                         )
-                        if attempt == 0 and reused and method == "GET" and stale:
+                        if attempt == 0 and method == "GET" and stale:
                             retried = True
                             continue
                         break
@@ -620,7 +621,11 @@ def kill_gateway_worker(env: Env) -> None:
 
 def rolling(service: str):
     def fault(env: Env) -> None:
-        for proc in [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]:
+        procs = [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]
+        if hasattr(env.supervisor, "rolling_restart"):  # each replica back in the gateway's rotation before the next
+            env.supervisor.rolling_restart(procs, settle=stack.balancer_settle(env.ctx), ready_timeout=120)
+            return
+        for proc in procs:  # a CHAOS_TREE from before rolling_restart
             env.supervisor.restart(proc)
             env.supervisor.wait_ready(timeout=120, procs=[proc])
 
@@ -647,7 +652,12 @@ FAULTS = [
     ("kill-relay", "kill", "SIGKILL feed-relay (outbox relay)", kill("feed-relay")),
     ("kill-beat", "kill", "SIGKILL notifications-beat", kill("notifications-beat")),
     ("kill-gateway-worker", "kill", "SIGKILL one of 2 gateway workers", kill_gateway_worker),
-    ("rolling-users", "rolling", "rolling restart of users (SIGTERM, start, ready; each replica)", rolling("users")),
+    (
+        "rolling-users",
+        "rolling",
+        "rolling restart of users (SIGTERM, start, ready, back in the gate's rotation; each replica)",
+        rolling("users"),
+    ),
     ("rolling-feed", "rolling", "rolling restart of feed", rolling("feed")),
     ("rolling-notifications", "rolling", "rolling restart of notifications", rolling("notifications")),
     ("hang-replica", "other", "SIGSTOP feed-1 for 10 s, then SIGCONT", hang("feed-1", 10)),

@@ -261,6 +261,16 @@ def prepare(ctx: Context, services: list[str] | None = None) -> None:
         )
 
 
+def balancer_settle(ctx: Context) -> float:
+    """Seconds after a replica turned ready by which every gateway worker has health-checked it and
+    put it back in rotation: one check interval (GATEWAY_HEALTH_INTERVAL, 5 s by default) plus the
+    longest a check may take (2 s)."""
+    interval = ctx.component_env.get("gateway", {}).get("GATEWAY_HEALTH_INTERVAL") or ctx.extra_env.get(
+        "GATEWAY_HEALTH_INTERVAL", os.environ.get("GATEWAY_HEALTH_INTERVAL", "5")
+    )
+    return float(interval) + 2.0
+
+
 def describe_exit(code: int | None) -> str:
     """A Popen return code as the status table shows it: `exit 1`, `SIGKILL`."""
     if code is None:
@@ -440,6 +450,18 @@ class Supervisor:
         """Stop (SIGTERM: a graceful drain) and start again, as one step of a rolling restart."""
         self.stop(proc, timeout=timeout)
         self.start(proc)
+
+    def rolling_restart(self, procs: list[Proc], *, settle: float, ready_timeout: float = 120.0) -> None:
+        """Restart `procs` one at a time, as an orchestrator's rolling update does: stop (SIGTERM,
+        a graceful drain), start, wait until ready, then wait `settle` seconds before the next one
+        (Kubernetes' minReadySeconds). A balancer that health-checks its replicas (the gateway, every
+        GATEWAY_HEALTH_INTERVAL s) puts a restarted replica back in rotation only at its next check;
+        stopping the next replica before that leaves it nothing in rotation but the replica going
+        away, and its requests fail (`balancer_settle(ctx)` gives the gateway's delay)."""
+        for proc in procs:
+            self.restart(proc)
+            self.wait_ready(timeout=ready_timeout, procs=[proc])
+            time.sleep(settle)
 
     def stop_all(self) -> None:
         with self._lock:

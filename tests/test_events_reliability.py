@@ -257,6 +257,52 @@ def test_a_message_lost_between_brpop_and_its_unacked_record_is_redelivered_once
     assert "events redelivered" in fast_relay.log() and envelope["id"] in fast_relay.log()
 
 
+def test_a_lost_message_is_redelivered_without_waiting_out_the_grace_period(running):
+    """The relay's ledger check with EVENTS_LOST_AFTER_SECONDS=0 (the grace period stays 60 s): an
+    event whose message waits in the queue, or is held unacknowledged (kombu's `unacked` hash), is
+    not published again; once it is in neither place (taken off by BRPOP and never recorded: the
+    SIGKILLed worker of celery/kombu#305) it is published again at once, and applied once."""
+    import base64
+
+    client = redis.Redis.from_url(running.redis_url)
+    star, fan = running.make_users(2)
+    running.worker.stop()  # nobody else may take the message
+    client.delete("notifications")
+    running.follow_all([fan], star)
+    ledger_key = "events:pending:notifications:users"
+
+    def queued() -> list[str]:
+        return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0]["id"] for m in client.lrange("notifications", 0, -1)]
+
+    event_id = wait_until(lambda: (queued() or [None])[0], what="the event on the queue")
+    assert client.zscore(ledger_key, event_id) is not None
+    result = running.run_dir / f"redeliver-{uuid.uuid4().hex[:8]}.json"
+
+    def check() -> None:  # one redelivery check of the users relay, as its loop runs it
+        running.produce(f"""
+            import json, os
+            os.environ["EVENTS_LOST_AFTER_SECONDS"] = "0"
+            from shared.events.relay import Relay
+            from users_service.celery import app
+            json.dump(Relay(app).redeliver(), open({str(result)!r}, "w"))
+        """)
+
+    check()  # waiting in the queue: not lost
+    assert queued() == [event_id]
+    # delivered and unacknowledged, as kombu records it for a live worker: not lost either
+    _, message = client.brpop(["notifications"], timeout=5)
+    client.hset("unacked", "tag-lost-test", json.dumps([json.loads(message), "notifications", "notifications"]))
+    check()
+    assert queued() == []
+    client.hdel("unacked", "tag-lost-test")  # and now nowhere: lost in transit
+    check()
+    assert queued() == [event_id]  # published again, long before the 60 s grace period
+    running.worker = running._worker().start()
+    wait_until(lambda: running.count(star) == 1, what="the lost event, redelivered")
+    wait_until(lambda: client.zscore(ledger_key, event_id) is None, what="the ledger entry settled")
+    assert running.notifications(star) == [(fan, "follow")]
+
+
 def test_pruning_keeps_outbox_rows_a_consumer_has_not_acknowledged(running):
     client = redis.Redis.from_url(running.redis_url)
     star, fan, other = running.make_users(3)

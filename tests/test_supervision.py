@@ -64,3 +64,61 @@ def test_a_killed_process_is_restarted_with_backoff_and_serves(system, tmp_path)
         supervisor.stop_all()
     assert proc.popen.poll() is not None
     assert not _serves(proc.url)
+
+
+def test_a_rolling_restart_behind_the_gateway_fails_no_request(system, tmp_path):
+    """Two users replicas of their own behind a gateway of its own that health-checks them every 3 s;
+    GETs go through it all along while Supervisor.rolling_restart restarts both replicas, one after
+    the other: none fails. Without the settle time after each replica turned ready, the second
+    replica stopped while the gateway still counted the first as down (it had failed its checks
+    while restarting), so the gateway's only replica in rotation was the one going away: 502s."""
+    import dataclasses
+    import threading
+
+    import infra
+
+    numbers = (8, 9)
+    ctx = dataclasses.replace(system.ctx, component_env={"gateway": {"GATEWAY_HEALTH_INTERVAL": "3"}})
+    replicas = [stack.gunicorn(ctx, "users", n) for n in numbers]
+    gateway = stack.gateway(ctx)
+    assert gateway is not None
+    port, admin = infra.free_port(), infra.free_port()
+    others = [u for u in gateway.env["GATEWAY_UPSTREAMS"].split(";") if not u.startswith("users=")]
+    gateway.name = "gateway-rolling"
+    gateway.env = {
+        **gateway.env,
+        "GATEWAY_PORT": str(port),
+        "GATEWAY_ADMIN_PORT": str(admin),
+        "GATEWAY_UPSTREAMS": ";".join(["users=" + ",".join(f"127.0.0.1:{ctx.port('users', n)}" for n in numbers), *others]),
+    }
+    gateway.ready_url = f"http://127.0.0.1:{admin}/health/ready"
+    supervisor = stack.Supervisor([*replicas, gateway], stream_logs=False, log_dir=tmp_path)
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=10) as client:
+            while not done.is_set():
+                try:
+                    statuses.append(client.get(f"http://127.0.0.1:{port}/.well-known/jwks.json").status_code)
+                except httpx.HTTPError:
+                    statuses.append(0)
+                done.wait(0.02)  # pacing, not waiting for anything
+
+    try:
+        supervisor.start_all()
+        supervisor.wait_ready(timeout=120)
+        assert stack.balancer_settle(ctx) == 5.0
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        wait_until(lambda: len(statuses) >= 20, what="requests flowing")
+        pids = [p.popen.pid for p in replicas]
+        supervisor.rolling_restart(replicas, settle=stack.balancer_settle(ctx), ready_timeout=120)
+        done.set()
+        loader.join(timeout=30)
+    finally:
+        done.set()
+        supervisor.stop_all()
+    assert all(p.popen.pid != old for p, old in zip(replicas, pids, strict=True))
+    failed = [s for s in statuses if s != 200]
+    assert len(statuses) > 100 and not failed, (len(statuses), failed[:20])

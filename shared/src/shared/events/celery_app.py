@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
+from celery.exceptions import Reject
 from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from shared.env import env_int
@@ -21,6 +23,7 @@ from shared.events.consume import dead_letter, handle_envelope, register_event_t
 from shared.events.exposition import prepare_multiprocess_dir, remove_owned_dir, start_metrics_server
 
 __all__ = [
+    "ReliableTask",
     "celery_config",
     "dead_letter",
     "handle_envelope",
@@ -33,11 +36,35 @@ __all__ = [
 logger = logging.getLogger("shared.events")
 
 
+class ReliableTask(Task):
+    """Every task's base class (`make_celery`). Celery's `Task.retry` publishes the retry as a new
+    message and, when that publish fails (the broker is away: the usual reason a task fails during
+    a Redis outage), raises `Reject(requeue=False)`: the worker removes the message from the
+    broker, and the task is gone for good (a `feed.fanout_deliver` page: followers never get the
+    post). Here the message is rejected *with* requeue: it goes back on its queue once the broker
+    answers, or, if the broker cannot even take that, stays unacknowledged until the visibility
+    timeout returns it. Task handlers are idempotent (the inbox, ON CONFLICT), so a second run is
+    harmless."""
+
+    def retry(self, *args, **kwargs):
+        try:
+            return super().retry(*args, **kwargs)
+        except Reject as exc:
+            if exc.requeue:
+                raise
+            logger.warning(
+                "task retry could not be published; the message is requeued instead of dropped",
+                extra={"task": self.name, "task_id": self.request.id, "error": f"{type(exc.reason).__name__}: {exc.reason}"},
+            )
+            raise Reject(exc.reason, requeue=True) from None
+
+
 def make_celery(service: str) -> Celery:
     """The service's Celery app: `app = make_celery("notifications")` in <service>_service/celery.py."""
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", f"{service}_service.settings")
     prepare_multiprocess_dir(service)  # before anything imports prometheus_client
-    app = Celery(service)
+    base: Any = ReliableTask  # (Celery's stubs make the app generic in its task class; the app's type stays Celery)
+    app = Celery(service, task_cls=base)
     app.conf.update(celery_config(service))
     # Celery's Django fixup closes every database connection before and after every task unless this
     # is set: a new Postgres connection per event was more than half of a worker's time (py-spy).

@@ -12,6 +12,9 @@ Delivery guarantees come from the combination, so none of these is optional:
   at most that many and a slow handler does not hoard the queue.
 * Time limits below the Redis visibility timeout: Redis re-delivers an unacknowledged message
   after `visibility_timeout`; a task allowed to run longer than that would run twice at once.
+* `ReliableTask` (every task's base, shared.events.celery_app): a retry that cannot be published
+  (broker away) puts the message back instead of dropping it, as Celery would
+  (`Reject(requeue=False)`).
 * `events.handle` retries failures with capped exponential backoff and jitter (`retry_delay`);
   after EVENTS_MAX_RETRIES the envelope is recorded as a dead letter (shared.events.consume).
 """

@@ -13,6 +13,10 @@ good (celery/kombu#305). The ledger closes that gap end to end, independently of
   period (`EVENTS_REDELIVER_AFTER_SECONDS`, default visibility timeout + hard time limit + 60 s),
   bumping its score; the consumer's inbox makes a redelivery of something that was in fact handled
   harmless;
+* sooner, an id pending for `EVENTS_LOST_AFTER_SECONDS` (20 s) whose message is nowhere in the
+  broker — not in the consumer's queue, not among the transport's unacknowledged messages — was
+  lost in transit and is re-published at once (`in_transit`), without waiting out the grace
+  period sized for messages a dead worker held;
 * pruning keeps an outbox row while any consumer still has it pending.
 
 The key carries the producer so that each relay scans only the ids its own outbox can re-publish.
@@ -20,7 +24,10 @@ The key carries the producer so that each relay scans only the ids its own outbo
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import re
 import time
 
 import redis
@@ -65,3 +72,55 @@ def postpone(url: str, *, consumer: str, producer: str, event_id: str, until: fl
 
 def now() -> float:
     return time.time()
+
+
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _ids_in(payload: bytes | str) -> set[str]:
+    """Every UUID in a kombu message (its headers, argsrepr included, and its base64 body)."""
+    raw = payload.encode() if isinstance(payload, str) else payload
+    found = {m.decode() for m in _UUID.findall(raw)}
+    try:
+        body = json.loads(raw).get("body")
+        if isinstance(body, str):
+            found |= {m.decode() for m in _UUID.findall(base64.b64decode(body))}
+    except (ValueError, AttributeError, TypeError):
+        pass
+    return found
+
+
+def in_transit(client, queue: str, *, unacked_key: str = "unacked", limit: int = 1000) -> set[str] | None:
+    """The event ids of every message on its way to `queue`'s consumer: waiting in the queue (each
+    kombu priority list) or delivered and not yet acknowledged (kombu's `unacked` hash, which also
+    holds a dead worker's messages until the visibility timeout brings them back, and retries due
+    later). An id pending in the ledger and in neither place was lost in transit (celery/kombu#305).
+    One MULTI, so a message moving from the queue to the unacked hash is seen in one of them.
+    None when more than `limit` messages would have to be read (the caller then cannot tell)."""
+    from shared.events.backlog import queue_keys
+
+    keys = queue_keys(queue)
+    pipe = client.pipeline(transaction=True)
+    for key in keys:
+        pipe.llen(key)
+    pipe.hlen(unacked_key)
+    sizes = pipe.execute()
+    if sum(sizes) > limit:
+        return None
+    pipe = client.pipeline(transaction=True)
+    for key in keys:
+        pipe.lrange(key, 0, -1)
+    pipe.hvals(unacked_key)
+    *lists, unacked = pipe.execute()
+    found: set[str] = set()
+    for messages in lists:
+        for message in messages:
+            found |= _ids_in(message)
+    for value in unacked:
+        try:
+            message, exchange, routing_key = json.loads(value)
+        except (ValueError, TypeError):
+            continue
+        if queue in (exchange, routing_key):
+            found |= _ids_in(json.dumps(message))
+    return found

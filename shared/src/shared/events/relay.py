@@ -17,6 +17,8 @@ as pending for each consumer in the broker Redis; consumers remove it once settl
 `redeliver_check` seconds the relay re-publishes, from its outbox, what a consumer has left
 pending for longer than EVENTS_REDELIVER_AFTER_SECONDS: a message lost between kombu's BRPOP and
 its unacked bookkeeping (or in any other way) is delivered again, and the inbox keeps it once.
+A pending event older than EVENTS_LOST_AFTER_SECONDS whose message is neither in the consumer's
+queue nor unacknowledged (ledger.in_transit) is lost, and is re-published at that check already.
 
 Order: one relay publishes in commit order, but several relays and several worker processes
 do not keep it. Consumers must not depend on the order of events.
@@ -34,6 +36,7 @@ from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from shared import tracing
+from shared.env import env_float, env_int
 from shared.events import ledger, subscriptions
 from shared.events.catalogue import CATALOGUE
 from shared.events.celery_config import redeliver_after
@@ -54,7 +57,12 @@ class Relay:
         self._listen_conn = None
         self._stopping = False
         self.redeliver_after = redeliver_after()
-        self.redeliver_check = max(0.2, min(30.0, self.redeliver_after / 4))
+        # a message nowhere in the broker for this long was lost in transit: no need to wait out the
+        # grace period (sized for a dead worker's unacked messages); looked for only when the
+        # consumer's queue and the unacked hash hold at most EVENTS_LOST_SCAN_LIMIT messages
+        self.lost_after = env_float("EVENTS_LOST_AFTER_SECONDS", 20.0)
+        self.lost_scan_limit = env_int("EVENTS_LOST_SCAN_LIMIT", 1000)
+        self.redeliver_check = max(0.2, min(30.0, self.redeliver_after / 4, self.lost_after / 4))
         self._next_redeliver = 0.0
         self.types = sorted(t for t, spec in CATALOGUE.items() if spec.producer == self.service)
 
@@ -139,10 +147,12 @@ class Relay:
         total = 0
         for consumer in routes.consumers_of_types(self.types):
             key = ledger.pending_key(consumer, self.service)
+            now = ledger.now()
             ids = [
-                i.decode()
-                for i in client.zrangebyscore(key, "-inf", ledger.now() - self.redeliver_after, start=0, num=self.batch_size)
+                i.decode() for i in client.zrangebyscore(key, "-inf", now - self.redeliver_after, start=0, num=self.batch_size)
             ]
+            lost = self._lost(client, consumer, key, now, exclude=set(ids))
+            ids += lost
             if not ids:
                 continue
             rows = {str(r.event_id): r for r in OutboxEvent.objects.filter(event_id__in=ids)}
@@ -172,9 +182,29 @@ class Relay:
             total += len(rows)
             logger.warning(
                 "events redelivered: not acknowledged within the grace period",
-                extra={"consumer": consumer, "count": len(rows), "grace_s": self.redeliver_after, "event_ids": list(rows)[:20]},
+                extra={
+                    "consumer": consumer,
+                    "count": len(rows),
+                    "grace_s": self.redeliver_after,
+                    "lost_in_transit": len([i for i in lost if i in rows]),
+                    "event_ids": list(rows)[:20],
+                },
             )
         return total
+
+    def _lost(self, client, consumer: str, key: str, now: float, *, exclude: set[str]) -> list[str]:
+        """Ids pending for `consumer` longer than lost_after whose message is nowhere in the broker."""
+        quiet = [i.decode() for i in client.zrangebyscore(key, "-inf", now - self.lost_after, start=0, num=self.batch_size)]
+        quiet = [i for i in quiet if i not in exclude]
+        if not quiet:
+            return []
+        unacked_key = self.app.conf.broker_transport_options.get("unacked_key", "unacked")
+        present = ledger.in_transit(client, consumer, unacked_key=unacked_key, limit=self.lost_scan_limit)
+        if present is None:  # too many messages to look through: the grace period covers them
+            return []
+        # settled meanwhile (ZREM after the scan): the XX ZADD below will not re-add it, and a
+        # redelivery is an inbox hit
+        return [i for i in quiet if i not in present]
 
     def _maybe_redeliver(self) -> None:
         if time.monotonic() >= self._next_redeliver:
