@@ -19,7 +19,7 @@ compiled (`COMPILED` says which one runs; GATEWAY_PURE_PYTHON=1 forces the sourc
 rules: docs/gateway.md#code-layout; measurements: docs/gateway.md#compiled-data-path-cython.
 
 Request flow: parse (ClientConn) -> Req.run: route -> body limit -> auth (cached token) -> rate
-limit (one EVALSHA) -> Req.dispatch: pick replica (P2C) -> pooled connection -> stream request
+limit (a lease of Redis tokens, ratelimit.py) -> Req.dispatch: pick replica (P2C) -> pooled connection -> stream request
 -> Req.upstream_*: stream response.
 """
 
@@ -143,7 +143,7 @@ class GatewayBase:
     cors = cython.declare(object, visibility="public")  # allowed Origin (bytes) -> CORS response headers | None (off)
     cors_preflight = cython.declare(bytes, visibility="public")  # a preflight answer's Allow-Headers and Max-Age
     rl_prefix = cython.declare(bytes, visibility="public")  # rate-limit keys' prefix
-    bucket_args = cython.declare(dict, visibility="public")  # config.Bucket -> EVALSHA arguments
+    bucket_args = cython.declare(dict, visibility="public")  # config.Bucket -> the limiter's script arguments
     rids = cython.declare(RequestIds, visibility="public")  # X-Request-ID values
     tracer = cython.declare(object, visibility="public")  # tracing.Tracer | None (tracing off)
     tids = cython.declare(TraceIds, visibility="public")  # traceparent header lines (tracing on)
