@@ -605,9 +605,16 @@ def main() -> int:
     parser.add_argument("--fixed-seconds", type=int, default=15)
     parser.add_argument("--idle-seconds", type=int, default=30)
     parser.add_argument("--port-offset", type=int, default=5000, help="baseline's ports +this, HEAD's +this+500")
-    parser.add_argument("--only", choices=("all", "home"), default="all", help="home: the home read and its floor only")
+    parser.add_argument(
+        "--only",
+        choices=("all", "home", "idle"),
+        default="all",
+        help="home: the home read and its floor only; idle: start both systems, no data and no traffic, and "
+        "measure only the idle stack CPU",
+    )
     args = parser.parse_args()
-    wrk.require_wrk()
+    if args.only != "idle":
+        wrk.require_wrk()
     sweep = [int(c) for c in args.sweep.split(",")]
 
     def stop(*_) -> None:
@@ -629,6 +636,13 @@ def main() -> int:
             stack_.callback(stop_system, system)
         for system in systems:
             wait_started(system)
+        if args.only == "idle":
+            print("both systems up; waiting for quiet", flush=True)
+            settle(systems)
+            idle, idle_load0, idle_load = measure_idle(systems, args.idle_seconds)
+            print(f"\n== idle: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
+            report_idle(args, systems, idle, idle_load0, idle_load)
+            return 0
         print(f"both systems up; seeding {args.users} users × {args.follows} follows × {args.posts} posts", flush=True)
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda s: seed(s, args), systems))
@@ -641,13 +655,7 @@ def main() -> int:
             report_home(systems, home, floor)
             return 0
 
-        # idle: both stacks at once, no traffic
-        before = [cpu_by_group(s) for s in systems]
-        idle_load0 = uptime()
-        time.sleep(args.idle_seconds)
-        idle = [cpu_delta(b, cpu_by_group(s)) for b, s in zip(before, systems, strict=True)]
-        idle_load = uptime()
-        print(f"idle measured over {args.idle_seconds} s; {idle_load}", flush=True)
+        idle, idle_load0, idle_load = measure_idle(systems, args.idle_seconds)
 
         for system in systems:  # warm-up: caches, connection pools, Postgres buffers
             wrk_round(system, "warm-up", connections=args.connections, seconds=5)
@@ -789,6 +797,17 @@ def report_home(systems: list[System], home: dict[str, list[Round]], floor: dict
     print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms (goal ≤ 1 ms)")
 
 
+def measure_idle(systems: list[System], seconds: int) -> tuple[list[dict[str, float]], str, str]:
+    """Both stacks at once, no traffic: CPU seconds per process group over `seconds`."""
+    before = [cpu_by_group(s) for s in systems]
+    load0 = uptime()
+    time.sleep(seconds)
+    idle = [cpu_delta(b, cpu_by_group(s)) for b, s in zip(before, systems, strict=True)]
+    load = uptime()
+    print(f"idle measured over {seconds} s; {load}", flush=True)
+    return idle, load0, load
+
+
 def report(
     args, systems, base_sha, head_sha, idle, idle_load0, idle_load, rounds, sweeps, fixed, home, floor, compose, end_load
 ) -> None:
@@ -880,6 +899,11 @@ def report(
 
     report_home(systems, home, floor)
 
+    report_idle(args, systems, idle, idle_load0, idle_load)
+
+
+def report_idle(args, systems, idle, idle_load0, idle_load) -> None:
+    labels = [s.label for s in systems]
     print(f"\nidle ({args.idle_seconds} s, no traffic, both stacks at once; from {idle_load0} to {idle_load})")
     for label, cpu in zip(labels, idle, strict=True):
         app = sum(v for g, v in cpu.items() if g not in ("postgres", "redis"))

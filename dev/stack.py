@@ -203,6 +203,7 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "INFO",
                 "--without-gossip",
                 "--without-mingle",
+                "--without-heartbeat",
             ],
             url=f"http://127.0.0.1:{worker_port}/metrics",
         ),

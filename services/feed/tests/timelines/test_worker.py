@@ -28,11 +28,11 @@ def eventually(check):
     return wait_until(check, timeout=30.0, what="the workers' effect")
 
 
-def feed_relay() -> subprocess.Popen:
+def feed_relay(*args: str, env: dict | None = None) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "manage.py", "events_relay", "--poll-interval", "0.2"],
+        [sys.executable, "manage.py", "events_relay", *(args or ("--poll-interval", "0.2"))],
         cwd=FEED_DIR,
-        env={**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL},
+        env={**os.environ, "CELERY_BROKER_URL": settings.REDIS_URL, **(env or {})},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -174,6 +174,45 @@ def test_post_whose_producer_is_killed_right_after_commit_still_reaches_follower
     eventually(lambda: store.client().zscore(store.key(fan.id), str(post_id)) is not None)
     assert [p["id"] for p in fan.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
     assert [p["id"] for p in other.api.get("/api/v1/feed").json()["results"]] == [str(post_id)]
+
+
+def test_relay_without_polling_is_woken_by_each_commit_and_by_a_new_listen_connection(person, workers):
+    """The relay as deployed sleeps on its LISTEN connection; here its fallback poll is an hour, so
+    only the NOTIFY of each commit can wake it. Its LISTEN connection is then killed from the
+    database side: the relay reconnects and the next post is relayed as promptly. SIGTERM stops it
+    without waiting for the poll."""
+    from django.db import connection
+
+    relay = feed_relay(env={"EVENTS_RELAY_POLL_SECONDS": "3600"})
+    workers["feed_relay"] = relay
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    # the worker and both relays have started (a loaded machine boots Django and Celery slowly)
+    wait_until(
+        lambda: AuthorStats.objects.filter(author_id=author.id, followers_count=1).exists(), timeout=120, what="the follow"
+    )
+
+    def post(body: str) -> int:
+        response = author.api.post("/api/v1/posts", data=json.dumps({"body": body}), content_type="application/json")
+        return int(response.json()["id"])
+
+    def listening() -> list[int]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pid FROM pg_stat_activity WHERE application_name = 'feed-relay-listen'")
+            return [row[0] for row in cursor.fetchall()]
+
+    first = post("woken by its commit")
+    eventually(lambda: TimelineEntry.objects.filter(user_id=fan.id, post_id=first).exists())
+    (old,) = wait_until(listening, timeout=30.0, what="the relay's LISTEN connection")
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [old])
+    wait_until(lambda: [pid for pid in listening() if pid != old], timeout=30.0, what="a new LISTEN connection")
+    second = post("after the LISTEN connection was killed")
+    eventually(lambda: TimelineEntry.objects.filter(user_id=fan.id, post_id=second).exists())
+    assert relay.poll() is None
+    # SIGTERM wakes it from its sleep (an hour here): it stops now, not at its next poll
+    relay.terminate()
+    assert relay.wait(timeout=60) == 0
 
 
 @pytest.fixture

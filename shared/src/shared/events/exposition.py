@@ -61,7 +61,7 @@ def start_metrics_server(port: int | None = None, *, collectors: tuple = ()) -> 
     a container sets 0.0.0.0 (or its pod address) so that a scraper on its network reaches it.
     `collectors` (custom prometheus_client collectors, e.g. shared.events.backlog's gauges) join the
     exposition."""
-    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import REGISTRY, CollectorRegistry, multiprocess
 
     port = metrics_port() if port is None else port
     if not port:
@@ -74,11 +74,33 @@ def start_metrics_server(port: int | None = None, *, collectors: tuple = ()) -> 
         logger.warning("prometheus_client was imported before PROMETHEUS_MULTIPROC_DIR was set: /metrics shows this process only")
     for collector in collectors:
         registry.register(collector)
-    start_http_server(port, addr=metrics_addr(), registry=registry)
+    _serve(port, metrics_addr(), registry)
     logger.info(
         "metrics served", extra={"metrics_addr": metrics_addr(), "metrics_port": port, "multiprocess": registry is not REGISTRY}
     )
     return port
+
+
+def _serve(port: int, addr: str, registry) -> None:
+    """prometheus_client's start_http_server, but its thread sleeps until a scrape arrives:
+    socketserver's serve_forever() otherwise wakes every 0.5 s to check for a shutdown() this
+    daemon thread never gets (two wake-ups a second in every worker and relay, while idle too)."""
+    import socket
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from prometheus_client import make_wsgi_app
+    from prometheus_client.exposition import ThreadingWSGIServer
+
+    class Server(ThreadingWSGIServer):
+        address_family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM)[0][0]
+
+    class QuietHandler(WSGIRequestHandler):
+        def log_message(self, format, *args):
+            pass
+
+    httpd = make_server(addr, port, make_wsgi_app(registry), Server, handler_class=QuietHandler)
+    threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 3600}, name="metrics", daemon=True).start()
 
 
 def remove_owned_dir() -> None:

@@ -1,9 +1,14 @@
 """The outbox relay: committed outbox rows → every consumer's Celery queue.
 
-Low latency: it LISTENs on the service's channel (publish() NOTIFYs at commit) and falls back
-to a short poll, so an event leaves within milliseconds of its commit and a missed NOTIFY (relay
-restarting) costs at most one poll interval. Safe with several replicas: each batch is claimed
-with `SELECT … FOR UPDATE SKIP LOCKED`, published, and marked sent in the same transaction.
+Low latency at little idle cost: it LISTENs on the service's channel (publish() NOTIFYs at commit)
+and sleeps in select() on that connection until a NOTIFY arrives, so an event leaves within
+milliseconds of its commit. A NOTIFY cannot be missed while the LISTEN connection lives (the relay
+subscribes before each read of the outbox); when that connection breaks (Postgres restarted), the
+relay reconnects within a second and reads the outbox again. The fallback poll
+(EVENTS_RELAY_POLL_SECONDS, 30 s) only bounds the delay of a row committed without a NOTIFY
+(written by hand) and of the ledger's redelivery check; SIGTERM wakes the sleep at once.
+Safe with several replicas: each batch is claimed with `SELECT … FOR UPDATE SKIP LOCKED`,
+published, and marked sent in the same transaction.
 A crash after publishing but before the commit re-publishes that batch: at-least-once, which
 the consumers' inbox turns into exactly-once. If the broker or the database is down, nothing is
 marked sent and the relay retries with backoff.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import select
 import time
 
@@ -49,13 +55,17 @@ logger = logging.getLogger("shared.events.relay")
 
 
 class Relay:
-    def __init__(self, app, *, batch_size: int = 200, poll_interval: float = 1.0):
+    def __init__(self, app, *, batch_size: int = 200, poll_interval: float = 30.0):
         self.app = app
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         self.service = settings.SERVICE_NAME
         self._listen_conn = None
         self._stopping = False
+        # stop() (a signal handler) writes here: the relay sleeps up to a poll interval in select(),
+        # which Python resumes after a handler runs, so the flag alone would wait out the interval
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
         self.redeliver_after = redeliver_after()
         # a message nowhere in the broker for this long was lost in transit: no need to wait out the
         # grace period (sized for a dead worker's unacked messages); looked for only when the
@@ -224,6 +234,12 @@ class Relay:
                 port=db["PORT"] or None,
                 connect_timeout=3,
                 application_name=f"{self.service}-relay-listen",
+                # the relay sleeps on this socket for up to a poll interval: a peer that vanished
+                # without closing it (host gone, network cut) is found by TCP keepalive instead
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
             )
             conn.autocommit = True
             with conn.cursor() as cursor:
@@ -234,12 +250,13 @@ class Relay:
     def _wait(self, timeout: float) -> None:
         try:
             conn = self._listen()
-            if select.select([conn], [], [], timeout) != ([], [], []):
+            readable, _, _ = select.select([conn, self._wake_r], [], [], timeout)
+            if conn in readable:
                 conn.poll()
                 conn.notifies.clear()
-        except Exception:
+        except Exception:  # the LISTEN connection broke: reconnect and read the outbox again soon
             self._close_listen()
-            time.sleep(timeout)
+            time.sleep(min(timeout, 0.5))
 
     def _close_listen(self) -> None:
         if self._listen_conn is not None:
@@ -251,6 +268,8 @@ class Relay:
 
     def stop(self, *args) -> None:
         self._stopping = True
+        with contextlib.suppress(OSError):  # the pipe is full: a wake-up is already pending
+            os.write(self._wake_w, b"x")
 
     def run(self, *, once: bool = False) -> None:
         logger.info("relay started", extra={"channel": notify_channel(self.service)})
