@@ -3,7 +3,7 @@ monolith's pull-model SQL on the same data, and fan-out time for a post by a 100
 
     python bench/feed_bench.py                       # 100k users / 1M posts and 1M / 10M, alternating rounds
     python bench/feed_bench.py --users 10000 --posts 100000 --factors 1,10   # a quicker run
-    python bench/feed_bench.py --fanout-only --fanout-runs 3                  # fan-out mode: 100k followers
+    python bench/feed_bench.py --fanout-only --fanout-runs 3                  # fan-out mode: 10 / 1k / 100k followers
 
 Every scale gets its own embedded Postgres + Redis, data from bench/feed_datagen.py, the users
 and feed services under gunicorn (gthread, as in production), a feed Celery worker, and the
@@ -15,8 +15,12 @@ neighbour's burst on this shared machine lands on every scale alike; the medians
 their ratios are reported with `uptime` per round. Load: wrk with a Lua script rotating the
 access tokens of READERS users.
 
-Fan-out mode skips the read benchmarks; it posts as the 100k-follower author --fanout-runs times
-(the median is the figure) and prints, per post, the end-to-end time and its phases from the feed
+Fan-out mode skips the read benchmarks; for each of --fanout-sizes (10, 1,000, 100,000 followers:
+the generated author whose follower count is nearest, the 100k one being the celebrity) it posts as
+that author --fanout-runs times and prints, per post, the end-to-end time, the CPU it cost per
+follower (the feed worker's process tree, and the users service's gunicorn answering the follower
+pages, from /proc until the worker is idle again), which path ran (fan-out in the post.created
+handler, a task per page, or none for a big author merged at read), and the phases from the feed
 worker's `fanout-phase` log lines (follower page fetch, queue wait, Postgres insert, Redis write).
 """
 
@@ -119,6 +123,9 @@ class Scale:
     big_readers: int
     datagen_seconds: float
     feed_pids: list[int]
+    worker_pid: int
+    users_pid: int
+    fanout_authors: dict[int, tuple[int, int]]  # wanted follower count → (author id, its followers)
 
 
 def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> Scale:
@@ -164,8 +171,16 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
     readers = [u for u in rng.sample(range(2, users + 1), min(READERS * 3, users - 1)) if following[u]][:READERS]
     big_readers = sum(1 for u in readers if big.intersection(following[u]))
     celebrity = generated["followers_count"][1]
+    counts = generated["followers_count"]
+    fanout_authors = {}
+    for size in args.fanout_sizes:
+        if size >= celebrity:
+            fanout_authors[size] = (1, celebrity)
+        else:
+            nearest = min((abs(counts[a] - size), a) for a in range(2, users + 1))[1]
+            fanout_authors[size] = (nearest, counts[nearest])
     datagen_seconds = generated["seconds"]
-    del generated, following  # the 10× graph is gigabytes of Python lists
+    del generated, following, counts  # the 10× graph is gigabytes of Python lists
     print(
         f"  readers: {len(readers)}, of which {big_readers} follow a big author (merged at read); "
         f"big authors: {len(big)}; author 1 has {celebrity:,} followers",
@@ -213,6 +228,9 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
         big_readers=big_readers,
         datagen_seconds=datagen_seconds,
         feed_pids=[procs[1].process().pid],
+        worker_pid=procs[3].process().pid,
+        users_pid=procs[0].process().pid,
+        fanout_authors=fanout_authors,
     )
 
 
@@ -320,8 +338,72 @@ def measure(scales: list[Scale], args) -> dict[str, list[wrk.Result]]:
     return runs
 
 
-def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, followers: int) -> float:
-    token = tokens_for(run_dir / "keys" / "users-dev.pem", [1])[0]
+def tree_cpu(pid: int) -> float:
+    """CPU seconds (user + system, reaped children's included) of a process and its descendants."""
+    total, pending = 0.0, [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            with open(f"/proc/{current}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            for task in os.listdir(f"/proc/{current}/task"):
+                with open(f"/proc/{current}/task/{task}/children") as fh:
+                    pending += [int(c) for c in fh.read().split()]
+        except OSError:
+            continue
+        total += sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def quiet(pid: int, timeout: float = 60) -> None:
+    """Until the process tree used under 2 % of a core over half a second."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        before = tree_cpu(pid)
+        time.sleep(0.5)
+        if tree_cpu(pid) - before < 0.01:
+            return
+
+
+def fanout_cost(scale: Scale, size: int, args) -> tuple[float, float, int, str]:
+    """Posts by the author nearest `size` followers: (median seconds until every follower's row is
+    in Postgres, CPU µs per follower of the feed worker + users gunicorn over all of them, counted
+    until the worker is idle again, posts, the path that ran). Small authors post at least 20 times:
+    /proc counts CPU in 10 ms ticks."""
+    author, followers = scale.fanout_authors[size]
+    posts = args.fanout_runs if followers >= 10_000 else max(args.fanout_runs, 20)
+    expect = 0 if followers > args.big_threshold else followers
+    quiet(scale.worker_pid)
+    cpu0 = tree_cpu(scale.worker_pid), tree_cpu(scale.users_pid)
+    walls, deliveries = [], []
+    for _ in range(posts):
+        elapsed, deliveries = fanout_seconds(
+            scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, expect, author=author, verbose=followers >= 10_000
+        )
+        walls.append(elapsed)
+    quiet(scale.worker_pid)
+    worker, users = tree_cpu(scale.worker_pid) - cpu0[0], tree_cpu(scale.users_pid) - cpu0[1]
+    if followers > args.big_threshold:
+        path = "big author: pulled at read, no fan-out"
+    elif len(deliveries) == 1:  # the author and every follower in one delivery, in the handler
+        path = "fan-out in the post.created handler"
+    else:
+        path = f"fan-out, {len(deliveries) - 1} feed.fanout_deliver task(s) per post"
+    per = (worker + users) * 1e6 / posts / max(1, followers)
+    print(
+        f"  {followers:,} followers (author {author}; {path}): {posts} posts, median {median(walls):.3f} s, "
+        f"CPU {per:.1f} µs per follower (per post: feed worker {worker * 1000 / posts:.1f} ms + users gunicorn "
+        f"{users * 1000 / posts:.1f} ms); {uptime()}",
+        flush=True,
+    )
+    return median(walls), per, posts, path
+
+
+def fanout_seconds(
+    feed_url: str, feed_db: str, redis_url: str, run_dir: Path, followers: int, author: int = 1, verbose: bool = True
+) -> tuple[float, list[dict]]:
+    """Post as the author; (seconds until `followers` + 1 timeline rows exist, the fanout-phase deliveries)."""
+    token = tokens_for(run_dir / "keys" / "users-dev.pem", [author])[0]
     conn = psycopg2.connect(feed_db)
     conn.autocommit = True
     rd = redis.Redis.from_url(redis_url)
@@ -353,16 +435,18 @@ def fanout_seconds(feed_url: str, feed_db: str, redis_url: str, run_dir: Path, f
     answers = pipe.execute()
     built = sum(1 for i in range(0, len(answers), 2) if answers[i])
     written = sum(1 for i in range(0, len(answers), 2) if answers[i] and answers[i + 1] is not None)
-    print(
-        f"fan-out: post by an author with {followers:,} followers in all {len(readers):,} timelines (Postgres) "
-        f"after {elapsed:.2f} s; in Redis: {written:,} of {built:,} built timelines",
-        flush=True,
-    )
-    print_phases(run_dir / "feed-worker.log", post_id, started_at)
-    return elapsed
+    if verbose:
+        print(
+            f"fan-out: post by an author with {followers:,} followers in all {len(readers):,} timelines (Postgres) "
+            f"after {elapsed:.2f} s; in Redis: {written:,} of {built:,} built timelines",
+            flush=True,
+        )
+    elif written != built:
+        print(f"  fan-out: only {written:,} of {built:,} built Redis timelines got post {post_id}", flush=True)
+    return elapsed, print_phases(run_dir / "feed-worker.log", post_id, started_at, verbose=verbose)
 
 
-def print_phases(log_file: Path, post_id: int, started_at: float) -> None:
+def print_phases(log_file: Path, post_id: int, started_at: float, verbose: bool = True) -> list[dict]:
     """Phase breakdown of one fan-out from the worker's `fanout-phase` lines (key=value)."""
     walk, deliveries = None, []
     for line in log_file.read_text(errors="replace").splitlines():
@@ -373,9 +457,11 @@ def print_phases(log_file: Path, post_id: int, started_at: float) -> None:
             walk = fields
         else:
             deliveries.append(fields)
+    if not verbose:
+        return deliveries
     if walk is None or not deliveries:
         print("  phases: no fanout-phase lines in the worker log", flush=True)
-        return
+        return deliveries
     walk_start = walk["end"] - walk["total"]
     pages = [d for d in deliveries if d["n"] > 1] or deliveries
     total = sum(d["n"] for d in pages)
@@ -394,6 +480,7 @@ def print_phases(log_file: Path, post_id: int, started_at: float) -> None:
         f"lock {stat('lock')}; commit {stat('commit')}",
         flush=True,
     )
+    return deliveries
 
 
 def main() -> int:
@@ -410,9 +497,11 @@ def main() -> int:
     parser.add_argument("--tmp", help="where the scales' data directories go (default: the system's temp dir)")
     parser.add_argument("--skip-fanout", action="store_true", help="no fan-out measurement after the reads")
     parser.add_argument("--fanout-only", action="store_true", help="only the fan-out (factor 1, no wrk)")
-    parser.add_argument("--fanout-runs", type=int, default=1, help="posts by the big author (median is reported)")
+    parser.add_argument("--fanout-runs", type=int, default=1, help="posts per author (median is reported)")
+    parser.add_argument("--fanout-sizes", default="10,1000,100000", help="fan-out mode: follower counts to post as")
     parser.add_argument("--worker-concurrency", type=int, help="feed worker processes (default: dev/stack.py's)")
     args = parser.parse_args()
+    args.fanout_sizes = [int(n) for n in args.fanout_sizes.split(",")]
     if args.worker_concurrency:
         stack.WORKER_CONCURRENCY["feed"] = args.worker_concurrency
     if args.fanout_only:
@@ -427,14 +516,17 @@ def main() -> int:
         scales = [start_scale(f, i, args, stack_) for i, f in enumerate(factors)]
         if args.fanout_only:
             scale = scales[0]
-            fanout_runs = [
-                fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
-                for _ in range(args.fanout_runs)
-            ]
-            print(
-                f"fan-out to {scale.celebrity_followers:,} followers: {median(fanout_runs):.2f} s (median of "
-                f"{', '.join(f'{r:.2f}' for r in fanout_runs)} s); {uptime()}"
-            )
+            fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, 0, author=2, verbose=False)  # warm-up
+            results = {}
+            for size in args.fanout_sizes:
+                print(f"\nfan-out, author with ~{size:,} followers:", flush=True)
+                results[size] = fanout_cost(scale, size, args)
+            print(f"\nfan-out cost per follower (one feed worker, -c 2; users gunicorn answering the pages); {uptime()}")
+            for size, (wall, per, posts, path) in results.items():
+                print(
+                    f"{scale.fanout_authors[size][1]:>8,} followers: CPU {per:.1f} µs per follower (feed worker + users), "
+                    f"wall {wall:.3f} s (median of {posts} posts); {path}"
+                )
             return 0
         for scale in scales:
             settle(scale)
@@ -449,7 +541,7 @@ def main() -> int:
             print("fan-out not measured: author 1 is a big author at this size (its posts are merged at read)")
         elif not args.skip_fanout and factors[0] == 1:
             scale = scales[0]
-            fanout = fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
+            fanout, _ = fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, scale.celebrity_followers)
         fanout_load = uptime()
 
     print(

@@ -24,6 +24,8 @@ if FANOUT_DEMOTE_FOLLOWERS is not None and not 0 < FANOUT_DEMOTE_FOLLOWERS < FAN
     raise ImproperlyConfigured("FANOUT_DEMOTE_FOLLOWERS must be between 0 and FANOUT_MAX_FOLLOWERS (hysteresis)")
 DEMOTE_ROWS_PER_DELIVERY = env_int("DEMOTE_ROWS_PER_DELIVERY", 50_000)  # timeline rows per demotion task
 FANOUT_PAGE = env_int("FANOUT_PAGE", 5000)  # follower ids per internal API page
+# up to this many followers (in one page), the fan-out runs in the post.created handler, no task per page
+FANOUT_INLINE = env_int("FANOUT_INLINE", 1000)
 FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
 BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway

@@ -79,7 +79,9 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
     that commit, finds its rows) or sees no post and writes nothing. Redis is written after the
     commit, so a timeline a reader builds from Postgres meanwhile gets the post either from its read
     or from this write (timelines.store); if Redis fails here the task is retried, and the rows'
-    ON CONFLICT DO NOTHING makes the retry a Redis write only. A post deleted between the commit and
+    ON CONFLICT DO NOTHING makes the retry a Redis write only. Called inline by post.created's
+    handler (inside its inbox transaction), it writes Redis before that commit and again after it
+    (_store_write_twice). A post deleted between the commit and
     the Redis write leaves a stale id there, which reads skip (they render only existing posts).
     Logs one `fanout-phase deliver` line with the time spent in each phase (bench/feed_bench.py
     reads them)."""
@@ -94,7 +96,10 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
         _entries_insert(user_ids=user_ids, post_id=post_id, author_id=row[0])
         t2 = time.monotonic()
     t3 = time.monotonic()
-    store.add(user_ids=user_ids, post_ids=[post_id])
+    if connection.in_atomic_block:  # inline in post.created's handler: its transaction is still open
+        _store_write_twice(lambda: store.add(user_ids=user_ids, post_ids=[post_id]))
+    else:
+        store.add(user_ids=user_ids, post_ids=[post_id])
     t4 = time.monotonic()
     wait = max(0.0, time.time() - queued_at - (t4 - t0)) if queued_at else 0.0
     log.info(
@@ -115,17 +120,27 @@ def author_is_big(*, author_id: int) -> bool:
     return AuthorStats.objects.filter(author_id=author_id, is_big=True).exists()
 
 
-def walk_followers(*, author_id: int, deliver) -> tuple[int, int, float]:
+def walk_followers(*, author_id: int, deliver, first=None) -> tuple[int, int, float]:
     """Walk the author's followers page by page (FANOUT_PAGE ids) from users' internal API and hand
     each non-empty page to `deliver(user_ids)`. Returns (followers, pages, seconds waiting on users).
+    `first`: the first page, when the caller has fetched it already.
 
-    The next page is fetched (in a helper thread) while the current one is handed over, so the
-    walk costs the users round trips, not round trips plus deliveries. A failed fetch raises here
-    (the caller is retried; pages already handed over are idempotent). Used by fan-out and demotion."""
+    The first page is fetched in this thread; when there are more, the next page is fetched (in a
+    helper thread) while the current one is handed over, so a long walk costs the users round trips,
+    not round trips plus deliveries. A failed fetch raises here (the caller is retried; pages already
+    handed over are idempotent). Used by fan-out and demotion."""
     client, limit = users_client(), settings.FANOUT_PAGE
-    total, pages, fetch_wait = 0, 0, 0.0
+    t = time.monotonic()
+    page = first if first is not None else client.follower_ids(author_id, after=None, limit=limit)
+    fetch_wait = time.monotonic() - t
+    total, pages = 0, 1
+    if page.ids:
+        total += len(page.ids)
+        deliver(page.ids)
+    if page.next_after is None:  # one page (most authors): no helper thread
+        return total, pages, fetch_wait
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanout-walk") as pool:
-        pending = pool.submit(client.follower_ids, author_id, after=None, limit=limit)
+        pending = pool.submit(client.follower_ids, author_id, after=page.next_after, limit=limit)
         while True:
             t = time.monotonic()
             page = pending.result()
@@ -144,21 +159,45 @@ def walk_followers(*, author_id: int, deliver) -> tuple[int, int, float]:
 def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
     """Walk the author's followers and hand each page to `deliver(post_id=, user_ids=)` (inline, or
     a Celery task per page). Returns the follower count. The author's own timeline always gets the
-    post; a big author's followers do not (hybrid)."""
-    if not fanout_deliver(post_id=post_id, user_ids=[author_id]):
-        return 0  # already deleted: nothing to fan out
-    if author_is_big(author_id=author_id):
+    post; a big author's followers do not (hybrid).
+
+    An author whose followers fit in one page of at most FANOUT_INLINE ids (nearly every author)
+    gets the whole fan-out here, in the handler's transaction: the author and the followers in one
+    INSERT and one Redis pipeline (fanout_deliver), no task per page. Each task hop costs the broker
+    round trips, the worker's bookkeeping and a transaction of its own, which was most of a small
+    fan-out's CPU (docs/feed.md)."""
+    with connection.cursor() as cursor:  # one round trip: the post still there? the author big?
+        cursor.execute(
+            f"SELECT EXISTS (SELECT 1 FROM {Post._meta.db_table} WHERE id = %s), "
+            f"EXISTS (SELECT 1 FROM {AuthorStats._meta.db_table} WHERE author_id = %s AND is_big)",
+            [post_id, author_id],
+        )
+        exists, big = cursor.fetchone()
+    if not exists:
+        return 0  # already deleted: nothing to fan out, no users call
+    if big:
+        fanout_deliver(post_id=post_id, user_ids=[author_id])
         return 0
     started = time.monotonic()
-    total, pages, fetch_wait = walk_followers(
-        author_id=author_id, deliver=lambda user_ids: deliver(post_id=post_id, user_ids=user_ids)
-    )
+    first = users_client().follower_ids(author_id, after=None, limit=settings.FANOUT_PAGE)
+    fetch = time.monotonic() - started
+    if first.next_after is None and len(first.ids) <= settings.FANOUT_INLINE:
+        if not fanout_deliver(post_id=post_id, user_ids=[author_id, *first.ids]):
+            return 0  # already deleted: nothing to fan out
+        total, pages = len(first.ids), 1
+    else:
+        if not fanout_deliver(post_id=post_id, user_ids=[author_id]):
+            return 0  # already deleted: nothing to fan out
+        total, pages, more = walk_followers(
+            author_id=author_id, deliver=lambda user_ids: deliver(post_id=post_id, user_ids=user_ids), first=first
+        )
+        fetch += more
     log.info(
         "fanout-phase walk post=%s followers=%d pages=%d fetch=%.3f total=%.3f end=%.3f",
         post_id,
         total,
         pages,
-        fetch_wait,
+        fetch,
         time.monotonic() - started,
         time.time(),
     )

@@ -78,10 +78,12 @@ def test_a_follow_backfill_during_a_rebuild_is_in_the_built_timeline(person, mon
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_write_still_uncommitted_when_the_reader_reads_reaches_the_built_timeline(person):
-    """The follow's transaction has written its rows and Redis (no set yet: nothing to write into)
+@pytest.mark.parametrize("handler", ["user.followed", "post.created"])
+def test_a_write_still_uncommitted_when_the_reader_reads_reaches_the_built_timeline(person, handler):
+    """A handler's transaction has written its rows and Redis (no set yet: nothing to write into)
     but not committed when the reader rebuilds: the reader cannot see the rows, so the write after
-    the commit is what puts them into the set."""
+    the commit is what puts them into the set. user.followed backfills the followee's posts;
+    post.created's inline fan-out writes the post to the author and the followers."""
     author, fan = person("author"), person("fan")
     own = post(fan)
     services.fanout_deliver(post_id=own, user_ids=[fan.id])  # what post.created's handler does
@@ -94,7 +96,10 @@ def test_a_write_still_uncommitted_when_the_reader_reads_reaches_the_built_timel
     def follower_handler() -> None:
         try:
             with transaction.atomic():
-                services.follow_apply(follower_id=fan.id, followee_id=author.id)
+                if handler == "user.followed":
+                    services.follow_apply(follower_id=fan.id, followee_id=author.id)
+                else:
+                    services.fanout_pages(post_id=written, author_id=author.id, deliver=services.fanout_deliver)
                 in_transaction.set()
                 assert reader_done.wait(30), "the reader did not rebuild"
         except BaseException as exc:  # reported by the main thread

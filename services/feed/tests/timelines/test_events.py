@@ -141,3 +141,69 @@ def test_post_created_and_deleted_are_applied_once_however_often_delivered(perso
     assert dispatch(deleted) is False
     assert not TimelineEntry.objects.filter(post_id=post_id).exists()
     assert store.client().zscore(store.key(fan.id), data["id"]) is None
+
+
+@pytest.fixture
+def published():
+    """Names of the Celery tasks sent while the test runs (Celery's own before_task_publish signal)."""
+    from celery.signals import before_task_publish
+
+    names: list[str] = []
+
+    def record(sender=None, **_):
+        names.append(sender)
+
+    before_task_publish.connect(record, weak=False)
+    yield names
+    before_task_publish.disconnect(record)
+
+
+def _created(author, data) -> dict:
+    return envelope(
+        "post.created",
+        {"post_id": data["id"], "author_id": str(author.id), "mentioned_user_ids": [], "created_at": data["created_at"]},
+    )
+
+
+def test_a_small_fanout_is_written_by_the_handler_itself_no_task_per_page(person, published):
+    """Followers in one page of at most FANOUT_INLINE: every timeline is written when the handler's
+    transaction commits (no eager tasks here: a queued page would not have run)."""
+    author, fans = person("author"), [person("fan") for _ in range(3)]
+    for fan in fans:
+        fan.follow(author)
+    fans[0].api.get("/api/v1/feed")  # a built Redis timeline: the fan-out writes it too
+    data = author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()
+    assert dispatch(_created(author, data)) is True
+    assert sorted(TimelineEntry.objects.filter(post_id=int(data["id"])).values_list("user_id", flat=True)) == sorted(
+        [author.id, *(f.id for f in fans)]
+    )
+    assert store.client().zscore(store.key(fans[0].id), data["id"]) is not None
+    assert "feed.fanout_deliver" not in published
+
+
+@pytest.fixture
+def tasks_run():
+    """Names of the Celery tasks run while the test runs, eager ones included (task_prerun)."""
+    from celery.signals import task_prerun
+
+    names: list[str] = []
+
+    def record(sender=None, **_):
+        names.append(sender.name)
+
+    task_prerun.connect(record, weak=False)
+    yield names
+    task_prerun.disconnect(record)
+
+
+def test_followers_above_the_inline_limit_are_delivered_by_a_task_per_page(person, tasks_run, settings, eager_tasks):
+    settings.FANOUT_INLINE, settings.FANOUT_PAGE = 1, 2  # three followers: two pages, each its own task
+    author, fans = person("author"), [person("fan") for _ in range(3)]
+    for fan in fans:
+        fan.follow(author)
+    data = author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()
+    assert dispatch(_created(author, data)) is True
+    assert tasks_run.count("feed.fanout_deliver") == 2
+    assert sorted(TimelineEntry.objects.filter(post_id=int(data["id"])).values_list("user_id", flat=True)) == sorted(
+        [author.id, *(f.id for f in fans)]
+    )

@@ -154,3 +154,37 @@ def test_pushes_per_recipient_are_capped(receiver, deliver, settings):
     assert len(receiver.requests) == 2
     assert sorted(Delivery.objects.values_list("status", flat=True)) == ["capped", "sent", "sent"]
     assert Notification.objects.filter(recipient_id=22).count() == 3  # still listed, just not pushed
+
+
+def test_a_mention_of_a_user_without_a_device_is_recorded_at_once_and_schedules_no_flush(deliver):
+    """Only recipients with a device get a pending delivery and a flush task; the others are
+    recorded `no_device` in the notification's own transaction."""
+    from celery.signals import before_task_publish
+
+    published: list[str] = []
+
+    def record(sender=None, **_):
+        published.append(sender)
+
+    _device(9023)
+    before_task_publish.connect(record, weak=False)
+    try:
+        deliver(
+            "post.created",
+            {
+                "post_id": "7",
+                "author_id": "9011",
+                "mentioned_user_ids": ["9022", "9023"],
+                "created_at": timezone.now().isoformat(),
+            },
+            producer="feed",
+        )
+    finally:
+        before_task_publish.disconnect(record)
+    rows = {
+        user: (status, sent_at is not None)
+        for user, status, sent_at in Delivery.objects.values_list("user_id", "status", "sent_at")
+    }
+    assert rows == {9022: ("no_device", True), 9023: ("pending", False)}
+    assert published == ["devices.push_flush"]
+    assert services.push_flush(user_id=9022) == 0

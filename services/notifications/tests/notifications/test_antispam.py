@@ -1,7 +1,8 @@
 """Notification spam (issue 13): repeats collapse, likes of one post are grouped."""
 
 import pytest
-from devices.models import Delivery
+from devices.models import Delivery, Device
+from django.utils import timezone
 from notifications.models import Notification
 
 pytestmark = pytest.mark.django_db
@@ -25,6 +26,7 @@ def test_like_unlike_flips_notify_once(deliver):
 
 def test_likes_of_one_post_are_grouped_while_unread(register, client_for, deliver):
     author = register("author")
+    Device.objects.create(user_id=author.id, platform="ios", token="tok-author", created_at=timezone.now())
     likers = [register(f"liker{i}") for i in range(4)]
     for liker in likers:
         deliver("post.liked", {"post_id": "7", "author_id": str(author.id), "liker_id": str(liker.id)}, producer="feed")

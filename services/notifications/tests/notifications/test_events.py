@@ -19,6 +19,7 @@ def rows():
 
 
 def test_user_followed_makes_one_follow_notification_for_the_followee(deliver):
+    Device.objects.create(user_id=22, platform="ios", token="tok-22", created_at=timezone.now())  # else no push is queued
     applied, envelope = deliver("user.followed", {"follower_id": "11", "followee_id": "22"})
     assert applied is True
     assert rows() == [(22, "follow", 11, None)]
