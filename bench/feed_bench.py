@@ -375,7 +375,8 @@ def fanout_cost(scale: Scale, size: int, args) -> tuple[float, float, int, str]:
     expect = 0 if followers > args.big_threshold else followers
     quiet(scale.worker_pid)
     cpu0 = tree_cpu(scale.worker_pid), tree_cpu(scale.users_pid)
-    walls, deliveries = [], []
+    walls: list[float] = []
+    deliveries: list = []
     for _ in range(posts):
         elapsed, deliveries = fanout_seconds(
             scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, expect, author=author, verbose=followers >= 10_000
@@ -517,12 +518,12 @@ def main() -> int:
         if args.fanout_only:
             scale = scales[0]
             fanout_seconds(scale.feed_url, scale.feed_db, scale.redis_url, scale.run_dir, 0, author=2, verbose=False)  # warm-up
-            results = {}
+            costs = {}
             for size in args.fanout_sizes:
                 print(f"\nfan-out, author with ~{size:,} followers:", flush=True)
-                results[size] = fanout_cost(scale, size, args)
+                costs[size] = fanout_cost(scale, size, args)
             print(f"\nfan-out cost per follower (one feed worker, -c 2; users gunicorn answering the pages); {uptime()}")
-            for size, (wall, per, posts, path) in results.items():
+            for size, (wall, per, posts, path) in costs.items():
                 print(
                     f"{scale.fanout_authors[size][1]:>8,} followers: CPU {per:.1f} µs per follower (feed worker + users), "
                     f"wall {wall:.3f} s (median of {posts} posts); {path}"
