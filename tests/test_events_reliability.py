@@ -276,16 +276,9 @@ def test_a_lost_message_is_redelivered_without_waiting_out_the_grace_period(runn
 
     event_id = wait_until(lambda: (queued() or [None])[0], what="the event on the queue")
     assert client.zscore(ledger_key, event_id) is not None
-    result = running.run_dir / f"redeliver-{uuid.uuid4().hex[:8]}.json"
 
     def check() -> None:  # one redelivery check of the users relay, as its loop runs it
-        running.produce(f"""
-            import json, os
-            os.environ["EVENTS_LOST_AFTER_SECONDS"] = "0"
-            from shared.events.relay import Relay
-            from users_service.celery import app
-            json.dump(Relay(app).redeliver(), open({str(result)!r}, "w"))
-        """)
+        running.produce("redeliver", "--lost-after", "0")
 
     check()  # waiting in the queue: not lost
     assert queued() == [event_id]

@@ -140,6 +140,13 @@ def test_can_i_deploy_answers_from_recorded_verifications_and_deployments(clone)
     git(clone, "checkout", "-q", "HEAD~1", "--", "contracts/pacts/feed-users.json")
     git(clone, "commit", "-qam", "feed back to its released pact")
     commit_change(clone, "services/users/accounts/selectors.py")
+    # a change nobody has verified: drop any +dev record the repository carries from its own
+    # working tree's last verification (the clone is of whatever main holds)
+    records_path = clone / "contracts/verifications.json"
+    records = json.loads(records_path.read_text())
+    records["users"].pop("1.0.0+dev", None)
+    records_path.write_text(json.dumps(records, indent=2) + "\n")
+    git(clone, "commit", "-q", "--allow-empty", "-am", "users changed, not verified yet")
     refused = make(clone, "can-i-deploy", "SERVICE=users", ok=False)
     assert "feed 1.0.0 (production) needs contracts/pacts/feed-users.json" in refused.stderr
     assert "users 1.0.0+dev has not verified" in refused.stderr

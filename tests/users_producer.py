@@ -101,6 +101,18 @@ def send_poison(event_id: str) -> None:
     app.send_task("events.handle", queue="notifications", args=[envelope])
 
 
+def redeliver(lost_after: str | None) -> Any:
+    """One redelivery check of the users relay, as its loop runs it (Relay.redeliver); `lost_after`
+    overrides EVENTS_LOST_AFTER_SECONDS. Returns what the check reports."""
+    if lost_after is not None:
+        os.environ["EVENTS_LOST_AFTER_SECONDS"] = lost_after
+    from users_service.celery import app
+
+    from shared.events.relay import Relay
+
+    return Relay(app).redeliver()
+
+
 def run(args: argparse.Namespace) -> Any:
     if args.command == "make-users":
         return make_users(args.tag, args.count)
@@ -114,6 +126,8 @@ def run(args: argparse.Namespace) -> Any:
         return prune_aged(args.event_ids, args.age_days)
     if args.command == "send-poison":
         return send_poison(args.event_id)
+    if args.command == "redeliver":
+        return redeliver(args.lost_after)
     raise SystemExit(f"unknown command {args.command}")
 
 
@@ -138,6 +152,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--age-days", type=int, default=30)
     c = sub.add_parser("send-poison")
     c.add_argument("event_id")
+    c = sub.add_parser("redeliver")
+    c.add_argument("--lost-after", help="EVENTS_LOST_AFTER_SECONDS for this check")
     return p
 
 
