@@ -494,9 +494,9 @@ def test_new_key_is_picked_up_after_refetch(gw, keys):
     time.sleep(1.1)  # JWKS_REFETCH_INTERVAL=1 here (30 s by default)
     assert gw.request("GET", "/api/v1/feed", headers=auth(token)).status == 401  # not published yet
     keys.publish(["k1", "k2"])
-    time.sleep(1.1)
-    r = gw.request("GET", "/api/v1/feed", headers=auth(token))
-    assert r.status == 200
+    r = eventually(
+        lambda: (r := gw.request("GET", "/api/v1/feed", headers=auth(token))).status == 200 and r, 10, "the new key picked up"
+    )
     assert r.json()["headers"]["x-user-id"] == "5"
 
 
