@@ -34,7 +34,8 @@ def main() -> int:
             supervisor.start_all()
             supervisor.wait_ready(timeout=300)
             info = {
-                "pids": {p.name: p.process().pid for p in supervisor.procs},
+                # p.popen, not p.process(): this runs against older trees' stack.py too (a baseline)
+                "pids": {p.name: p.popen.pid for p in supervisor.procs if p.popen is not None},
                 "gateway": f"http://127.0.0.1:{ctx.gateway_port}",
                 "services": {name: ctx.service_urls(name) for name in stack.available_services()},
                 "redis_url": ctx.redis_url,
