@@ -97,10 +97,7 @@ def contracts_of(root: Path, name: str, version: str) -> list[Contract]:
     """Every contract in the tree of `name` at `version` (the working tree for its current version)."""
     if is_current(root, name, version):
         return contracts_in_tree(root)
-    tag = release.tag_name(name, version)
-    if not release.git(root, "tag", "--list", tag):
-        raise release.ReleaseError(f"no tag {tag}: {name} {version} was never released (or the clone lacks tags)")
-    return contracts_at(tag, root)
+    return contracts_at(release.ref(root, name, version), root)
 
 
 def load(path: Path) -> dict:
@@ -153,12 +150,12 @@ def deployed_contracts_for(provider: str, root: Path = ROOT) -> list[tuple[str, 
         for consumer, version in sorted(versions.items()):
             if consumer == provider:
                 continue
-            tag = release.tag_name(consumer, version)
-            if not release.git(root, "tag", "--list", tag):
+            try:
+                tag = release.ref(root, consumer, version)
+            except release.ReleaseError as exc:
                 raise release.ReleaseError(
-                    f"contracts/environments.json says {consumer} {version} runs in {environment}, but there "
-                    f"is no tag {tag} (fetch the tags: git fetch --tags)"
-                )
+                    f"contracts/environments.json says {consumer} {version} runs in {environment}, but {exc}"
+                ) from None
             for contract in contracts_at(tag, root):
                 if contract.consumer == consumer and contract.provider == provider:
                     out.append((environment, version, contract, release.git(root, "show", f"{tag}:{contract.path}")))
@@ -203,8 +200,7 @@ def check(root: Path = ROOT) -> list[str]:
 def record_deploy(environment: str, name: str, version: str, root: Path = ROOT) -> None:
     release.component(name)
     release.parse(version)
-    if not release.git(root, "tag", "--list", release.tag_name(name, version)):
-        raise release.ReleaseError(f"no tag {release.tag_name(name, version)}: only released versions are deployed")
+    release.ref(root, name, version)  # only released versions are deployed
     path = root / ENVIRONMENTS.relative_to(ROOT)
     data = load(path)
     data.setdefault(environment, {})[name] = version

@@ -13,7 +13,8 @@ locked requirements are those of the working tree, it runs with this .venv (its 
 on PYTHONPATH), else with a venv of its own (.run/cross-version/venv-<tag>, built once). An old
 gateway runs as plain Python (GATEWAY_PURE_PYTHON=1: the worktree has no compiled extension).
 Combinations whose code is identical (a component unchanged since its release runs the same code
-either way) run once. Missing tags are an error, never a skip.
+either way) run once. A clone without the tags finds each release from its commit ("Release feed 1.0.0").
+A component never released is an error, never a skip.
 
     python dev/cross_version.py            # `make cross-version` (called by .ci/run)
     python dev/cross_version.py --list     # the combinations, without running them
@@ -61,25 +62,35 @@ class CrossVersionError(Exception):
 
 
 def last_tags() -> dict[str, str]:
+    """{component: its last release's tag name} (git_ref gives the ref to check out)."""
     tags, missing = {}, []
     for name in COMPONENTS:
         try:
-            tags[name] = release.tag_name(name, release.last_release(ROOT, name))
+            version = release.last_release(ROOT, name)
         except release.ReleaseError:
             missing.append(name)
+            continue
+        tags[name] = release.tag_name(name, version)
     if missing:
         raise CrossVersionError(
-            f"no release tag for {', '.join(missing)} (looked for <component>-v<version>): the cross-version "
-            f"test runs each component's last release; make the first ones with `make release SERVICE=<component>` "
-            f"(docs/releasing.md), and fetch tags in a clone (`git fetch --tags`)"
+            f"no release of {', '.join(missing)} (looked for tags <component>-v<version> and commits "
+            f'"Release <component> <version>"): the cross-version test runs each component\'s last release; make '
+            f"the first ones with `make release SERVICE=<component>` (docs/releasing.md); a shallow clone needs "
+            f"its history (`git fetch --unshallow`)"
         )
     return tags
+
+
+def git_ref(tag: str) -> str:
+    """The git ref of a release tag name: the tag, or in a clone without tags its release commit."""
+    name, _, version = tag.rpartition("-v")
+    return release.ref(ROOT, name, version)
 
 
 def combinations(tags: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
     """(description, {component: tag or "current"}) for each component in both directions; combinations
     running identical code (a component unchanged since its tag is the same code either way) once."""
-    unchanged = {name for name, tag in tags.items() if not release.changed_since(ROOT, name, tag)}
+    unchanged = {name for name, tag in tags.items() if not release.changed_since(ROOT, name, git_ref(tag))}
     out: list[tuple[str, dict[str, str]]] = []
     seen: set[tuple] = set()
     for name in COMPONENTS:
@@ -106,20 +117,20 @@ def combinations(tags: dict[str, str]) -> list[tuple[str, dict[str, str]]]:
 
 def worktree(tag: str) -> Path:
     path = WORK / tag
-    commit = release.git(ROOT, "rev-list", "-n", "1", tag)
+    commit = release.git(ROOT, "rev-list", "-n", "1", git_ref(tag))
     if path.exists() and release.git(path, "rev-parse", "HEAD", check=False) == commit:
         return path
     WORK.mkdir(parents=True, exist_ok=True)
     release.git(ROOT, "worktree", "prune")
     if path.exists():
         release.git(ROOT, "worktree", "remove", "--force", str(path))
-    release.git(ROOT, "worktree", "add", "--detach", str(path), tag)
+    release.git(ROOT, "worktree", "add", "--detach", str(path), commit)
     return path
 
 
 def python_for(tag: str, tree: Path) -> tuple[str, dict[str, str]]:
     """(interpreter, extra environment) to run a release from its worktree."""
-    same = subprocess.run(["git", "diff", "--quiet", tag, "--", *LOCKED], cwd=ROOT).returncode == 0
+    same = subprocess.run(["git", "diff", "--quiet", git_ref(tag), "--", *LOCKED], cwd=ROOT).returncode == 0
     if same:
         return sys.executable, {"PYTHONPATH": str(tree / "shared" / "src")}
     venv = WORK / f"venv-{tag}"

@@ -5,6 +5,9 @@
     python dev/release.py version users      # the working tree's version: 1.2.0, or 1.2.0+dev if changed since its tag
     python dev/release.py last-tag users     # the newest users-v* tag (exit 1 with the reason when there is none)
 
+A clone without the tags (CI clones the branch) finds the releases from their commits, whose subject
+`release` writes as "Release <component> <version>".
+
 A release: refuses a dirty tree; bumps VERSION (the first release of a component, with no tag yet,
 releases the version in the file as it is); moves the changelog's "Unreleased" notes (or, when
 there are none, the subjects of the commits that touched the component since its last tag) under
@@ -84,10 +87,38 @@ def tag_name(name: str, version: str) -> str:
     return f"{name}-v{version}"
 
 
+def releases(root: Path, name: str) -> dict[str, str]:
+    """Released versions of the component, oldest first, each with the git ref it was released at:
+    its tag `<name>-v<version>`, or, where the clone lacks the tag (a CI clone of the branch alone),
+    the commit `release` made, whose subject is "Release <name> <version>", in HEAD's history."""
+    found: dict[str, str] = {}
+    log = git(root, "log", "--format=%H %s", "--fixed-strings", f"--grep=Release {name} ", "HEAD", check=False)
+    subject = re.compile(rf"Release {re.escape(name)} (\d+\.\d+\.\d+)")
+    for line in log.splitlines():  # newest first: a version released twice keeps its newest commit
+        sha, _, text = line.partition(" ")
+        if m := subject.fullmatch(text):
+            found.setdefault(m[1], sha)
+    for tag in git(root, "tag", "--list", f"{name}-v*").split():
+        version = tag[len(name) + 2 :]
+        if VERSION_RE.match(version):
+            found[version] = tag
+    return {v: found[v] for v in sorted(found, key=parse)}
+
+
 def tags(root: Path, name: str) -> list[str]:
     """Released versions of the component, oldest first."""
-    found = [t[len(name) + 2 :] for t in git(root, "tag", "--list", f"{name}-v*").split()]
-    return sorted((v for v in found if VERSION_RE.match(v)), key=parse)
+    return list(releases(root, name))
+
+
+def ref(root: Path, name: str, version: str) -> str:
+    """The git ref `name` `version` was released at (its tag, else its release commit)."""
+    try:
+        return releases(root, name)[version]
+    except KeyError:
+        raise ReleaseError(
+            f"{name} {version} was never released: no tag {tag_name(name, version)} and no commit "
+            f'"Release {name} {version}" in the history (a shallow clone needs `git fetch --unshallow`)'
+        ) from None
 
 
 def last_release(root: Path, name: str) -> str:
@@ -95,8 +126,9 @@ def last_release(root: Path, name: str) -> str:
     released = tags(root, name)
     if not released:
         raise ReleaseError(
-            f"no release tag {name}-v* in {root}: the first releases are made with "
-            f"`make release SERVICE={name}` (docs/releasing.md); a clone needs the tags (`git fetch --tags`)"
+            f'no release of {name} in {root} (neither a tag {name}-v* nor a commit "Release {name} X.Y.Z" in '
+            f"the history): the first releases are made with `make release SERVICE={name}` (docs/releasing.md); "
+            f"a shallow clone needs its history (`git fetch --unshallow`)"
         )
     return released[-1]
 
@@ -111,7 +143,8 @@ def current_version(root: Path, name: str) -> str:
     """The version the working tree *is*: VERSION when that version is not released yet or the tree
     is exactly its tag (for the component's paths), else VERSION+dev (changed since the release)."""
     version = file_version(root, name)
-    if version in tags(root, name) and changed_since(root, name, tag_name(name, version)):
+    released = releases(root, name)
+    if version in released and changed_since(root, name, released[version]):
         return f"{version}+dev"
     return version
 
@@ -192,12 +225,12 @@ def release(root: Path, name: str, part: str, today: str | None = None) -> str:
         log_range = "HEAD"
     else:
         last = released[-1]
-        if not changed_since(root, name, tag_name(name, last)):
+        if not changed_since(root, name, ref(root, name, last)):
             raise ReleaseError(f"{name} has not changed since {tag_name(name, last)}: nothing to release")
         version = bump(max(current, last, key=parse), part)
-        log_range = f"{tag_name(name, last)}..HEAD"
-    if tag_name(name, version) in git(root, "tag", "--list", tag_name(name, version)).split():
-        raise ReleaseError(f"tag {tag_name(name, version)} exists already")
+        log_range = f"{ref(root, name, last)}..HEAD"
+    if version in released:
+        raise ReleaseError(f"{name} {version} is released already ({tag_name(name, version)})")
     changelog = root / comp.changelog
     notes = unreleased_notes(changelog)
     if not notes:

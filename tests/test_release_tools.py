@@ -1,7 +1,8 @@
 """Releases per component, the repository as contract broker, and the cross-version test's
-preconditions, each exercised in a throwaway clone of this repository (its tags removed, so the
-clone starts unreleased whatever this checkout has): `make release`, `make record-deploy`,
-`make can-i-deploy` as a team would run them (docs/releasing.md)."""
+preconditions, each exercised in a throwaway clone of this repository (its tags removed and its
+checkout committed with no history, so the clone starts unreleased whatever this checkout has):
+`make release`, `make record-deploy`, `make can-i-deploy` as a team would run them
+(docs/releasing.md)."""
 
 from __future__ import annotations
 
@@ -42,8 +43,10 @@ def clone(tmp_path, monkeypatch):
     for name in filter(None, untracked):
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, path / name)
+    # one commit with no history: this repository's own release commits would count as releases
+    subprocess.run(["git", "checkout", "-q", "--orphan", "under-test"], cwd=path, check=True)
     subprocess.run(["git", "add", "-A"], cwd=path, check=True)
-    subprocess.run(["git", "commit", "-qm", "the checkout under test", "--allow-empty"], cwd=path, check=True)
+    subprocess.run(["git", "commit", "-qm", "the checkout under test"], cwd=path, check=True)
     return path
 
 
@@ -168,7 +171,7 @@ def test_can_i_deploy_answers_from_recorded_verifications_and_deployments(clone)
 
 def test_cross_version_fails_clearly_without_release_tags(clone):
     out = run(clone, PY, "dev/cross_version.py", "--list", ok=False)
-    assert "no release tag for users, feed, notifications, gateway" in out.stderr
+    assert "no release of users, feed, notifications, gateway" in out.stderr
     assert "make release SERVICE=" in out.stderr
     for component in ("users", "feed", "notifications", "gateway"):
         make(clone, "release", f"SERVICE={component}")
@@ -180,6 +183,29 @@ def test_cross_version_fails_clearly_without_release_tags(clone):
     assert listed.count("run: ") == 2  # feed's release with the others, feed's working tree with their releases
     assert "run: working tree of feed with users-v1.0.0, notifications-v1.0.0, gateway-v1.0.0" in listed
     assert "run: every component as released" in listed
+
+
+def test_a_clone_without_the_tags_finds_the_releases_from_their_commits(clone, tmp_path):
+    for component in ("users", "feed", "notifications", "gateway"):
+        make(clone, "release", f"SERVICE={component}")
+    commit_change(clone, "services/feed/posts/services.py")
+    # CI clones the branch: no tags, the release commits in its history
+    ci = tmp_path / "ci"
+    run(tmp_path, "git", "clone", "-q", "--no-tags", "--branch", "under-test", str(clone), str(ci))
+    assert git(ci, "tag", "--list") == ""
+    assert run(ci, PY, "dev/release.py", "last-tag", "feed").stdout.strip() == "feed-v1.0.0"
+    assert run(ci, PY, "dev/release.py", "version", "feed").stdout.strip() == "1.0.0+dev"
+    assert run(ci, PY, "dev/release.py", "version", "users").stdout.strip() == "1.0.0"
+    listed = run(ci, PY, "dev/cross_version.py", "--list").stdout
+    assert listed.count("run: ") == 2
+    assert "run: working tree of feed with users-v1.0.0, notifications-v1.0.0, gateway-v1.0.0" in listed
+    # the next release bumps from the one found in the history and says so in its commit
+    make(ci, "release", "SERVICE=feed")
+    assert git(ci, "log", "-1", "--format=%s") == "Release feed 1.0.1"
+    assert git(ci, "tag", "--list") == "feed-v1.0.1"
+    # a commit that merely mentions a release is not one
+    git(ci, "commit", "-q", "--allow-empty", "-m", "Release notifications 9.9.9 notes, a draft")
+    assert run(ci, PY, "dev/release.py", "last-tag", "notifications").stdout.strip() == "notifications-v1.0.0"
 
 
 def test_the_provider_verification_also_gets_the_deployed_consumers_pacts(clone):
@@ -207,4 +233,7 @@ def test_the_provider_verification_also_gets_the_deployed_consumers_pacts(clone)
     environments["staging"]["notifications"] = "3.0.0"  # recorded by hand, never released
     (clone / "contracts/environments.json").write_text(json.dumps(environments))
     out = run(clone, PY, "-c", code, str(clone), ok=False, cwd_contracts=True)
-    assert "notifications 3.0.0 runs in staging, but there is no tag notifications-v3.0.0" in out.stderr
+    assert (
+        "notifications 3.0.0 runs in staging, but notifications 3.0.0 was never released: no tag notifications-v3.0.0"
+        in out.stderr
+    )
