@@ -622,7 +622,13 @@ def kill_gateway_worker(env: Env) -> None:
 def rolling(service: str):
     def fault(env: Env) -> None:
         procs = [p for p in env.supervisor.procs if p.name.startswith(f"{service}-") and p.name[-1].isdigit()]
-        if hasattr(env.supervisor, "rolling_restart"):  # each replica back in the gateway's rotation before the next
+        if hasattr(stack, "gateway_in_rotation"):  # each replica back in every gateway worker's rotation before the next
+            in_rotation = stack.gateway_in_rotation(env.ctx.gateway_admin_port)
+            env.supervisor.rolling_restart(
+                procs, settle=stack.balancer_settle(env.ctx), ready_timeout=120, in_rotation=in_rotation
+            )
+            return
+        if hasattr(env.supervisor, "rolling_restart"):  # a CHAOS_TREE with a fixed settle time
             env.supervisor.rolling_restart(procs, settle=stack.balancer_settle(env.ctx), ready_timeout=120)
             return
         for proc in procs:  # a CHAOS_TREE from before rolling_restart

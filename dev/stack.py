@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,6 +274,24 @@ def balancer_settle(ctx: Context) -> float:
     return float(interval) + 2.0
 
 
+def gateway_in_rotation(admin_port: int) -> Callable[[Proc], bool]:
+    """in_rotation for Supervisor.rolling_restart: whether every gateway worker has the replica (a
+    gunicorn Proc) in rotation, from `gateway_upstream_replica_up` on the gateway's admin port
+    (`ctx.gateway_admin_port`; the gauge is the minimum over the gateway's live workers)."""
+
+    def check(proc: Proc) -> bool:
+        addr = (proc.url or "").removeprefix("http://")
+        try:
+            text = httpx.get(f"http://127.0.0.1:{admin_port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return False
+        pattern = rf'^gateway_upstream_replica_up{{[^}}]*replica="{re.escape(addr)}"[^}}]*}} (\S+)$'
+        values = [float(v) for v in re.findall(pattern, text, re.M)]
+        return bool(values) and min(values) == 1.0
+
+    return check
+
+
 def describe_exit(code: int | None) -> str:
     """A Popen return code as the status table shows it: `exit 1`, `SIGKILL`."""
     if code is None:
@@ -452,17 +472,34 @@ class Supervisor:
         self.stop(proc, timeout=timeout)
         self.start(proc)
 
-    def rolling_restart(self, procs: list[Proc], *, settle: float, ready_timeout: float = 120.0) -> None:
+    def rolling_restart(
+        self,
+        procs: list[Proc],
+        *,
+        settle: float,
+        ready_timeout: float = 120.0,
+        in_rotation: Callable[[Proc], bool] | None = None,
+    ) -> None:
         """Restart `procs` one at a time, as an orchestrator's rolling update does: stop (SIGTERM,
-        a graceful drain), start, wait until ready, then wait `settle` seconds before the next one
-        (Kubernetes' minReadySeconds). A balancer that health-checks its replicas (the gateway, every
-        GATEWAY_HEALTH_INTERVAL s) puts a restarted replica back in rotation only at its next check;
-        stopping the next replica before that leaves it nothing in rotation but the replica going
-        away, and its requests fail (`balancer_settle(ctx)` gives the gateway's delay)."""
+        a graceful drain), start, wait until ready, then until the balancer sends to it again before
+        the next one. A balancer that health-checks its replicas (the gateway, every
+        GATEWAY_HEALTH_INTERVAL s) puts a restarted replica back in rotation only after a passing
+        check; stopping the next replica before that leaves it nothing in rotation but the replica
+        going away, and its requests fail. `in_rotation(proc)` asks the balancer
+        (`gateway_in_rotation(ctx.gateway_admin_port)`); it is polled for up to `ready_timeout` s (a check that times out
+        on a loaded machine is retried at the next interval). Without it, `settle` seconds are waited
+        (Kubernetes' minReadySeconds; `balancer_settle(ctx)` gives the gateway's delay)."""
         for proc in procs:
             self.restart(proc)
             self.wait_ready(timeout=ready_timeout, procs=[proc])
-            time.sleep(settle)
+            if in_rotation is None:
+                time.sleep(settle)
+                continue
+            deadline = time.monotonic() + ready_timeout
+            while not in_rotation(proc):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{proc.name} ready but not back in the balancer's rotation after {ready_timeout:.0f} s")
+                time.sleep(0.2)
 
     def stop_all(self) -> None:
         with self._lock:

@@ -39,11 +39,13 @@ PANIC = Gauge(
     ["service"],
     multiprocess_mode="max",
 )
+# min over the live workers: 1 only when every worker has the replica in rotation, which is what a
+# rolling restart waits for before it stops the next replica (dev/stack.py Supervisor.rolling_restart)
 HEALTHY = Gauge(
     "gateway_upstream_replica_up",
-    "1 if the replica is in rotation (healthy and not ejected)",
+    "1 if the replica is in rotation (healthy and not ejected) in every gateway worker",
     ["service", "replica"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemin",
 )
 QUEUED = Counter(
     "gateway_upstream_queued_total", "Requests that waited because every replica was at max_outstanding", ["service"]

@@ -67,9 +67,10 @@ def test_a_killed_process_is_restarted_with_backoff_and_serves(system, tmp_path)
 
 
 def test_a_rolling_restart_behind_the_gateway_fails_no_request(system, tmp_path):
-    """Two users replicas of their own behind a gateway of its own that health-checks them every 3 s;
-    GETs go through it all along while Supervisor.rolling_restart restarts both replicas, one after
-    the other: none fails. Without the settle time after each replica turned ready, the second
+    """Two users replicas of their own behind a gateway of its own (two workers) that health-checks
+    them every 3 s; GETs go through it all along while Supervisor.rolling_restart restarts both
+    replicas, one after the other, each time waiting until every gateway worker has the restarted
+    replica back in rotation (stack.gateway_in_rotation): none fails. Without that wait, the second
     replica stopped while the gateway still counted the first as down (it had failed its checks
     while restarting), so the gateway's only replica in rotation was the one going away: 502s."""
     import dataclasses
@@ -89,6 +90,7 @@ def test_a_rolling_restart_behind_the_gateway_fails_no_request(system, tmp_path)
         **gateway.env,
         "GATEWAY_PORT": str(port),
         "GATEWAY_ADMIN_PORT": str(admin),
+        "GATEWAY_WORKERS": "2",
         "GATEWAY_UPSTREAMS": ";".join(["users=" + ",".join(f"127.0.0.1:{ctx.port('users', n)}" for n in numbers), *others]),
     }
     gateway.ready_url = f"http://127.0.0.1:{admin}/health/ready"
@@ -109,13 +111,19 @@ def test_a_rolling_restart_behind_the_gateway_fails_no_request(system, tmp_path)
         supervisor.start_all()
         supervisor.wait_ready(timeout=120)
         assert stack.balancer_settle(ctx) == 5.0
+        in_rotation = stack.gateway_in_rotation(admin)
+        wait_until(lambda: all(in_rotation(r) for r in replicas), what="both replicas in every worker's rotation")
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
         wait_until(lambda: len(statuses) >= 20, what="requests flowing")
         pids = [p.popen.pid for p in replicas]
-        supervisor.rolling_restart(replicas, settle=stack.balancer_settle(ctx), ready_timeout=120)
+        supervisor.rolling_restart(replicas, settle=0, ready_timeout=120, in_rotation=in_rotation)
         done.set()
         loader.join(timeout=30)
+        assert all(in_rotation(r) for r in replicas)
+        supervisor.stop(replicas[1])  # the check tells a replica out of rotation apart
+        wait_until(lambda: not in_rotation(replicas[1]), timeout=30, what="the stopped replica out of rotation")
+        assert in_rotation(replicas[0])
     finally:
         done.set()
         supervisor.stop_all()
