@@ -1,4 +1,4 @@
-from authors.client import users_client
+from authors import usernames
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -135,7 +135,7 @@ class PostListCreateApi(APIView):
         page = page_request(request.query_params, salt="author-posts")
         before_id = cursor_position(page)
         try:
-            found = users_client().summaries_by_username([username])
+            found = usernames.summaries_by_username([username])
         except DownstreamHTTPError:
             found = {}
         except DownstreamUnavailable as exc:
