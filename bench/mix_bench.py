@@ -4,6 +4,7 @@
     .venv/bin/python bench/mix_bench.py --baseline main~3    # another baseline
     .venv/bin/python bench/mix_bench.py --rounds 5 --seconds 15 --connections 8 --sweep 1,2,4,8,16
     .venv/bin/python bench/mix_bench.py --only home --baseline main   # the home read and its floor only
+    .venv/bin/python bench/mix_bench.py --only user                   # user timeline reads, then posts, alone
 
 The DeathStarBench social-network shape: 60 % home timeline (GET /api/v1/feed), 30 % user timeline
 (GET /api/v1/posts?author=…), 10 % compose post with an @mention (POST /api/v1/posts), by --users
@@ -32,6 +33,8 @@ Figures (docs/performance.md says what each means):
   CPU per request, beside the home timeline's, and their ratio.
 
 --only home runs just the home timeline and floor rounds (--rounds of each, alternating systems).
+--only user runs just user timeline reads alone and posts with a mention alone (--rounds of each,
+alternating systems): CPU per request of feed's and users' gunicorn, Postgres and Redis.
 """
 
 from __future__ import annotations
@@ -607,10 +610,10 @@ def main() -> int:
     parser.add_argument("--port-offset", type=int, default=5000, help="baseline's ports +this, HEAD's +this+500")
     parser.add_argument(
         "--only",
-        choices=("all", "home", "idle"),
+        choices=("all", "home", "user", "idle"),
         default="all",
-        help="home: the home read and its floor only; idle: start both systems, no data and no traffic, and "
-        "measure only the idle stack CPU",
+        help="home: the home read and its floor only; user: user timeline reads alone and posts with a mention "
+        "alone; idle: start both systems, no data and no traffic, and measure only the idle stack CPU",
     )
     args = parser.parse_args()
     if args.only != "idle":
@@ -653,6 +656,12 @@ def main() -> int:
             print(f"\n== home timeline read: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
             print(f"load at the end: {uptime()}")
             report_home(systems, home, floor)
+            return 0
+        if args.only == "user":
+            user = user_rounds(systems, args, rounds=args.rounds)
+            print(f"\n== user timeline and compose: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
+            print(f"load at the end: {uptime()}")
+            report_user(systems, args, user)
             return 0
 
         idle, idle_load0, idle_load = measure_idle(systems, args.idle_seconds)
@@ -795,6 +804,60 @@ def report_home(systems: list[System], home: dict[str, list[Round]], floor: dict
         else:
             print(f"{label:10} floor: not served by this tree")
     print(f"home timeline read, service CPU per request: HEAD {hm[h][1]:.2f} ms, baseline {hm[b][1]:.2f} ms (goal ≤ 1 ms)")
+
+
+USER_KINDS = {"user": ("user timeline reads", (0, 100, 0)), "compose": ("posts with a mention", (0, 0, 100))}
+USER_GROUPS = ("feed gunicorn", "users gunicorn", "postgres", "redis", "gateway")
+
+
+def user_rounds(systems: list[System], args, *, rounds: int) -> dict[str, dict[str, list[Round]]]:
+    """User timeline reads alone (wrk -c--connections), then posts with a mention alone (wrk -c2, as
+    the mix's compose-alone step: a post's background work is counted until the system is quiet),
+    --rounds of each, alternating systems."""
+    for system in systems:
+        wrk_round(system, "warm-up", connections=args.connections, seconds=5, weights=USER_KINDS["user"][1])
+    out: dict[str, dict[str, list[Round]]] = {kind: {s.label: [] for s in systems} for kind in USER_KINDS}
+    for i in range(rounds):
+        for kind, (what, weights) in USER_KINDS.items():
+            conns = args.connections if kind == "user" else 2
+            for system in alternate(systems, i):
+                rnd = wrk_round(system, f"{kind} only {system.label}", connections=conns, seconds=args.seconds, weights=weights)
+                out[kind][system.label].append(rnd)
+                print(f"  {what} alone: {rnd.result.row()}", flush=True)
+        print(f"  user round {i + 1} done; {uptime()}", flush=True)
+    return out
+
+
+def _per_request(rounds: list[Round], row: str) -> float:
+    """Median over the rounds of a group's CPU ms per request ("workers": every Celery worker; "all
+    processes": everything)."""
+    if row == "all processes":
+        return median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rounds])
+    if row == "workers":
+        return median(
+            [sum(v for g, v in r.cpu.items() if g.endswith(" worker")) / max(1, r.result.requests) * 1000 for r in rounds]
+        )
+    return median([r.cpu_ms(row) for r in rounds])
+
+
+def report_user(systems: list[System], args, user: dict[str, dict[str, list[Round]]]) -> None:
+    labels = [s.label for s in systems]
+    b, h = labels
+    for kind, (what, _) in USER_KINDS.items():
+        conns = args.connections if kind == "user" else 2
+        print(f"\n{what} alone (wrk -c{conns} -d{args.seconds}s × {args.rounds}): CPU ms per request (medians of the rounds)")
+        for label in labels:
+            rs = user[kind][label]
+            loads = " | ".join(r.load.split("load average:")[-1].strip() for r in rs)
+            print(
+                f"{label:10} req/s {median([r.result.rps for r in rs]):.0f} (rounds "
+                f"{', '.join(f'{r.result.rps:.0f}' for r in rs)}); errors {sum(r.result.errors for r in rs)}; "
+                f"load after each round: {loads}"
+            )
+        print(f"{'group':<24} {b:>10} {h:>10} {'HEAD/base':>10}")
+        for row in [*USER_GROUPS, "workers", "all processes"]:
+            vb, vh = _per_request(user[kind][b], row), _per_request(user[kind][h], row)
+            print(f"{row:<24} {vb:>10.3f} {vh:>10.3f} {ratio(vh, vb):>10}")
 
 
 def measure_idle(systems: list[System], seconds: int) -> tuple[list[dict[str, float]], str, str]:

@@ -1,4 +1,4 @@
-from authors.client import users_client
+from authors import usernames
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -103,8 +103,9 @@ class PostListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         post = services.post_create(author_id=request.user.id, body=data.validated_data["body"])
-        row = selectors.post_by_id(post_id=post.id)
-        return Response(_render_one(row, request.user.id), status=status.HTTP_201_CREATED)
+        row = {field: getattr(post, field) for field in selectors.POST_FIELDS}  # as written: no read back
+        posts, _ = selectors.posts_render(rows=[row], viewer_id=request.user.id, liked=set())  # nobody has liked it yet
+        return Response(posts[0], status=status.HTTP_201_CREATED)
 
     @extend_schema(
         operation_id="posts_by_author",
@@ -135,7 +136,7 @@ class PostListCreateApi(APIView):
         page = page_request(request.query_params, salt="author-posts")
         before_id = cursor_position(page)
         try:
-            found = users_client().summaries_by_username([username])
+            found = usernames.summaries_by_username([username])
         except DownstreamHTTPError:
             found = {}
         except DownstreamUnavailable as exc:
@@ -145,14 +146,19 @@ class PostListCreateApi(APIView):
         author = found.get(username.lower())
         if author is None:
             raise Problem(404, "not-found", f"No user named {username!r}.", title="Not found")
-        rows = selectors.author_posts_page(author_id=author.id, before_id=before_id, limit=page.limit)
+        rows, liked = selectors.author_posts_page(
+            author_id=author.id, before_id=before_id, limit=page.limit, viewer_id=request.user.id
+        )
+        authors = {author.id: {**author.public(), "placeholder": False}}  # from the lookup: no profile read
         return Response(
             page_response(
                 rows,
                 page,
                 salt="author-posts",
                 key=lambda row: row["id"],
-                serialize=lambda batch: selectors.posts_render(rows=list(batch), viewer_id=request.user.id)[0],
+                serialize=lambda batch: selectors.posts_render(
+                    rows=list(batch), viewer_id=request.user.id, authors=authors, liked=liked
+                )[0],
             )
         )
 

@@ -25,12 +25,22 @@ def posts_by_ids(*, ids: Iterable[int], prefetched: dict[int, bytes | None] | No
     return post_cache.rows_by_ids(list(ids), prefetched=prefetched)
 
 
-def author_posts_page(*, author_id: int, before_id: int | None, limit: int) -> list[dict]:
-    """An author's posts newest first: up to limit+1 rows after the keyset position."""
-    rows = Post.objects.filter(author_id=author_id)
-    if before_id is not None:
-        rows = rows.filter(id__lt=before_id)
-    return list(rows.order_by("-id").values(*POST_FIELDS)[: limit + 1])
+_AUTHOR_PAGE_SQL = (
+    f"SELECT {', '.join('p.' + f for f in POST_FIELDS)}, "
+    f"EXISTS (SELECT 1 FROM {Like._meta.db_table} l WHERE l.user_id = %s AND l.post_id = p.id) "
+    f"FROM {Post._meta.db_table} p WHERE p.author_id = %s AND p.id < %s ORDER BY p.id DESC LIMIT %s"
+)
+_NO_CURSOR = 2**63 - 1
+
+
+def author_posts_page(*, author_id: int, before_id: int | None, limit: int, viewer_id: int) -> tuple[list[dict], set[int]]:
+    """An author's posts newest first, up to limit+1 rows after the keyset position (post_author_id_idx,
+    in index order), and which of them the viewer liked (like_user_post_uniq), in one statement: the
+    user timeline's one query. Raw SQL on a hot path: see liked_post_ids."""
+    with connection.cursor() as cursor:
+        cursor.execute(_AUTHOR_PAGE_SQL, [viewer_id, author_id, _NO_CURSOR if before_id is None else before_id, limit + 1])
+        found = cursor.fetchall()
+    return [dict(zip(POST_FIELDS, row[:-1], strict=True)) for row in found], {row[0] for row in found if row[-1]}
 
 
 def recent_post_ids_by_authors(*, author_ids: list[int], before_id: int | None, limit: int) -> list[tuple[int, int]]:
@@ -56,13 +66,20 @@ def liked_post_ids(*, user_id: int, post_ids: Iterable[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def posts_render(*, rows: list[dict], viewer_id: int) -> tuple[list[dict], bool]:
+def posts_render(
+    *, rows: list[dict], viewer_id: int, authors: dict[int, dict] | None = None, liked: set[int] | None = None
+) -> tuple[list[dict], bool]:
     """Post rows → API posts with author embedded and liked_by_me; and whether authors degraded.
-    Two queries-or-calls whatever the page size: one liked_by_me query, one author batch."""
+    Two queries-or-calls whatever the page size: one liked_by_me query, one author batch. A caller
+    that already has the authors (the user timeline: its author's summary) or knows what the
+    viewer liked (a post just created: nothing) passes them and skips that call."""
     if not rows:
         return [], False
-    authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
-    liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
+    degraded = False
+    if authors is None or any(row["author_id"] not in authors for row in rows):
+        authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
+    if liked is None:
+        liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
     return [
         {
             "id": str(row["id"]),

@@ -7,7 +7,7 @@ import logging
 import time
 
 import redis
-from authors.client import users_client
+from authors import usernames
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -56,12 +56,13 @@ def mention_allowance_take(*, author_id: int, count: int) -> None:
 
 
 def _mentions_resolve(body: str) -> list[tuple[int, str]]:
-    """(user id, username) of the @names that are users, in one batch call; unknown names stay text."""
+    """(user id, username) of the @names that are users (the username cache, one users call for the
+    names it does not know); unknown names stay text."""
     names = mention_candidates(body)
     if not names:
         return []
     try:
-        found = users_client().summaries_by_username(names)
+        found = usernames.summaries_by_username(names)
     except (DownstreamUnavailable, DownstreamHTTPError) as exc:
         raise DependencyUnavailable("Mentions cannot be resolved right now; nothing was posted. Retry shortly.") from exc
     return [(found[n.lower()].id, found[n.lower()].username) for n in names if n.lower() in found]

@@ -56,20 +56,23 @@ def on_user_unfollowed(event: Event) -> None:
 def on_user_updated(event: Event) -> None:
     from authors.client import UserSummary
     from authors.selectors import author_cache_put
+    from authors.usernames import username_put
 
     data = event.data
-    author_cache_put(
-        summary=UserSummary(
-            id=int(data["user_id"]), username=data["username"], display_name=data["display_name"], avatar_url=data["avatar_url"]
-        )
+    summary = UserSummary(
+        id=int(data["user_id"]), username=data["username"], display_name=data["display_name"], avatar_url=data["avatar_url"]
     )
+    username_put(summary=summary)  # raises while Redis is away: the event is retried
+    author_cache_put(summary=summary)
 
 
 @handler("user.deleted")
 def on_user_deleted(event: Event) -> None:
     from authors.selectors import author_cache_forget
+    from authors.usernames import username_gone
 
     user_id = int(event.data["user_id"])
     revocation.revoke_user(user_id)  # again, in case the users service could not write it
     services.user_purge(user_id=user_id)
+    username_gone(user_id=user_id)  # raises while Redis is away: the event is retried
     author_cache_forget(user_id=user_id)

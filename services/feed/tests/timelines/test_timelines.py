@@ -319,6 +319,14 @@ def test_explain_posts_queries_use_their_indexes():
     assert "post_author_id_idx" in explain(Post.objects.filter(author_id__in=[1, 2]).order_by("-id")[:21])
     assert "posts_post_pkey" in explain(Post.objects.filter(id__in=[1, 2, 3]).values(*post_selectors.POST_FIELDS))
     assert "like_user_post_uniq" in explain(Like.objects.filter(user_id=1, post_id__in=[1, 2]).values("post_id"))
+    from django.db import connection
+
+    with connection.cursor() as cursor:  # the user timeline's one query: the index in order cut by LIMIT, liked on the unique
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        cursor.execute("EXPLAIN " + post_selectors._AUTHOR_PAGE_SQL, [7, 1, 10**18, 21])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Index Scan using post_author_id_idx" in plan and "Sort" not in plan, plan
+    assert "like_user_post_uniq" in plan, plan
 
 
 @pytest.mark.usefixtures("planner_as_on_a_big_table")
