@@ -29,6 +29,8 @@ FANOUT_INLINE = env_int("FANOUT_INLINE", 1000)
 FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
 BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
+# a reader's big followees cached for the home read (timelines.store); marked dirty on every change anyway
+BIG_FOLLOWEES_CACHE_SECONDS = env_int("BIG_FOLLOWEES_CACHE_SECONDS", 3600)
 # anti-spam: at most this many @mentions of one post notify (the rest stay text), and at most
 # MENTIONS_PER_HOUR mentioned users per author per clock hour (beyond: 429, nothing posted)
 MENTIONS_PER_POST = env_int("MENTIONS_PER_POST", 20)

@@ -1,5 +1,5 @@
 """Reads for posts: narrow values() queries on primary keys and the post_author_id_idx index,
-and one rendering path (authors hydrated in one batch, liked_by_me in one query) for every list."""
+and one rendering path (authors hydrated in one batch, liked_by_me in at most one query) for every list."""
 
 from __future__ import annotations
 
@@ -56,13 +56,17 @@ def liked_post_ids(*, user_id: int, post_ids: Iterable[int]) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
-def posts_render(*, rows: list[dict], viewer_id: int) -> tuple[list[dict], bool]:
+def posts_render(*, rows: list[dict], viewer_id: int, profiles: dict[int, bytes | None] | None = None) -> tuple[list[dict], bool]:
     """Post rows → API posts with author embedded and liked_by_me; and whether authors degraded.
-    Two queries-or-calls whatever the page size: one liked_by_me query, one author batch."""
+    At most two queries-or-calls whatever the page size: one author batch (none when `profiles`,
+    cached values read with the page, has them all) and one liked_by_me query, asked only about
+    the posts someone likes (like_count > 0): a post nobody likes is not liked by the viewer. The
+    answer is as fresh as the like_count beside it (from Postgres, or the post cache: posts/cache.py)."""
     if not rows:
         return [], False
-    authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
-    liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
+    authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows], prefetched=profiles)
+    liked_somewhere = [row["id"] for row in rows if row["like_count"] > 0]
+    liked = liked_post_ids(user_id=viewer_id, post_ids=liked_somewhere) if liked_somewhere else set()
     return [
         {
             "id": str(row["id"]),
