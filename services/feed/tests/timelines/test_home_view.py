@@ -214,3 +214,21 @@ def test_profiles_come_with_the_page_and_a_profile_update_shows_at_once(person, 
     assert redis_commands == ["EVALSHA"]
     raw = store.client().get(f"profile:v2:{author.id}")
     assert json.loads(raw) == {**author.summary(), "display_name": "Renamed"}
+
+
+def test_revocation_kept_in_another_redis_is_checked_there(person, settings, handed_over):
+    from shared import redis_clients, revocation
+
+    _, fan, _ = warm_reader(person, handed_over=handed_over)
+    settings.REVOCATION_REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
+    elsewhere = redis_clients.client(settings.REVOCATION_REDIS_URL)
+    marker = revocation.USER_KEY.format(fan.id)
+    elsewhere.delete(marker)
+    try:
+        assert fan.api.get("/api/v1/feed").status_code == 200 and handed_over == []
+        assert revocation.revoke_user(fan.id)  # the account was deleted: every token of the user refused
+        assert elsewhere.exists(marker) and not store.client().exists(marker)
+        assert_problem(fan.api.get("/api/v1/feed"), 401, "invalid-token")
+        assert handed_over == ["GET"]
+    finally:
+        elsewhere.delete(marker)
