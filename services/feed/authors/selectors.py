@@ -19,6 +19,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import asdict
 
+import orjson
 from django.conf import settings
 
 from authors.client import UserSummary, users_client
@@ -70,7 +71,7 @@ def authors_by_ids(*, ids: Iterable[int], prefetched: dict[int, bytes | None] | 
     for user_id in wanted:
         value = raw.get(user_id)
         if value is not None:
-            found[user_id] = json.loads(value)
+            found[user_id] = orjson.loads(value)
     missing = [i for i in wanted if i not in found]
     degraded = False
     if missing:

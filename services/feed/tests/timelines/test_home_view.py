@@ -232,3 +232,17 @@ def test_revocation_kept_in_another_redis_is_checked_there(person, settings, han
         assert handed_over == ["GET"]
     finally:
         elsewhere.delete(marker)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["plain", "ünïcödé and 😀", "line\u2028and\u2029para", 'quotes " and \\ backslash / slash', "ctl \t\n\r\b\f \x01\x1f \x7f"],
+)
+def test_the_plain_view_writes_json_as_drfs_renderer(text):
+    from rest_framework.renderers import JSONRenderer
+
+    body = {
+        "results": [{"id": "1", "body": text, "mentions": [text], "like_count": 2**40, "liked_by_me": False}],
+        "next_cursor": None,
+    }
+    assert home.render(body) == JSONRenderer().render(body)
