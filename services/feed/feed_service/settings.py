@@ -33,6 +33,8 @@ PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by
 # user.deleted, so long; a name nobody has is remembered briefly (a user registering it waits that long)
 USERNAME_CACHE_SECONDS = env_int("USERNAME_CACHE_SECONDS", 24 * 3600)
 USERNAME_MISS_SECONDS = env_int("USERNAME_MISS_SECONDS", 10)
+# a reader's big followees cached for the home read (timelines.store); marked dirty on every change anyway
+BIG_FOLLOWEES_CACHE_SECONDS = env_int("BIG_FOLLOWEES_CACHE_SECONDS", 3600)
 # anti-spam: at most this many @mentions of one post notify (the rest stay text), and at most
 # MENTIONS_PER_HOUR mentioned users per author per clock hour (beyond: 429, nothing posted)
 MENTIONS_PER_POST = env_int("MENTIONS_PER_POST", 20)

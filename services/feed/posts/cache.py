@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Iterable, Sequence
 
+import orjson
 from django.conf import settings
 from django.db import connection
 from redis import Redis
@@ -65,7 +66,7 @@ def rows_by_ids(ids: Sequence[int], *, prefetched: dict[int, bytes | None] | Non
         if raw is None:
             missing.append(post_id)
         elif raw != TOMBSTONE:
-            found[post_id] = json.loads(raw)
+            found[post_id] = orjson.loads(raw)
     if missing:
         with connection.cursor() as cursor:
             cursor.execute(_SQL, [missing])

@@ -1,5 +1,5 @@
 """Reads for posts: narrow values() queries on primary keys and the post_author_id_idx index,
-and one rendering path (authors hydrated in one batch, liked_by_me in one query) for every list."""
+and one rendering path (authors hydrated in one batch, liked_by_me in at most one query) for every list."""
 
 from __future__ import annotations
 
@@ -67,19 +67,28 @@ def liked_post_ids(*, user_id: int, post_ids: Iterable[int]) -> set[int]:
 
 
 def posts_render(
-    *, rows: list[dict], viewer_id: int, authors: dict[int, dict] | None = None, liked: set[int] | None = None
+    *,
+    rows: list[dict],
+    viewer_id: int,
+    authors: dict[int, dict] | None = None,
+    liked: set[int] | None = None,
+    profiles: dict[int, bytes | None] | None = None,
 ) -> tuple[list[dict], bool]:
     """Post rows → API posts with author embedded and liked_by_me; and whether authors degraded.
-    Two queries-or-calls whatever the page size: one liked_by_me query, one author batch. A caller
-    that already has the authors (the user timeline: its author's summary) or knows what the
-    viewer liked (a post just created: nothing) passes them and skips that call."""
+    At most two queries-or-calls whatever the page size: one author batch (none when `profiles`,
+    cached values read with the page, has them all) and one liked_by_me query, asked only about
+    the posts someone likes (like_count > 0): a post nobody likes is not liked by the viewer. The
+    answer is as fresh as the like_count beside it (from Postgres, or the post cache: posts/cache.py).
+    A caller that already has the authors (the user timeline: its author's summary) or knows what
+    the viewer liked (a post just created: nothing) passes them and skips that call."""
     if not rows:
         return [], False
     degraded = False
     if authors is None or any(row["author_id"] not in authors for row in rows):
-        authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows])
+        authors, degraded = authors_by_ids(ids=[row["author_id"] for row in rows], prefetched=profiles)
     if liked is None:
-        liked = liked_post_ids(user_id=viewer_id, post_ids=[row["id"] for row in rows])
+        liked_somewhere = [row["id"] for row in rows if row["like_count"] > 0]
+        liked = liked_post_ids(user_id=viewer_id, post_ids=liked_somewhere) if liked_somewhere else set()
     return [
         {
             "id": str(row["id"]),

@@ -18,7 +18,7 @@ from timelines.models import BigAuthorFollow, TimelineEntry
 log = logging.getLogger("feed.timelines")
 
 
-def _durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
+def durable_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
     rows = TimelineEntry.objects.filter(user_id=user_id)
     if before_id is not None:
         rows = rows.filter(post_id__lt=before_id)
@@ -66,7 +66,7 @@ def timeline_rebuild(*, user_id: int) -> None:
     """The reader's Redis timeline from the durable table: the set exists before the read, so a
     delivery committed after the read lands in it (timelines.store)."""
     store.build_begin(user_id=user_id)
-    store.build(user_id=user_id, post_ids=_durable_ids(user_id=user_id, before_id=None, count=settings.TIMELINE_CAP))
+    store.build(user_id=user_id, post_ids=durable_ids(user_id=user_id, before_id=None, count=settings.TIMELINE_CAP))
 
 
 def home_timeline_ids(*, user_id: int, before_id: int | None, count: int) -> list[int]:
@@ -90,9 +90,9 @@ def home_timeline_page(*, user_id: int, before_id: int | None, count: int) -> tu
             built, ids, full = store.page(user_id=user_id, before_id=before_id, count=count)
     except redis_clients.UNAVAILABLE as exc:
         log.warning("timeline cache unavailable, reading the durable timeline: %s", exc)
-        ids, full = _durable_ids(user_id=user_id, before_id=before_id, count=count), False
+        ids, full = durable_ids(user_id=user_id, before_id=before_id, count=count), False
     if len(ids) < count and full:  # paged past what Redis keeps: continue from the durable table
-        ids += _durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
+        ids += durable_ids(user_id=user_id, before_id=ids[-1] if ids else before_id, count=count - len(ids))
     big = big_followees(user_id=user_id)  # one primary-key probe; most readers follow no big author
     if big:
         merged = big_authors_recent_ids(author_ids=big, before_id=before_id, count=count)

@@ -43,6 +43,18 @@ def _store_write_twice(write: Callable[[], object]) -> None:
     transaction.on_commit(again)
 
 
+def _big_followees_changed(user_ids: list[int]) -> None:
+    """These readers' BigAuthorFollow rows changed: their cached big followees are marked dirty
+    (timelines.store), now and, inside a transaction, again after the commit (_store_write_twice:
+    Redis away rolls the change back and the event or task is retried)."""
+    if not user_ids:
+        return
+    if connection.in_atomic_block:
+        _store_write_twice(lambda: store.big_followees_dirty(user_ids=user_ids))
+    else:
+        store.big_followees_dirty(user_ids=user_ids)
+
+
 def entries_deliver(*, post_ids_by_author: dict[int, list[int]], user_ids: list[int]) -> None:
     """Write posts into these users' timelines: bulk_create in batches of FANOUT_BATCH, then Redis."""
     if not user_ids or not post_ids_by_author:
@@ -239,6 +251,7 @@ def follow_apply(*, follower_id: int, followee_id: int) -> None:
         transaction.on_commit(lambda: tasks.author_promote.delay(followee_id))
     if is_big:
         BigAuthorFollow.objects.bulk_create([BigAuthorFollow(user_id=follower_id, author_id=followee_id)], ignore_conflicts=True)
+        _big_followees_changed([follower_id])
         return
     recent = post_selectors.recent_post_ids_by_authors(author_ids=[followee_id], before_id=None, limit=settings.BACKFILL_POSTS)
     entries_deliver(post_ids_by_author={followee_id: [post_id for post_id, _ in recent]}, user_ids=[follower_id])
@@ -250,7 +263,8 @@ def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
     count, is_big = _followers_count_shift(author_id=followee_id, delta=-1)
     if is_big and count < demote_below():
         transaction.on_commit(lambda: _demotion_request(author_id=followee_id))
-    BigAuthorFollow.objects.filter(user_id=follower_id, author_id=followee_id).delete()
+    if BigAuthorFollow.objects.filter(user_id=follower_id, author_id=followee_id).delete()[0]:
+        _big_followees_changed([follower_id])
     entries = TimelineEntry.objects.filter(user_id=follower_id, author_id=followee_id)
     post_ids = list(entries.values_list("post_id", flat=True))
     entries.delete()
@@ -269,6 +283,7 @@ def author_promote(*, author_id: int) -> None:
             batch_size=settings.FANOUT_BATCH,
             ignore_conflicts=True,
         )
+        _big_followees_changed(page.ids)
         if page.next_after is None:
             break
         after = page.next_after
@@ -389,10 +404,12 @@ def demotion_release(*, author_id: int, user_ids: list[int]) -> int:
         if row is not None and row[0]:
             return 0
         cursor.execute(
-            f"DELETE FROM {BigAuthorFollow._meta.db_table} WHERE author_id = %s AND user_id = ANY(%s)",
+            f"DELETE FROM {BigAuthorFollow._meta.db_table} WHERE author_id = %s AND user_id = ANY(%s) RETURNING user_id",
             [author_id, list(user_ids)],
         )
-        return cursor.rowcount
+        released = [row[0] for row in cursor.fetchall()]
+        _big_followees_changed(released)
+        return len(released)
 
 
 def demotion_deliver(*, author_id: int, post_ids: list[int], user_ids: list[int]) -> None:
@@ -413,8 +430,10 @@ def user_purge(*, user_id: int) -> None:
     readers = list(TimelineEntry.objects.filter(post_id__in=post_ids).values_list("user_id", flat=True).distinct())
     TimelineEntry.objects.filter(post_id__in=post_ids).delete()
     TimelineEntry.objects.filter(user_id=user_id).delete()
+    big_readers = list(BigAuthorFollow.objects.filter(author_id=user_id).values_list("user_id", flat=True))
     BigAuthorFollow.objects.filter(user_id=user_id).delete()
     BigAuthorFollow.objects.filter(author_id=user_id).delete()
+    _big_followees_changed([user_id, *big_readers])
     AuthorStats.objects.filter(author_id=user_id).delete()
 
     post_cache.bury(post_ids)  # before the commit: a tombstone also stops fills racing the delete

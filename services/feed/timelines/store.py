@@ -20,6 +20,7 @@ event is retried.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
@@ -182,3 +183,123 @@ def page_with_rows(
     if len(below) < count and len(ids) >= count + slack:
         return None
     return True, below[:count], size > settings.TIMELINE_CAP, dict(zip(ids, rows, strict=True))
+
+
+# The big authors a reader follows (timelines.models.BigAuthorFollow), cached for the home read:
+# `tlbig:{user_id}` → their ids, comma-separated ("" for none, most readers), filled by a read that
+# missed (SET NX, BIG_FOLLOWEES_CACHE_SECONDS). A change of the reader's rows (follow or unfollow of
+# a big author, promotion, demotion, deletion) overwrites the key with DIRTY for DIRTY_SECONDS, in
+# its transaction and again after the commit (timelines.services._big_followees_changed): while it
+# is there, reads ask Postgres and fill nothing (SET NX cannot replace it), so a fill that read the
+# rows before the change cannot land after it; once it expires the next read fills from the
+# committed rows.
+DIRTY = b"?"
+DIRTY_SECONDS = 60
+
+
+def big_key(user_id: int) -> str:
+    return f"tlbig:{user_id}"
+
+
+def big_followees_decode(raw: bytes | None) -> list[int] | None:
+    """The cached big followees, or None when there is nothing to use (a miss, or DIRTY)."""
+    if raw is None or raw == DIRTY:
+        return None
+    return [int(i) for i in raw.split(b",")] if raw else []
+
+
+def big_followees_fill(*, user_id: int, author_ids: Sequence[int]) -> None:
+    client().set(big_key(user_id), ",".join(str(a) for a in author_ids), nx=True, ex=settings.BIG_FOLLOWEES_CACHE_SECONDS)
+
+
+def big_followees_dirty(*, user_ids: Iterable[int]) -> None:
+    pipe = client(bulk=True).pipeline(transaction=False)
+    for count, user_id in enumerate(user_ids, 1):
+        pipe.set(big_key(user_id), DIRTY, ex=DIRTY_SECONDS)
+        if count % KEYS_PER_CALL == 0:
+            pipe.execute()
+    pipe.execute()
+
+
+# The plain home view's one round trip (timelines.home). KEYS: the timeline, its big-followee key,
+# then the token's revocation keys (shared.revocation) when they live in this Redis (none
+# otherwise). ARGV: the highest score, how many members, the TTL, the post cache's key prefix, the
+# profile cache's key prefix. Returns {1} when a revocation key exists (nothing else is read);
+# {0, big} when the set is not built; else {0, big, size, ids, rows, author ids, profiles}: the
+# page as page() reads it, the posts' cached rows (posts.cache) and the cached profiles
+# (authors.selectors) of the authors of the rows found, taken from each row's "author_id".
+_HOME_READ = """
+if #KEYS > 2 and redis.call('EXISTS', unpack(KEYS, 3)) > 0 then return {1} end
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+local big = redis.call('GET', KEYS[2])
+if redis.call('ZSCORE', KEYS[1], '0') ~= '0' then return {0, big} end
+local ids = redis.call('ZRANGE', KEYS[1], ARGV[1], '(0', 'BYSCORE', 'REV', 'LIMIT', 0, tonumber(ARGV[2]))
+local rows, authors, profiles = {}, {}, {}
+if #ids > 0 then
+  local keys = {}
+  for i, id in ipairs(ids) do keys[i] = ARGV[4] .. id end
+  rows = redis.call('MGET', unpack(keys))
+  local seen, pkeys = {}, {}
+  for _, row in ipairs(rows) do
+    if row then
+      local author = string.match(row, '"author_id":%s*(%d+)')
+      if author and not seen[author] then
+        seen[author] = true
+        authors[#authors + 1] = author
+        pkeys[#pkeys + 1] = ARGV[5] .. author
+      end
+    end
+  end
+  if #pkeys > 0 then profiles = redis.call('MGET', unpack(pkeys)) end
+end
+return {0, big, redis.call('ZCARD', KEYS[1]), ids, rows, authors, profiles}
+"""
+_home_scripts: dict[int, Script] = {}
+
+
+@dataclass(slots=True)
+class HomeRead:
+    """What home_read found. `revoked`: a revocation key exists (nothing else was read). `built`:
+    the timeline is built; when it is not, or when `ids` is None (the cursor's score is shared by
+    more members than the slack), the caller reads the slow way (timelines.selectors). `big`: the
+    cached big followees as stored (big_followees_decode)."""
+
+    revoked: bool = False
+    built: bool = False
+    big: bytes | None = None
+    ids: list[int] | None = None
+    full: bool = False
+    rows: dict[int, bytes | None] = field(default_factory=dict)
+    profiles: dict[int, bytes | None] = field(default_factory=dict)
+
+
+def home_read(
+    *, user_id: int, before_id: int | None, count: int, row_prefix: str, profile_prefix: str, revocation_keys: Sequence[str] = ()
+) -> HomeRead:
+    conn = client()
+    script = _home_scripts.get(id(conn))
+    if script is None:
+        script = _home_scripts[id(conn)] = conn.register_script(_HOME_READ)
+    high = score(before_id) if before_id is not None else "+inf"
+    slack = 8  # as page(): members sharing the cursor's score that are not below it
+    found = script(
+        keys=[key(user_id), big_key(user_id), *revocation_keys],
+        args=[high, count + slack, settings.TIMELINE_TTL, row_prefix, profile_prefix],
+    )
+    if found[0]:
+        return HomeRead(revoked=True)
+    if len(found) == 2:
+        return HomeRead(big=found[1])
+    _, big, size, raw, rows, authors, profiles = found
+    ids = [int(m) for m in raw]
+    below = [i for i in ids if before_id is None or i < before_id]
+    if len(below) < count and len(ids) >= count + slack:
+        return HomeRead(built=True, big=big)
+    return HomeRead(
+        built=True,
+        big=big,
+        ids=below[:count],
+        full=size > settings.TIMELINE_CAP,
+        rows=dict(zip(ids, rows, strict=True)),
+        profiles=dict(zip((int(a) for a in authors), profiles, strict=True)),
+    )

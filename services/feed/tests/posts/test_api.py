@@ -253,8 +253,14 @@ def test_user_timeline_query_budget_does_not_grow_with_page_size(person, limit):
 
     P.objects.bulk_create(
         [
-            P(id=ids.next_id(namespace="posts"), author_id=alice.id, body=f"p{i}", created_at="2025-01-01T00:00:00Z")
-            for i in range(100)
+            P(
+                id=ids.next_id(namespace="posts"),
+                author_id=alice.id,
+                body=f"p{i}",
+                like_count=1,
+                created_at="2025-01-01T00:00:00Z",
+            )
+            for i in range(100)  # liked by someone: liked_by_me is asked (not for posts nobody likes)
         ]
     )
     bob.api.get(f"/api/v1/posts?author={alice.username}&limit=1")  # warm the author cache

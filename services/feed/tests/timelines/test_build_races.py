@@ -33,16 +33,16 @@ def feed_ids(person) -> list[int]:
 def rebuild_with_writer_after_the_read(monkeypatch, *, user_id: int, writer) -> None:
     """The reader's rebuild, with `writer()` run (and committed) between its read of the timelines
     table and its write of the Redis set."""
-    real = selectors._durable_ids
+    real = selectors.durable_ids
 
     def read_then_write(**kwargs):
         ids = real(**kwargs)
         writer()
         return ids
 
-    monkeypatch.setattr(selectors, "_durable_ids", read_then_write)
+    monkeypatch.setattr(selectors, "durable_ids", read_then_write)
     selectors.timeline_rebuild(user_id=user_id)
-    monkeypatch.setattr(selectors, "_durable_ids", real)
+    monkeypatch.setattr(selectors, "durable_ids", real)
 
 
 def test_a_delivery_committed_during_a_rebuild_is_in_the_built_timeline(person, monkeypatch):

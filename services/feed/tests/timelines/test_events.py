@@ -5,7 +5,6 @@ import uuid
 
 import pytest
 from authors.selectors import authors_by_ids
-from django.core.cache import cache
 from posts.models import Post
 from timelines import store
 from timelines.models import AuthorStats, TimelineEntry
@@ -104,9 +103,10 @@ def test_user_deleted_purges_posts_and_forgets_the_profile(person):
     alice = person("alice")
     alice.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json")
     authors_by_ids(ids=[alice.id])
+    assert store.client().get(f"profile:v2:{alice.id}") is not None
     dispatch(envelope("user.deleted", {"user_id": str(alice.id)}))
     assert Post.objects.count() == 0
-    assert cache.get(f"profile:v1:{alice.id}") is None
+    assert store.client().get(f"profile:v2:{alice.id}") is None
 
 
 @pytest.fixture
