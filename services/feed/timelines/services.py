@@ -86,7 +86,9 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
     Logs one `fanout-phase deliver` line with the time spent in each phase (bench/feed_bench.py
     reads them)."""
     t0 = time.monotonic()
-    with transaction.atomic():
+    # inline in the handler's transaction: no savepoint of its own (two round trips); nothing here
+    # needs a partial rollback, an error rolls the whole event back
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT author_id FROM {Post._meta.db_table} WHERE id = %s FOR SHARE", [post_id])
             row = cursor.fetchone()
