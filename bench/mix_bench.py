@@ -120,7 +120,7 @@ def baseline_tree(ref: str):
             for item in (saved / "gateway").iterdir():
                 item.rename(tree / "gateway" / item.name)
             # checkout gave every file a new mtime: mark the restored build as newer, in make's order
-            for stamp in (tree / ".venv" / ".installed", tree / "gateway" / "proxy.build"):
+            for stamp in (tree / ".venv" / ".installed", tree / "gateway" / "proxy.build", tree / "gateway" / "ext.build"):
                 if stamp.exists():
                     stamp.touch()
         cached = (tree / ".venv").exists()
