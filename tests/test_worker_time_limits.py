@@ -1,13 +1,15 @@
-"""Task time limits in a worker that runs the solo pool (the process table's), where Celery
-enforces none (shared.events.celery_app.InlineTimeLimits does): a task past the soft limit gets
-SoftTimeLimitExceeded and the worker goes on with the next; a task that outlives the hard limit
-ends the worker (status 70), and its message, never acknowledged, is delivered again and run once
-more by the restarted worker. Real processes: the test-only consumer's worker (tests/consumers/
-audit, task `audit.stall`) on a Redis of the test's own."""
+"""Task time limits and shutdown in a worker that runs the solo pool (the process table's), where
+Celery enforces no time limit (shared.events.celery_app.InlineTimeLimits does): a task past the
+soft limit gets SoftTimeLimitExceeded and the worker goes on with the next; a task that outlives
+the hard limit ends the worker (status 70), and its message, never acknowledged, is delivered again
+and run once more by the restarted worker; SIGTERM lets the task in hand finish and acknowledge it.
+Real processes: the test-only consumer's worker (tests/consumers/audit, task `audit.stall`) on a
+Redis of the test's own."""
 
 from __future__ import annotations
 
 import os
+import signal
 import uuid
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from tests import harness
 from tests.harness import ROOT, Proc, celery_worker, wait_until
 
 AUDIT_DIR = ROOT / "tests" / "consumers" / "audit"
-SOFT, HARD, VISIBILITY = 2, 4, 8
+SOFT, HARD, VISIBILITY = 4, 6, 10
 
 
 class Stack:
@@ -94,3 +96,19 @@ def test_a_task_past_the_hard_limit_ends_the_worker_and_runs_again_after_a_resta
     stack.start_worker()
     wait_until(lambda: stack.outcomes(marker) == ["soft", "done"], timeout=VISIBILITY + 60, what="the task delivered again")
     assert int(stack.client.get(f"{marker}:runs") or 0) == 2
+
+
+def test_sigterm_lets_the_running_task_finish_and_acknowledge_it(stack):
+    """Warm shutdown with the solo pool: the task in hand completes, its message is acknowledged
+    (nothing left in kombu's unacked hash or the queue to come back), and the worker exits 0."""
+    if stack.worker is None or stack.worker.popen is None or stack.worker.popen.poll() is not None:
+        stack.start_worker()
+    worker = stack.worker
+    assert worker is not None and worker.popen is not None
+    marker = stack.stall(2)  # well within the soft limit
+    wait_until(lambda: stack.client.get(f"{marker}:runs") == b"1", timeout=60, what="the task running")
+    worker.popen.send_signal(signal.SIGTERM)
+    wait_until(lambda: worker.popen.poll() is not None, timeout=60, what="the worker's warm shutdown")
+    assert worker.popen.returncode == 0
+    assert stack.outcomes(marker) == ["done"]
+    assert stack.client.hlen("unacked") == 0 and stack.client.llen("audit") == 0
