@@ -209,7 +209,10 @@ def main() -> int:
     parser.add_argument("--ramp", default="300,400,500,600,800,1000,1300", help="events/s steps")
     parser.add_argument("--ramp-seconds", type=float, default=8.0)
     parser.add_argument(
-        "--worker-concurrency", type=int, default=None, help="notifications worker processes (default: the launcher's setting)"
+        "--worker-concurrency",
+        type=int,
+        default=None,
+        help="run the notifications worker with the prefork pool of N processes (default: solo, as make run)",
     )
     args = parser.parse_args()
 
@@ -235,8 +238,7 @@ def main() -> int:
             metrics_port = infra.free_port()
             notif_bg["notifications-worker"].env["METRICS_PORT"] = str(metrics_port)
             if args.worker_concurrency:
-                cmd = notif_bg["notifications-worker"].cmd
-                cmd[cmd.index("-c") + 1] = str(args.worker_concurrency)
+                stack.with_prefork(notif_bg["notifications-worker"], args.worker_concurrency)
             procs = [
                 stack.gunicorn(ctx, "users", 0),
                 stack.gunicorn(ctx, "notifications", 0),
@@ -261,11 +263,10 @@ def main() -> int:
                         me.raise_for_status()
                         probes.append((int(me.json()["id"]), token))
                 bench = Bench(urls["users"], urls["notifications"], ctx.service_urls("notifications")[0], probes)
-                worker = notif_bg["notifications-worker"]
-                concurrency = worker.cmd[worker.cmd.index("-c") + 1]
+                pool = stack.worker_pool(notif_bg["notifications-worker"])
                 print(
                     f"events bench: events written to users' outbox directly (INSERT + NOTIFY, one transaction "
-                    f"each); 1 users relay, 1 notifications worker (prefork -c {concurrency}), "
+                    f"each); 1 users relay, 1 notifications worker ({pool}), "
                     f"{os.cpu_count()} CPU cores shared by all processes",
                     flush=True,
                 )

@@ -204,6 +204,8 @@ def start_scale(factor: int, index: int, args, stack_: contextlib.ExitStack) -> 
         pull,
         *[p for p in stack.background_processes(ctx, "feed") if p.name in ("feed-worker", "feed-relay")],
     ]
+    if args.worker_concurrency:
+        stack.with_prefork(next(p for p in procs if p.name == "feed-worker"), args.worker_concurrency)
     supervisor = stack.Supervisor(procs, stream_logs=False, log_dir=run_dir)
     stack_.callback(supervisor.stop_all)
     supervisor.start_all()
@@ -500,11 +502,11 @@ def main() -> int:
     parser.add_argument("--fanout-only", action="store_true", help="only the fan-out (factor 1, no wrk)")
     parser.add_argument("--fanout-runs", type=int, default=1, help="posts per author (median is reported)")
     parser.add_argument("--fanout-sizes", default="10,1000,100000", help="fan-out mode: follower counts to post as")
-    parser.add_argument("--worker-concurrency", type=int, help="feed worker processes (default: dev/stack.py's)")
+    parser.add_argument(
+        "--worker-concurrency", type=int, help="the feed worker with the prefork pool of N processes (default: solo, as make run)"
+    )
     args = parser.parse_args()
     args.fanout_sizes = [int(n) for n in args.fanout_sizes.split(",")]
-    if args.worker_concurrency:
-        stack.WORKER_CONCURRENCY["feed"] = args.worker_concurrency
     if args.fanout_only:
         args.factors = "1"
     else:
@@ -522,7 +524,8 @@ def main() -> int:
             for size in args.fanout_sizes:
                 print(f"\nfan-out, author with ~{size:,} followers:", flush=True)
                 costs[size] = fanout_cost(scale, size, args)
-            print(f"\nfan-out cost per follower (one feed worker, -c 2; users gunicorn answering the pages); {uptime()}")
+            pool = f"prefork -c {args.worker_concurrency}" if args.worker_concurrency else "solo"
+            print(f"\nfan-out cost per follower (one feed worker, {pool}; users gunicorn answering the pages); {uptime()}")
             for size, (wall, per, posts, path) in costs.items():
                 print(
                     f"{scale.fanout_authors[size][1]:>8,} followers: CPU {per:.1f} µs per follower (feed worker + users), "

@@ -173,9 +173,9 @@ def gateway(ctx: Context) -> Proc | None:
 
 
 # Every service has the same background processes: a Celery worker on its own queue (event
-# handlers, its tasks), the outbox relay (its events → each consumer's queue) and one beat
-# (pruning, partitions, sweeps). Per-service worker concurrency and extra environment:
-WORKER_CONCURRENCY = {"users": 1, "feed": 2, "notifications": 2}
+# handlers, its tasks; the solo pool: tasks run in the worker's own process, docs/events.md), the
+# outbox relay (its events → each consumer's queue) and one beat (pruning, partitions, sweeps).
+# Per-service extra environment:
 EXTRA_ENV = {"notifications": {"PUSH_PROVIDER": "log"}}
 
 
@@ -199,8 +199,8 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "worker",
                 "-Q",
                 service,
-                "-c",
-                str(WORKER_CONCURRENCY[service]),
+                "--pool",
+                "solo",
                 "--loglevel",
                 "INFO",
                 "--without-gossip",
@@ -234,6 +234,20 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
             ],
         ),
     ]
+
+
+def with_prefork(proc: Proc, processes: int) -> Proc:
+    """A worker of background_processes() run with Celery's prefork pool of `processes` children
+    instead of the solo pool (benchmarks comparing the two)."""
+    at = proc.cmd.index("--pool")
+    proc.cmd[at + 1 : at + 2] = ["prefork", "-c", str(processes)]
+    return proc
+
+
+def worker_pool(proc: Proc) -> str:
+    """The pool a worker Proc runs, as text: `solo`, `prefork -c 2`."""
+    at = proc.cmd.index("--pool")
+    return " ".join(proc.cmd[at + 1 : at + 4 if proc.cmd[at + 1] == "prefork" else at + 2])
 
 
 def plan(ctx: Context) -> list[Proc]:

@@ -61,11 +61,11 @@ class Proc:
         return (self.log_dir / f"{self.name}.log").read_text(errors="replace")
 
 
-def celery_worker(app: str, queue: str, concurrency: int = 2) -> list[str]:
-    """The command of a service's Celery worker as the process table runs it (prefork, no
+def celery_worker(app: str, queue: str) -> list[str]:
+    """The command of a service's Celery worker as the process table runs it (the solo pool, no
     mingle/gossip): for system tests that start workers themselves."""
-    return [PYTHON, "-m", "celery", "-A", app, "worker", "-Q", queue, "-c", str(concurrency),
-            "--pool", "prefork", "-l", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
+    return [PYTHON, "-m", "celery", "-A", app, "worker", "-Q", queue,
+            "--pool", "solo", "-l", "INFO", "--without-mingle", "--without-gossip"]  # fmt: skip
 
 
 def register(api: httpx.Client, prefix: str) -> tuple[str, dict[str, str]]:

@@ -185,9 +185,10 @@ def test_kubernetes_runs_the_table():
 
 def test_normalise_keeps_what_differs():
     """A different command is not hidden by the comparison: only the declared options go."""
-    worker = ["celery", "-A", "feed_service", "worker", "-Q", "feed", "--without-gossip", "--without-mingle"]
-    assert normalise("feed-worker", [*worker, "-c", "2", "--loglevel", "INFO"]) == worker
-    assert normalise("feed-worker", [stack.PYTHON, "-m", *worker, "--concurrency=4"]) == worker
+    worker = ["celery", "-A", "feed_service", "worker", "-Q", "feed", "--pool", "solo", "--without-gossip", "--without-mingle"]
+    assert normalise("feed-worker", [*worker, "-l", "DEBUG", "--loglevel", "INFO"]) == worker
+    assert normalise("feed-worker", [stack.PYTHON, "-m", *worker, "--loglevel=WARNING"]) == worker
+    assert normalise("feed-worker", [*worker, "-c", "2"]) != worker  # concurrency is no per-environment option
     assert normalise("feed-worker", [*worker[:5], "notifications", *worker[6:]]) != worker
     assert normalise("feed-relay", [stack.PYTHON, "manage.py", "events_relay"]) == ["python", "manage.py", "events_relay"]
     api = ["gunicorn", "-c", "python:shared.gunicorn_conf", "feed_service.wsgi"]

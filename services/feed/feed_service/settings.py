@@ -27,6 +27,8 @@ FANOUT_PAGE = env_int("FANOUT_PAGE", 5000)  # follower ids per internal API page
 # up to this many followers (in one page), the fan-out runs in the post.created handler, no task per page
 FANOUT_INLINE = env_int("FANOUT_INLINE", 1000)
 FANOUT_BATCH = env_int("FANOUT_BATCH", 1000)  # rows per bulk_create
+# a single-page author's follower ids kept in Redis for fan-out (timelines.followers); 0: ask users every post
+FANOUT_FOLLOWERS_CACHE_SECONDS = env_int("FANOUT_FOLLOWERS_CACHE_SECONDS", 3600)
 BACKFILL_POSTS = env_int("BACKFILL_POSTS", 50)  # a new followee's recent posts copied into the timeline
 PROFILE_CACHE_SECONDS = env_int("PROFILE_CACHE_SECONDS", 3600)  # invalidated by user.updated anyway
 # username → author (user timeline, mentions; authors/usernames.py): kept in step by user.updated and

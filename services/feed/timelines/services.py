@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from authors.client import users_client
+from authors.client import FollowerIdsPage, users_client
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import F
@@ -21,7 +21,7 @@ from posts import selectors as post_selectors
 from posts.models import Like, Post
 
 from shared import redis_clients
-from timelines import store
+from timelines import followers, store
 from timelines.models import AuthorStats, BigAuthorFollow, TimelineEntry
 
 log = logging.getLogger("feed.timelines")
@@ -98,7 +98,9 @@ def fanout_deliver(*, post_id: int, user_ids: list[int], queued_at: float | None
     Logs one `fanout-phase deliver` line with the time spent in each phase (bench/feed_bench.py
     reads them)."""
     t0 = time.monotonic()
-    with transaction.atomic():
+    # inline in the handler's transaction: no savepoint of its own (two round trips); nothing here
+    # needs a partial rollback, an error rolls the whole event back
+    with transaction.atomic(savepoint=False):
         with connection.cursor() as cursor:
             cursor.execute(f"SELECT author_id FROM {Post._meta.db_table} WHERE id = %s FOR SHARE", [post_id])
             row = cursor.fetchone()
@@ -191,7 +193,13 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
         fanout_deliver(post_id=post_id, user_ids=[author_id])
         return 0
     started = time.monotonic()
-    first = users_client().follower_ids(author_id, after=None, limit=settings.FANOUT_PAGE)
+    cached, token = followers.lookup(author_id)  # a single-page author's ids, without asking users
+    if cached is not None:
+        first = FollowerIdsPage(ids=cached, next_after=None)
+    else:
+        first = users_client().follower_ids(author_id, after=None, limit=settings.FANOUT_PAGE)
+        if token is not None and first.next_after is None and len(first.ids) <= settings.FANOUT_INLINE:
+            followers.fill(author_id, token, first.ids)
     fetch = time.monotonic() - started
     if first.next_after is None and len(first.ids) <= settings.FANOUT_INLINE:
         if not fanout_deliver(post_id=post_id, user_ids=[author_id, *first.ids]):
@@ -205,10 +213,11 @@ def fanout_pages(*, post_id: int, author_id: int, deliver) -> int:
         )
         fetch += more
     log.info(
-        "fanout-phase walk post=%s followers=%d pages=%d fetch=%.3f total=%.3f end=%.3f",
+        "fanout-phase walk post=%s followers=%d pages=%d cached=%d fetch=%.3f total=%.3f end=%.3f",
         post_id,
         total,
         pages,
+        cached is not None,
         fetch,
         time.monotonic() - started,
         time.time(),
@@ -241,6 +250,7 @@ def _followers_count_shift(*, author_id: int, delta: int) -> tuple[int, bool]:
 def follow_apply(*, follower_id: int, followee_id: int) -> None:
     """user.followed: count the follower; big followee → remember the edge for read-time merge,
     otherwise backfill the followee's recent posts into the follower's timeline."""
+    followers.followers_changed(followee_id)
     count, is_big = _followers_count_shift(author_id=followee_id, delta=1)
     if not is_big and count > settings.FANOUT_MAX_FOLLOWERS:
         AuthorStats.objects.filter(author_id=followee_id).update(is_big=True)
@@ -260,6 +270,7 @@ def follow_apply(*, follower_id: int, followee_id: int) -> None:
 def unfollow_apply(*, follower_id: int, followee_id: int) -> None:
     """user.unfollowed: the followee's posts leave the follower's timeline. A big followee whose
     count just fell below the demotion threshold is demoted (after commit, in its own task)."""
+    followers.followers_changed(followee_id)
     count, is_big = _followers_count_shift(author_id=followee_id, delta=-1)
     if is_big and count < demote_below():
         transaction.on_commit(lambda: _demotion_request(author_id=followee_id))
@@ -420,7 +431,9 @@ def demotion_deliver(*, author_id: int, post_ids: list[int], user_ids: list[int]
 
 @transaction.atomic
 def user_purge(*, user_id: int) -> None:
-    """user.deleted: the user's posts (and their likes), their likes elsewhere, their timeline."""
+    """user.deleted: the user's posts (and their likes), their likes elsewhere, their timeline.
+    Every cached follower list may hold the user (its follows went without an event per edge)."""
+    followers.everyone_changed()
     post_ids = list(Post.objects.filter(author_id=user_id).values_list("id", flat=True))
     liked = list(Like.objects.filter(user_id=user_id).exclude(post_id__in=post_ids).values_list("post_id", flat=True))
     Post.objects.filter(id__in=liked).update(like_count=F("like_count") - 1)

@@ -48,11 +48,30 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+# Celery's line for every task that succeeded (celery.app.trace.LOG_SUCCESS)
+_TASK_SUCCEEDED = "Task %(name)s[%(id)s] succeeded in %(runtime)ss: %(return_value)s"
+
+
+class TaskSucceededFilter(logging.Filter):
+    """Drops Celery's INFO line for every task that succeeded: the task logs its own outcome (an
+    event's `event applied`/`duplicate`, a fan-out page's `fanout-phase deliver`), so it was a
+    second line per message. Retries, failures and everything else of celery.app.trace stay."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _TASK_SUCCEEDED
+
+
 def logging_config(service: str, level: str = "INFO") -> dict:
+    # Celery's per-message INFO lines (received, succeeded) only at DEBUG: one line per event is the
+    # handler's own; at INFO they were two JSON lines more per message in the worker's CPU
+    per_task = level if level.upper() == "DEBUG" else "WARNING"
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "shared.requestid.RequestIdFilter"}},
+        "filters": {
+            "request_id": {"()": "shared.requestid.RequestIdFilter"},
+            "task_succeeded": {"()": "shared.jsonlog.TaskSucceededFilter"},
+        },
         "formatters": {"json": {"()": "shared.jsonlog.JsonFormatter", "service": service}},
         "handlers": {"stdout": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"]}},
         "root": {"handlers": ["stdout"], "level": level},
@@ -60,5 +79,7 @@ def logging_config(service: str, level: str = "INFO") -> dict:
             "django.db.backends": {"level": "WARNING"},
             "django.request": {"level": "ERROR"},
             "celery": {"level": level},
+            "celery.worker.strategy": {"level": per_task},  # "Task … received"
+            "celery.app.trace": {"level": level, "filters": [] if per_task == level else ["task_succeeded"]},
         },
     }

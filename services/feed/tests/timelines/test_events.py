@@ -207,3 +207,79 @@ def test_followers_above_the_inline_limit_are_delivered_by_a_task_per_page(perso
     assert sorted(TimelineEntry.objects.filter(post_id=int(data["id"])).values_list("user_id", flat=True)) == sorted(
         [author.id, *(f.id for f in fans)]
     )
+
+
+@pytest.fixture
+def follower_calls(monkeypatch):
+    """The authors whose follower ids feed asked users for (the real call, counted)."""
+    from authors.client import users_client
+
+    client, asked = users_client(), []
+    real = client.follower_ids
+
+    def counted(user_id, **kw):
+        asked.append(user_id)
+        return real(user_id, **kw)
+
+    monkeypatch.setattr(client, "follower_ids", counted)
+    return asked
+
+
+def _post(author) -> dict:
+    data = author.api.post("/api/v1/posts", data=json.dumps({"body": "x"}), content_type="application/json").json()
+    assert dispatch(_created(author, data)) is True
+    return data
+
+
+def _readers(data) -> list[int]:
+    return sorted(TimelineEntry.objects.filter(post_id=int(data["id"])).values_list("user_id", flat=True))
+
+
+def test_a_small_authors_followers_are_asked_of_users_once_then_kept(person, follower_calls):
+    author, fans = person("author"), [person("fan") for _ in range(2)]
+    for fan in fans:
+        fan.follow(author)
+    first, second = _post(author), _post(author)
+    assert follower_calls == [author.id]  # the second post's fan-out used the kept ids
+    assert _readers(first) == _readers(second) == sorted([author.id, *(f.id for f in fans)])
+
+
+def test_a_follow_or_unfollow_event_makes_the_next_fanout_ask_users_again(person, follower_calls):
+    author, old_fan, new_fan = person("author"), person("fan"), person("fan")
+    old_fan.follow(author)
+    _post(author)
+    new_fan.follow(author)
+    dispatch(envelope("user.followed", {"follower_id": str(new_fan.id), "followee_id": str(author.id)}))
+    assert _readers(_post(author)) == sorted([author.id, old_fan.id, new_fan.id])
+    old_fan.unfollow(author)
+    dispatch(envelope("user.unfollowed", {"follower_id": str(old_fan.id), "followee_id": str(author.id)}))
+    assert _readers(_post(author)) == sorted([author.id, new_fan.id])
+    assert follower_calls == [author.id] * 3
+
+
+def test_a_deleted_account_makes_every_kept_follower_list_stale(person, follower_calls):
+    from timelines import followers
+
+    author, fan = person("author"), person("fan")
+    fan.follow(author)
+    _post(author)
+    assert followers.lookup(author.id)[0] == [fan.id]
+    dispatch(envelope("user.deleted", {"user_id": str(person("gone").id)}))
+    assert followers.lookup(author.id)[0] is None
+    _post(author)
+    assert follower_calls == [author.id, author.id]
+
+
+def test_ids_read_before_a_change_are_stale_when_they_arrive():
+    """A fill carries the generation read before users was asked: a follow handled during the call
+    makes what it writes unusable."""
+    from timelines import followers
+
+    ids, token = followers.lookup(987654)
+    assert ids is None and token is not None
+    followers.followers_changed(987654)  # a user.followed handled while users answered
+    followers.fill(987654, token, [1, 2])
+    assert followers.lookup(987654)[0] is None
+    ids, token = followers.lookup(987654)
+    followers.fill(987654, token, [1, 2, 3])
+    assert followers.lookup(987654)[0] == [1, 2, 3]

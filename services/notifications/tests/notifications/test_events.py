@@ -99,3 +99,31 @@ def test_a_failing_handler_rolls_back_its_inbox_row(deliver):
     with pytest.raises(Exception):  # noqa: B017 - the database error type is not the point
         deliver("user.followed", {"follower_id": "9999999999999999999", "followee_id": "22"})
     assert InboxEvent.objects.count() == 0 and rows() == []
+
+
+def test_a_statement_past_the_soft_time_limit_fails_the_handler_and_writes_nothing(deliver, monkeypatch):
+    """The event transaction runs with statement_timeout = the soft task limit: a query stuck in
+    Postgres (which a worker's own soft limit cannot interrupt) fails the handler, whose writes and
+    inbox row roll back, so the event is retried."""
+    from django.db import OperationalError, connection
+
+    from shared.events import inbox
+
+    def stuck(event):
+        Notification.objects.create(
+            recipient_id=22, kind="follow", actor_id=11, event_id=event.id, created_at=event.occurred_at, actor_ids=[11]
+        )
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(30)")
+
+    monkeypatch.setenv("CELERY_TASK_SOFT_TIME_LIMIT", "1")
+    monkeypatch.setenv("CELERY_TASK_TIME_LIMIT", "2")
+    monkeypatch.setitem(inbox._HANDLERS, ("user.followed", 1), [stuck])
+    event_id = uuid.uuid4()
+    with pytest.raises(OperationalError, match="statement timeout"):
+        deliver("user.followed", {"follower_id": "11", "followee_id": "22"}, event_id=event_id)
+    assert rows() == []
+    assert not InboxEvent.objects.filter(event_id=event_id).exists()
+    with connection.cursor() as cursor:  # SET LOCAL: the setting ended with the transaction
+        cursor.execute("SHOW statement_timeout")
+        assert cursor.fetchone()[0] != "1s"

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 import time
 from typing import Any
 
 from celery import Celery, Task
-from celery.exceptions import Reject
-from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready, worker_shutdown
+from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.signals import task_postrun, task_prerun, worker_init, worker_process_init, worker_ready, worker_shutdown
 
 from shared.env import env_int
 from shared.events.celery_config import celery_config, redeliver_after, restore_interval, retry_delay
@@ -73,6 +75,99 @@ def make_celery(service: str) -> Celery:
     register_event_tasks(app)
     app.autodiscover_tasks()  # each installed app's tasks.py
     return app
+
+
+class InlineTimeLimits:
+    """The task time limits for a pool that runs tasks in the worker's own main thread (`--pool
+    solo`, the process table's), which Celery enforces only in prefork children:
+
+    * soft (`task_soft_time_limit`): a SIGALRM armed for each task raises `SoftTimeLimitExceeded`
+      in it, as prefork's soft limit does (the event task retries it with backoff). Python code
+      only: a call blocked in C (a query in libpq) sees it when it returns, which is why the event
+      transaction also runs with `statement_timeout` = the soft limit (shared.events.inbox);
+    * hard (`task_time_limit`): a thread that sleeps until the running task's hard deadline, and
+      if that task is still running then, logs it and ends the process with status 70, as prefork
+      kills a child: the message stays unacknowledged and comes back after the visibility timeout
+      (the inbox keeps it once); the supervisor (make run, compose, Kubernetes) restarts the worker.
+
+    Per task: two setitimer calls; the thread wakes at most once per hard limit while tasks run
+    and not at all while the worker is idle."""
+
+    EXIT_STATUS = 70
+
+    def __init__(self, soft: float, hard: float):
+        self.soft, self.hard = soft, hard
+        self.current: tuple[str, float] | None = None  # (task id, hard deadline) of the running task
+        self._busy = threading.Event()
+        signal.signal(signal.SIGALRM, self._on_alarm)
+        threading.Thread(target=self._watch, name="task-hard-limit", daemon=True).start()
+
+    def started(self, task_id: str) -> None:
+        self.current = (task_id, time.monotonic() + self.hard)
+        signal.setitimer(signal.ITIMER_REAL, self.soft)
+        if not self._busy.is_set():
+            self._busy.set()
+
+    def finished(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        self.current = None
+
+    def _on_alarm(self, signum, frame) -> None:
+        if self.current is not None:  # (an alarm already delivered when the task finished is ignored)
+            raise SoftTimeLimitExceeded(f"soft time limit ({self.soft:g} s) exceeded")
+
+    def _watch(self) -> None:
+        while True:
+            self._busy.wait()
+            current = self.current
+            if current is None:  # idle: sleep until the next task starts
+                self._busy.clear()
+                if self.current is not None:  # started between the read and the clear
+                    self._busy.set()
+                continue
+            task_id, deadline = current
+            remaining = deadline - time.monotonic()
+            if remaining > 0:
+                time.sleep(remaining)
+                continue
+            if self.current is current:
+                logger.critical(
+                    "task exceeded the hard time limit; the worker exits and its message is delivered again",
+                    extra={"task_id": task_id, "hard_limit_s": self.hard},
+                )
+                for handler in logging.getLogger().handlers:
+                    handler.flush()
+                os._exit(self.EXIT_STATUS)
+
+
+_inline_limits: InlineTimeLimits | None = None
+_worker_pid: int | None = None
+
+
+@worker_init.connect(weak=False)
+def _remember_worker_pid(**_) -> None:
+    global _worker_pid
+    _worker_pid = os.getpid()
+
+
+@worker_process_init.connect(weak=False)
+def _time_limits_for_inline_pool(sender=None, **_) -> None:
+    """The solo pool sends worker_process_init from the worker's own process (prefork: from each
+    child): only there do the limits need enforcing here."""
+    global _inline_limits
+    if os.getpid() != _worker_pid or threading.current_thread() is not threading.main_thread() or _inline_limits:
+        return
+    from celery import current_app
+
+    conf = current_app.conf
+    if conf.task_time_limit and conf.task_soft_time_limit:
+        _inline_limits = InlineTimeLimits(float(conf.task_soft_time_limit), float(conf.task_time_limit))
+
+
+@task_prerun.connect(weak=False)
+def _arm_time_limits(task_id=None, task=None, **_) -> None:
+    if _inline_limits is not None and not getattr(task.request, "is_eager", False):
+        _inline_limits.started(str(task_id))
 
 
 @worker_init.connect(weak=False)
@@ -148,6 +243,8 @@ def _recycle_db_connections(task=None, **_) -> None:
 
     if task is None or getattr(task.request, "is_eager", False):
         return
+    if _inline_limits is not None:  # first: the soft limit's alarm must not fire in what follows
+        _inline_limits.finished()
     for conn in connections.all(initialized_only=True):
         if not conn.in_atomic_block:
             conn.close_if_unusable_or_obsolete()

@@ -12,6 +12,9 @@ Delivery guarantees come from the combination, so none of these is optional:
   at most that many and a slow handler does not hoard the queue.
 * Time limits below the Redis visibility timeout: Redis re-delivers an unacknowledged message
   after `visibility_timeout`; a task allowed to run longer than that would run twice at once.
+  Workers run the solo pool (the process table), where Celery enforces no limit:
+  shared.events.celery_app.InlineTimeLimits does, and the event transaction runs with
+  `statement_timeout` = the soft limit (shared.events.inbox).
 * `ReliableTask` (every task's base, shared.events.celery_app): a retry that cannot be published
   (broker away) puts the message back instead of dropping it, as Celery would
   (`Reject(requeue=False)`).
@@ -49,13 +52,19 @@ def redeliver_after() -> float:
     return env_float("EVENTS_REDELIVER_AFTER_SECONDS", float(visibility + hard + 60))
 
 
-def celery_config(service: str) -> dict:
-    broker = env_str("CELERY_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+def time_limits() -> tuple[int, int, int]:
+    """(soft, hard) task time limits and the visibility timeout, in seconds; soft < hard < visibility."""
     visibility = env_int("CELERY_VISIBILITY_TIMEOUT", 3600)
     hard = env_int("CELERY_TASK_TIME_LIMIT", min(300, visibility // 2))
     soft = env_int("CELERY_TASK_SOFT_TIME_LIMIT", max(1, hard - max(1, hard // 10)))
     if not soft < hard < visibility:
         raise ValueError(f"need soft ({soft}s) < hard ({hard}s) time limit < visibility timeout ({visibility}s)")
+    return soft, hard, visibility
+
+
+def celery_config(service: str) -> dict:
+    broker = env_str("CELERY_BROKER_URL", os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0")
+    soft, hard, visibility = time_limits()
     return {
         "broker_url": broker,
         "broker_connection_retry_on_startup": True,

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from django.db import connection, transaction
 
 from shared.events.catalogue import EventSchemaError, event_type
+from shared.events.celery_config import time_limits
 from shared.events.envelope import Event, envelope_from
 from shared.events.models import InboxEvent
 
@@ -46,6 +47,11 @@ def dispatch(raw: dict) -> bool:
     The inbox row and the handlers' writes share one transaction: either both happen or neither.
     Two workers holding the same event serialise on the inbox primary key; the second sees the
     first's committed row and does nothing.
+
+    Every statement of the transaction is bounded by `statement_timeout` = the soft task time
+    limit (SET LOCAL, in the inbox insert's round trip, so it holds behind PgBouncer's transaction
+    pooling too): a query stuck in Postgres fails the handler, which is retried, where the worker's
+    own soft limit cannot interrupt a call blocked in libpq (shared.events.celery_app.InlineTimeLimits).
     """
     event = envelope_from(raw)
     handlers = handlers_for(event.type, event.version)
@@ -54,6 +60,7 @@ def dispatch(raw: dict) -> bool:
     with transaction.atomic():
         with connection.cursor() as cursor:
             cursor.execute(
+                f"SET LOCAL statement_timeout = {int(time_limits()[0] * 1000)}; "
                 f"INSERT INTO {InboxEvent._meta.db_table} (event_id, type, handled_at) VALUES (%s, %s, now()) "
                 "ON CONFLICT (event_id) DO NOTHING",
                 [event.id, event.type],
