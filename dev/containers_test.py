@@ -763,6 +763,10 @@ def main() -> int:
         log(f"FAILED: {exc}")
         for container in compose.containers():
             log(f"{container['Names'][0]}: {container.get('State')} {container.get('Status', '')}")
+        for container in compose.containers():  # what the project's own processes said (CI keeps only this output)
+            name = container["Names"][0]
+            if any(f"_{svc}" in name for svc in ("users", "feed", "notifications", "gateway")):
+                log(f"--- {name}, last lines:\n{compose.logs(name)}")
     finally:
         with phase("compose down"):
             compose.down()
