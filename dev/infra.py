@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -47,10 +48,27 @@ class InfraError(RuntimeError):
     """Embedded Postgres or Redis could not start; the message says why and what to do."""
 
 
+# free_port's range: below the kernel's ephemeral range (32768+), where every outgoing connection on
+# the machine takes its local port (a port the kernel handed out as free could be taken by a client
+# socket before the test's server bound it), and below the stack blocks of claim_port_offset (9000+)
+FREE_PORTS = range(2000, 8000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port on 127.0.0.1 nothing listens on now, from FREE_PORTS, never the same twice in a process."""
+    for _ in range(500):
+        port = random.choice(FREE_PORTS)
+        if port in _handed_out or port in (5432, 6379):
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {FREE_PORTS.start}-{FREE_PORTS.stop - 1}")
 
 
 STACK_PORTS = range(8000, 8400)  # every port of dev/stack.py's plan at offset 0 (gateway 8000 … notifications 839x)
