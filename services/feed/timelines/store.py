@@ -49,7 +49,7 @@ return written
 """
 
 
-_scripts: dict[int, Script] = {}
+_scripts: dict[tuple[int, str], Script] = {}  # (id of the Redis client, Lua source) -> registered script
 
 
 def client(*, bulk: bool = False) -> redis.Redis:
@@ -57,11 +57,16 @@ def client(*, bulk: bool = False) -> redis.Redis:
     return redis_clients.client(bulk=bulk)
 
 
-def _add_script(conn: redis.Redis) -> Script:
-    script = _scripts.get(id(conn))
+def _registered(conn: redis.Redis, source: str) -> Script:
+    """The Lua script `source` registered once per Redis client (its SHA, EVALSHA then EVAL)."""
+    script = _scripts.get((id(conn), source))
     if script is None:
-        script = _scripts[id(conn)] = conn.register_script(_ADD_IF_BUILT)
+        script = _scripts[(id(conn), source)] = conn.register_script(source)
     return script
+
+
+def _add_script(conn: redis.Redis) -> Script:
+    return _registered(conn, _ADD_IF_BUILT)
 
 
 def key(user_id: int) -> str:
@@ -159,7 +164,6 @@ if #ids > 0 then
 end
 return {redis.call('ZCARD', KEYS[1]), ids, rows}
 """
-_page_scripts: dict[int, Script] = {}
 
 
 def page_with_rows(
@@ -169,9 +173,7 @@ def page_with_rows(
     read, in one round trip. None when the ids below the cursor fill less than the page although
     the set has more (members sharing the cursor's score): the caller uses page() then."""
     conn = client()
-    script = _page_scripts.get(id(conn))
-    if script is None:
-        script = _page_scripts[id(conn)] = conn.register_script(_PAGE_WITH_ROWS)
+    script = _registered(conn, _PAGE_WITH_ROWS)
     high = score(before_id) if before_id is not None else "+inf"
     slack = 8  # as page(): members sharing the cursor's score that are not below it
     found = script(keys=[key(user_id)], args=[high, count + slack, settings.TIMELINE_TTL, row_prefix])
@@ -254,7 +256,6 @@ if #ids > 0 then
 end
 return {0, big, redis.call('ZCARD', KEYS[1]), ids, rows, authors, profiles}
 """
-_home_scripts: dict[int, Script] = {}
 
 
 @dataclass(slots=True)
@@ -277,9 +278,7 @@ def home_read(
     *, user_id: int, before_id: int | None, count: int, row_prefix: str, profile_prefix: str, revocation_keys: Sequence[str] = ()
 ) -> HomeRead:
     conn = client()
-    script = _home_scripts.get(id(conn))
-    if script is None:
-        script = _home_scripts[id(conn)] = conn.register_script(_HOME_READ)
+    script = _registered(conn, _HOME_READ)
     high = score(before_id) if before_id is not None else "+inf"
     slack = 8  # as page(): members sharing the cursor's score that are not below it
     found = script(
