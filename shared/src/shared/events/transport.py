@@ -31,7 +31,7 @@ class Channel(kombu_redis.Channel):
         shared = self._shared_client
         pool = self.pool  # kombu's property: a new pool after _disconnect_pools()
         if shared is None or shared.connection_pool is not pool:
-            shared = self._shared_client = self._create_client()
+            shared = self._shared_client = self._create_client()  # type: ignore[attr-defined]  # kombu, untyped there
         yield shared
 
 
