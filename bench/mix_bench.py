@@ -167,11 +167,12 @@ class System:
         return Path(self.info["run_dir"]) / "gateway.log"
 
 
-def start_system(label: str, tree: Path, offset: int, replicas: int, log: Path) -> System:
+def start_system(label: str, tree: Path, offset: int, replicas: int, log: Path, env: dict[str, str] | None = None) -> System:
     python = tree / ".venv" / "bin" / "python"
     # the client IP is X-Forwarded-For's, as behind a balancer; the users service's own sign-up
     # throttle (20/min per address, and it sees the gateway's) would make seeding 200 users take 10 min
     extra = {"GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32", "THROTTLE_REGISTER_IP": "100000/min", "FEED_BENCH_FLOOR": "1"}
+    extra.update(env or {})
     with open(log, "w") as err:
         proc = subprocess.Popen(
             [str(python), str(ROOT / "bench" / "mix_driver.py"), str(tree), str(offset), str(replicas), json.dumps(extra)],
@@ -629,6 +630,13 @@ def main() -> int:
     parser.add_argument("--idle-seconds", type=int, default=30)
     parser.add_argument("--port-offset", type=int, default=5000, help="baseline's ports +this, HEAD's +this+500")
     parser.add_argument(
+        "--head-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for HEAD's system only (repeatable), e.g. GUNICORN_WORKERS=1 to try a setting",
+    )
+    parser.add_argument(
         "--only",
         choices=("all", "home", "user", "compose", "idle"),
         default="all",
@@ -653,7 +661,14 @@ def main() -> int:
         base_tree, base_sha = stack_.enter_context(baseline_tree(args.baseline))
         systems = [
             start_system("baseline", base_tree, args.port_offset, args.replicas, CACHE / "baseline-driver.log"),
-            start_system("HEAD", ROOT, args.port_offset + 500, args.replicas, CACHE / "head-driver.log"),
+            start_system(
+                "HEAD",
+                ROOT,
+                args.port_offset + 500,
+                args.replicas,
+                CACHE / "head-driver.log",
+                dict(item.split("=", 1) for item in args.head_env),
+            ),
         ]
         systems_all[:] = systems
         for system in systems:
@@ -953,6 +968,8 @@ def report(
         f"follows; mix 60 % home / 30 % user timeline / 10 % compose with a mention; one client IP per user; "
         f"{args.replicas} replicas per service"
     )
+    if args.head_env:
+        print(f"HEAD's system ran with {' '.join(args.head_env)}")
     print(f"load at the end: {end_load}")
 
     print(f"\nclosed loop: wrk -c{args.connections} -d{args.seconds}s × {args.rounds} alternating rounds (medians)")

@@ -88,12 +88,16 @@ def deliveries_create(*, notifications) -> None:
         ],
         batch_size=BATCH,
     )
-    no_device = sum(1 for n in notifications if n.recipient_id not in with_device)
+    deliveries_queued(pending=sorted(with_device), no_device=sum(1 for n in notifications if n.recipient_id not in with_device))
+
+
+def deliveries_queued(*, pending: list[int], no_device: int) -> None:
+    """After the deliveries' transaction commits: count those recorded `no_device` and schedule a
+    flush for each recipient with a pending one."""
     if no_device:
         transaction.on_commit(lambda: PUSHES.labels("no_device").inc(no_device))
-    if with_device:
-        user_ids = sorted(with_device)
-        transaction.on_commit(lambda: push_schedule(user_ids=user_ids))
+    if pending:
+        transaction.on_commit(lambda: push_schedule(user_ids=pending))
 
 
 def deliveries_forget(*, notification_ids: list[int]) -> None:

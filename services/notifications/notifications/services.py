@@ -20,7 +20,29 @@ BATCH = 1000
 GROUP_IDS_KEPT = 200  # likers remembered per grouped notification, to tell a repeat from a new one
 
 
-@transaction.atomic
+# One statement for a notification per recipient and its push delivery: the notifications, then a
+# delivery for each, recorded `no_device` at once for a recipient without a registered device (most
+# of them) and `pending` otherwise (devices.services.deliveries_create is the same rule for one row).
+_CREATE = """
+WITH made AS (
+    INSERT INTO notification (recipient_id, kind, actor_id, post_id, event_id, created_at, actor_count, actor_ids)
+    SELECT r, %(kind)s, %(actor)s, %(post)s, %(event)s, %(created)s, 1, ARRAY[%(actor)s]::bigint[]
+    FROM unnest(%(recipients)s::bigint[]) AS r
+    RETURNING id, recipient_id
+), queued AS (
+    INSERT INTO delivery (user_id, notification_id, kind, actor_id, status, attempts, last_error, created_at,
+                          next_attempt_at, sent_at)
+    SELECT made.recipient_id, made.id, %(kind)s, %(actor)s,
+           CASE WHEN dev.present THEN 'pending' ELSE 'no_device' END, 0, '', %(now)s, %(now)s,
+           CASE WHEN dev.present THEN NULL ELSE %(now)s::timestamptz END
+    FROM made, LATERAL (SELECT EXISTS (SELECT 1 FROM device WHERE device.user_id = made.recipient_id) AS present) AS dev
+    RETURNING user_id, status = 'pending' AS pending
+)
+SELECT user_id, pending FROM queued
+"""
+
+
+@transaction.atomic(savepoint=False)
 def notifications_create(
     *,
     kind: str,
@@ -29,25 +51,32 @@ def notifications_create(
     event_id: uuid.UUID,
     created_at: datetime,
     post_id: int | None = None,
-) -> list[Notification]:
-    """One notification per recipient (never to the actor), queued for push delivery."""
+) -> list[int]:
+    """One notification per recipient (never to the actor), queued for push delivery, in one
+    statement (no savepoint: the caller's transaction, the event handler's, holds it). Returns the
+    recipients notified."""
     recipients = sorted({r for r in recipient_ids if r != actor_id})
-    rows = [
-        Notification(
-            recipient_id=r,
-            kind=kind,
-            actor_id=actor_id,
-            post_id=post_id,
-            event_id=event_id,
-            created_at=created_at,
-            actor_ids=[actor_id],
+    if not recipients:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _CREATE,
+            {
+                "kind": kind,
+                "actor": actor_id,
+                "post": post_id,
+                "event": event_id,
+                "created": created_at,
+                "recipients": recipients,
+                "now": timezone.now(),
+            },
         )
-        for r in recipients
-    ]
-    created = Notification.objects.bulk_create(rows, batch_size=BATCH)
-    device_services.deliveries_create(notifications=created)
+        queued = cursor.fetchall()
+    device_services.deliveries_queued(
+        pending=sorted(user for user, pending in queued if pending), no_device=sum(1 for _, pending in queued if not pending)
+    )
     unread_changed(*recipients)
-    return created
+    return recipients
 
 
 def _lock(*parts: object) -> None:

@@ -67,6 +67,9 @@ def celery_config(service: str) -> dict:
     soft, hard, visibility = time_limits()
     return {
         "broker_url": broker,
+        # kombu's Redis transport, reusing one client for its per-message bookkeeping
+        # (shared.events.transport); a rediss:// or sentinel URL keeps kombu's own transport
+        **({"broker_transport": "shared.events.transport:Transport"} if broker.startswith("redis://") else {}),
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": {
             "visibility_timeout": visibility,
