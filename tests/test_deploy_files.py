@@ -585,6 +585,22 @@ def test_dockerignore_keeps_local_state_secrets_and_tests_out_of_the_context():
     assert {".git", ".venv", ".run", "deploy/secrets", "**/tests", "**/__pycache__", "gateway/*.so"} <= ignored
 
 
+def test_dockerignore_covers_everything_git_ignores():
+    """What git keeps out of the repository is local state (virtualenvs, caches, dev data and keys,
+    benchmark worktrees): a build from a working checkout must not send it either. A .gitignore
+    pattern without a slash matches at any depth, so .dockerignore has it as `**/name` or, for
+    what only ever exists at the root, as `name`."""
+    ignored = {
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
+    for line in (ROOT / ".gitignore").read_text().splitlines():
+        pattern = line.strip().rstrip("/")
+        if not pattern or pattern.startswith("#"):
+            continue
+        accepted = {pattern} if "/" in pattern else {pattern, f"**/{pattern}"}
+        assert accepted & ignored, f".gitignore's {line.strip()!r} is missing from .dockerignore"
+
+
 # --- compose: secrets, keys, health -----------------------------------------------------------
 
 
