@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import infra  # dev/infra.py: free_port
 import yaml
 
 from shared.testing import wait_until
@@ -707,12 +707,6 @@ def replace_feed(compose: Compose, new_image: str, gateway_url: str) -> tuple[in
 # --- main ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     total = time.monotonic()
     with phase("tools"):
@@ -728,7 +722,9 @@ def main() -> int:
     run([sys.executable, "-m", "shared.service_keys", "--kid-suffix", "k1", str(workdir)], capture=True)
     for path in workdir.iterdir():
         path.chmod(0o644)  # the services run as UID 10001; keys are bind-mounted as secret files
-    gateway_port = free_port()
+    # published ports from infra's range below the kernel's ephemeral ports: one the kernel handed out
+    # could be taken by a client socket elsewhere before podman binds it, a minute or more later
+    gateway_port = infra.free_port()
     env = {
         **os.environ,
         "PYTHON_IMAGE": base,
@@ -741,7 +737,7 @@ def main() -> int:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",
-        **{f"{name}_PUBLISH": f"127.0.0.1:{free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")},
+        **{f"{name}_PUBLISH": f"127.0.0.1:{infra.free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")},
     }
     compose = Compose(env, workdir)
     compose.down()  # a previous run that was killed leaves nothing in the way
