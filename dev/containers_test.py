@@ -508,7 +508,7 @@ class Compose:
 
     def stop_all(self) -> None:
         """Every running container at once, each with its service's stop_grace_period (as `down`
-        does), logging the ones slower than 5 s to stop."""
+        does), logging the ones slower than 5 s to stop and the last lines of those slower than 30 s."""
 
         def stop(container: dict) -> None:
             name = container["Names"][0]
@@ -521,8 +521,13 @@ class Compose:
                 check=False,
                 capture=True,
             )
-            if time.monotonic() - began > 5:
-                log(f"stopping {name} took {time.monotonic() - began:.0f} s")
+            took = time.monotonic() - began
+            if took > 5:
+                log(f"stopping {name} took {took:.0f} s")
+            # past its drain's bound (gateway: drain delay + drain timeout, 32 s of a 45 s grace): what
+            # it said while stopping, before `down` removes it (CI keeps only this output)
+            if took > 30:
+                log(f"--- {name}, last lines:\n{self.logs(name)}")
 
         running = self.containers(all_states=False)
         with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
