@@ -33,7 +33,6 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import infra  # dev/infra.py: free_port
 import yaml
 
 from shared.testing import wait_until
@@ -508,7 +508,7 @@ class Compose:
 
     def stop_all(self) -> None:
         """Every running container at once, each with its service's stop_grace_period (as `down`
-        does), logging the ones slower than 5 s to stop."""
+        does), logging the ones slower than 5 s to stop and the last lines of those slower than 30 s."""
 
         def stop(container: dict) -> None:
             name = container["Names"][0]
@@ -521,8 +521,13 @@ class Compose:
                 check=False,
                 capture=True,
             )
-            if time.monotonic() - began > 5:
-                log(f"stopping {name} took {time.monotonic() - began:.0f} s")
+            took = time.monotonic() - began
+            if took > 5:
+                log(f"stopping {name} took {took:.0f} s")
+            # past its drain's bound (gateway: drain delay + drain timeout, 32 s of a 45 s grace): what
+            # it said while stopping, before `down` removes it (CI keeps only this output)
+            if took > 30:
+                log(f"--- {name}, last lines:\n{self.logs(name)}")
 
         running = self.containers(all_states=False)
         with ThreadPoolExecutor(max_workers=max(1, len(running))) as pool:
@@ -707,12 +712,6 @@ def replace_feed(compose: Compose, new_image: str, gateway_url: str) -> tuple[in
 # --- main ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def main() -> int:
     total = time.monotonic()
     with phase("tools"):
@@ -728,7 +727,9 @@ def main() -> int:
     run([sys.executable, "-m", "shared.service_keys", "--kid-suffix", "k1", str(workdir)], capture=True)
     for path in workdir.iterdir():
         path.chmod(0o644)  # the services run as UID 10001; keys are bind-mounted as secret files
-    gateway_port = free_port()
+    # published ports from infra's range below the kernel's ephemeral ports: one the kernel handed out
+    # could be taken by a client socket elsewhere before podman binds it, a minute or more later
+    gateway_port = infra.free_port()
     env = {
         **os.environ,
         "PYTHON_IMAGE": base,
@@ -741,7 +742,7 @@ def main() -> int:
         "DJANGO_SECRET_KEY": secrets.token_urlsafe(48),
         "POSTGRES_PASSWORD": secrets.token_urlsafe(24),
         "GATEWAY_PUBLISH": f"127.0.0.1:{gateway_port}",
-        **{f"{name}_PUBLISH": f"127.0.0.1:{free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")},
+        **{f"{name}_PUBLISH": f"127.0.0.1:{infra.free_port()}" for name in ("PROMETHEUS", "GRAFANA", "ALERTMANAGER")},
     }
     compose = Compose(env, workdir)
     compose.down()  # a previous run that was killed leaves nothing in the way

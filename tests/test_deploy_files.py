@@ -451,6 +451,62 @@ def test_migrations_are_jobs_applied_before_the_rollout_with_plain_kubectl():
     assert all(tags[image["name"]] == image["newTag"] for image in migrations["images"])
 
 
+def _kustomization_docs(directory: Path) -> list[dict]:
+    """The objects `kubectl apply -k directory` applies."""
+    resources = yaml.safe_load((directory / "kustomization.yaml").read_text())["resources"]
+    return [d for name in resources for d in yaml.safe_load_all((directory / name).read_text()) if d]
+
+
+def _read_by_pods(docs: list[dict]) -> tuple[dict[str, set[str]], set[str]]:
+    """Secrets the pod templates read (name → the keys they name) and the ConfigMaps they read."""
+    secrets: dict[str, set[str]] = {}
+    configmaps: set[str] = set()
+    for doc in docs:
+        if doc["kind"] not in {"Deployment", "Job"}:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                secrets.setdefault(volume["secret"]["secretName"], set())
+            if "configMap" in volume:
+                configmaps.add(volume["configMap"]["name"])
+        for container in spec["containers"]:
+            for source in container.get("envFrom", []):
+                if "secretRef" in source:
+                    secrets.setdefault(source["secretRef"]["name"], set())
+                if "configMapRef" in source:
+                    configmaps.add(source["configMapRef"]["name"])
+            for env in container.get("env", []):
+                value_from = env.get("valueFrom", {})
+                if "secretKeyRef" in value_from:
+                    secrets.setdefault(value_from["secretKeyRef"]["name"], set()).add(value_from["secretKeyRef"]["key"])
+                if "configMapKeyRef" in value_from:
+                    configmaps.add(value_from["configMapKeyRef"]["name"])
+    return secrets, configmaps
+
+
+def test_a_release_never_overwrites_the_secrets_or_the_key_set():
+    """The runbook applies deploy/k8s/migrations and deploy/k8s at every release: a Secret or the
+    services' public key set among them would replace the real one, created from the secret store,
+    with its placeholder. They are in deploy/k8s/environment, created once per environment, which
+    declares every Secret the pods read, with the keys they name."""
+    applied = _kustomization_docs(K8S_DIR) + _kustomization_docs(K8S_DIR / "migrations")
+    assert [d["metadata"]["name"] for d in applied if d["kind"] == "Secret"] == []
+    environment = [d for p in sorted((K8S_DIR / "environment").glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d]
+    assert {d["kind"] for d in environment} == {"Secret", "ConfigMap"}
+    declared = {
+        d["metadata"]["name"]: {*d.get("stringData", {}), *d.get("data", {})} for d in environment if d["kind"] == "Secret"
+    }
+    per_environment = {d["metadata"]["name"] for d in environment if d["kind"] == "ConfigMap"}
+    applied_configmaps = {d["metadata"]["name"] for d in applied if d["kind"] == "ConfigMap"}
+    assert "service-public-keys" in per_environment and not per_environment & applied_configmaps
+    secrets, configmaps = _read_by_pods(applied)
+    assert set(secrets) == set(declared)
+    for name, keys in secrets.items():
+        assert keys <= declared[name], (name, keys - declared[name])
+    assert per_environment <= configmaps <= per_environment | applied_configmaps
+
+
 def _checkov(*args: str) -> subprocess.CompletedProcess:
     checkov = ROOT / ".venv" / "checkov" / "bin" / "checkov"
     assert checkov.exists(), "checkov is installed by `make venv` (requirements/checkov.txt)"
@@ -583,6 +639,22 @@ def test_dockerignore_keeps_local_state_secrets_and_tests_out_of_the_context():
         line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
     }
     assert {".git", ".venv", ".run", "deploy/secrets", "**/tests", "**/__pycache__", "gateway/*.so"} <= ignored
+
+
+def test_dockerignore_covers_everything_git_ignores():
+    """What git keeps out of the repository is local state (virtualenvs, caches, dev data and keys,
+    benchmark worktrees): a build from a working checkout must not send it either. A .gitignore
+    pattern without a slash matches at any depth, so .dockerignore has it as `**/name` or, for
+    what only ever exists at the root, as `name`."""
+    ignored = {
+        line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
+    for line in (ROOT / ".gitignore").read_text().splitlines():
+        pattern = line.strip().rstrip("/")
+        if not pattern or pattern.startswith("#"):
+            continue
+        accepted = {pattern} if "/" in pattern else {pattern, f"**/{pattern}"}
+        assert accepted & ignored, f".gitignore's {line.strip()!r} is missing from .dockerignore"
 
 
 # --- compose: secrets, keys, health -----------------------------------------------------------

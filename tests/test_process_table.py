@@ -153,8 +153,10 @@ def test_compose_runs_the_table():
 
 
 def k8s_docs() -> list[dict]:
+    """The app's objects and the per-environment Secrets and key set they read (deploy/k8s/environment)."""
+    k8s = ROOT / "deploy" / "k8s"
     docs = []
-    for path in sorted((ROOT / "deploy" / "k8s").glob("*.yaml")):
+    for path in sorted([*k8s.glob("*.yaml"), *(k8s / "environment").glob("*.yaml")]):
         if path.name != "kustomization.yaml":
             docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
