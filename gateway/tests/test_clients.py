@@ -249,6 +249,23 @@ def test_upstream_server_header_does_not_pass(gw, keys, path):
     assert "server" not in r.headers  # the upstream (http.server) sends "Server: BaseHTTP/..."
 
 
+def test_the_gateways_own_answers_are_nosniff(gw, keys):
+    """The gateway's errors are problem+json like the services' and, like theirs, say nosniff."""
+    for path, headers, want in (
+        ("/api/v1/feed", {}, 401),
+        ("/nowhere", auth(keys.token()), 404),
+        ("/internal/v1/users", auth(keys.token()), 404),
+    ):
+        r = gw.request("GET", path, headers=headers)
+        assert r.status == want
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    # refused on the head alone: a request target over the limit
+    status, headers, _ = _raw(gw.port, b"GET /api/v1/feed?" + b"a" * 8100 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414
+    assert one(headers, "x-content-type-options") == "nosniff"
+
+
 # -- 15. CORS --------------------------------------------------------------------------------------
 
 
