@@ -89,6 +89,7 @@ def response(
             request_id.encode(),
             b"\r\n",
             b"Cache-Control: no-store\r\n",
+            b"X-Content-Type-Options: nosniff\r\n",  # as every service answer (shared.security)
             extra_headers,
             b"Connection: keep-alive\r\n\r\n" if keep_alive else b"Connection: close\r\n\r\n",
         )

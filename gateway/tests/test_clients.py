@@ -218,6 +218,31 @@ def test_expect_continue_is_answered_only_after_the_checks(gw, keys):
         assert json.loads(body)["body"] == "hello"
 
 
+def test_a_rate_limited_client_is_refused_before_its_body_is_read(gw):
+    """Rate limits are decided on the head too: a client over its limit is not waited for (its
+    chunked body never completes here) nor invited to upload (no 100 Continue)."""
+    # register: burst 5 per client IP, then one per 20 s (routes.yaml); a client of its own behind
+    # a trusted proxy, so no other test's requests share its bucket
+    head = b"POST /api/v1/auth/register HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 198.51.100.77\r\n"
+
+    def register(rest: bytes):
+        with connect(gw.port, "127.0.0.2") as s:
+            s.sendall(head + rest)
+            return Reader(s).response()
+
+    # until the bucket is spent (while the gateway's Redis connection is still being made, limits fail open)
+    eventually(lambda: register(b"Content-Length: 2\r\n\r\n{}")[0] == 429, 20, "register bucket spent", interval=0)
+    for rest in (
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",  # the rest of the body never comes
+        b"Expect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+        b"Expect: 100-continue\r\nTransfer-Encoding: chunked\r\n\r\n",
+    ):
+        status, headers, body = register(rest)
+        assert status == 429, (rest, body)
+        assert one(headers, "content-type") == "application/problem+json"
+        assert int(one(headers, "retry-after")) >= 1
+
+
 # -- 6. trailers -----------------------------------------------------------------------------------
 
 
@@ -247,6 +272,23 @@ def test_upstream_server_header_does_not_pass(gw, keys, path):
     r = gw.request("GET", path, headers=auth(keys.token()))
     assert r.status == 200
     assert "server" not in r.headers  # the upstream (http.server) sends "Server: BaseHTTP/..."
+
+
+def test_the_gateways_own_answers_are_nosniff(gw, keys):
+    """The gateway's errors are problem+json like the services' and, like theirs, say nosniff."""
+    for path, headers, want in (
+        ("/api/v1/feed", {}, 401),
+        ("/nowhere", auth(keys.token()), 404),
+        ("/internal/v1/users", auth(keys.token()), 404),
+    ):
+        r = gw.request("GET", path, headers=headers)
+        assert r.status == want
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers["x-content-type-options"] == "nosniff"
+    # refused on the head alone: a request target over the limit
+    status, headers, _ = _raw(gw.port, b"GET /api/v1/feed?" + b"a" * 8100 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert status == 414
+    assert one(headers, "x-content-type-options") == "nosniff"
 
 
 # -- 15. CORS --------------------------------------------------------------------------------------
