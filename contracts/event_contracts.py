@@ -158,7 +158,7 @@ def verify_producer(producer: str, scenarios: dict[tuple[str, int], Callable[[],
 def consumers_table() -> str:
     """docs/events.md's "who consumes what" table, from the committed message pacts: per event and
     consumer, the `data` fields its contract lists (a test keeps the document identical)."""
-    from shared.events.catalogue import CATALOGUE
+    from shared.events.catalogue import VERSIONS
 
     fields: dict[tuple[str, str], list[str]] = {}
     consumers: set[str] = set()
@@ -170,7 +170,7 @@ def consumers_table() -> str:
             fields[(interaction["description"], consumer)] = sorted(interaction["contents"]["content"]["data"])
     names = sorted(consumers)
     lines = ["| event | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for spec in CATALOGUE.values():
+    for spec in VERSIONS.values():
         name = interaction_name(spec.type, spec.version)
         cells = [", ".join(f"`{f}`" for f in fields.get((name, c), [])) for c in names]
         lines.append(f"| `{spec.type}` v{spec.version} | " + " | ".join(cells) + " |")

@@ -8,21 +8,25 @@ gateway) on a fresh database, through the system journey: register, post, follow
 backfilled into the follower's feed), post with a mention, the follower's feed, like,
 notifications (follow, like, mention), mark read, delete.
 
-A release runs from a `git worktree` of its tag under .run/cross-version/<tag>; when the tag's
-locked requirements are those of the working tree, it runs with this .venv (its `shared` put first
-on PYTHONPATH), else with a venv of its own (.run/cross-version/venv-<tag>, built once). An old
-gateway runs as plain Python (GATEWAY_PURE_PYTHON=1: the worktree has no compiled extension).
+A release runs from a `git worktree` of its tag under .run/cross-version/<tag>, its own `shared` first
+on PYTHONPATH; when the tag's locked requirements are those of the working tree, it runs with this
+.venv, else with a venv built once per set of locked requirements (.run/cross-version/venv-<hash>:
+releases whose locks are the same share it). An old gateway runs as plain Python
+(GATEWAY_PURE_PYTHON=1: the worktree has no compiled extension).
 Combinations whose code is identical (a component unchanged since its release runs the same code
 either way) run once. A clone without the tags finds each release from its commit ("Release feed 1.0.0").
 A component never released is an error, never a skip.
 
     python dev/cross_version.py            # `make cross-version` (called by .ci/run)
     python dev/cross_version.py --list     # the combinations, without running them
+    python dev/cross_version.py --only "with notifications-v1.0.0" [--only …] [--port-offset 23000]
+                                           # only the combinations whose line contains the text
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import subprocess
 import sys
@@ -128,12 +132,21 @@ def worktree(tag: str) -> Path:
     return path
 
 
+def locks_key(ref: str) -> str:
+    """What a release's venv is built from, as a short hash: the blobs of its locked requirement
+    files (`git ls-tree`), so releases with the same locks get the same key."""
+    listing = release.git(ROOT, "ls-tree", "-r", ref, "--", *LOCKED)
+    return hashlib.sha256(listing.encode()).hexdigest()[:12]
+
+
 def python_for(tag: str, tree: Path) -> tuple[str, dict[str, str]]:
-    """(interpreter, extra environment) to run a release from its worktree."""
+    """(interpreter, extra environment) to run a release from its worktree. The release's own `shared`
+    comes first on PYTHONPATH either way (a shared venv's editable install points at one release)."""
+    env = {"PYTHONPATH": str(tree / "shared" / "src")}
     same = subprocess.run(["git", "diff", "--quiet", git_ref(tag), "--", *LOCKED], cwd=ROOT).returncode == 0
     if same:
-        return sys.executable, {"PYTHONPATH": str(tree / "shared" / "src")}
-    venv = WORK / f"venv-{tag}"
+        return sys.executable, env
+    venv = WORK / f"venv-{locks_key(git_ref(tag))}"
     python = venv / "bin" / "python"
     if not (venv / ".installed").exists():
         print(f"  {tag}: its locked requirements differ from the working tree's: building {venv} (once)", flush=True)
@@ -144,7 +157,9 @@ def python_for(tag: str, tree: Path) -> tuple[str, dict[str, str]]:
             check=True,
         )
         (venv / ".installed").touch()
-    return str(python), {}
+    else:
+        print(f"  {tag}: its locked requirements differ from the working tree's: running with {venv}", flush=True)
+    return str(python), env
 
 
 def eventually(fetch, until, *, timeout: float = 30.0, what: str = "condition"):
@@ -285,6 +300,15 @@ def run_one(
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="cross_version", description=__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="print the combinations only")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="TEXT",
+        help="run only the combinations whose line (as --list prints it) contains TEXT; repeatable",
+    )
+    parser.add_argument(
+        "--port-offset", type=int, help="the stack's port offset (a multiple of 500), instead of the first free block"
+    )
     args = parser.parse_args(argv)
     try:
         tags = last_tags()
@@ -293,11 +317,16 @@ def main(argv: list[str]) -> int:
         return 1
     print("cross-version: last releases " + ", ".join(tags.values()), flush=True)
     combos = combinations(tags)
+    if args.only:
+        combos = [(label, combo) for label, combo in combos if any(text in label for text in args.only)]
+        if not combos:
+            print(f"cross-version: no combination matches {' or '.join(map(repr, args.only))} (see --list)", file=sys.stderr)
+            return 2
     for label, _combo in combos:
         print(f"  run: {label}")
     if args.list:
         return 0
-    offset = infra.claim_port_offset()  # the same lock files as tests/conftest.py
+    offset = infra.claim_port_offset(only=args.port_offset)  # the same lock files as tests/conftest.py
     failures = []
     with tempfile.TemporaryDirectory(prefix="social-xv-") as tmp:
         run_dir = Path(tmp)

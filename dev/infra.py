@@ -75,13 +75,16 @@ STACK_PORTS = range(8000, 8400)  # every port of dev/stack.py's plan at offset 0
 _held_locks: list = []
 
 
-def claim_port_offset(span: range = STACK_PORTS) -> int:
+def claim_port_offset(span: range = STACK_PORTS, *, only: int | None = None) -> int:
     """A port offset whose whole block (`span` shifted by it) is free here, held for the life of
     this process by a lock file, so two runs on one machine (the system tests of two checkouts,
     dev/cross_version.py beside them) never start processes on the same ports. Blocks are 500
     apart and stay below the ephemeral range (32768+); the first is 1000 (users 9100/9101, feed
-    9200/…, gateway 9000): clear of `make run`."""
-    for offset in range(1000, 32768 - span.stop, 500):
+    9200/…, gateway 9000): clear of `make run`. `only`: that offset or an error (a run told where
+    to go, e.g. `cross_version.py --port-offset`)."""
+    if only is not None and (only <= 0 or only % 500 or only + span.stop > 32768):
+        raise InfraError(f"port offset {only}: a multiple of 500 whose block ends below 32768 (ports {span.start}+offset…)")
+    for offset in [only] if only is not None else range(1000, 32768 - span.stop, 500):
         lock = open(Path(tempfile.gettempdir()) / f"social-system-ports-{offset}.lock", "w")  # noqa: SIM115 - held open
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -92,6 +95,8 @@ def claim_port_offset(span: range = STACK_PORTS) -> int:
             _held_locks.append(lock)  # released when this process exits
             return offset
         lock.close()
+    if only is not None:
+        raise InfraError(f"port offset {only}: its block ({span.start + only}–{span.stop - 1 + only}) is taken or locked")
     raise InfraError("no free block of ports for a stack (every block from 1000 up is taken or locked)")
 
 

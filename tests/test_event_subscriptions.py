@@ -7,6 +7,8 @@ relay keeps running; the next post reaches it. Down for an hour: its worker stop
 coming, then every clock the event path looks at (ledger ages, outbox ages, pruning) is moved an
 hour on; the worker comes back and applies each post once. Removing it: the operator command drops
 its subscription and its backlog; later posts are not routed to it and pruning keeps nothing for it.
+A new version beside the old one: feed publishes both in one transaction and each goes to the
+consumers registered for it.
 """
 
 from __future__ import annotations
@@ -236,3 +238,57 @@ def test_removing_a_consumer_stops_routing_and_drops_its_backlog(stack):
     stack.prune(retention_hours=0)
     assert stack.outbox_rows(backlog + later) == 0  # nothing is kept for a removed consumer
     assert stack.audited(backlog + later) == []
+
+
+def test_a_new_version_is_published_beside_the_old_one_and_routed_by_version(stack):
+    """docs/events.md#evolving-an-event: a producer publishes v2 of an event beside v1 in one
+    transaction while a consumer still declares v1; the relay routes each version to the consumers
+    registered for it. Here audit keeps v1 (its worker applies it) and `audit-next`, a consumer that
+    has moved on, is registered for a v2 whose field is renamed (a test-only version)."""
+    import base64
+
+    from shared.events import subscriptions
+
+    stack.stop_worker()
+    stack.manage(AUDIT_DIR, stack.audit_env, "migrate", "--no-input", "-v", "0")  # audit subscribes to v1 again
+    subscriptions.register(stack.client, "audit-next", [("post.created", 2)])
+    assert {"audit post.created 1", "audit-next post.created 2"} <= stack.registry()
+    stack.client.delete("audit", "audit-next")
+    relay_before = scrape_when_up(stack.relay_metrics_port)
+    out = stack.run_dir / f"versions-{uuid.uuid4().hex[:8]}.json"
+    stack.feed(f"""
+        import json
+        from django.db import transaction
+        from shared.events import publish
+        from shared.events.catalogue import CATALOGUE, VERSIONS, EventType
+        v1 = CATALOGUE["post.created"]
+        fields = {{("mentioned_ids" if k == "mentioned_user_ids" else k): kind for k, kind in v1.fields.items()}}
+        VERSIONS[("post.created", 2)] = EventType("post.created", 2, "feed", fields, "v2: mentioned_ids")
+        data = {{"post_id": "777001", "author_id": "4242", "mentioned_user_ids": ["5"], "created_at": "2026-12-02T03:00:00Z"}}
+        with transaction.atomic():
+            first = publish("post.created", data)
+            renamed = {{("mentioned_ids" if k == "mentioned_user_ids" else k): v for k, v in data.items()}}
+            second = publish("post.created", renamed, version=2)
+        open({str(out)!r}, "w").write(json.dumps([str(first), str(second)]))
+    """)
+    v1_id, v2_id = json.loads(out.read_text())
+    wait_until(lambda: stack.unsent(["777001"]) == 0, what="both versions relayed")
+
+    def queued(queue: str) -> list[dict]:
+        return [json.loads(base64.b64decode(json.loads(m)["body"]))[0][0] for m in stack.client.lrange(queue, 0, -1)]
+
+    (old,) = queued("audit")
+    (new,) = queued("audit-next")
+    assert (old["id"], old["version"], old["data"]["mentioned_user_ids"]) == (v1_id, 1, ["5"])
+    assert (new["id"], new["version"], new["data"]["mentioned_ids"]) == (v2_id, 2, ["5"])
+    assert "mentioned_user_ids" not in new["data"]
+    relay = scrape(stack.relay_metrics_port)
+    assert delta(relay, relay_before, "events_published_total", type="post.created", consumer="audit") == 1
+    assert delta(relay, relay_before, "events_published_total", type="post.created", consumer="audit-next") == 1
+
+    stack.start_worker()  # the consumer that still declares v1 applies it
+    wait_until(lambda: stack.audited(["777001"]) == [777001], what="v1 applied by audit")
+    wait_until(lambda: stack.client.zcard(LEDGER) == 0, what="audit's v1 settled")
+    stack.stop_worker()
+    for consumer in ("audit", "audit-next"):
+        stack.manage(AUDIT_DIR, stack.audit_env, "events_subscriptions", "remove", consumer, "--purge-queue")

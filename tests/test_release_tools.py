@@ -183,6 +183,28 @@ def test_cross_version_fails_clearly_without_release_tags(clone):
     assert listed.count("run: ") == 2  # feed's release with the others, feed's working tree with their releases
     assert "run: working tree of feed with users-v1.0.0, notifications-v1.0.0, gateway-v1.0.0" in listed
     assert "run: every component as released" in listed
+    # --only: the combinations whose line contains the text (docs/releasing.md, the break it catches)
+    only = run(clone, PY, "dev/cross_version.py", "--list", "--only", "working tree of feed").stdout
+    assert only.count("run: ") == 1 and "run: working tree of feed with users-v1.0.0" in only
+    nothing = run(clone, PY, "dev/cross_version.py", "--list", "--only", "no such combination", ok=False)
+    assert nothing.returncode == 2 and "no combination matches 'no such combination'" in nothing.stderr
+
+
+def test_releases_with_the_same_locked_requirements_share_one_venv(clone):
+    """A release whose locks differ from the working tree's runs in a venv built once per set of locks
+    (dev/cross_version.py locks_key), not once per release."""
+    for component in ("users", "feed"):
+        make(clone, "release", f"SERVICE={component}")
+    code = (
+        "import sys; sys.path.insert(0, 'dev'); import cross_version as x; "
+        "print(x.locks_key('users-v1.0.0'), x.locks_key('feed-v1.0.0'), x.locks_key('HEAD'))"
+    )
+    users, feed, head = run(clone, PY, "-c", code).stdout.split()
+    assert users == feed == head
+    commit_change(clone, "services/feed/requirements.txt", "\n# a new pin would go here\n")
+    make(clone, "release", "SERVICE=feed")
+    users, feed, head = run(clone, PY, "-c", code.replace("feed-v1.0.0", "feed-v1.0.1")).stdout.split()
+    assert users != feed == head
 
 
 def test_a_clone_without_the_tags_finds_the_releases_from_their_commits(clone, tmp_path):

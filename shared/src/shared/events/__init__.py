@@ -22,10 +22,10 @@ __all__ = [
 ]
 
 
-def publish(type_: str, data: dict):
+def publish(type_: str, data: dict, *, version: int | None = None):
     from shared.events.outbox import publish as _publish
 
-    return _publish(type_, data)
+    return _publish(type_, data, version=version)
 
 
 def handler(type_: str, *, version: int = 1):

@@ -8,6 +8,11 @@ registers them (shared.events.subscriptions); what a consumer relies on is its c
 Field kinds: "id" is a decimal string (64-bit ids overflow JavaScript numbers), "ids" a list of
 them, "str" a string, "datetime" an ISO 8601 UTC string. Every field is required; adding an
 optional field is a compatible change within a version, anything else is a new version.
+
+CATALOGUE holds each type's newest version, the one `publish(type, data)` writes. A version that
+is replaced but still consumed moves to PREVIOUS and stays publishable beside the new one
+(`publish(type, old_data, version=N)` in the same transaction) until no consumer's contract names
+it (docs/events.md#evolving-an-event). VERSIONS is both, by (type, version).
 """
 
 from __future__ import annotations
@@ -108,15 +113,26 @@ def _check(kind: str, value) -> bool:
     raise AssertionError(f"unknown field kind {kind}")
 
 
-def event_type(type_: str) -> EventType:
+# Replaced versions still published beside the newest, while a consumer declares them. None today:
+# every event is at its first version.
+PREVIOUS: list[EventType] = []
+
+VERSIONS: dict[tuple[str, int], EventType] = {(spec.type, spec.version): spec for spec in [*CATALOGUE.values(), *PREVIOUS]}
+
+
+def event_type(type_: str, version: int | None = None) -> EventType:
+    """The type's newest version, or the given one (newest or in PREVIOUS)."""
     try:
-        return CATALOGUE[type_]
+        return CATALOGUE[type_] if version is None else VERSIONS[(type_, version)]
     except KeyError:
+        if version is not None and type_ in CATALOGUE:
+            newest = CATALOGUE[type_].version
+            raise EventSchemaError(f"{type_} v{version} is not published (newest: v{newest}; PREVIOUS has the rest)") from None
         raise EventSchemaError(f"unknown event type {type_!r}") from None
 
 
-def validate_data(type_: str, data) -> EventType:
-    spec = event_type(type_)
+def validate_data(type_: str, data, version: int | None = None) -> EventType:
+    spec = event_type(type_, version)
     if not isinstance(data, dict):
         raise EventSchemaError(f"{type_}: data must be an object")
     missing = sorted(set(spec.fields) - set(data))
@@ -130,7 +146,7 @@ def validate_data(type_: str, data) -> EventType:
 
 def render_markdown() -> str:
     lines = ["| event | version | producer | fields | meaning |", "|---|---|---|---|---|"]
-    for spec in CATALOGUE.values():
+    for spec in VERSIONS.values():
         fields = ", ".join(f"`{name}`: {kind}" for name, kind in spec.fields.items())
         lines.append(f"| `{spec.type}` | {spec.version} | {spec.producer} | {fields} | {spec.description} |")
     return "\n".join(lines) + "\n"

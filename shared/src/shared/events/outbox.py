@@ -19,15 +19,17 @@ def notify_channel(service: str) -> str:
     return f"events_outbox_{service}"
 
 
-def publish(type_: str, data: dict) -> uuid.UUID:
+def publish(type_: str, data: dict, *, version: int | None = None) -> uuid.UUID:
     """Record an event to be delivered once the surrounding transaction commits.
 
     Must run inside `transaction.atomic`: the event exists if and only if the change does.
     The NOTIFY is transactional too, so the relay wakes when (and only if) the row is visible.
+    `version`: the catalogue's newest by default; an older one still in catalogue.PREVIOUS is
+    published beside it, in the same transaction (docs/events.md#evolving-an-event).
     """
     if not connection.in_atomic_block:
         raise RuntimeError("publish() must be called inside transaction.atomic (the outbox shares its transaction)")
-    spec = validate_data(type_, data)
+    spec = validate_data(type_, data, version)
     if spec.producer != settings.SERVICE_NAME:
         raise EventSchemaError(f"{type_} is produced by {spec.producer}, not {settings.SERVICE_NAME}")
     event_id = uuid.uuid4()
