@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -123,15 +124,37 @@ def sources(producer: str) -> list[Path]:
     return found
 
 
-def verify_producer(producer: str, scenarios: dict[tuple[str, int], Callable[[], dict]]) -> list[str]:
-    """Replay every consumer's message pact against envelopes made by `scenarios[(type, version)]()`
-    (the producer's real code). Envelopes are built up front, in the caller's thread and database
-    transaction; the verifier's message server only hands them out. Returns the interaction names
-    verified; raises AssertionError with the verifier's report if any message does not match."""
-    paths = sources(producer)
-    if not paths:
+def deployed_sources(producer: str) -> list[tuple[str, str]]:
+    """(label, pact text) of the message pact of each consumer recorded as deployed
+    (contracts/environments.json), as committed at that consumer's release: the producer must keep
+    meeting it besides the working tree's (broker.deployed_contracts_for, as users' HTTP
+    verification does)."""
+    import broker
+
+    return [
+        (f"{c.consumer}-{version}-{environment}", text)
+        for environment, version, c, text in broker.deployed_contracts_for(producer)
+        if c.path.startswith("contracts/messages/")
+    ]
+
+
+def verify_producer(
+    producer: str,
+    scenarios: dict[tuple[str, int], Callable[[], dict]],
+    *,
+    deployed: list[tuple[str, str]] | None = None,
+) -> list[str]:
+    """Replay every consumer's message pact, the working tree's and the deployed consumers' at their
+    release (`deployed`, default `deployed_sources(producer)`), against envelopes made by
+    `scenarios[(type, version)]()` (the producer's real code). Envelopes are built up front, in the
+    caller's thread and database transaction; the verifier's message server only hands them out.
+    Returns the interaction names verified; raises AssertionError with the verifier's report if any
+    message does not match."""
+    texts = [path.read_text() for path in sources(producer)]
+    texts += [text for _, text in (deployed_sources(producer) if deployed is None else deployed)]
+    if not texts:
         return []
-    wanted = sorted({m["description"] for path in paths for m in json.loads(path.read_text())["interactions"]})
+    wanted = sorted({m["description"] for text in texts for m in json.loads(text)["interactions"]})
     messages: dict[str, dict] = {}
     for name in wanted:
         key = parse_name(name)
@@ -139,19 +162,22 @@ def verify_producer(producer: str, scenarios: dict[tuple[str, int], Callable[[],
             raise AssertionError(f"a consumer expects {name!r} from {producer}, which has no scenario producing it")
         messages[name] = {"contents": json.dumps(scenarios[key]()).encode(), "metadata": None, "content_type": JSON}
     verifier = Verifier(producer).message_handler(messages)
-    for path in paths:
-        verifier.add_source(path)
-    try:
-        verifier.verify()
-    except Exception as exc:  # the FFI's error says only that it failed; its output says what
-        raise AssertionError(
-            f"{producer} does not meet its consumers' message contracts:\n{verifier.output(strip_ansi=True)}"
-        ) from exc
-    finally:
-        # pact-python 4.2 shuts its message server down without closing the listening socket
-        server = getattr(verifier._message_producer, "_server", None)
-        if server is not None:
-            server.server_close()
+    with tempfile.TemporaryDirectory(prefix="message-pacts-") as folder:
+        for index, text in enumerate(texts):
+            path = Path(folder) / f"{index}.json"
+            path.write_text(text)
+            verifier.add_source(path)
+        try:
+            verifier.verify()
+        except Exception as exc:  # the FFI's error says only that it failed; its output says what
+            raise AssertionError(
+                f"{producer} does not meet its consumers' message contracts:\n{verifier.output(strip_ansi=True)}"
+            ) from exc
+        finally:
+            # pact-python 4.2 shuts its message server down without closing the listening socket
+            server = getattr(verifier._message_producer, "_server", None)
+            if server is not None:
+                server.server_close()
     return wanted
 
 
@@ -179,13 +205,14 @@ def consumers_table() -> str:
 
 def record_producer_verification(producer: str) -> None:
     """After `verify_producer` passed: the broker's record (contracts/verifications.json) must say that
-    the producer's current version verified each consumer's message pact, as for HTTP pacts
-    (contracts/broker.py; PACT_UPDATE=1 adds what is missing), so can-i-deploy covers events too."""
+    the producer's current version verified each consumer's message pact, the working tree's and the
+    deployed consumers' (as for HTTP pacts: contracts/broker.py; PACT_UPDATE=1 adds what is missing),
+    so can-i-deploy covers events too."""
     import broker
 
     verified: dict[str, set[str]] = {}
-    for path in sources(producer):
-        data = json.loads(path.read_text())
+    for text in [path.read_text() for path in sources(producer)] + [text for _, text in deployed_sources(producer)]:
+        data = json.loads(text)
         verified.setdefault(data["consumer"]["name"], set()).add(broker.contract_sha(data))
     if os.environ.get("PACT_UPDATE") == "1":
         broker.record_verified(producer, verified)

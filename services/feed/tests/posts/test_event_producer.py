@@ -4,6 +4,7 @@ service function a request would (posts.services: post_create with a mention res
 users service of this suite, like_create, post_delete, which build their payloads through
 posts.events), takes the outbox row it wrote and wraps it exactly as the relay does."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -65,3 +66,18 @@ def test_a_producer_that_renames_a_field_a_consumer_reads_fails_verification(sce
 
     with pytest.raises(AssertionError, match=r"(?s)does not meet its consumers' message contracts.*mentioned_user_ids"):
         verify_producer("feed", {**scenarios, ("post.created", 1): renamed})
+
+
+def test_a_deployed_consumers_message_contract_is_verified_too(scenarios):
+    """A consumer recorded as deployed keeps the message pact of its release (broker.deployed_contracts_for):
+    feed's verification replays it besides the working tree's, so a field only the deployed release
+    still reads cannot be dropped while it runs."""
+    released = json.loads(sources("feed")[1].read_text())  # notifications-feed.json
+    assert released["consumer"]["name"] == "notifications"
+    for interaction in released["interactions"]:
+        if interaction["description"] == "post.created v1":
+            interaction["contents"]["content"]["data"]["retired_field"] = "only the deployed release reads it"
+    deployed = [("notifications-1.0.0-production", json.dumps(released))]
+    with pytest.raises(AssertionError, match=r"(?s)does not meet its consumers' message contracts.*retired_field"):
+        verify_producer("feed", scenarios, deployed=deployed)
+    assert verify_producer("feed", scenarios, deployed=[]) == ["post.created v1", "post.deleted v1", "post.liked v1"]
