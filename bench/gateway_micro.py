@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/gateway_micro.py [--auth] [--revocation] [--ratelimit] [--n 200000] [--profile]
                                             [--tracing off|on|both] [--sample 0.1]
+    .venv/bin/python bench/gateway_micro.py --baseline 507f378 [--auth] [--rounds 5]
 
 Drives a real `ClientConn`/`UpstreamConn` pair of the real `Gateway` (route table, token
 verification with its cache, metrics, access log into its buffer) with fake transports: one
@@ -19,6 +20,15 @@ Tracing (gateway/tracing.py): `off` is the default configuration (OTEL_TRACES_EX
 span costs in this process: its OTLP/JSON object, and the tick's export of them (written to
 /dev/null, as the file exporter writes). `both` (the default) prints the two figures and the
 difference.
+
+--baseline REF puts today's figure beside them: REF's own bench/gateway_micro.py on REF's gateway
+(507f378 is the commit before tracing), its data path compiled by this venv's Cython and compiler
+(built alike; the tree and its build are cached in .bench-cache/micro-<sha>/, so only the first run
+compiles, about a minute). Each round runs REF's script and then this checkout's (tracing off and
+on) as fresh processes, --rounds times; it prints every round, each column's best round (its own
+cost, as the best block is within a round), median and range, and tracing off and on against
+today's (best against best, and the medians) with the bounds set for them (off within 5%, on at
+10% sampling within 15%; docs/performance.md, "Gateway tracing cost").
 """
 
 from __future__ import annotations
@@ -27,6 +37,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,7 +100,15 @@ def main() -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the loop (slower; shows where time goes)")
     ap.add_argument("--tracing", choices=("off", "on", "both"), default="both")
     ap.add_argument("--sample", type=float, default=0.1, help="sampling ratio with tracing on (default 0.1)")
+    ap.add_argument(
+        "--baseline", metavar="REF", help="also run REF's own script on REF's gateway, compiled alike (today's figure)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=5, help="with --baseline: rounds, each REF's run then this checkout's (default 5)"
+    )
     args = ap.parse_args()
+    if args.baseline:
+        return against_baseline(args)
     import gateway
 
     modes = ("off", "on") if args.tracing == "both" else (args.tracing,)
@@ -126,6 +148,101 @@ def main() -> int:
             f"tracing on at {args.sample:.0%} sampling costs {on - off:+.2f} µs per request "
             f"({(on - off) / off:+.1%} of tracing off)"
         )
+    return 0
+
+
+# ---------------------------------------------------------------- --baseline: today's figure beside
+
+CACHE = ROOT / ".bench-cache"
+COST = re.compile(r"^gateway per-request Python cost: ([0-9.]+) µs \((.*)\)$")
+BOUNDS = {"off": 0.05, "on": 0.15}  # issue 12: tracing off within 5% of today's, on at 10% sampling within 15%
+
+
+def baseline_tree(ref: str) -> tuple[Path, str]:
+    """REF's files with its gateway compiled by this interpreter (same Cython, same compiler), cached."""
+    sha = subprocess.run(
+        ["git", "rev-parse", "--verify", f"{ref}^{{commit}}"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    tree = CACHE / f"micro-{sha[:12]}"
+    if (tree / "gateway" / "ext.build").exists():
+        return tree, sha
+    shutil.rmtree(tree, ignore_errors=True)
+    tree.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", sha], cwd=ROOT, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    if not (tree / "gateway" / "build_ext.py").exists() or not (tree / "bench" / "gateway_micro.py").exists():
+        shutil.rmtree(tree)
+        raise SystemExit(f"--baseline {ref}: that commit has no compiled gateway or no bench/gateway_micro.py to compare with")
+    print(f"baseline {ref} = {sha[:12]}: compiling its gateway in {tree} (once, about a minute)", flush=True)
+    log = CACHE / f"micro-{sha[:12]}-build.log"
+    with open(log, "w") as out:
+        code = subprocess.call([sys.executable, "gateway/build_ext.py"], cwd=tree, stdout=out, stderr=subprocess.STDOUT)
+    if code != 0 or not (tree / "gateway" / "ext.build").exists():
+        raise SystemExit(f"--baseline {ref}: compiling its gateway failed (see {log})")
+    return tree, sha
+
+
+def run_script(tree: Path, args: list[str]) -> dict[str, tuple[float, str]]:
+    """One fresh process of a tree's bench/gateway_micro.py: {'today'|'off'|'on': (µs, its description)}."""
+    result = subprocess.run(
+        [sys.executable, str(tree / "bench" / "gateway_micro.py"), *args], cwd=tree, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"{tree / 'bench' / 'gateway_micro.py'} {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    found = {}
+    for line in result.stdout.splitlines():
+        m = COST.match(line.strip())
+        if m:
+            mode = "on" if "tracing on" in m[2] else "off" if "tracing off" in m[2] else "today"
+            found[mode] = (float(m[1]), m[2])
+    return found
+
+
+def against_baseline(args) -> int:
+    if args.profile or args.tracing != "both":
+        raise SystemExit("--baseline measures tracing off and on: no --profile, no --tracing")
+    if args.rounds < 1:
+        raise SystemExit("--rounds: at least 1")
+    tree, sha = baseline_tree(args.baseline)
+    head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True)
+    head += " + changes" if changed.stdout.strip() else ""
+    features = [flag for flag in ("--auth", "--revocation", "--ratelimit") if getattr(args, flag[2:])]
+    base_args = [*features, "--n", str(args.n)]
+    head_args = [*base_args, "--tracing", "both", "--sample", str(args.sample)]
+    columns: dict[str, list[float]] = {"today": [], "off": [], "on": []}
+    labels = {
+        "today": f"today's ({args.baseline} = {sha[:12]})",
+        "off": f"tracing off (HEAD {head})",
+        "on": f"tracing on, {args.sample:.0%} sampled",
+    }
+    print(f"== gateway per-request Python cost, {args.rounds} rounds of {args.n} GETs, {' '.join(features) or 'no auth'} ==")
+    for index in range(args.rounds):
+        # REF first, then this checkout, in every round: the machine's load hits both alike
+        figures = {**run_script(tree, base_args), **run_script(ROOT, head_args)}
+        missing = [mode for mode in columns if mode not in figures]
+        if missing:
+            raise SystemExit(f"no figure for {missing} in round {index + 1}: {figures}")
+        if index == 0:
+            print(f"today's: {figures['today'][1]}\nHEAD:    {figures['off'][1]}")
+        for mode in columns:
+            columns[mode].append(figures[mode][0])
+        print(
+            f"round {index + 1}: " + ", ".join(f"{labels[m].split(' (')[0]} {figures[m][0]:.2f} µs" for m in columns), flush=True
+        )
+    # the best round is each column's own cost (as the best block is within a round: the neighbours'
+    # load only ever adds); the median shows how far a busy machine moved it
+    best_today, median_today = min(columns["today"]), statistics.median(columns["today"])
+    print()
+    for mode, values in columns.items():
+        best, median = min(values), statistics.median(values)
+        print(f"{labels[mode]}: best {best:.2f} µs, median {median:.2f} (range {min(values):.2f}–{max(values):.2f})")
+        if mode != "today":
+            change, change_median = best / best_today - 1, median / median_today - 1
+            line = f"    {change:+.1%} of today's (medians: {change_median:+.1%})"
+            if mode == "off" or args.sample == 0.1:
+                line += f"; bound {BOUNDS[mode]:.0%}: {'within' if change <= BOUNDS[mode] else 'OVER'}"
+            print(line)
     return 0
 
 

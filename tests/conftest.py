@@ -56,6 +56,11 @@ def _context(run_dir: Path) -> stack.Context:
             "GATEWAY_ROUTES": str(_relaxed_routes(run_dir)),
             **_tracing_env(run_dir),
         },
+        # an author with three or more followers fans out through feed.fanout_deliver tasks, one per
+        # page of two follower ids (the path of authors above FANOUT_INLINE and FANOUT_PAGE, 1000 and
+        # 5000 by default), so system tests see that path and its spans (tests/test_system_tracing.py);
+        # fewer followers: inline in the handler, as for most authors
+        component_env={"feed": {"FANOUT_INLINE": "2", "FANOUT_PAGE": "2"}},
     )
 
 

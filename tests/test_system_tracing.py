@@ -3,10 +3,13 @@
 The system fixture runs every process with the SDK's file exporter (OTEL_TRACES_EXPORTER=file:
 JSON lines per process under the run directory) and a sampling ratio of 0, so only a request
 whose trusted proxy sent a sampled `traceparent` is recorded (parent-based sampling, the
-gateway trusting 127.0.0.1 as it would an L7 proxy in front of it). A post with a mention then
-shows, in one trace id: the gateway's span → feed's request span → users' (mention lookup,
-hydration); feed's outbox row → feed's relay → the feed worker's post.created handler → its
-fan-out tasks, and → the notifications worker's handler. Every span's parent is in the trace.
+gateway trusting 127.0.0.1 as it would an L7 proxy in front of it). A post with a mention, by an
+author with three followers (above the system tests' FANOUT_INLINE and FANOUT_PAGE of 2, so the
+fan-out walks two pages and delivers through tasks), then shows, in one trace id: the gateway's
+span → feed's request span → users' (the mention lookup, the author's hydration); feed's outbox
+row → feed's relay → the feed worker's post.created handler → users (both pages of follower ids,
+the second fetched in the walk's helper thread) and one `feed.fanout_deliver` task per page, and
+→ the notifications worker's handler. Every span's parent is in the trace.
 """
 
 from __future__ import annotations
@@ -67,7 +70,8 @@ def ancestors(span: dict, by_id: dict[str, dict]) -> list[dict]:
 def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
     alice, alice_auth = register(api, "tralice")
     bob, bob_auth = register(api, "trbob")
-    assert api.post(f"/users/{alice}/follow", headers=bob_auth).status_code == 201
+    for follower_auth in (bob_auth, register(api, "trcarol")[1], register(api, "trdan")[1]):
+        assert api.post(f"/users/{alice}/follow", headers=follower_auth).status_code == 201
 
     trace_id, proxy_span = secrets.token_hex(16), secrets.token_hex(8)
     post = api.post(
@@ -83,9 +87,12 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
         spans = spans_of(system, trace_id)
         seen.clear()
         seen.update((service(s), s["name"]) for s in spans)
-        # one follower: feed's handler writes the fan-out itself (no feed.fanout_deliver task)
         want = {("notifications", "run/events.handle"), ("feed", "run/events.handle")}
-        return spans if want <= seen and any(service(s) == "gateway" for s in spans) else None
+        deliveries = sum(s["name"] == "run/feed.fanout_deliver" for s in spans)
+        # users: the mention lookup and the hydration in the request, two pages of follower ids
+        users = sum(service(s) == "users" and s["kind"] == "SpanKind.SERVER" for s in spans)
+        done = want <= seen and deliveries >= 2 and users >= 4 and any(service(s) == "gateway" for s in spans)
+        return spans if done else None
 
     try:
         spans = wait_until(complete, timeout=60, interval=0.2, what="the post's spans from every process")
@@ -109,7 +116,9 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
     users_in_request = [
         s for s in spans if service(s) == "users" and s["kind"] == "SpanKind.SERVER" and feed_request in ancestors(s, by_id)
     ]
-    assert users_in_request, "no users span under feed's request span"
+    # the mention's lookup and the author's hydration (alice's profile is in no cache yet)
+    paths = {s["attributes"].get("url.path") for s in users_in_request}
+    assert {"/internal/v1/users/by-username", "/internal/v1/users"} <= paths, paths
     assert any(
         s["attributes"].get("db.system.name", s["attributes"].get("db.system")) == "postgresql"
         for s in spans
@@ -132,7 +141,24 @@ def test_a_post_is_one_trace_from_the_gateway_to_the_notification(system, api):
             assert publish["resource"]["attributes"]["process.pid"] != feed_request["resource"]["attributes"]["process.pid"], (
                 "the publish span should come from the relay process"
             )
-    # the fan-out: post.created's handler in feed's worker writes it, or queues the deliveries
-    feed_handler = next(s for s in spans if service(s) == "feed" and s["name"] == "run/events.handle")
+    # the fan-out: post.created's handler in feed's worker asks users for alice's followers, a
+    # page of two at a time, and queues a feed.fanout_deliver task per page under its publish span
+    (feed_handler,) = [s for s in spans if service(s) == "feed" and s["name"] == "run/events.handle"]
+    pages = [
+        s
+        for s in spans
+        if service(s) == "users"
+        and s["kind"] == "SpanKind.SERVER"
+        and s["attributes"].get("url.path", "").endswith("/follower-ids")
+    ]
+    assert len(pages) == 2 and all(feed_handler in ancestors(s, by_id) for s in pages), pages
     deliveries = [s for s in spans if s["name"] == "run/feed.fanout_deliver"]
-    assert all(feed_handler in ancestors(d, by_id) for d in deliveries)
+    assert len(deliveries) == 2, deliveries
+    for delivery in deliveries:
+        assert service(delivery) == "feed" and delivery["kind"] == "SpanKind.CONSUMER"
+        publish = by_id[delivery["parent_id"]]
+        assert (publish["name"], publish["kind"], by_id[publish["parent_id"]]) == (
+            "apply_async/feed.fanout_deliver",
+            "SpanKind.PRODUCER",
+            feed_handler,
+        )

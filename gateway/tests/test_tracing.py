@@ -2,14 +2,17 @@
 
 A client's traceparent is believed only from a trusted proxy; anyone else's is dropped and the
 gateway starts the trace. Tracing on, every forwarded request carries the gateway's own span as
-parent; sampled requests' spans reach the exporter (the file exporter: OTLP/JSON lines) with the
-HTTP semantic-convention attributes, and the access line carries the trace and span ids.
+parent; sampled requests' spans reach the exporter (the file exporter: OTLP/JSON lines; the otlp
+exporter: OTLP/HTTP JSON to a collector, here a receiver in the test process) with the HTTP
+semantic-convention attributes, and the access line carries the trace and span ids.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -131,3 +134,61 @@ def test_trusted_proxy_trace_is_continued_and_its_sampling_decision_kept(tmp_pat
     g.request("GET", "/api/flush")
     eventually(lambda: len(g.access_log()) >= 4, 5, "access lines")
     assert all(s["traceId"] == CLIENT_TRACE for s in _spans(traces))
+
+
+class OtlpReceiver(BaseHTTPRequestHandler):
+    """A collector's OTLP/HTTP endpoint: keeps each request's path, content type and JSON body."""
+
+    received: list[tuple[str, str, dict]]
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((self.path, self.headers["Content-Type"], json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_otlp_exporter_posts_sampled_spans_to_the_collector_and_serves_on_without_it(tmp_path, procs, upstream):
+    received: list = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (OtlpReceiver,), {"received": received}))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        g = _gateway(
+            tmp_path,
+            procs,
+            upstream,
+            OTEL_TRACES_EXPORTER="otlp",
+            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{server.server_address[1]}/",
+            OTEL_TRACES_SAMPLER_ARG="1",
+        )
+        echoed = g.request("GET", "/api/exported", headers={"X-Request-ID": "trace-otlp"}).json()["headers"]
+        trace_id, span_id, _flags = TRACEPARENT.match(echoed["traceparent"]).groups()
+
+        def exported():
+            for path, content_type, request in received:
+                for rs in request["resourceSpans"]:
+                    for ss in rs["scopeSpans"]:
+                        for span in ss["spans"]:
+                            if span["spanId"] == span_id:
+                                return path, content_type, rs, span
+            return None
+
+        path, content_type, resource_spans, span = eventually(exported, 10, "the span at the collector")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (path, content_type) == ("/v1/traces", "application/json")
+    assert {"key": "service.name", "value": {"stringValue": "gateway"}} in resource_spans["resource"]["attributes"]
+    assert span["traceId"] == trace_id and span["name"] == "GET /api" and span["kind"] == 2
+    assert _attrs(span)["url.path"] == "/api/exported"
+    # the collector away: requests are served as before, the failed export is logged once
+    for i in range(3):
+        assert g.request("GET", f"/api/after-{i}").status == 200
+    eventually(lambda: "trace export failed" in g.log_text(), 10, "the export warning")
+    assert g.log_text().count("trace export failed") == 1

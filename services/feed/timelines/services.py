@@ -7,10 +7,11 @@ changes nothing the second time. Postgres is written first: Redis is a cache of 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from authors.client import FollowerIdsPage, users_client
 from django.conf import settings
@@ -154,14 +155,19 @@ def walk_followers(*, author_id: int, deliver, first=None) -> tuple[int, int, fl
     if page.next_after is None:  # one page (most authors): no helper thread
         return total, pages, fetch_wait
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fanout-walk") as pool:
-        pending = pool.submit(client.follower_ids, author_id, after=page.next_after, limit=limit)
+        # each fetch runs in a copy of this thread's context: its users call stays in the caller's
+        # trace (the current span is a context variable) as the first page's did
+        def fetch(after: int) -> Future[FollowerIdsPage]:
+            return pool.submit(contextvars.copy_context().run, client.follower_ids, author_id, after=after, limit=limit)
+
+        pending = fetch(page.next_after)
         while True:
             t = time.monotonic()
             page = pending.result()
             fetch_wait += time.monotonic() - t
             pages += 1
             if page.next_after is not None:
-                pending = pool.submit(client.follower_ids, author_id, after=page.next_after, limit=limit)
+                pending = fetch(page.next_after)
             if page.ids:
                 deliver(page.ids)
                 total += len(page.ids)
