@@ -23,8 +23,13 @@ class JsonFormatter(logging.Formatter):
             "service": "gateway",
             "pid": os.getpid(),
             "request_id": getattr(record, "request_id", "-"),
-            "msg": record.getMessage(),
         }
+        # a line written while a request is handled (proxy.Req.log_ids): its trace, as the access line
+        for key in ("trace_id", "span_id"):
+            value = getattr(record, key, None)
+            if value is not None:
+                payload[key] = value
+        payload["msg"] = record.getMessage()
         if record.exc_info:
             payload["exc"] = self.formatException(record.exc_info)
         return json.dumps(payload)

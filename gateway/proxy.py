@@ -953,6 +953,18 @@ class Req:
         self._record(self.replica.addr if self.replica is not None else "-")
         client.answered(self)
 
+    def log_ids(self) -> dict:
+        """The request's ids for a log line written while it is handled (an internal error): the
+        request id, and the trace and span ids once the trace is decided (gateway/logs.py)."""
+        ids = {"request_id": self.rid.decode() if self.rid else "-"}
+        client: ClientConn = self.client
+        gw: GatewayBase = client.gw
+        hdr = self.trace_hdr
+        if hdr and gw.tracer is not None:  # the gateway's own span (tracing off: no ids, as the access line)
+            tp: str = hdr[16:65].decode()  # "<trace id>-<span id>"
+            ids["trace_id"], ids["span_id"] = tp[:32], tp[33:]
+        return ids
+
     @cython.ccall
     def _record(self, upstream: str):
         client: ClientConn = self.client
@@ -1194,7 +1206,7 @@ class UpstreamConn:
                     try:
                         req.upstream_whole(self, scan[0], scan[1], data[end + 4 :])
                     except Exception:
-                        log.exception("error handling upstream data")
+                        log.exception("error handling upstream data", extra=req.log_ids())
                         self.close()
                         req.upstream_lost(self, "internal error")
                     return
@@ -1208,7 +1220,7 @@ class UpstreamConn:
         except httptools.HttpParserError as exc:
             self._lost(f"bad response: {exc}")
         except Exception:
-            log.exception("error handling upstream data")
+            log.exception("error handling upstream data", extra=self.req.log_ids() if self.req is not None else None)
             self._lost("internal error")
 
     def connection_lost(self, exc):
@@ -1389,7 +1401,7 @@ class ClientConn:
                     self._protocol_error(exc.status, exc.detail)
                     return
                 except Exception:
-                    log.exception("error handling client data")
+                    log.exception("error handling client data", extra=self._log_ids())
                     self._protocol_error(500, "internal gateway error")
                     return
         try:
@@ -1401,13 +1413,18 @@ class ClientConn:
             if isinstance(cause, _Reject):
                 self._protocol_error(cause.status, cause.detail)
             else:
-                log.error("error in request callback", exc_info=cause)
+                log.error("error in request callback", exc_info=cause, extra=self._log_ids())
                 self._protocol_error(500, "internal gateway error")
         except httptools.HttpParserError as exc:
             self._protocol_error(400, f"malformed HTTP request: {exc}")
         except Exception:
-            log.exception("error handling client data")
+            log.exception("error handling client data", extra=self._log_ids())
             self._protocol_error(500, "internal gateway error")
+
+    def _log_ids(self) -> dict | None:
+        """The ids of the request this connection is handling, for an error line (Req.log_ids)."""
+        r = self.req if self.req is not None else self.active
+        return r.log_ids() if r is not None else None
 
     def pause_writing(self):
         self.write_paused = True

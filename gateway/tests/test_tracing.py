@@ -192,3 +192,84 @@ def test_otlp_exporter_posts_sampled_spans_to_the_collector_and_serves_on_withou
         assert g.request("GET", f"/api/after-{i}").status == 200
     eventually(lambda: "trace export failed" in g.log_text(), 10, "the export warning")
     assert g.log_text().count("trace export failed") == 1
+
+
+class _Transport:
+    """Enough of an asyncio transport for a connection object driven in process."""
+
+    def __init__(self):
+        self.written: list[bytes] = []
+
+    def write(self, data):
+        self.written.append(bytes(data))
+
+    def writelines(self, data):
+        self.written.append(b"".join(data))
+
+    def get_extra_info(self, name, default=None):
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
+    def is_closing(self):
+        return False
+
+    def close(self):
+        pass
+
+    abort = close
+
+    def pause_reading(self):
+        pass
+
+    resume_reading = pause_reading
+
+
+def test_a_line_logged_while_a_request_is_handled_carries_its_request_and_trace_ids(tmp_path, monkeypatch):
+    """The gateway's error lines inside a request (proxy: "error handling upstream/client data") are
+    written with the request's ids (Req.log_ids via ClientConn._log_ids), in the one log schema: the
+    request id and the trace and span ids of the gateway's span, as its access line has them."""
+    import asyncio
+    import logging
+
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "upstreams:\n  up: {replicas: ['127.0.0.1:9']}\nroutes:\n  - {prefix: /, service: up, auth: none, ratelimit: off}\n"
+    )
+    monkeypatch.setenv("GATEWAY_ROUTES", str(routes))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    from gateway import config, logs, proxy, server, tracing
+
+    loop = asyncio.new_event_loop()
+    try:
+        gw = server.Gateway(config.load(), loop)
+        spans: list[str] = []
+        gw.tracer = tracing.from_env({"OTEL_TRACES_SAMPLER_ARG": "1"}, sink=spans.append)
+        gw.trace_bound = gw.tracer.bound
+        replica = gw.clusters["up"].replicas[0]
+        upstream = proxy.UpstreamConn(replica, gw)
+        upstream.connection_made(_Transport())
+        replica.idle.append(upstream)  # a pooled connection: the request is written to it at once
+        client = proxy.ClientConn(gw)
+        client.connection_made(_Transport())
+        client.data_received(b"GET /things HTTP/1.1\r\nHost: gw\r\nX-Request-ID: req-abc-123\r\n\r\n")
+        forwarded = b"".join(upstream.transport.written)
+        traceparent = re.search(rb"traceparent: 00-([0-9a-f]{32})-([0-9a-f]{16})-01", forwarded)
+        assert traceparent is not None, forwarded
+        ids = client._log_ids()
+        assert ids == {
+            "request_id": "req-abc-123",
+            "trace_id": traceparent[1].decode(),
+            "span_id": traceparent[2].decode(),
+        }
+        assert upstream.req.log_ids() == ids
+        record = logging.LogRecord("gateway.proxy", logging.ERROR, __file__, 1, "error handling upstream data", (), None)
+        record.__dict__.update(ids)
+        line = json.loads(logs.JsonFormatter().format(record))
+        assert {k: line[k] for k in ("request_id", "trace_id", "span_id", "msg")} == {
+            **ids,
+            "msg": "error handling upstream data",
+        }
+        assert list(line)[:6] == ["ts", "level", "logger", "service", "pid", "request_id"]  # the schema's order
+        gw.tracer = None  # tracing off: no trace ids, as the access line
+        assert client._log_ids() == {"request_id": "req-abc-123"}
+    finally:
+        loop.close()
