@@ -6,10 +6,11 @@ common read itself and hands every other request to that DRF view, unchanged, wh
 before:
 
 - served here: a GET with a `Bearer` access token that verifies, an `author` that names a user,
-  valid `limit`/`cursor`. The token's revocation keys (shared.revocation, one `EXISTS`), the name's
-  author (authors.usernames: one Redis call, users' internal API only for a name Redis does not
-  know), then the page with liked_by_me in one SQL statement (posts.selectors.author_posts_page);
-  the author embedded from the lookup (no profile read);
+  valid `limit`/`cursor`. One Redis call checks the token's revocation keys (shared.revocation;
+  when they live in another Redis, one `EXISTS` there first) and reads the name's cached author
+  (authors.usernames; users' internal API only for a name Redis does not know), then the page with
+  liked_by_me in one SQL statement (posts.selectors.author_posts_page); the author embedded from
+  the lookup (no profile read);
 - handed to PostListCreateApi: POST (create a post) and any other method, no or a malformed
   Authorization header, a token that does not verify or is revoked (its 401), no `author`, a bad
   limit or cursor (its 400), a name nobody has (its 404), Redis, users or Postgres unreachable (its
@@ -39,9 +40,16 @@ def _page(request: HttpRequest, claims: AccessClaims) -> bytes | None:
         return None
     page = page_request(query, salt=api.AUTHOR_SALT)
     before_id = api.cursor_position(page)
-    if fastpath.revoked(claims):
+    same_redis = fastpath.same_redis()
+    if not same_redis and fastpath.revoked(claims):
         return None
-    author = usernames.summaries_by_username([username]).get(username.lower())
+    try:  # the token's revocation keys ride in the name's Redis call when they live in that Redis
+        found = usernames.summaries_by_username(
+            [username], revocation_keys=fastpath.revocation_keys(claims) if same_redis else ()
+        )
+    except usernames.Revoked:
+        return None
+    author = found.get(username.lower())
     if author is None:
         return None
     rows, liked = selectors.author_posts_page(

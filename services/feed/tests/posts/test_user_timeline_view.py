@@ -124,7 +124,7 @@ def test_an_author_with_no_posts_is_the_same_empty_page(person, monkeypatch, han
     assert without_request_id(plain) == without_request_id(drf)
 
 
-def test_a_cached_name_is_one_redis_check_one_script_one_query_and_no_users_call(author_with_posts, handed_over, redis_commands):
+def test_a_cached_name_is_one_redis_call_one_query_and_no_users_call(author_with_posts, handed_over, redis_commands):
     alice, bob, ids = author_with_posts
     assert bob.api.get(PATH, {"author": alice.username}).status_code == 200  # the name is cached
     calls = users_calls()
@@ -134,7 +134,7 @@ def test_a_cached_name_is_one_redis_check_one_script_one_query_and_no_users_call
         page = bob.api.get(PATH, {"author": alice.username}).json()
     assert [p["id"] for p in page["results"]] == ids[::-1]
     assert len(queries) == 1, [q["sql"] for q in queries]  # the page with liked_by_me
-    assert redis_commands == ["EXISTS", "EVALSHA"]  # the token's revocation keys, the name
+    assert redis_commands == ["EVALSHA"]  # the token's revocation keys and the name, in one script
     assert handed_over == [] and users_calls() == calls
 
 
@@ -193,6 +193,28 @@ def test_a_logged_out_session_is_refused_at_once(person, users_service, handed_o
     assert_problem(response, 401, "invalid-token")
     assert response.json()["detail"] == "token revoked"
     assert handed_over == ["GET"]  # the plain view saw the revocation key; the DRF view refused it
+
+
+def test_revocation_kept_in_another_redis_is_checked_there(person, settings, handed_over, redis_commands):
+    from shared import redis_clients, revocation
+
+    alice, bob = person("alice"), person("bob")
+    create(alice, "one")
+    settings.REVOCATION_REDIS_URL = settings.REDIS_URL.rsplit("/", 1)[0] + "/13"
+    elsewhere = redis_clients.client(settings.REVOCATION_REDIS_URL)
+    marker = revocation.USER_KEY.format(bob.id)
+    elsewhere.delete(marker)
+    try:
+        assert bob.api.get(PATH, {"author": alice.username}).status_code == 200
+        redis_commands.clear()
+        assert bob.api.get(PATH, {"author": alice.username}).status_code == 200
+        assert redis_commands == ["EXISTS", "EVALSHA"] and handed_over == ["POST"]  # the create only
+        assert revocation.revoke_user(bob.id)  # the account was deleted: every token of the user refused
+        assert elsewhere.exists(marker) and not redis_clients.client().exists(marker)
+        assert_problem(bob.api.get(PATH, {"author": alice.username}), 401, "invalid-token")
+        assert handed_over == ["POST", "GET"]
+    finally:
+        elsewhere.delete(marker)
 
 
 def test_a_name_users_cannot_be_asked_about_is_the_drf_views_503(person, users_then_stopped, handed_over):  # noqa: F811
