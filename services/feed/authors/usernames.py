@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from django.conf import settings
 from redis import Redis
@@ -62,20 +63,25 @@ def _summary(raw: bytes) -> UserSummary:
     return UserSummary.from_json(json.loads(body))
 
 
-# KEYS: name keys; ARGV: the lower-cased names, in the same order. Each entry as it stands: the
-# value, `-` (a known miss) or false (absent, or an entry its owner entry does not confirm).
+# KEYS: the token's revocation keys (shared.revocation; none for a mention), then the name keys;
+# ARGV: how many revocation keys, then the lower-cased names, in the same order as their keys.
+# {1} when a revocation key exists (nothing else is read); else {0, entry per name}: the value, `-`
+# (a known miss) or false (absent, or an entry its owner entry does not confirm).
 _READ = (
     """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local v = redis.call('GET', key)
+local r = tonumber(ARGV[1])
+if r > 0 and redis.call('EXISTS', unpack(KEYS, 1, r)) > 0 then return {1} end
+local out = {0}
+for i = r + 1, #KEYS do
+  local name = ARGV[i - r + 1]
+  local v = redis.call('GET', KEYS[i])
   if v and v ~= '-' then
     local id = string.match(v, '^(%d+):')
     if not id or redis.call('GET', '"""
     + OWNER_PREFIX
-    + """' .. id) ~= ARGV[i] then v = false end
+    + """' .. id) ~= name then v = false end
   end
-  out[i] = v
+  out[i - r + 1] = v
 end
 return out
 """
@@ -143,22 +149,37 @@ def _script(conn: Redis, source: str) -> Script:
     return found
 
 
-def summaries_by_username(names: list[str]) -> dict[str, UserSummary]:
+class Revoked(Exception):
+    """One of the revocation keys given to summaries_by_username exists: the token is refused."""
+
+
+def summaries_by_username(names: list[str], *, revocation_keys: Sequence[str] = ()) -> dict[str, UserSummary]:
     """Profiles of the names that exist, keyed by lower-cased username, as
     `users_client().summaries_by_username` answers (at most MAX_IDS_PER_CALL names; a string that
     cannot be a username names nobody): one Redis call for every name, one users call for the
-    names Redis does not know. Raises the users client's DownstreamError when that call fails."""
+    names Redis does not know. Raises the users client's DownstreamError when that call fails.
+
+    `revocation_keys` (shared.revocation's, in this Redis) are checked in the same call: Revoked
+    when one exists. With them, Redis unreachable raises instead of asking users (the caller
+    cannot tell whether the token is revoked)."""
     wanted = list(dict.fromkeys(n.lower() for n in names if is_username(n)))[:MAX_IDS_PER_CALL]
     if not wanted:
         return {}
     conn = redis_clients.client()
     cached: list[bytes | None]
     try:
-        cached = _script(conn, _READ)(keys=[name_key(n) for n in wanted], args=wanted)
+        answer = _script(conn, _READ)(
+            keys=[*revocation_keys, *(name_key(n) for n in wanted)], args=[len(revocation_keys), *wanted]
+        )
         redis_up = True
     except redis_clients.UNAVAILABLE as exc:
+        if revocation_keys:
+            raise
         log.warning("username cache unavailable, asking users: %s", exc)
-        cached, redis_up = [None] * len(wanted), False
+        answer, redis_up = [0, *([None] * len(wanted))], False
+    if answer[0]:
+        raise Revoked()
+    cached = answer[1:]
     found: dict[str, UserSummary] = {}
     missing: list[str] = []
     for name, raw in zip(wanted, cached, strict=True):

@@ -22,6 +22,7 @@ from shared.pagination import PageRequest, page_request, page_response
 from shared.problems import Problem
 
 MAX_ID = 2**63 - 1
+AUTHOR_SALT = "author-posts"  # the user timeline's cursors (posts.user_timeline too)
 POST_ID = id_path("post_id", "post")
 
 
@@ -133,7 +134,7 @@ class PostListCreateApi(APIView):
                 title="Invalid input",
                 errors={"author": ["A username is required."]},
             )
-        page = page_request(request.query_params, salt="author-posts")
+        page = page_request(request.query_params, salt=AUTHOR_SALT)
         before_id = cursor_position(page)
         try:
             found = usernames.summaries_by_username([username])
@@ -154,7 +155,7 @@ class PostListCreateApi(APIView):
             page_response(
                 rows,
                 page,
-                salt="author-posts",
+                salt=AUTHOR_SALT,
                 key=lambda row: row["id"],
                 serialize=lambda batch: selectors.posts_render(
                     rows=list(batch), viewer_id=request.user.id, authors=authors, liked=liked

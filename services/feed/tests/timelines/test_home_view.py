@@ -11,6 +11,7 @@ import httpx
 import pytest
 import redis
 from django.test import override_settings
+from feed_service import fastpath
 from timelines import home, services, store
 from timelines.models import BigAuthorFollow
 
@@ -24,13 +25,13 @@ pytestmark = pytest.mark.django_db
 def handed_over(monkeypatch):
     """Count the requests the plain view hands to the DRF view."""
     calls: list[str] = []
-    real = home._drf_view
+    real = home.home_feed.drf_view
 
     def drf_view(request, *args, **kwargs):
         calls.append(request.method)
         return real(request, *args, **kwargs)
 
-    monkeypatch.setattr(home, "_drf_view", drf_view)
+    monkeypatch.setattr(home.home_feed, "drf_view", drf_view)
     return calls
 
 
@@ -72,12 +73,12 @@ def test_the_plain_view_answers_with_the_drf_views_bytes_and_headers(
     _, fan, posted = warm_reader(person, handed_over=handed_over)
     with django_capture_on_commit_callbacks(execute=True):
         assert fan.api.post(f"/api/v1/posts/{posted[0]}/like").status_code == 201
-    page_of = home._page
+    page_of = home.home_feed.page
     for _ in range(3):  # a next_cursor carries its signing time (seconds): both answers within one second
         handed_over.clear()
-        monkeypatch.setattr(home, "_page", page_of)
+        monkeypatch.setattr(home.home_feed, "page", page_of)
         plain = fan.api.get("/api/v1/feed", query, HTTP_ACCEPT_ENCODING="gzip")
-        monkeypatch.setattr(home, "_page", lambda request, claims: None)  # everything to the DRF view
+        monkeypatch.setattr(home.home_feed, "page", lambda request, claims: None)  # everything to the DRF view
         drf = fan.api.get("/api/v1/feed", query, HTTP_ACCEPT_ENCODING="gzip")
         assert handed_over == ["GET"] and plain.status_code == drf.status_code == 200
         if plain.content == drf.content:
@@ -245,4 +246,4 @@ def test_the_plain_view_writes_json_as_drfs_renderer(text):
         "results": [{"id": "1", "body": text, "mentions": [text], "like_count": 2**40, "liked_by_me": False}],
         "next_cursor": None,
     }
-    assert home.render(body) == JSONRenderer().render(body)
+    assert fastpath.render(body) == JSONRenderer().render(body)
