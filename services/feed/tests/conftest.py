@@ -126,3 +126,38 @@ class Person:
 def person(users_service):
     """Register a real user in the users service: person("alice") → Person."""
     return lambda stem="user": Person(users_service.url, stem)
+
+
+@pytest.fixture
+def count_hand_overs(monkeypatch):
+    """`count_hand_overs(view)`: the methods of the requests a plain view (feed_service.fastpath.PlainGet)
+    hands to its DRF view, in a list that fills as they come."""
+
+    def count(view) -> list[str]:
+        calls: list[str] = []
+        real = view.drf_view
+
+        def drf_view(request, *args, **kwargs):
+            calls.append(request.method)
+            return real(request, *args, **kwargs)
+
+        monkeypatch.setattr(view, "drf_view", drf_view)
+        return calls
+
+    return count
+
+
+@pytest.fixture
+def redis_commands(monkeypatch):
+    """Count the Redis commands (script calls included) sent outside pipelines."""
+    import redis
+
+    sent: list[str] = []
+    real = redis.Redis.execute_command
+
+    def execute_command(self, *args, **options):
+        sent.append(str(args[0]))
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
+    return sent

@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-import redis
 from posts import user_timeline
 from timelines import api as timelines_api
 
@@ -23,31 +22,9 @@ PATH = "/api/v1/posts"
 
 
 @pytest.fixture
-def handed_over(monkeypatch):
-    """Count the requests the plain view hands to the DRF view."""
-    calls: list[str] = []
-    real = user_timeline.posts_list_create.drf_view
-
-    def drf_view(request, *args, **kwargs):
-        calls.append(request.method)
-        return real(request, *args, **kwargs)
-
-    monkeypatch.setattr(user_timeline.posts_list_create, "drf_view", drf_view)
-    return calls
-
-
-@pytest.fixture
-def redis_commands(monkeypatch):
-    """Count the Redis commands (script calls included) sent outside pipelines."""
-    sent: list[str] = []
-    real = redis.Redis.execute_command
-
-    def execute_command(self, *args, **options):
-        sent.append(str(args[0]))
-        return real(self, *args, **options)
-
-    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
-    return sent
+def handed_over(count_hand_overs):
+    """The requests the plain view hands to the DRF view."""
+    return count_hand_overs(user_timeline.posts_list_create)
 
 
 def both(person, monkeypatch, handed_over, query: dict):

@@ -9,7 +9,6 @@ import uuid
 
 import httpx
 import pytest
-import redis
 from django.test import override_settings
 from feed_service import fastpath
 from timelines import home, services, store
@@ -22,31 +21,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def handed_over(monkeypatch):
-    """Count the requests the plain view hands to the DRF view."""
-    calls: list[str] = []
-    real = home.home_feed.drf_view
-
-    def drf_view(request, *args, **kwargs):
-        calls.append(request.method)
-        return real(request, *args, **kwargs)
-
-    monkeypatch.setattr(home.home_feed, "drf_view", drf_view)
-    return calls
-
-
-@pytest.fixture
-def redis_commands(monkeypatch):
-    """Count the Redis commands (script calls included) sent outside pipelines."""
-    sent: list[str] = []
-    real = redis.Redis.execute_command
-
-    def execute_command(self, *args, **options):
-        sent.append(str(args[0]))
-        return real(self, *args, **options)
-
-    monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
-    return sent
+def handed_over(count_hand_overs):
+    """The requests the plain view hands to the DRF view."""
+    return count_hand_overs(home.home_feed)
 
 
 def warm_reader(person, posts=3, handed_over=None):
