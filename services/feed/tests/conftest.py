@@ -161,3 +161,32 @@ def redis_commands(monkeypatch):
 
     monkeypatch.setattr(redis.Redis, "execute_command", execute_command)
     return sent
+
+
+class RealSession:
+    """A session of the real users service (login, logout) for a test user, whose tokens the feed
+    process verifies as it would in production."""
+
+    def __init__(self, users_url: str, person):
+        self.users_url = users_url
+        login = httpx.post(
+            users_url + "/api/v1/auth/login",
+            json={"username": person.username, "password": "correct horse battery staple"},
+        )
+        assert login.status_code == 200, login.text
+        self.tokens = login.json()
+        person.api.credentials(HTTP_AUTHORIZATION=f"Bearer {self.tokens['access']}")
+
+    def logout(self) -> None:
+        response = httpx.post(
+            self.users_url + "/api/v1/auth/logout",
+            headers={"Authorization": f"Bearer {self.tokens['access']}", "Idempotency-Key": str(uuid.uuid4())},
+            json={"refresh": self.tokens["refresh"]},
+        )
+        assert response.status_code in (200, 204), response.text
+
+
+@pytest.fixture
+def real_session(users_service):
+    """`real_session(person)`: log the person in on the real users service and use its access token."""
+    return lambda person: RealSession(users_service.url, person)

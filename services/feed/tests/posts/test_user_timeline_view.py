@@ -5,9 +5,7 @@ Real users service, Postgres and Redis."""
 
 import gzip
 import json
-import uuid
 
-import httpx
 import pytest
 from posts import user_timeline
 from timelines import api as timelines_api
@@ -147,24 +145,14 @@ def test_other_methods_go_to_the_drf_view(person, handed_over):
     assert handed_over == ["POST", "PUT", "HEAD"]
 
 
-def test_a_logged_out_session_is_refused_at_once(person, users_service, handed_over):
+def test_a_logged_out_session_is_refused_at_once(person, real_session, handed_over):
     alice, bob = person("alice"), person("bob")
     create(alice, "one")
     handed_over.clear()
-    login = httpx.post(
-        users_service.url + "/api/v1/auth/login", json={"username": bob.username, "password": "correct horse battery staple"}
-    )
-    assert login.status_code == 200, login.text
-    session = login.json()
-    bob.api.credentials(HTTP_AUTHORIZATION=f"Bearer {session['access']}")
+    session = real_session(bob)
     assert bob.api.get(PATH, {"author": alice.username}).status_code == 200  # token verified and cached by this process
     assert handed_over == []
-    logout = httpx.post(
-        users_service.url + "/api/v1/auth/logout",
-        headers={"Authorization": f"Bearer {session['access']}", "Idempotency-Key": str(uuid.uuid4())},
-        json={"refresh": session["refresh"]},
-    )
-    assert logout.status_code in (200, 204), logout.text
+    session.logout()
     handed_over.clear()
     response = bob.api.get(PATH, {"author": alice.username})
     assert_problem(response, 401, "invalid-token")
