@@ -638,11 +638,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=("all", "home", "user", "compose", "idle"),
+        choices=("all", "home", "user", "compose", "idle", "sweep"),
         default="all",
         help="home: the home read and its floor only; user: user timeline reads alone and posts with a mention "
         "alone; compose: the post with a mention only (worker CPU per post); idle: start both systems, no data "
-        "and no traffic, and measure only the idle stack CPU",
+        "and no traffic, and measure only the idle stack CPU; sweep: the mix at each --sweep connection count, "
+        "--rounds times (the throughput at p99 ≤ --p99-limit alone)",
     )
     args = parser.parse_args()
     if args.only != "idle":
@@ -698,6 +699,16 @@ def main() -> int:
             print(f"\n== user timeline and compose: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
             print(f"load at the end: {uptime()}")
             report_user(systems, args, user)
+            return 0
+        if args.only == "sweep":
+            for system in systems:
+                wrk_round(system, "warm-up", connections=args.connections, seconds=5)
+            repeated = sweep_rounds(systems, args, sweep)
+            print(f"\n== mix sweep: HEAD {head_sha[:12]}{dirty} vs baseline {base_sha[:12]} ==")
+            if args.head_env:
+                print(f"HEAD's system ran with {' '.join(args.head_env)}")
+            print(f"load at the end: {uptime()}")
+            report_sweep(systems, args, repeated)
             return 0
         if args.only == "compose":
             for system in systems:  # warm-up: connection pools, the workers' first tasks
@@ -770,6 +781,49 @@ def main() -> int:
         end_load,
     )
     return 0
+
+
+def sweep_rounds(systems: list[System], args, sweep: list[int]) -> dict[str, dict[int, list[Round]]]:
+    """The mix at every connection count of the sweep, --rounds times, alternating systems."""
+    out: dict[str, dict[int, list[Round]]] = {s.label: {c: [] for c in sweep} for s in systems}
+    for i in range(args.rounds):
+        for j, conns in enumerate(sweep):
+            for system in alternate(systems, i + j):
+                rnd = wrk_round(system, f"sweep {system.label} c{conns}", connections=conns, seconds=args.seconds)
+                out[system.label][conns].append(rnd)
+                print(f"  sweep: {rnd.result.row()}", flush=True)
+        print(f"  sweep round {i + 1} done; {uptime()}", flush=True)
+    return out
+
+
+def report_sweep(systems: list[System], args, repeated: dict[str, dict[int, list[Round]]]) -> None:
+    """Per connection count: median req/s and p99 of the rounds, p99 per kind (gateway access log),
+    CPU ms per request by group; then the throughput at p99 ≤ the limit, from the medians."""
+    labels = [s.label for s in systems]
+    b, h = labels
+    best = {}
+    for label in labels:
+        print(f"\n{label}: median of {args.rounds} rounds at each connection count (wrk -d{args.seconds}s)")
+        ok = []
+        for conns, rs in repeated[label].items():
+            rps, p99 = median([r.result.rps for r in rs]), median([r.result.p99_ms for r in rs])
+            if p99 <= args.p99_limit:
+                ok.append((rps, conns))
+            kinds = {k: [v for r in rs for v in r.kinds.get(k, [])] for k in KINDS}
+            per_kind = " ".join(f"{k} {pct(v, 0.99):.0f}" for k, v in kinds.items())
+            cpu = sorted({g for r in rs for g in r.cpu}, key=lambda g: -median([r.cpu_ms(g) for r in rs]))
+            top = ", ".join(f"{g} {median([r.cpu_ms(g) for r in rs]):.2f}" for g in cpu[:6])
+            total = median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs])
+            print(
+                f"  c{conns:<3} {rps:>5.0f} req/s (rounds {', '.join(f'{r.result.rps:.0f}' for r in rs)}), p99 "
+                f"{p99:.0f} ms (rounds {', '.join(f'{r.result.p99_ms:.0f}' for r in rs)}); p99 per kind {per_kind}; "
+                f"CPU ms/request {total:.2f}: {top}"
+            )
+        best[label] = max(ok) if ok else (0.0, 0)
+    print(
+        f"mix throughput at p99 ≤ {args.p99_limit:.0f} ms (medians): HEAD {best[h][0]:.0f} req/s (c{best[h][1]}), "
+        f"baseline {best[b][0]:.0f} req/s (c{best[b][1]}): {ratio(best[h][0], best[b][0])}"
+    )
 
 
 def compose_round(system: System, args) -> dict:

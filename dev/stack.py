@@ -50,6 +50,7 @@ class Proc:
     started_at: float = 0.0
     failures: int = 0  # consecutive quick exits: the backoff doubles with each
     restart_at: float | None = None  # a restart is due at this time.monotonic()
+    nice: int = 0  # scheduling niceness the process starts with (background_processes: BACKGROUND_NICE)
 
     def process(self) -> subprocess.Popen:
         """The process start() launched (running or exited); an error before it was started."""
@@ -179,12 +180,18 @@ def gateway(ctx: Context) -> Proc | None:
 EXTRA_ENV = {"notifications": {"PUSH_PROVIDER": "log"}}
 
 
+def background_nice(env: dict[str, str]) -> int:
+    """The niceness of a service's background processes (BACKGROUND_NICE, default 0)."""
+    return int(env.get("BACKGROUND_NICE", "0"))
+
+
 def background_processes(ctx: Context, service: str) -> list[Proc]:
     env = {**service_env(ctx, service), "SERVICE_NAME": service, **EXTRA_ENV.get(service, {}), **ctx.extra_env}
     cwd = ctx.root(service) / "services" / service
     python = ctx.python(service)
     app = f"{service}_service"
     worker_port, relay_port = ctx.metrics_port(service, "worker"), ctx.metrics_port(service, "relay")
+    nice = background_nice(env)
     return [
         Proc(
             name=f"{service}-worker",
@@ -208,6 +215,7 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "--without-heartbeat",
             ],
             url=f"http://127.0.0.1:{worker_port}/metrics",
+            nice=nice,
         ),
         Proc(
             name=f"{service}-relay",
@@ -215,6 +223,7 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
             env={**env, "METRICS_PORT": str(relay_port)},
             cmd=[python, "manage.py", "events_relay"],
             url=f"http://127.0.0.1:{relay_port}/metrics",
+            nice=nice,
         ),
         Proc(
             name=f"{service}-beat",
@@ -232,6 +241,7 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "--schedule",
                 str(ctx.run_dir / f"{service}-celerybeat-schedule"),
             ],
+            nice=nice,
         ),
     ]
 
@@ -368,6 +378,9 @@ class Supervisor:
                 text=True,
                 bufsize=1,
             )
+            if proc.nice:
+                # before the interpreter is up, so a pool's children (forked later) inherit it
+                os.setpriority(os.PRIO_PROCESS, proc.popen.pid, proc.nice)
             proc.held, proc.restart_at, proc.started_at = False, None, time.monotonic()
         threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
 
