@@ -50,7 +50,6 @@ class Proc:
     started_at: float = 0.0
     failures: int = 0  # consecutive quick exits: the backoff doubles with each
     restart_at: float | None = None  # a restart is due at this time.monotonic()
-    nice: int = 0  # scheduling niceness the process starts with (background_processes: BACKGROUND_NICE)
 
     def process(self) -> subprocess.Popen:
         """The process start() launched (running or exited); an error before it was started."""
@@ -127,6 +126,15 @@ def service_env(ctx: Context, service: str) -> dict[str, str]:
     return env
 
 
+def workers_per_replica(ctx: Context) -> int:
+    """gunicorn workers per replica when GUNICORN_WORKERS is not set: the machine's cores shared by
+    a service's replicas, at least one (2 cores, 2 replicas: one each). Every replica of every
+    service runs on the same machine here, unlike in compose or Kubernetes (2 per replica, a
+    replica per container): on 2 cores, one worker per replica took ~10 % less CPU per request of
+    the mix than two (docs/performance.md)."""
+    return max(1, (os.cpu_count() or 1) // ctx.replicas)
+
+
 def gunicorn(ctx: Context, service: str, replica: int) -> Proc:
     port = ctx.port(service, replica)
     metrics_dir = ctx.run_dir / "metrics" / f"{service}-{replica}"
@@ -136,6 +144,7 @@ def gunicorn(ctx: Context, service: str, replica: int) -> Proc:
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
         "SERVICE_NAME": service,
     }
+    env.setdefault("GUNICORN_WORKERS", str(workers_per_replica(ctx)))
     return Proc(
         name=f"{service}-{replica}",
         cwd=ctx.root(service) / "services" / service,
@@ -180,18 +189,12 @@ def gateway(ctx: Context) -> Proc | None:
 EXTRA_ENV = {"notifications": {"PUSH_PROVIDER": "log"}}
 
 
-def background_nice(env: dict[str, str]) -> int:
-    """The niceness of a service's background processes (BACKGROUND_NICE, default 0)."""
-    return int(env.get("BACKGROUND_NICE", "0"))
-
-
 def background_processes(ctx: Context, service: str) -> list[Proc]:
     env = {**service_env(ctx, service), "SERVICE_NAME": service, **EXTRA_ENV.get(service, {}), **ctx.extra_env}
     cwd = ctx.root(service) / "services" / service
     python = ctx.python(service)
     app = f"{service}_service"
     worker_port, relay_port = ctx.metrics_port(service, "worker"), ctx.metrics_port(service, "relay")
-    nice = background_nice(env)
     return [
         Proc(
             name=f"{service}-worker",
@@ -215,7 +218,6 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "--without-heartbeat",
             ],
             url=f"http://127.0.0.1:{worker_port}/metrics",
-            nice=nice,
         ),
         Proc(
             name=f"{service}-relay",
@@ -223,7 +225,6 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
             env={**env, "METRICS_PORT": str(relay_port)},
             cmd=[python, "manage.py", "events_relay"],
             url=f"http://127.0.0.1:{relay_port}/metrics",
-            nice=nice,
         ),
         Proc(
             name=f"{service}-beat",
@@ -241,7 +242,6 @@ def background_processes(ctx: Context, service: str) -> list[Proc]:
                 "--schedule",
                 str(ctx.run_dir / f"{service}-celerybeat-schedule"),
             ],
-            nice=nice,
         ),
     ]
 
@@ -378,9 +378,6 @@ class Supervisor:
                 text=True,
                 bufsize=1,
             )
-            if proc.nice:
-                # before the interpreter is up, so a pool's children (forked later) inherit it
-                os.setpriority(os.PRIO_PROCESS, proc.popen.pid, proc.nice)
             proc.held, proc.restart_at, proc.started_at = False, None, time.monotonic()
         threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
 

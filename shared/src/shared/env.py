@@ -81,7 +81,7 @@ def database_from_url(url: str) -> dict:
     options = {"connect_timeout": int(query.pop("connect_timeout", "3")), "application_name": env_str("SERVICE_NAME", "django")}
     options.update(query)
     return {
-        "ENGINE": "django.db.backends.postgresql",
+        "ENGINE": "shared.postgresql",
         "NAME": unquote(parts.path.lstrip("/")),
         "USER": unquote(parts.username or ""),
         "PASSWORD": unquote(parts.password or ""),

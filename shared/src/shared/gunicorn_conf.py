@@ -8,7 +8,7 @@ import os
 import signal
 
 bind = os.environ.get("BIND", "127.0.0.1:8100")
-worker_class = "gthread"
+worker_class = "shared.gunicorn_worker.LingerThreadWorker"  # gthread, kept-alive connections served without the poller
 workers = int(os.environ.get("GUNICORN_WORKERS", "2"))
 threads = int(os.environ.get("GUNICORN_THREADS", "4"))
 keepalive = 75  # longer than the gateway's idle pool timeout, so the gateway closes first

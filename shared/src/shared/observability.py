@@ -61,6 +61,25 @@ def route_of(request) -> str:
     return match.route if match is not None and match.route else "unmatched"
 
 
+# The labelled series of each (method, route, status), looked up once: `labels()` costs more than the
+# update itself (a lock, a tuple, a dict), ~20 µs of a request's four updates. No more keys than the
+# registry already holds series.
+_series: dict[tuple[str, str, str], tuple] = {}
+
+
+def request_series(method: str, route: str, status: str) -> tuple:
+    """REQUESTS, LATENCY, DB_QUERIES and DB_SECONDS labelled for one request."""
+    series = _series.get((method, route, status))
+    if series is None:
+        series = _series[(method, route, status)] = (
+            REQUESTS.labels(method, route, status),
+            LATENCY.labels(method, route),
+            DB_QUERIES.labels(route),
+            DB_SECONDS.labels(route),
+        )
+    return series
+
+
 class MetricsMiddleware:
     def __init__(self, get_response):
         self.get_response = get_response
@@ -72,10 +91,11 @@ class MetricsMiddleware:
             response = self.get_response(request)
         elapsed = time.perf_counter() - start
         route = timer.route = route_of(request)
-        REQUESTS.labels(request.method, route, str(response.status_code)).inc()
-        LATENCY.labels(request.method, route).observe(elapsed)
-        DB_QUERIES.labels(route).observe(timer.count)
-        DB_SECONDS.labels(route).observe(timer.seconds)
+        requests, latency, db_queries, db_seconds = request_series(request.method, route, str(response.status_code))
+        requests.inc()
+        latency.observe(elapsed)
+        db_queries.observe(timer.count)
+        db_seconds.observe(timer.seconds)
         if elapsed * 1000 > settings.SLOW_REQUEST_MS:
             slow_log.warning(
                 "slow request",
