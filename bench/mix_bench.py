@@ -623,7 +623,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=10, help="per wrk round")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections of the closed-loop rounds")
-    parser.add_argument("--sweep", default="1,2,4,8,16", help="connection counts for the p99 ≤ 50 ms throughput")
+    parser.add_argument("--sweep", default="1,2,3,4,6,8,16", help="connection counts for the p99 ≤ 50 ms throughput")
     parser.add_argument("--p99-limit", type=float, default=50.0, help="ms")
     parser.add_argument("--fixed-share", type=float, default=0.7, help="fixed rate as a share of the maximum req/s")
     parser.add_argument("--fixed-seconds", type=int, default=15)
