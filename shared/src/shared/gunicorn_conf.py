@@ -4,6 +4,7 @@ gthread workers keep client connections alive (the gateway pools them); graceful
 readiness fails first, in-flight requests finish within graceful_timeout.
 """
 
+import gc
 import os
 import signal
 
@@ -43,11 +44,26 @@ logconfig_dict = {
 }
 
 
+def freeze_startup_objects() -> None:
+    """Import every view now (Django imports the URLconf at the first request) and move everything
+    alive to the collector's permanent generation (gc.freeze): a full collection no longer walks
+    the ~110 000 objects of the imported application, ~70 ms with every thread of the worker
+    stopped, a latency spike for every request in flight. GC_FREEZE=0 leaves the collector as it is."""
+    if os.environ.get("GC_FREEZE", "1") == "0":
+        return
+    from django.urls import get_resolver
+
+    get_resolver().url_patterns  # noqa: B018 - imports the URLconf and every view module
+    gc.collect()
+    gc.freeze()
+
+
 def post_worker_init(worker):
     from shared import ids
     from shared.health import start_draining
 
     ids.lease_early()  # settings.SNOWFLAKE_NAMESPACES: ids keep coming through a later Redis outage
+    freeze_startup_objects()
 
     previous = signal.getsignal(signal.SIGTERM)
 
