@@ -5,6 +5,7 @@ DNS, JWKS)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import re
@@ -275,6 +276,10 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
 
         admin_server = loop.run_until_complete(admin.serve(loop, settings.admin_host, settings.admin_port, ready))
     tasks = gw.start_background()
+    # what is alive now lives as long as the process: out of the collector's full collections
+    # (~30 000 objects, ~8 ms with the event loop stopped), as in the services' gunicorn workers
+    gc.collect()
+    gc.freeze()
     done = asyncio.Event()
 
     async def drain():

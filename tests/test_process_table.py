@@ -126,6 +126,27 @@ def make_run_processes(tmp_path: Path) -> dict[str, stack.Proc]:
     return procs
 
 
+def test_make_run_gives_each_replica_its_share_of_the_cores(tmp_path, monkeypatch):
+    """Every replica of every service shares this machine's cores: workers per replica are the
+    cores divided by the replicas, at least one; a GUNICORN_WORKERS set by hand wins."""
+    monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
+    for cores, replicas, workers in ((2, 2, "1"), (1, 2, "1"), (8, 2, "4"), (2, 1, "2")):
+        monkeypatch.setattr(stack.os, "cpu_count", lambda cores=cores: cores)
+        ctx = stack.Context(
+            admin_database_url="postgresql://postgres@127.0.0.1:1/postgres",
+            redis_url="redis://127.0.0.1:1/0",
+            service_database_urls={s: f"postgresql://{s}@127.0.0.1:1/social" for s in SERVICES},
+            run_dir=tmp_path,
+            replicas=replicas,
+        )
+        apis = [p for p in stack.plan(ctx) if p.cmd[1:3] == ["-m", "gunicorn"]]
+        assert len(apis) == len(SERVICES) * replicas
+        assert {p.env["GUNICORN_WORKERS"] for p in apis} == {workers}, (cores, replicas)
+    monkeypatch.setenv("GUNICORN_WORKERS", "3")
+    procs = make_run_processes(tmp_path)
+    assert {procs[s].env["GUNICORN_WORKERS"] for s in SERVICES} == {"3"}
+
+
 def test_make_run_runs_the_table(tmp_path):
     procs = make_run_processes(tmp_path)
     assert set(procs) == set(PROCESSES)

@@ -113,3 +113,25 @@ def test_with_redis_away_logins_profiles_and_follows_are_served_from_postgres(al
     assert client_for(bob).get("/api/v1/users/alice").json()["bio"] == "offline"
     assert client_for(bob).post("/api/v1/users/alice/follow").status_code == 201
     assert client_for(bob).get("/api/v1/users/alice").json()["followers_count"] == 1
+
+
+def test_a_gunicorn_worker_freezes_what_is_alive_once_every_view_is_imported(monkeypatch):
+    """shared.gunicorn_conf.post_worker_init: every view module imported (Django would import the
+    URLconf's includes at the first request), then everything alive moved out of the collector's
+    reach (gc.freeze), so a full collection never walks the application; GC_FREEZE=0 leaves it."""
+    import gc
+    import sys
+
+    from shared import gunicorn_conf
+
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setenv("GC_FREEZE", "0")
+    gunicorn_conf.freeze_startup_objects()
+    assert gc.get_freeze_count() == 0
+    monkeypatch.delenv("GC_FREEZE")
+    try:
+        gunicorn_conf.freeze_startup_objects()
+        assert gc.get_freeze_count() > 10_000
+        assert {"follows.urls", "accounts.internal_urls", "follows.api"} <= set(sys.modules)
+    finally:
+        gc.unfreeze()
