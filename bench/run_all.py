@@ -18,6 +18,7 @@ BENCHMARKS = {  # name → script and arguments; each starts what it measures an
     "gateway-features": ["gateway_bench.py", "--features"],  # token verification + rate limits on every peer
     "feed": ["feed_bench.py"],
     "events": ["events_bench.py"],
+    "gunicorn-worker": ["gunicorn_worker_bench.py"],  # shared.gunicorn_worker against plain gthread
     "mix": ["mix_bench.py"],  # the social-network mix through the gateway, HEAD vs the baseline commit
 }
 
