@@ -8,6 +8,7 @@ the system tests follow. Prints one closing line summing every run.
     python dev/testrun.py users shared # only these suites
     python dev/testrun.py gateway gateway-pure  # the gateway, compiled and as plain Python
     python dev/testrun.py users -- -k follow   # pass pytest arguments
+    python dev/testrun.py system -- tests/test_process_table.py  # one file (paths from the suite's directory)
 
 Coverage (pytest-cov) is measured in the suites that run a package's code inside the pytest
 process: each service's suite and shared's. A whole run (no suite named, no pytest arguments)
@@ -81,6 +82,18 @@ def suites() -> dict[str, tuple[Path, list[str]]]:
         if (ROOT / path).is_dir() and any((ROOT / path).rglob("test_*.py")):
             found[name] = (ROOT, [path])
     return found
+
+
+def narrowed(directory: Path, target: list[str], extra: list[str]) -> list[str]:
+    """The suite's pytest target, or none when the extra arguments name tests inside it (`system --
+    tests/test_x.py::test_y` runs that test, not the whole suite besides it)."""
+    for arg in extra:
+        path = directory / arg.split("::")[0]
+        if arg.startswith("-") or not path.exists():
+            continue
+        if any(path.resolve().is_relative_to((directory / t).resolve()) for t in target):
+            return []
+    return target
 
 
 def totals(junit: Path) -> tuple[int, int, int]:
@@ -178,7 +191,7 @@ def main(argv: list[str]) -> int:
                 print(f"\n=== {name} ===", flush=True)
                 started = time.monotonic()
                 code = subprocess.call(
-                    [PYTHON, "-m", "pytest", *target, f"--junitxml={junit}", "-q", *cov_args, *extra],
+                    [PYTHON, "-m", "pytest", *narrowed(directory, target, extra), f"--junitxml={junit}", "-q", *cov_args, *extra],
                     cwd=directory,
                     env={**env, **cov_env},
                 )
