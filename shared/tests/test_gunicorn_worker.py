@@ -124,7 +124,8 @@ class Client:
 
 
 def test_a_kept_alive_connections_requests_are_served_by_one_thread(server):
-    client = Client(server(threads=4))
+    # a linger time no scheduling delay of this (possibly busy) machine reaches
+    client = Client(server(threads=4, linger_ms=2000))
     answers = [client.get(f"/r{i}") for i in range(30)]
     assert [path for _, path in answers] == [f"/r{i}" for i in range(30)]
     assert len({ident for ident, _ in answers}) == 1  # each next request arrived within the linger time
