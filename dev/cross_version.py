@@ -184,10 +184,10 @@ def journey(gateway_url: str) -> None:
         alice, alice_auth = register("alice")
         bob, bob_auth = register("bob")
         carol, carol_auth = register("carol")
-        # bob and carol open their (empty) feeds first, as the app does after sign-up: a released
-        # feed before be751ab could build a timeline from Postgres while a delivery to it was still
-        # uncommitted and lose that delivery (fixed since, with its own test in feed's suite); the
-        # journey checks what the versions say to each other, not that old race
+        # bob and carol open their (empty) feeds first, as the app does after sign-up: feed 1.0.0
+        # could build a timeline from Postgres while a delivery to it was still uncommitted and lose
+        # that delivery (fixed since: timelines.store.build_begin, with its own test in feed's suite);
+        # the journey checks what the versions say to each other, not that old race
         for auth in (bob_auth, carol_auth):
             r = api.get("/feed", headers=auth)
             check(r.status_code == 200 and r.json()["results"] == [], f"empty feed: {r.status_code} {r.text}")
