@@ -111,16 +111,20 @@ def test_table_covers_every_service_process_kind():
 # --- make run ---------------------------------------------------------------------------------
 
 
-def make_run_processes(tmp_path: Path) -> dict[str, stack.Proc]:
+def make_run_plan(tmp_path: Path, replicas: int = 2) -> list[stack.Proc]:
     ctx = stack.Context(
         admin_database_url="postgresql://postgres@127.0.0.1:1/postgres",
         redis_url="redis://127.0.0.1:1/0",
         service_database_urls={s: f"postgresql://{s}@127.0.0.1:1/social" for s in SERVICES},
         run_dir=tmp_path,
-        replicas=2,
+        replicas=replicas,
     )
+    return stack.plan(ctx)
+
+
+def make_run_processes(tmp_path: Path) -> dict[str, stack.Proc]:
     procs = {}
-    for proc in stack.plan(ctx):  # replicas are users-0, users-1: one table entry
+    for proc in make_run_plan(tmp_path):  # replicas are users-0, users-1: one table entry
         name = re.sub(r"-\d+$", "", proc.name)
         procs.setdefault(name, proc)
     return procs
@@ -132,14 +136,7 @@ def test_make_run_gives_each_replica_its_share_of_the_cores(tmp_path, monkeypatc
     monkeypatch.delenv("GUNICORN_WORKERS", raising=False)
     for cores, replicas, workers in ((2, 2, "1"), (1, 2, "1"), (8, 2, "4"), (2, 1, "2")):
         monkeypatch.setattr(stack.os, "cpu_count", lambda cores=cores: cores)
-        ctx = stack.Context(
-            admin_database_url="postgresql://postgres@127.0.0.1:1/postgres",
-            redis_url="redis://127.0.0.1:1/0",
-            service_database_urls={s: f"postgresql://{s}@127.0.0.1:1/social" for s in SERVICES},
-            run_dir=tmp_path,
-            replicas=replicas,
-        )
-        apis = [p for p in stack.plan(ctx) if p.cmd[1:3] == ["-m", "gunicorn"]]
+        apis = [p for p in make_run_plan(tmp_path, replicas) if p.cmd[1:3] == ["-m", "gunicorn"]]
         assert len(apis) == len(SERVICES) * replicas
         assert {p.env["GUNICORN_WORKERS"] for p in apis} == {workers}, (cores, replicas)
     monkeypatch.setenv("GUNICORN_WORKERS", "3")
