@@ -26,6 +26,11 @@ routes:
 def _gateway(tmp_path, procs, ups, **env):
     g = Gateway(tmp_path, {"GATEWAY_UPSTREAMS": "svc=" + ",".join(u.addr for u in ups), **env}, ROUTES).start()
     procs.append(g)
+    # the gateway checks every replica once as it starts: a replica that a test kills or breaks
+    # while that check is in flight would be taken out of rotation by it, not by what the test does
+    for u in ups:
+        if u.proc is not None and u.proc.poll() is None:
+            eventually(lambda u=u: u.stats()["health"] >= 1, 10, f"the start-up health check of {u.name}")
     return g
 
 

@@ -15,8 +15,9 @@ Every path echoes the request as JSON, except:
   ...?chunked=N                -> N chunks of "chunk-i\n", chunked transfer encoding
   ...?die_after_head=NAME      -> replica NAME sends a response head (Content-Length 100) and exits
   ...?die=NAME                 -> replica NAME exits without answering (the connection is reset)
-  /_stats                      -> {"served": n, "inflight": n, "peak": n}: requests answered, being
-                                  answered now, and the most answered at once (health checks excluded)
+  /_stats                      -> {"served": n, "inflight": n, "peak": n, "health": n}: requests
+                                  answered, being answered now, the most answered at once (health
+                                  checks excluded), and health checks answered
 """
 
 import json
@@ -33,7 +34,7 @@ HOST, PORT, NAME = HOST or "127.0.0.1", int(PORT), sys.argv[2]
 JWKS_FILE = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else None
 
 
-STATS = {"served": 0, "inflight": 0, "peak": 0}
+STATS = {"served": 0, "inflight": 0, "peak": 0, "health": 0}
 STATS_LOCK = threading.Lock()
 
 
@@ -50,7 +51,10 @@ class Handler(BaseHTTPRequestHandler):
             with STATS_LOCK:
                 return self._send(200, dict(STATS))
         if parts.path.startswith("/health/"):
-            return self._serve(parts)
+            self._serve(parts)
+            with STATS_LOCK:  # counted once answered: the checker has the whole answer
+                STATS["health"] += 1
+            return None
         with STATS_LOCK:
             STATS["inflight"] += 1
             STATS["peak"] = max(STATS["peak"], STATS["inflight"])
