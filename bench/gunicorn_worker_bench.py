@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import wrk
+
+from shared.testing import start_gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = """
@@ -35,7 +34,6 @@ def app(environ, start_response):
 """
 WORKERS = {"gthread": "gthread", "linger": "shared.gunicorn_worker.LingerThreadWorker"}
 TICKS = os.sysconf("SC_CLK_TCK")
-GUNICORN = [sys.executable, "-m", "gunicorn", "--keep-alive", "75"]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -45,28 +43,8 @@ def cpu_seconds(pid: int) -> float:
 
 def start(kind: str, workdir: Path, threads: int) -> tuple[subprocess.Popen, int, int]:
     """gunicorn with that worker class on a kernel-chosen port: (process, port, worker pid)."""
-    log = workdir / f"{kind}.log"
-    proc = subprocess.Popen(
-        [*GUNICORN, "-k", WORKERS[kind], "-w", "1", "--threads", str(threads), "-b", "127.0.0.1:0", "benchapp:app"],
-        cwd=workdir,
-        env={**os.environ, "PYTHONPATH": f"{ROOT / 'shared' / 'src'}{os.pathsep}{workdir}"},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = log.read_text()
-        port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
-        worker = re.search(r"Booting worker with pid: (\d+)", text)
-        if port and worker:
-            with socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=5):
-                pass
-            return proc, int(port.group(1)), int(worker.group(1))
-        if proc.poll() is not None:
-            raise SystemExit(f"gunicorn ({kind}) exited: {text}")
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"gunicorn ({kind}) did not start")
+    args = ["-k", WORKERS[kind], "--threads", str(threads), "--keep-alive", "75"]
+    return start_gunicorn(workdir / kind, APP, args, name=kind)
 
 
 def main() -> int:
@@ -79,7 +57,8 @@ def main() -> int:
     wrk.require_wrk()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        (workdir / "benchapp.py").write_text(APP)
+        for kind in WORKERS:
+            (workdir / kind).mkdir()
         servers = {kind: start(kind, workdir, args.threads) for kind in WORKERS}
         rows: dict[str, list[tuple[wrk.Result, float]]] = {kind: [] for kind in WORKERS}
         try:

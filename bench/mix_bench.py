@@ -796,6 +796,23 @@ def sweep_rounds(systems: list[System], args, sweep: list[int]) -> dict[str, dic
     return out
 
 
+def kind_latencies(rs: list[Round]) -> dict[str, list[float]]:
+    """Every round's latencies per request kind (gateway access log), pooled."""
+    return {k: [v for r in rs for v in r.kinds.get(k, [])] for k in KINDS}
+
+
+def cpu_ms_per_request(rs: list[Round]) -> float:
+    """Median over the rounds of all processes' CPU ms per request."""
+    return median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs])
+
+
+def best_within(points: list[tuple[int, float, float]], limit: float) -> tuple[float, int]:
+    """(req/s, connections) of the highest req/s among (connections, req/s, p99) points with p99 ≤ limit,
+    (0, 0) when none."""
+    ok = [(rps, conns) for conns, rps, p99 in points if p99 <= limit]
+    return max(ok) if ok else (0.0, 0)
+
+
 def report_sweep(systems: list[System], args, repeated: dict[str, dict[int, list[Round]]]) -> None:
     """Per connection count: median req/s and p99 of the rounds, p99 per kind (gateway access log),
     CPU ms per request by group; then the throughput at p99 ≤ the limit, from the medians."""
@@ -804,22 +821,20 @@ def report_sweep(systems: list[System], args, repeated: dict[str, dict[int, list
     best = {}
     for label in labels:
         print(f"\n{label}: median of {args.rounds} rounds at each connection count (wrk -d{args.seconds}s)")
-        ok = []
+        points = []
         for conns, rs in repeated[label].items():
             rps, p99 = median([r.result.rps for r in rs]), median([r.result.p99_ms for r in rs])
-            if p99 <= args.p99_limit:
-                ok.append((rps, conns))
-            kinds = {k: [v for r in rs for v in r.kinds.get(k, [])] for k in KINDS}
-            per_kind = " ".join(f"{k} {pct(v, 0.99):.0f}" for k, v in kinds.items())
+            points.append((conns, rps, p99))
+            per_kind = " ".join(f"{k} {pct(v, 0.99):.0f}" for k, v in kind_latencies(rs).items())
             cpu = sorted({g for r in rs for g in r.cpu}, key=lambda g: -median([r.cpu_ms(g) for r in rs]))
             top = ", ".join(f"{g} {median([r.cpu_ms(g) for r in rs]):.2f}" for g in cpu[:6])
-            total = median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs])
+            total = cpu_ms_per_request(rs)
             print(
                 f"  c{conns:<3} {rps:>5.0f} req/s (rounds {', '.join(f'{r.result.rps:.0f}' for r in rs)}), p99 "
                 f"{p99:.0f} ms (rounds {', '.join(f'{r.result.p99_ms:.0f}' for r in rs)}); p99 per kind {per_kind}; "
                 f"CPU ms/request {total:.2f}: {top}"
             )
-        best[label] = max(ok) if ok else (0.0, 0)
+        best[label] = best_within(points, args.p99_limit)
     print(
         f"mix throughput at p99 ≤ {args.p99_limit:.0f} ms (medians): HEAD {best[h][0]:.0f} req/s (c{best[h][1]}), "
         f"baseline {best[b][0]:.0f} req/s (c{best[b][1]}): {ratio(best[h][0], best[b][0])}"
@@ -923,7 +938,7 @@ def report_home(systems: list[System], home: dict[str, list[Round]], floor: dict
         hm[label] = (
             median([r.result.rps for r in rs]),
             median(feed_ms),
-            median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rs]),
+            cpu_ms_per_request(rs),
         )
         print(
             f"{label:10} home  {hm[label][0]:>6.0f} req/s; feed gunicorn {hm[label][1]:.2f} ms CPU per read; all "
@@ -972,7 +987,7 @@ def _per_request(rounds: list[Round], row: str) -> float:
     """Median over the rounds of a group's CPU ms per request ("workers": every Celery worker; "all
     processes": everything)."""
     if row == "all processes":
-        return median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rounds])
+        return cpu_ms_per_request(rounds)
     if row == "workers":
         return median(
             [sum(v for g, v in r.cpu.items() if g.endswith(" worker")) / max(1, r.result.requests) * 1000 for r in rounds]
@@ -1036,8 +1051,7 @@ def report(
             median([r.result.p50_ms for r in rs]),
             median([r.result.p99_ms for r in rs]),
         )
-        kinds = {k: [v for r in rs for v in r.kinds.get(k, [])] for k in KINDS}
-        per_kind = "  ".join(f"{k} {pct(v, 0.5):.1f}/{pct(v, 0.99):.1f}" for k, v in kinds.items())
+        per_kind = "  ".join(f"{k} {pct(v, 0.5):.1f}/{pct(v, 0.99):.1f}" for k, v in kind_latencies(rs).items())
         print(
             f"{label:10} {med[label][0]:>8.0f} {med[label][1]:>8.1f} {med[label][2]:>8.1f} "
             f"{sum(r.result.errors for r in rs):>7}   {per_kind}"
@@ -1051,9 +1065,7 @@ def report(
     groups = sorted({g for label in labels for r in rounds[label] for g in r.cpu})
     print("\nCPU ms per request by process group (median of the rounds)")
     print(f"{'group':<24} {b:>10} {h:>10} {'HEAD/base':>10}")
-    total = {}
-    for label in labels:
-        total[label] = median([sum(r.cpu.values()) / max(1, r.result.requests) * 1000 for r in rounds[label]])
+    total = {label: cpu_ms_per_request(rounds[label]) for label in labels}
     for g in groups:
         vb, vh = (median([r.cpu_ms(g) for r in rounds[label]]) for label in labels)
         print(f"{g:<24} {vb:>10.2f} {vh:>10.2f} {ratio(vh, vb):>10}")
@@ -1063,8 +1075,7 @@ def report(
     best = {}
     for label in labels:
         row = ", ".join(f"c{c}: {r.result.rps:.0f} req/s p99 {r.result.p99_ms:.0f} ms" for c, r in sweeps[label].items())
-        ok = [(r.result.rps, c) for c, r in sweeps[label].items() if r.result.p99_ms <= args.p99_limit]
-        best[label] = max(ok) if ok else (0.0, 0)
+        best[label] = best_within([(c, r.result.rps, r.result.p99_ms) for c, r in sweeps[label].items()], args.p99_limit)
         print(f"{label:10} {row}")
 
     def at(label: str) -> str:

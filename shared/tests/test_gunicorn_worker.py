@@ -4,18 +4,18 @@ number against the threads, with pipelining, pauses and a graceful stop."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
 from pathlib import Path
 
 import pytest
+
+from shared.testing import start_gunicorn
 
 APP = textwrap.dedent(
     """
@@ -32,41 +32,10 @@ APP = textwrap.dedent(
 
 
 def start(tmp_path: Path, *, threads: int, linger_ms: int = 5) -> tuple[subprocess.Popen, int]:
-    (tmp_path / "lingerapp.py").write_text(APP)
-    log = tmp_path / "gunicorn.log"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "-k",
-            "shared.gunicorn_worker.LingerThreadWorker",
-            "-w",
-            "1",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "30",
-            "--graceful-timeout",
-            "10",
-            "-b",
-            "127.0.0.1:0",
-            "lingerapp:app",
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "GUNICORN_LINGER_MS": str(linger_ms)},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", log.read_text())
-        if found and "Booting worker" in log.read_text():
-            return proc, int(found.group(1))
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"gunicorn did not start: {log.read_text()}")
+    args = ["-k", "shared.gunicorn_worker.LingerThreadWorker", "--threads", str(threads)]
+    args += ["--keep-alive", "30", "--graceful-timeout", "10"]
+    proc, port, _ = start_gunicorn(tmp_path, APP, args, {"GUNICORN_LINGER_MS": str(linger_ms)}, name="linger")
+    return proc, port
 
 
 @pytest.fixture

@@ -170,6 +170,45 @@ class ServiceProcess:
         self.proc.wait(timeout=30)
 
 
+def start_gunicorn(workdir, app: str, args: list[str], env: dict | None = None, name: str = "gunicorn"):
+    """A real gunicorn with one worker serving the WSGI module `app` (source defining `app`) from
+    `workdir`, with `args` (worker class, threads, timeouts) and `env` over this process's
+    environment, bound to a port the kernel chooses. Returns (process, port, worker pid) once it
+    accepts connections; RuntimeError with its log if it exits or does not start in 30 s."""
+    import os
+    import re
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    workdir = Path(workdir)
+    (workdir / f"{name}app.py").write_text(app)
+    log = workdir / f"{name}.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", *args, "-w", "1", "-b", "127.0.0.1:0", f"{name}app:app"],
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = log.read_text()
+        port = re.search(r"Listening at: http://127\.0\.0\.1:(\d+)", text)
+        worker = re.search(r"Booting worker with pid: (\d+)", text)
+        if port and worker:
+            with socket.create_connection(("127.0.0.1", int(port.group(1))), timeout=5):
+                pass
+            return proc, int(port.group(1)), int(worker.group(1))
+        if proc.poll() is not None:
+            raise RuntimeError(f"gunicorn exited on start: {text}")
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=10)
+    raise RuntimeError(f"gunicorn did not start within 30 s: {log.read_text()}")
+
+
 def dev_signing_key(service: str):
     """`service`'s dev key (shared.service_keys.write_dev_keys), from the directory of the key set
     this process verifies with: lets a test present the credential another service would."""
