@@ -28,6 +28,14 @@ accesslog = None  # the gateway writes the access log; services log slow request
 # class never builds it (docs/performance.md).
 logger_class = "shared.gunicorn_logging.NoAccessLogger"
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# gunicorn 25+ opens a control socket for `gunicornc` (worker counts, reload, shutdown) at
+# ~/.gunicorn/gunicorn.ctl unless told otherwise: every master on a machine would take over that one
+# path from the last, and the images' root filesystem is read-only. Off unless
+# GUNICORN_CONTROL_SOCKET names this master's own path.
+if os.environ.get("GUNICORN_CONTROL_SOCKET"):
+    control_socket = os.environ["GUNICORN_CONTROL_SOCKET"]
+else:
+    control_socket_disable = True
 # gunicorn's own lines (booting, worker exits, timeouts) in the log schema every process writes
 logconfig_dict = {
     "version": 1,
