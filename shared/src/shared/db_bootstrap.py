@@ -7,23 +7,43 @@ Each role owns its schema and nothing else: it has USAGE on no other schema, `pu
 to everyone, and the role's `search_path` is its own schema, so unqualified table names land
 there. A query from feed against `users.*` fails with "permission denied for schema users".
 Prints one service DATABASE_URL per line.
+
+`--wait SECONDS` (default 60): until then, a Postgres it cannot reach yet (a name the container
+network's DNS does not resolve yet, a server still starting, a refused connection) is tried again
+with backoff, each attempt reported on stderr, instead of failing the deployment's one-shot step
+on the first attempt.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from urllib.parse import quote, urlparse, urlunparse
 
 import psycopg2
 from psycopg2 import sql
 
 
-def _connect(url: str, dbname: str | None = None):
+def _connect(url: str, dbname: str | None = None, wait: float = 0.0):
+    """An autocommit connection; OperationalError (unreachable, starting up) is retried with
+    backoff for up to `wait` seconds, then raised."""
     if dbname is not None:
         parts = urlparse(url)
         url = urlunparse(parts._replace(path="/" + dbname))
-    conn = psycopg2.connect(url, connect_timeout=5)
+    deadline = time.monotonic() + wait
+    delay = 0.25
+    while True:
+        try:
+            conn = psycopg2.connect(url, connect_timeout=5)
+            break
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            reason = " ".join(str(exc).split())
+            print(f"db_bootstrap: Postgres not reachable yet ({reason}); trying again in {delay:.2g} s", file=sys.stderr)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
     conn.autocommit = True
     return conn
 
@@ -34,8 +54,8 @@ def service_url(admin_url: str, database: str, role: str, password: str) -> str:
     return urlunparse(parts._replace(netloc=netloc, path="/" + database, query=""))
 
 
-def bootstrap(admin_url: str, database: str, services: dict[str, str]) -> dict[str, str]:
-    conn = _connect(admin_url)
+def bootstrap(admin_url: str, database: str, services: dict[str, str], *, wait: float = 0.0) -> dict[str, str]:
+    conn = _connect(admin_url, wait=wait)
     with conn.cursor() as cur:
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database])
         if cur.fetchone() is None:
@@ -49,7 +69,7 @@ def bootstrap(admin_url: str, database: str, services: dict[str, str]) -> dict[s
             )
         cur.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(database)))
     conn.close()
-    conn = _connect(admin_url, database)
+    conn = _connect(admin_url, database, wait=wait)
     with conn.cursor() as cur:
         cur.execute("REVOKE ALL ON SCHEMA public FROM PUBLIC")
         for role in services:
@@ -68,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--admin-url", required=True)
     parser.add_argument("--database", required=True)
+    parser.add_argument("--wait", type=float, default=60.0, help="seconds to keep trying an unreachable Postgres")
     parser.add_argument("services", nargs="+", help="role:password")
     args = parser.parse_args(argv)
     services = dict(item.split(":", 1) for item in args.services)
-    for role, url in bootstrap(args.admin_url, args.database, services).items():
+    for role, url in bootstrap(args.admin_url, args.database, services, wait=args.wait).items():
         print(f"{role} {url}")
     return 0
 
