@@ -1,10 +1,11 @@
 """Schema ownership is enforced by Postgres: other services' roles cannot read users' tables."""
 
-import contextlib
 import os
 import socket
+import subprocess
+import sys
 import threading
-import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import psycopg2
@@ -13,6 +14,8 @@ import users_service.settings as configured
 from psycopg2 import errors
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run_as(role: str, sql: str):
@@ -61,50 +64,44 @@ def test_bootstrap_is_idempotent(alice):
     assert run_as("users", "SELECT count(*) FROM accounts_user") == [(1,)]  # nothing dropped or reset
 
 
-def _forward_after(delay: float, target: tuple[str, int]) -> tuple[int, threading.Thread]:
-    """A port that starts listening `delay` seconds from now and forwards its one connection to
-    `target`: a Postgres that becomes reachable while db_bootstrap is trying."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def pipe(src, dst):
-        with contextlib.suppress(OSError):
-            while data := src.recv(65536):
-                dst.sendall(data)
-        with contextlib.suppress(OSError):
-            dst.shutdown(socket.SHUT_WR)
-
-    def serve():
-        time.sleep(delay)
-        with socket.create_server(("127.0.0.1", port)) as listener:
-            client, _ = listener.accept()
-            upstream = socket.create_connection(target)
-            back = threading.Thread(target=pipe, args=(upstream, client), daemon=True)
-            back.start()
-            pipe(client, upstream)
-            back.join(timeout=10)
-            client.close()
-            upstream.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    return port, thread
-
-
 def test_bootstrap_waits_for_a_postgres_that_is_not_reachable_yet(capsys):
+    """Postgres behind bench/delay_proxy.py, closed (connection refused) until a second after
+    db_bootstrap started trying."""
     from shared.db_bootstrap import _connect
 
     admin = urlparse(os.environ["ADMIN_DATABASE_URL"])
-    port, thread = _forward_after(1.0, (admin.hostname, admin.port))
-    conn = _connect(admin._replace(netloc=f"{admin.username}:{admin.password}@127.0.0.1:{port}").geturl(), wait=30)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proxy = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), str(admin.port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT 1")
-            assert cur.fetchone() == (1,)
+
+        def command(line: str) -> None:
+            proxy.stdin.write(line + "\n")
+            proxy.stdin.flush()
+            assert proxy.stdout.readline().strip() == "ok"
+
+        assert proxy.stdout.readline().strip() == "ready"
+        command("close")
+        opener = threading.Timer(1.0, command, ["open"])
+        opener.start()
+        conn = _connect(admin._replace(netloc=f"{admin.username}:{admin.password}@127.0.0.1:{port}").geturl(), wait=30)
+        opener.join()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                assert cur.fetchone() == (1,)
+        finally:
+            conn.close()
     finally:
-        conn.close()
-    thread.join(timeout=10)
+        proxy.stdin.close()  # EOF: the proxy stops
+        proxy.wait(timeout=10)
+        proxy.stdout.close()
     assert "Postgres not reachable yet" in capsys.readouterr().err
 
 
