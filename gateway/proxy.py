@@ -562,6 +562,10 @@ class Req:
                 gw.loop.create_connection(functools.partial(UpstreamConn, rep, gw), rep.host, rep.port),
                 gw.settings.connect_timeout,
             )
+            if conn.closed:
+                # connected, then lost before this coroutine resumed (a replica that died with the
+                # connection in its accept queue resets it): nothing was sent, a failed connect
+                raise ConnectionResetError("connection reset before the request was sent")
         except (TimeoutError, OSError) as exc:
             self._unbind()
             cluster.failure(rep, "connect")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.client
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -109,6 +112,65 @@ def test_zero_failed_gets_while_a_replica_is_killed_under_load(tmp_path, procs, 
     after = [r for r in load.results if r[0] > killed_at + 0.5]
     assert {r[2] for r in before} == {"r1", "r2"}
     assert len(after) > 20 and {r[2] for r in after} == {"r1"}
+
+
+class ResettingReplica:
+    """A replica that answers the gateway's start-up health check, then resets every connection
+    as soon as it accepts it: a replica that dies with connections in its accept queue."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", free_port()))
+        self.sock.listen(64)
+        host, port = self.sock.getsockname()
+        self.addr = f"{host}:{port}"
+        self.proc = None  # not a process: _gateway waits for no health check of it
+        self.resets = 0
+        self.checked = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        with contextlib.suppress(OSError):
+            conn, _ = self.sock.accept()
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            conn.close()
+            self.checked.set()
+            while True:
+                conn, _ = self.sock.accept()
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.close()  # RST
+                self.resets += 1
+
+    def kill(self):
+        self.sock.close()
+
+
+def test_connection_reset_right_after_connect_is_retried(tmp_path, procs):
+    """A connection that is reset between the connect and the request being sent (the loop may
+    see the reset before the request goes out) is a failed connect, retried on another replica;
+    it once left the request unanswered until the client gave up."""
+    ups = _replicas(1, procs)
+    bad = ResettingReplica()
+    procs.append(bad)
+    g = _gateway(
+        tmp_path,
+        procs,
+        [ups[0], bad],
+        GATEWAY_HEALTH_INTERVAL="60",  # r2 stays in rotation: only its connections fail
+        GATEWAY_EJECT_AFTER="100000",
+        GATEWAY_RETRY_BUDGET="1",
+        GATEWAY_RETRY_MIN="1000",
+    )
+    assert bad.checked.wait(10), "the start-up health check of r2"
+    answers = [g.request("GET", "/a/x", timeout=5) for _ in range(200)]
+    assert {(r.status, r.upstream) for r in answers} == {(200, "r1")}
+
+    def retries():
+        return sum(g.metric("gateway_upstream_retries_total", service="svc", reason=why) for why in ("connect", "reset"))
+
+    assert bad.resets > 10
+    eventually(lambda: retries() == bad.resets, 5, "one retry per reset connection")
 
 
 def test_replica_dying_between_head_and_body_is_retried_without_a_broken_answer(tmp_path, procs):
