@@ -327,7 +327,11 @@ def run_worker(settings: config.Settings, *, serve_admin: bool, reuse_port: bool
         gw.flush_log()
         if gw.tracer is not None:
             gw.tracer.shutdown()
-        for t in tasks:
+        # the background loops end at `stopping`; one in the middle of a DNS lookup or a health check
+        # gets a second to finish it: a getaddrinfo that uvloop runs in its thread pool completes
+        # even when its task is cancelled, and then logged "Event loop is closed" at every stop
+        _, unfinished = loop.run_until_complete(asyncio.wait(tasks, timeout=1.0))
+        for t in unfinished:
             t.cancel()
         loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         if admin_server is not None:
