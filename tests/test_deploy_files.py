@@ -59,7 +59,7 @@ def test_compose_runs_every_process_of_every_service():
         assert services[svc]["deploy"]["replicas"] >= 2
         assert services[svc]["build"]["dockerfile"] == f"services/{svc}/Dockerfile"
         assert services[svc]["healthcheck"]["test"][-1].count("/health/ready") == 1
-        assert services[f"{svc}-migrate"]["command"] == ["python", "manage.py", "migrate", "--no-input"]
+        assert services[f"{svc}-migrate"]["command"] == ["python", "manage.py", "migrate", "--no-input", "--wait", "60"]
         assert services[f"{svc}-worker"]["command"][:6] == ["celery", "-A", f"{svc}_service", "worker", "-Q", svc]
         assert services[f"{svc}-relay"]["command"] == ["python", "manage.py", "events_relay"]
     for infra in ("postgres", "pgbouncer", "redis", "gateway", "prometheus", "grafana", "db-init"):
@@ -157,6 +157,8 @@ def test_every_deployment_has_probes_drain_hpa_and_pdb():
         assert f"{svc}-worker" in deployments and f"{svc}-relay" in deployments
         assert f"{svc}-worker" in hpas
     assert set(by_kind("Job")) == {f"{svc}-migrate" for svc in SERVICES}
+    for name, job in by_kind("Job").items():  # an unreachable database is tried again for a minute
+        assert job["spec"]["template"]["spec"]["containers"][0]["command"][2:] == ["migrate", "--no-input", "--wait", "60"], name
 
 
 def test_gateway_uses_headless_services_for_discovery():

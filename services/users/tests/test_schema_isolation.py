@@ -1,5 +1,6 @@
 """Schema ownership is enforced by Postgres: other services' roles cannot read users' tables."""
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -64,17 +65,15 @@ def test_bootstrap_is_idempotent(alice):
     assert run_as("users", "SELECT count(*) FROM accounts_user") == [(1,)]  # nothing dropped or reset
 
 
-def test_bootstrap_waits_for_a_postgres_that_is_not_reachable_yet(capsys):
-    """Postgres behind bench/delay_proxy.py, closed (connection refused) until a second after
-    db_bootstrap started trying."""
-    from shared.db_bootstrap import _connect
-
-    admin = urlparse(os.environ["ADMIN_DATABASE_URL"])
+@contextlib.contextmanager
+def postgres_reachable_after(seconds: float, target_port: int):
+    """A port in front of Postgres (bench/delay_proxy.py) that refuses connections until `seconds`
+    after the block starts; yields the port."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     proxy = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), str(admin.port)],
+        [sys.executable, str(ROOT / "bench" / "delay_proxy.py"), str(port), str(target_port)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -88,21 +87,69 @@ def test_bootstrap_waits_for_a_postgres_that_is_not_reachable_yet(capsys):
 
         assert proxy.stdout.readline().strip() == "ready"
         command("close")
-        opener = threading.Timer(1.0, command, ["open"])
+        opener = threading.Timer(seconds, command, ["open"])
         opener.start()
+        try:
+            yield port
+        finally:
+            opener.join()
+    finally:
+        proxy.stdin.close()  # EOF: the proxy stops
+        proxy.wait(timeout=10)
+        proxy.stdout.close()
+
+
+def test_bootstrap_waits_for_a_postgres_that_is_not_reachable_yet(capsys):
+    from shared.db_bootstrap import _connect
+
+    admin = urlparse(os.environ["ADMIN_DATABASE_URL"])
+    with postgres_reachable_after(1.0, admin.port) as port:
         conn = _connect(admin._replace(netloc=f"{admin.username}:{admin.password}@127.0.0.1:{port}").geturl(), wait=30)
-        opener.join()
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
                 assert cur.fetchone() == (1,)
         finally:
             conn.close()
-    finally:
-        proxy.stdin.close()  # EOF: the proxy stops
-        proxy.wait(timeout=10)
-        proxy.stdout.close()
     assert "Postgres not reachable yet" in capsys.readouterr().err
+
+
+def test_migrate_waits_for_a_database_not_reachable_yet():
+    """`manage.py migrate --wait`, as the deployments' migration one-shots run it, against a
+    Postgres that refuses connections for its first 5 s (Django's start-up alone takes about one)."""
+    url = urlparse(os.environ["USERS_DATABASE_URL"])
+    with postgres_reachable_after(5.0, url.port) as port:
+        env = {**os.environ, "DATABASE_URL": url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port}").geturl()}
+        done = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--no-input", "--wait", "30"],
+            cwd=ROOT / "services" / "users",
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "database not reachable yet" in done.stderr
+    assert "No migrations to apply" in done.stdout
+
+
+def test_migrate_without_wait_fails_at_once_as_djangos_own():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # nothing listens there
+    url = urlparse(os.environ["USERS_DATABASE_URL"])
+    env = {**os.environ, "DATABASE_URL": url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port}").geturl()}
+    done = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input"],
+        cwd=ROOT / "services" / "users",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "not reachable yet" not in done.stderr
+    assert "OperationalError" in done.stderr
 
 
 def test_bootstrap_gives_up_after_its_wait(capsys):

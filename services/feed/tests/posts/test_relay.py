@@ -23,7 +23,7 @@ CONSUMER = "relay-test"
 
 
 def _app(broker_url: str) -> Celery:
-    app = Celery("relay-test")
+    app = Celery("relay-test", set_as_current=False)  # feed's app stays the one tasks are sent with
     app.conf.update(celery_config("feed"))
     app.conf.broker_url = broker_url
     app.conf.broker_connection_retry_on_startup = False
