@@ -114,20 +114,25 @@ def test_bootstrap_waits_for_a_postgres_that_is_not_reachable_yet(capsys):
     assert "Postgres not reachable yet" in capsys.readouterr().err
 
 
+def _migrate(port: int, *args: str) -> subprocess.CompletedProcess:
+    """`manage.py migrate --no-input *args` of the users service, its database reached on `port`."""
+    url = urlparse(os.environ["USERS_DATABASE_URL"])
+    env = {**os.environ, "DATABASE_URL": url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port}").geturl()}
+    return subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--no-input", *args],
+        cwd=ROOT / "services" / "users",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def test_migrate_waits_for_a_database_not_reachable_yet():
     """`manage.py migrate --wait`, as the deployments' migration one-shots run it, against a
     Postgres that refuses connections for its first 5 s (Django's start-up alone takes about one)."""
-    url = urlparse(os.environ["USERS_DATABASE_URL"])
-    with postgres_reachable_after(5.0, url.port) as port:
-        env = {**os.environ, "DATABASE_URL": url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port}").geturl()}
-        done = subprocess.run(
-            [sys.executable, "manage.py", "migrate", "--no-input", "--wait", "30"],
-            cwd=ROOT / "services" / "users",
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+    with postgres_reachable_after(5.0, urlparse(os.environ["USERS_DATABASE_URL"]).port) as port:
+        done = _migrate(port, "--wait", "30")
     assert done.returncode == 0, done.stderr
     assert "database not reachable yet" in done.stderr
     assert "No migrations to apply" in done.stdout
@@ -137,16 +142,7 @@ def test_migrate_without_wait_fails_at_once_as_djangos_own():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # nothing listens there
-    url = urlparse(os.environ["USERS_DATABASE_URL"])
-    env = {**os.environ, "DATABASE_URL": url._replace(netloc=f"{url.username}:{url.password}@127.0.0.1:{port}").geturl()}
-    done = subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--no-input"],
-        cwd=ROOT / "services" / "users",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _migrate(port)
     assert done.returncode != 0
     assert "not reachable yet" not in done.stderr
     assert "OperationalError" in done.stderr

@@ -19,10 +19,33 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from typing import TypeVar
 from urllib.parse import quote, urlparse, urlunparse
 
 import psycopg2
 from psycopg2 import sql
+
+T = TypeVar("T")
+
+
+def retry_unreachable(
+    connect: Callable[[], T], wait: float, *, errors: type[Exception] | tuple, report: Callable[[str, float], object]
+) -> T:
+    """`connect()` until it returns. An exception in `errors` (unreachable, starting up) is tried
+    again with backoff (0.25 s, doubling up to 2 s) for up to `wait` seconds, each attempt told to
+    `report(reason, delay)`, then raised. Also `manage.py migrate --wait` (shared.platform)."""
+    deadline = time.monotonic() + wait
+    delay = 0.25
+    while True:
+        try:
+            return connect()
+        except errors as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            report(" ".join(str(exc).split()), delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
 
 
 def _connect(url: str, dbname: str | None = None, wait: float = 0.0):
@@ -31,19 +54,14 @@ def _connect(url: str, dbname: str | None = None, wait: float = 0.0):
     if dbname is not None:
         parts = urlparse(url)
         url = urlunparse(parts._replace(path="/" + dbname))
-    deadline = time.monotonic() + wait
-    delay = 0.25
-    while True:
-        try:
-            conn = psycopg2.connect(url, connect_timeout=5)
-            break
-        except psycopg2.OperationalError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            reason = " ".join(str(exc).split())
-            print(f"db_bootstrap: Postgres not reachable yet ({reason}); trying again in {delay:.2g} s", file=sys.stderr)
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+    conn = retry_unreachable(
+        lambda: psycopg2.connect(url, connect_timeout=5),
+        wait,
+        errors=psycopg2.OperationalError,
+        report=lambda reason, delay: print(
+            f"db_bootstrap: Postgres not reachable yet ({reason}); trying again in {delay:.2g} s", file=sys.stderr
+        ),
+    )
     conn.autocommit = True
     return conn
 

@@ -6,7 +6,6 @@ failure is final, as Django's own command."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from django.core.management.base import CommandParser
@@ -14,24 +13,19 @@ from django.core.management.commands import migrate
 from django.db import connections
 from django.db.utils import OperationalError
 
+from shared.db_bootstrap import retry_unreachable
+
 
 def wait_for_database(alias: str, seconds: float, stderr: Any) -> None:
     """Connect `alias`, retrying an OperationalError with backoff for up to `seconds`, then raise it."""
-    connection = connections[alias]
-    deadline = time.monotonic() + seconds
-    delay = 0.25
-    while True:
-        try:
-            connection.ensure_connection()
-            return
-        except OperationalError as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            reason = " ".join(str(exc).split())
-            stderr.write(f"migrate: database not reachable yet ({reason}); trying again in {delay:.2g} s")
-            connection.close()
-            time.sleep(delay)
-            delay = min(2 * delay, 2.0)
+    retry_unreachable(
+        connections[alias].ensure_connection,
+        seconds,
+        errors=OperationalError,
+        report=lambda reason, delay: stderr.write(
+            f"migrate: database not reachable yet ({reason}); trying again in {delay:.2g} s"
+        ),
+    )
 
 
 class Command(migrate.Command):
